@@ -1,0 +1,72 @@
+"""One frozen settings object for every process, built at start-up from ``MAAS_*``
+environment variables (never at import time).
+
+Units are in the names. Relationships between values are validated here so that a
+misconfigured process refuses to start instead of misbehaving under load.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+DEFAULT_BILLING_TOKEN = "dev-billing-token"  # printed by `maas up`; override in production
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    bootstrap_servers: str = "127.0.0.1:9092"
+    data_dir: Path = Path(".maas")
+    partitions: int = Field(default=6, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    reply_partitions: int = Field(default=16, ge=1, le=1024)
+
+    # ledger processor
+    instance_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    commit_interval_ms: int = Field(default=20, ge=1)
+    max_batch_size: int = Field(default=500, ge=1)
+    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    refund_grace_ms: int = Field(default=2_000, ge=0)
+
+    # api
+    api_instance: int = Field(default=0, ge=0)
+    request_deadline_ms: int = Field(default=5_000, ge=100)
+    billing_token: SecretStr = SecretStr(DEFAULT_BILLING_TOKEN)
+
+    # generators
+    generator_concurrency: int = Field(default=4, ge=1, le=256)
+    ai_generator_deadline_ms: int = Field(default=3_000, ge=100)
+
+    @model_validator(mode="after")
+    def _check_relationships(self) -> Settings:
+        if self.transaction_timeout_ms <= self.commit_interval_ms:
+            raise ValueError("transaction_timeout_ms must exceed commit_interval_ms")
+        if self.api_instance >= self.reply_partitions:
+            raise ValueError("api_instance must be below reply_partitions")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``MAAS_<FIELD>`` variables; ``KAFKA_BOOTSTRAP_SERVERS`` also names the cluster."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        for name in cls.model_fields:
+            key = "MAAS_" + name.upper()
+            if key in env:
+                values[name] = env[key]
+        values.update(overrides)
+        return cls.model_validate(values)
+
+    def kafka_common(self) -> dict[str, object]:
+        return {"bootstrap.servers": self.bootstrap_servers}
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)

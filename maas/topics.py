@@ -1,0 +1,54 @@
+"""Topic names of one region. Topic prefixes stand in for per-region clusters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    region: str
+
+    @property
+    def requests(self) -> str:
+        """MemeRequested and client queries, key = client_id."""
+        return f"{self.region}.requests"
+
+    @property
+    def purchases(self) -> str:
+        """ClientRegistered, TokensPurchased, SubscriptionRequested, key = client_id."""
+        return f"{self.region}.purchases"
+
+    @property
+    def outcomes(self) -> str:
+        """MemeGenerated / MemeFailed from the generator pools, key = client_id."""
+        return f"{self.region}.outcomes"
+
+    @property
+    def ledger(self) -> str:
+        """Append-only ledger entries, kept forever, key = client_id."""
+        return f"{self.region}.ledger"
+
+    @property
+    def clients(self) -> str:
+        """Compacted: client_id -> API key hash. Read by every API instance for auth."""
+        return f"{self.region}.clients"
+
+    @property
+    def replies(self) -> str:
+        """One partition per API instance; a request names its partition in reply_to."""
+        return f"{self.region}.replies"
+
+    @property
+    def ledger_changelog(self) -> str:
+        """Compacted changelog of the ledger processor's RocksDB state."""
+        return f"{self.region}.ledger-state-changelog"
+
+    def approved(self, kind: str) -> str:
+        """Approved work for the generator pool of ``kind`` (standard or ai)."""
+        return f"{self.region}.approved.{kind}"
+
+    @property
+    def ledger_inputs(self) -> list[str]:
+        """Co-partitioned inputs of the ledger processor."""
+        return [self.requests, self.purchases, self.outcomes]
