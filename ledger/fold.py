@@ -1,0 +1,548 @@
+"""The ledger's decisions, as a pure fold: ``decide(state, input) -> Decision``.
+
+No I/O, no clock, no randomness: time is the input's ``occurred_at_ms`` (or the
+``now_ms`` of an ``Expire``), and every id is derived from the input's id. The live
+processor, the replay and the tests run this same code.
+
+``evolve(account, entry)`` applies one ledger entry to an account. ``decide`` builds
+every entry through it, so a replay of the ledger topic (folding entries with
+``evolve``) reproduces the live balances by construction; ``evolve`` also checks each
+entry's ``seq`` and ``balance_after`` and raises ``LedgerCorrupt`` on any mismatch.
+
+Checks for a meme request, in order (the first that applies decides):
+
+1. unknown client -> rejected (reason 1), nothing stored;
+2. request id seen before with other parameters -> rejected (reason 2), nothing stored;
+3. request id seen before -> the first outcome again, or wait for it; nothing charged;
+4. balance below the price -> ``MemeRejected`` (reason 3);
+5. otherwise ``TokensCharged``: the work goes to the ``ai`` pool if the subscription is
+   active at the request's time, else to the ``standard`` pool.
+
+A charged request ends exactly once: ``MemeDelivered`` (meme made) or
+``TokensRefunded`` (generator failed, or no outcome by the deadline). Outcomes that
+arrive after the end are ignored: "when in doubt, the client gets a free meme".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.state import (
+    MAX_WAITERS,
+    Account,
+    PurchaseRecord,
+    RequestRecord,
+    Waiter,
+)
+from schemas.events import (
+    AccountOpened,
+    AccountQueried,
+    ClientRegistered,
+    InputEvent,
+    LedgerEntryUnion,
+    MemeApproved,
+    MemeDelivered,
+    MemeFailed,
+    MemeGenerated,
+    MemeRejected,
+    MemeRequested,
+    PurchaseRejectReason,
+    RefundReason,
+    RejectReason,
+    Reply,
+    RequestQueried,
+    SubscriptionChanged,
+    SubscriptionRequested,
+    TokensCharged,
+    TokensCredited,
+    TokensPurchased,
+    TokensRefunded,
+)
+
+PRICE_TOKENS = 1
+
+
+class LedgerCorrupt(Exception):
+    """An entry does not follow from the account it is applied to."""
+
+
+class StateView(Protocol):
+    def account(self, client_id: str) -> Account | None: ...
+    def request(self, request_id: str) -> RequestRecord | None: ...
+    def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Timer input: the request's deadline has passed without an outcome."""
+
+    client_id: str
+    request_id: str
+    region: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one input changes. The processor writes all of it in one transaction."""
+
+    entries: tuple[LedgerEntryUnion, ...] = ()
+    account: Account | None = None
+    request: RequestRecord | None = None
+    purchase: PurchaseRecord | None = None
+    approved: MemeApproved | None = None
+    replies: tuple[tuple[int, Reply], ...] = ()
+
+
+NOTHING = Decision()
+
+
+def decide(state: StateView, event: InputEvent | Expire) -> Decision:
+    match event:
+        case MemeRequested():
+            return _meme_requested(state, event)
+        case MemeGenerated():
+            return _meme_generated(state, event)
+        case MemeFailed():
+            return _end_with_refund(
+                state, event, RefundReason.GENERATOR_FAILED, event.event_id, event.occurred_at_ms
+            )
+        case Expire():
+            return _end_with_refund(
+                state,
+                event,
+                RefundReason.DEADLINE_EXPIRED,
+                f"{event.request_id}:expired",
+                event.now_ms,
+            )
+        case TokensPurchased():
+            return _tokens_purchased(state, event)
+        case ClientRegistered():
+            return _client_registered(state, event)
+        case SubscriptionRequested():
+            return _subscription_requested(state, event)
+        case AccountQueried():
+            account = state.account(event.client_id)
+            if account is None:
+                return _reply(event.reply_to, event.event_id, "not_found")
+            return _reply(
+                event.reply_to,
+                event.event_id,
+                "account",
+                balance=account.balance,
+                account=account.view(),
+            )
+        case RequestQueried():
+            record = state.request(event.request_id)
+            if record is None or record.client_id != event.client_id:
+                return _reply(event.reply_to, event.event_id, "not_found")
+            return _reply(event.reply_to, event.event_id, "request", request=record.view())
+    raise TypeError(f"no rule for {type(event).__name__}")
+
+
+def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
+    """Apply one ledger entry; the only place a balance changes."""
+    if account is None:
+        if not isinstance(entry, AccountOpened):
+            raise LedgerCorrupt(f"{entry.type} for client {entry.client_id} before AccountOpened")
+        account = Account(client_id=entry.client_id, api_key_sha256=entry.api_key_sha256)
+    if entry.seq != account.seq + 1:
+        raise LedgerCorrupt(f"client {entry.client_id}: seq {entry.seq} follows {account.seq}")
+    changes: dict[str, object] = {"seq": entry.seq}
+    balance = account.balance
+    match entry:
+        case TokensCredited():
+            balance += entry.tokens
+            changes["tokens_credited"] = account.tokens_credited + entry.tokens
+        case TokensCharged():
+            balance -= entry.tokens
+            changes["tokens_charged"] = account.tokens_charged + entry.tokens
+            changes["memes_requested"] = account.memes_requested + 1
+        case MemeRejected():
+            changes["memes_requested"] = account.memes_requested + 1
+        case MemeDelivered():
+            changes["memes_delivered"] = account.memes_delivered + 1
+        case TokensRefunded():
+            balance += entry.tokens
+            changes["tokens_refunded"] = account.tokens_refunded + entry.tokens
+        case SubscriptionChanged():
+            changes["ai_active"] = entry.active
+            changes["ai_until_ms"] = entry.until_ms
+    if balance != entry.balance_after or balance < 0:
+        raise LedgerCorrupt(
+            f"client {entry.client_id} seq {entry.seq}: balance {balance}, "
+            f"entry says {entry.balance_after}"
+        )
+    changes["balance"] = balance
+    return account.model_copy(update=changes)
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return _reply(
+            event.reply_to, event.event_id, "rejected", reason=RejectReason.UNKNOWN_CLIENT
+        )
+
+    seen = state.request(event.request_id)
+    if seen is not None:
+        return _repeated_request(seen, event, account)
+
+    if account.balance < PRICE_TOKENS:
+        rejected, account = _append(
+            account,
+            MemeRejected,
+            event,
+            0,
+            request_id=event.request_id,
+            reason=RejectReason.INSUFFICIENT_TOKENS,
+        )
+        record = RequestRecord(
+            request_id=event.request_id,
+            client_id=event.client_id,
+            fingerprint=event.fingerprint,
+            status="rejected",
+            reject_reason=RejectReason.INSUFFICIENT_TOKENS,
+        )
+        return Decision(
+            entries=(rejected,),
+            account=account,
+            request=record,
+            replies=(
+                (
+                    event.reply_to,
+                    Reply(
+                        correlation_id=event.event_id,
+                        outcome="rejected",
+                        balance=account.balance,
+                        entry=rejected,
+                        reason=RejectReason.INSUFFICIENT_TOKENS,
+                    ),
+                ),
+            ),
+        )
+
+    kind = "ai" if account.ai_entitled(event.occurred_at_ms) else "standard"
+    charged, account = _append(
+        account,
+        TokensCharged,
+        event,
+        -PRICE_TOKENS,
+        request_id=event.request_id,
+        tokens=PRICE_TOKENS,
+        kind=kind,
+    )
+    record = RequestRecord(
+        request_id=event.request_id,
+        client_id=event.client_id,
+        fingerprint=event.fingerprint,
+        status="charged",
+        kind=kind,
+        deadline_ms=event.deadline_ms,
+        waiters=(Waiter(reply_to=event.reply_to, correlation_id=event.event_id),),
+    )
+    approved = MemeApproved(
+        event_id=f"{event.event_id}:approved",
+        client_id=event.client_id,
+        region=event.region,
+        occurred_at_ms=event.occurred_at_ms,
+        causation_id=event.request_id,
+        request_id=event.request_id,
+        kind=kind,
+        lat=event.lat,
+        lon=event.lon,
+        query=event.query,
+        deadline_ms=event.deadline_ms,
+    )
+    return Decision(entries=(charged,), account=account, request=record, approved=approved)
+
+
+def _repeated_request(seen: RequestRecord, event: MemeRequested, account: Account) -> Decision:
+    if seen.client_id != event.client_id or seen.fingerprint != event.fingerprint:
+        return _reply(
+            event.reply_to, event.event_id, "rejected", reason=RejectReason.IDEMPOTENCY_CONFLICT
+        )
+    if seen.status == "charged":
+        if len(seen.waiters) >= MAX_WAITERS:
+            return NOTHING
+        waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
+        return Decision(request=seen.model_copy(update={"waiters": (*seen.waiters, waiter)}))
+    return Decision(
+        replies=((event.reply_to, _final_reply(seen, event.event_id, account.balance)),)
+    )
+
+
+def _final_reply(record: RequestRecord, correlation_id: str, balance: int) -> Reply:
+    match record.status:
+        case "delivered":
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="delivered",
+                balance=balance,
+                entry=record.meme,
+            )
+        case "refunded":
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="refunded",
+                balance=balance,
+                reason=record.refund_reason,
+            )
+        case _:
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="rejected",
+                balance=balance,
+                reason=record.reject_reason,
+            )
+
+
+def _meme_generated(state: StateView, event: MemeGenerated) -> Decision:
+    record, account = _open_request(state, event.client_id, event.request_id)
+    if record is None or account is None:
+        return NOTHING
+    delivered, account = _append(
+        account,
+        MemeDelivered,
+        event,
+        0,
+        request_id=event.request_id,
+        meme_id=event.meme_id,
+        kind=event.kind,
+        template=event.template,
+        caption=event.caption,
+        image_key=event.image_key,
+    )
+    ended = record.model_copy(update={"status": "delivered", "meme": delivered, "waiters": ()})
+    replies = tuple(
+        (
+            w.reply_to,
+            Reply(
+                correlation_id=w.correlation_id,
+                outcome="delivered",
+                balance=account.balance,
+                entry=delivered,
+            ),
+        )
+        for w in record.waiters
+    )
+    return Decision(entries=(delivered,), account=account, request=ended, replies=replies)
+
+
+def _end_with_refund(
+    state: StateView, cause: MemeFailed | Expire, reason: RefundReason, cause_id: str, now_ms: int
+) -> Decision:
+    record, account = _open_request(state, cause.client_id, cause.request_id)
+    if record is None or account is None:
+        return NOTHING
+    refunded, account = _append_at(
+        account,
+        TokensRefunded,
+        cause_id,
+        cause.request_id,
+        cause.region,
+        now_ms,
+        PRICE_TOKENS,
+        request_id=cause.request_id,
+        tokens=PRICE_TOKENS,
+        reason=reason,
+    )
+    ended = record.model_copy(update={"status": "refunded", "refund_reason": reason, "waiters": ()})
+    replies = tuple(
+        (
+            w.reply_to,
+            Reply(
+                correlation_id=w.correlation_id,
+                outcome="refunded",
+                balance=account.balance,
+                entry=refunded,
+                reason=reason,
+            ),
+        )
+        for w in record.waiters
+    )
+    return Decision(entries=(refunded,), account=account, request=ended, replies=replies)
+
+
+def _open_request(
+    state: StateView, client_id: str, request_id: str
+) -> tuple[RequestRecord | None, Account | None]:
+    """The request if it is charged and still waiting for its one outcome."""
+    record = state.request(request_id)
+    if record is None or record.status != "charged" or record.client_id != client_id:
+        return None, None
+    return record, state.account(client_id)
+
+
+def _tokens_purchased(state: StateView, event: TokensPurchased) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return _reply(
+            event.reply_to,
+            event.event_id,
+            "purchase_rejected",
+            reason=PurchaseRejectReason.UNKNOWN_CLIENT,
+        )
+    seen = state.purchase(event.client_id, event.purchase_id)
+    if seen is not None:
+        if seen.tokens != event.tokens:
+            return _reply(
+                event.reply_to,
+                event.event_id,
+                "purchase_rejected",
+                balance=account.balance,
+                reason=PurchaseRejectReason.PURCHASE_CONFLICT,
+            )
+        return _reply(
+            event.reply_to, event.event_id, "credited", balance=account.balance, entry=seen.credited
+        )
+    credited, account = _append(
+        account,
+        TokensCredited,
+        event,
+        event.tokens,
+        purchase_id=event.purchase_id,
+        tokens=event.tokens,
+    )
+    purchase = PurchaseRecord(
+        purchase_id=event.purchase_id,
+        client_id=event.client_id,
+        tokens=event.tokens,
+        credited=credited,
+    )
+    return Decision(
+        entries=(credited,),
+        account=account,
+        purchase=purchase,
+        replies=(
+            (
+                event.reply_to,
+                Reply(
+                    correlation_id=event.event_id,
+                    outcome="credited",
+                    balance=account.balance,
+                    entry=credited,
+                ),
+            ),
+        ),
+    )
+
+
+def _client_registered(state: StateView, event: ClientRegistered) -> Decision:
+    account = state.account(event.client_id)
+    if account is not None:
+        return _reply(
+            event.reply_to,
+            event.event_id,
+            "registered",
+            balance=account.balance,
+            account=account.view(),
+        )
+    opened = AccountOpened(
+        event_id=f"{event.event_id}:0",
+        client_id=event.client_id,
+        region=event.region,
+        occurred_at_ms=event.occurred_at_ms,
+        causation_id=event.event_id,
+        seq=1,
+        balance_after=0,
+        api_key_sha256=event.api_key_sha256,
+    )
+    account = evolve(None, opened)
+    return Decision(
+        entries=(opened,),
+        account=account,
+        replies=(
+            (
+                event.reply_to,
+                Reply(
+                    correlation_id=event.event_id,
+                    outcome="registered",
+                    balance=0,
+                    entry=opened,
+                    account=account.view(),
+                ),
+            ),
+        ),
+    )
+
+
+def _subscription_requested(state: StateView, event: SubscriptionRequested) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return _reply(event.reply_to, event.event_id, "not_found")
+    changed, account = _append(
+        account,
+        SubscriptionChanged,
+        event,
+        0,
+        active=event.active,
+        until_ms=event.until_ms if event.active else None,
+    )
+    return Decision(
+        entries=(changed,),
+        account=account,
+        replies=(
+            (
+                event.reply_to,
+                Reply(
+                    correlation_id=event.event_id,
+                    outcome="subscription",
+                    balance=account.balance,
+                    entry=changed,
+                    account=account.view(),
+                ),
+            ),
+        ),
+    )
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _append(
+    account: Account, entry_type: type, cause: InputEvent, delta: int, **fields: object
+) -> tuple[LedgerEntryUnion, Account]:
+    return _append_at(
+        account,
+        entry_type,
+        cause.event_id,
+        getattr(cause, "request_id", None) or cause.event_id,
+        cause.region,
+        cause.occurred_at_ms,
+        delta,
+        **fields,
+    )
+
+
+def _append_at(
+    account: Account,
+    entry_type: type,
+    cause_id: str,
+    causation_id: str,
+    region: str,
+    now_ms: int,
+    delta: int,
+    **fields: object,
+) -> tuple[LedgerEntryUnion, Account]:
+    entry = entry_type(
+        event_id=f"{cause_id}:{account.seq + 1}",
+        client_id=account.client_id,
+        region=region,
+        occurred_at_ms=now_ms,
+        causation_id=causation_id,
+        seq=account.seq + 1,
+        balance_after=account.balance + delta,
+        **fields,
+    )
+    return entry, evolve(account, entry)
+
+
+def _reply(reply_to: int, correlation_id: str, outcome: str, **fields: object) -> Decision:
+    return Decision(
+        replies=((reply_to, Reply(correlation_id=correlation_id, outcome=outcome, **fields)),)
+    )

@@ -1,0 +1,27 @@
+"""The ledger in memory: the fold plus a dict. Used by tests, replay and benchmarks."""
+
+from __future__ import annotations
+
+from ledger.fold import Decision, Expire, decide
+from ledger.state import KeyValueState, RequestRecord, record_writes, request_key
+from schemas.events import InputEvent, LedgerEntryUnion
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.records: dict[bytes, bytes] = {}
+        self.state = KeyValueState(self.records.get)
+        self.entries: list[LedgerEntryUnion] = []
+
+    def handle(self, event: InputEvent | Expire) -> Decision:
+        decision = decide(self.state, event)
+        self.records.update(record_writes(decision.account, decision.request, decision.purchase))
+        self.entries.extend(decision.entries)
+        return decision
+
+    def open_request(self, request_id: str) -> RequestRecord | None:
+        record = self.state.request(request_id)
+        return record if record is not None and record.status == "charged" else None
+
+    def has_request(self, request_id: str) -> bool:
+        return request_key(request_id) in self.records

@@ -1,0 +1,154 @@
+"""The records the ledger keeps, one key each, and how they are named in a store.
+
+A client's balance and its Memes AI subscription live in **one** record (``Account``),
+so the entitlement check on the hot path costs no extra read. Every request id and
+every purchase id has its own record, kept without expiry: that is the deduplication
+and the answer to "what happened to request X".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.events import (
+    AccountView,
+    Kind,
+    MemeDelivered,
+    RefundReason,
+    RejectReason,
+    RequestView,
+    TokensCredited,
+)
+
+STATE_FORMAT_VERSION = 1
+RequestStatus = Literal["charged", "delivered", "refunded", "rejected"]
+MAX_WAITERS = 8  # concurrent retries of one request that all get the answer
+
+
+class Account(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str
+    api_key_sha256: str
+    balance: int = 0
+    seq: int = 0
+    memes_requested: int = 0
+    memes_delivered: int = 0
+    tokens_credited: int = 0
+    tokens_charged: int = 0
+    tokens_refunded: int = 0
+    ai_active: bool = False
+    ai_until_ms: int | None = None
+
+    def ai_entitled(self, now_ms: int) -> bool:
+        return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)
+
+    def view(self) -> AccountView:
+        return AccountView(
+            client_id=self.client_id,
+            balance=self.balance,
+            seq=self.seq,
+            memes_requested=self.memes_requested,
+            memes_delivered=self.memes_delivered,
+            tokens_credited=self.tokens_credited,
+            tokens_charged=self.tokens_charged,
+            tokens_refunded=self.tokens_refunded,
+            ai_active=self.ai_active,
+            ai_until_ms=self.ai_until_ms,
+        )
+
+
+class Waiter(BaseModel):
+    """An API instance waiting for a request's final outcome."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reply_to: int
+    correlation_id: str
+
+
+class RequestRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    client_id: str
+    fingerprint: str
+    status: RequestStatus
+    kind: Kind | None = None
+    deadline_ms: int = 0
+    waiters: tuple[Waiter, ...] = ()
+    reject_reason: RejectReason | None = None
+    refund_reason: RefundReason | None = None
+    meme: MemeDelivered | None = None
+
+    def view(self) -> RequestView:
+        return RequestView(
+            request_id=self.request_id,
+            status=self.status,
+            kind=self.kind,
+            reject_reason=self.reject_reason,
+            refund_reason=self.refund_reason,
+            meme=self.meme,
+        )
+
+
+class PurchaseRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    purchase_id: str
+    client_id: str
+    tokens: int
+    credited: TokensCredited
+
+
+# Store keys. One prefix per record type; prefixes never change meaning.
+def account_key(client_id: str) -> bytes:
+    return b"a/" + client_id.encode()
+
+
+def request_key(request_id: str) -> bytes:
+    return b"r/" + request_id.encode()
+
+
+def purchase_key(client_id: str, purchase_id: str) -> bytes:
+    # Purchase ids are unique per client: billing's ids are not global across partitions.
+    return b"p/" + client_id.encode() + b"/" + purchase_id.encode()
+
+
+class KeyValueState:
+    """``StateView`` over any byte store: a dict in tests and replay, RocksDB live."""
+
+    __slots__ = ("_get",)
+
+    def __init__(self, get: Callable[[bytes], bytes | None]) -> None:
+        self._get = get
+
+    def account(self, client_id: str) -> Account | None:
+        raw = self._get(account_key(client_id))
+        return None if raw is None else Account.model_validate_json(raw)
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        raw = self._get(request_key(request_id))
+        return None if raw is None else RequestRecord.model_validate_json(raw)
+
+    def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None:
+        raw = self._get(purchase_key(client_id, purchase_id))
+        return None if raw is None else PurchaseRecord.model_validate_json(raw)
+
+
+def record_writes(
+    account: Account | None, request: RequestRecord | None, purchase: PurchaseRecord | None
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs that persist a decision's records."""
+    writes = []
+    if account is not None:
+        writes.append((account_key(account.client_id), account.model_dump_json().encode()))
+    if request is not None:
+        writes.append((request_key(request.request_id), request.model_dump_json().encode()))
+    if purchase is not None:
+        key = purchase_key(purchase.client_id, purchase.purchase_id)
+        writes.append((key, purchase.model_dump_json().encode()))
+    return writes

@@ -1,0 +1,56 @@
+"""Topic creation for one region: names, partition counts and retention in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from maas.settings import Settings
+from maas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """Inputs, ledger and changelog share the partition count: they are co-partitioned."""
+    t = Topics(settings.region)
+    rf = settings.replication_factor
+    n = settings.partitions
+    durable = {"min.insync.replicas": str(min(2, rf))}
+
+    def spec(name: str, partitions: int, config: dict[str, str]) -> NewTopic:
+        return NewTopic(
+            name, num_partitions=partitions, replication_factor=rf, config={**durable, **config}
+        )
+
+    return [
+        spec(t.requests, n, {}),
+        spec(t.purchases, n, FOREVER),
+        spec(t.outcomes, n, {}),
+        spec(t.ledger, n, FOREVER),
+        spec(t.ledger_changelog, n, COMPACTED),
+        spec(t.clients, n, COMPACTED),
+        spec(t.approved("standard"), n, {}),
+        spec(t.approved("ai"), n, {}),
+        spec(t.replies, settings.reply_partitions, {"retention.ms": str(3_600_000)}),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the region's topics; existing ones are left as they are."""
+    admin = AdminClient(settings.kafka_common())
+    futures = admin.create_topics(
+        topic_specs(settings), operation_timeout=timeout_s, request_timeout=timeout_s
+    )
+    for name, future in futures.items():
+        try:
+            future.result()
+            log.info("topic created name=%s", name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

@@ -1,0 +1,295 @@
+"""Event contracts: every message on a Kafka topic of the service is one of these.
+
+Three families, one envelope (``event_id``, ``type``, ``schema_version``, ``client_id``,
+``region``, ``occurred_at_ms``, ``causation_id``):
+
+- **Inputs** appended by the API and the generator pools; the ledger processor folds them:
+  ``ClientRegistered``, ``TokensPurchased``, ``SubscriptionRequested``, ``MemeRequested``,
+  ``MemeGenerated``, ``MemeFailed``, and the read-only ``AccountQueried`` /
+  ``RequestQueried``.
+- **Ledger entries** written by the ledger processor only, to ``<region>.ledger``, kept
+  forever. Each carries the client's ``seq`` (1, 2, 3, ... with no gap) and the
+  ``balance_after`` it. Their fold rebuilds every balance.
+- **Work and replies**: ``MemeApproved`` for a generator pool, ``Reply`` for the API
+  instance that waits.
+
+Token amounts are integers. Times are integer milliseconds since the Unix epoch, so the
+fold never parses a date. A change to a model must stay backward compatible with every
+version published in ``schemas/published/`` (checked by ``tests/unit/test_schemas.py``).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+MAX_QUERY_CHARS = 200
+MAX_PURCHASE_TOKENS = 1_000_000_000
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Kind = Literal["standard", "ai"]
+
+
+class RejectReason(IntEnum):
+    """Why a meme request was rejected, in the order the ledger checks.
+
+    Numbers are part of the contract: never reuse or renumber one.
+    """
+
+    UNKNOWN_CLIENT = 1
+    IDEMPOTENCY_CONFLICT = 2  # same request id, different parameters
+    INSUFFICIENT_TOKENS = 3
+
+
+class PurchaseRejectReason(IntEnum):
+    """Why a purchase was not credited, in the order the ledger checks."""
+
+    UNKNOWN_CLIENT = 1
+    PURCHASE_CONFLICT = 2  # same purchase id, different amount
+
+
+class RefundReason(IntEnum):
+    GENERATOR_FAILED = 1
+    DEADLINE_EXPIRED = 2
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: Id
+    schema_version: int = 1
+    client_id: Id
+    region: str
+    occurred_at_ms: int = Field(ge=0)
+    causation_id: Id | None = None
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+class ClientRegistered(Envelope):
+    type: Literal["ClientRegistered"] = "ClientRegistered"
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(default="", max_length=200)
+    reply_to: int = Field(ge=0)
+
+
+class TokensPurchased(Envelope):
+    type: Literal["TokensPurchased"] = "TokensPurchased"
+    purchase_id: Id
+    tokens: int = Field(ge=1, le=MAX_PURCHASE_TOKENS)
+    reply_to: int = Field(ge=0)
+
+
+class SubscriptionRequested(Envelope):
+    """Billing switches Memes AI on (``active``, optionally until a time) or off."""
+
+    type: Literal["SubscriptionRequested"] = "SubscriptionRequested"
+    active: bool
+    until_ms: int | None = Field(default=None, ge=0)
+    reply_to: int = Field(ge=0)
+
+
+class MemeRequested(Envelope):
+    type: Literal["MemeRequested"] = "MemeRequested"
+    request_id: Id
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{16,64}$")  # hash of lat, lon, query
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    deadline_ms: int = Field(ge=0)
+    reply_to: int = Field(ge=0)  # partition of <region>.replies the API instance reads
+
+
+class MemeGenerated(Envelope):
+    type: Literal["MemeGenerated"] = "MemeGenerated"
+    request_id: Id
+    meme_id: str
+    kind: Kind
+    template: str
+    caption: str
+    image_key: str
+
+
+class MemeFailed(Envelope):
+    type: Literal["MemeFailed"] = "MemeFailed"
+    request_id: Id
+    kind: Kind
+    error: str = Field(max_length=500)
+
+
+class AccountQueried(Envelope):
+    type: Literal["AccountQueried"] = "AccountQueried"
+    reply_to: int = Field(ge=0)
+
+
+class RequestQueried(Envelope):
+    type: Literal["RequestQueried"] = "RequestQueried"
+    request_id: Id
+    reply_to: int = Field(ge=0)
+
+
+# --- ledger entries -----------------------------------------------------------------
+
+
+class LedgerEntry(Envelope):
+    seq: int = Field(ge=1)
+    balance_after: int = Field(ge=0)
+
+
+class AccountOpened(LedgerEntry):
+    type: Literal["AccountOpened"] = "AccountOpened"
+    api_key_sha256: str
+
+
+class TokensCredited(LedgerEntry):
+    type: Literal["TokensCredited"] = "TokensCredited"
+    purchase_id: Id
+    tokens: int = Field(ge=1)
+
+
+class TokensCharged(LedgerEntry):
+    type: Literal["TokensCharged"] = "TokensCharged"
+    request_id: Id
+    tokens: int = Field(ge=1)
+    kind: Kind
+
+
+class MemeRejected(LedgerEntry):
+    type: Literal["MemeRejected"] = "MemeRejected"
+    request_id: Id
+    reason: RejectReason
+
+
+class MemeDelivered(LedgerEntry):
+    type: Literal["MemeDelivered"] = "MemeDelivered"
+    request_id: Id
+    meme_id: str
+    kind: Kind
+    template: str
+    caption: str
+    image_key: str
+
+
+class TokensRefunded(LedgerEntry):
+    type: Literal["TokensRefunded"] = "TokensRefunded"
+    request_id: Id
+    tokens: int = Field(ge=1)
+    reason: RefundReason
+
+
+class SubscriptionChanged(LedgerEntry):
+    type: Literal["SubscriptionChanged"] = "SubscriptionChanged"
+    active: bool
+    until_ms: int | None = None
+
+
+# --- work and replies ---------------------------------------------------------------
+
+
+class MemeApproved(Envelope):
+    """Charged work for a generator pool; the generator answers on the outcomes topic."""
+
+    type: Literal["MemeApproved"] = "MemeApproved"
+    request_id: Id
+    kind: Kind
+    lat: float
+    lon: float
+    query: str
+    deadline_ms: int
+
+
+ReplyOutcome = Literal[
+    "delivered",  # meme made; `entry` is the MemeDelivered
+    "rejected",  # `entry` is the MemeRejected (or a reason-only rejection, see `reason`)
+    "refunded",  # `entry` is the TokensRefunded
+    "credited",  # `entry` is the TokensCredited (also for a repeated purchase id)
+    "purchase_rejected",
+    "registered",
+    "subscription",
+    "account",
+    "request",
+    "not_found",
+]
+
+
+class AccountView(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str
+    balance: int
+    seq: int
+    memes_requested: int
+    memes_delivered: int
+    tokens_credited: int
+    tokens_charged: int
+    tokens_refunded: int
+    ai_active: bool
+    ai_until_ms: int | None
+
+
+class RequestView(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    status: Literal["charged", "delivered", "refunded", "rejected"]
+    kind: Kind | None
+    reject_reason: RejectReason | None = None
+    refund_reason: RefundReason | None = None
+    meme: MemeDelivered | None = None
+
+
+class Reply(BaseModel):
+    """The answer an API instance waits for, routed by ``reply_to`` partition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    correlation_id: str  # event_id of the input that the API appended
+    outcome: ReplyOutcome
+    balance: int | None = None
+    entry: LedgerEntryUnion | None = None
+    reason: int | None = None
+    account: AccountView | None = None
+    request: RequestView | None = None
+
+
+InputEvent = Annotated[
+    ClientRegistered
+    | TokensPurchased
+    | SubscriptionRequested
+    | MemeRequested
+    | MemeGenerated
+    | MemeFailed
+    | AccountQueried
+    | RequestQueried,
+    Field(discriminator="type"),
+]
+LedgerEntryUnion = Annotated[
+    AccountOpened
+    | TokensCredited
+    | TokensCharged
+    | MemeRejected
+    | MemeDelivered
+    | TokensRefunded
+    | SubscriptionChanged,
+    Field(discriminator="type"),
+]
+Reply.model_rebuild()
+RequestView.model_rebuild()
+
+INPUT_ADAPTER: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
+ENTRY_ADAPTER: TypeAdapter[LedgerEntryUnion] = TypeAdapter(LedgerEntryUnion)
+
+
+def parse_input(raw: bytes) -> InputEvent:
+    return INPUT_ADAPTER.validate_json(raw)
+
+
+def parse_entry(raw: bytes) -> LedgerEntryUnion:
+    return ENTRY_ADAPTER.validate_json(raw)
+
+
+def dump(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
