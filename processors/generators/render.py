@@ -1,0 +1,483 @@
+"""Pure meme rendering: query + coordinates -> deterministic 512x512 PNG.
+
+No Kafka, no I/O, no clocks: the generator workers may retry or run a request twice and
+must get byte-identical output, so every choice is derived from the inputs (and, for the
+"ai" kind, from a hash of the request id).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import hashlib
+import io
+import math
+import random
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from processors.generators.templates import BASE_SIZE, TEMPLATES, Box, Slot, Template
+
+Kind = Literal["standard", "ai"]
+KINDS: tuple[Kind, ...] = ("standard", "ai")
+
+IMAGE_SIZE = BASE_SIZE
+# Level 1 is ~2x faster than the default 6; our flat cartoon images barely grow.
+PNG_COMPRESS_LEVEL = 1
+MAX_QUERY_CHARS = 120
+MIN_FONT_SIZE = 12
+MAX_FONT_SIZE = 64
+SLOT_PADDING = 4
+ELLIPSIS = "\u2026"
+
+
+@dataclass(frozen=True)
+class RenderedMeme:
+    meme_id: str
+    png: bytes
+    caption: str
+    template: str
+    kind: Kind
+
+
+# --- template choice -------------------------------------------------------------------
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(query: str) -> list[str]:
+    """Lowercase ASCII-alphanumeric words; accents are folded so "Café" -> "cafe"."""
+    folded = unicodedata.normalize("NFKD", query.casefold())
+    return _WORD_RE.findall(folded)
+
+
+def _matches(word: str, tags: frozenset[str]) -> bool:
+    # Cheap plural folding so "stocks"/"memes" still hit singular tags, no stemmer needed.
+    return word in tags or (len(word) > 3 and word.endswith("s") and word[:-1] in tags)
+
+
+def template_scores(query: str) -> list[tuple[str, int]]:
+    """Per-template score used by `choose_template`, in catalog order (for explaining)."""
+    words = set(tokenize(query))
+    return [(t.name, sum(_matches(w, t.tags) for w in words)) for t in TEMPLATES]
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def choose_template(query: str) -> Template:
+    """Pick the template whose tags best match the query.
+
+    Scoring (explainable, see `template_scores`): the query is casefolded, accents are
+    stripped and it is split into ASCII letter/digit words. A template's score is the
+    number of *distinct* query words that equal one of its tags (a word ending in "s"
+    also matches the tag without the "s"). The highest score wins. Ties - including the
+    common "no tag matched" case where every template scores 0 - are broken by
+    sha256(normalised query) modulo the number of tied templates, taken in catalog
+    order, so the same query always yields the same template while different queries
+    spread across the catalog. Python's `hash()` is not used: it is salted per process.
+    """
+    scores = template_scores(query)
+    best = max(score for _, score in scores)
+    tied = [t for t, (_, score) in zip(TEMPLATES, scores, strict=True) if score == best]
+    return tied[_stable_hash(" ".join(tokenize(query))) % len(tied)]
+
+
+# --- captions --------------------------------------------------------------------------
+
+
+def _clean_query(query: str) -> str:
+    # Control characters would leak into event payloads; format chars (ZWJ) stay so
+    # emoji sequences survive in the stored caption.
+    visible = "".join(c for c in query if c.isspace() or unicodedata.category(c) != "Cc")
+    text = " ".join(visible.split()).upper()
+    if len(text) > MAX_QUERY_CHARS:
+        text = text[: MAX_QUERY_CHARS - 1].rstrip() + ELLIPSIS
+    return text or "A MEME"
+
+
+def format_coordinates(lat: float, lon: float) -> str:
+    """ "40.73°N 73.94°W"; raises ValueError for impossible coordinates."""
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"invalid coordinates: lat={lat!r} lon={lon!r}")
+    # Hemisphere from the *rounded* value so -0.001 prints as 0.00°N, not 0.00°S.
+    ns = "S" if round(lat, 2) < 0 else "N"
+    ew = "W" if round(lon, 2) < 0 else "E"
+    return f"{abs(lat):.2f}\u00b0{ns} {abs(lon):.2f}\u00b0{ew}"
+
+
+def caption_for(query: str, lat: float, lon: float) -> tuple[str, str]:
+    """Classic top/bottom caption: ("WHEN YOU WANT <QUERY>", "AT <lat> <lon>").
+
+    The query keeps its original Unicode here (it is stored as metadata); glyphs the
+    bundled font lacks are only substituted when drawing.
+    """
+    return f"WHEN YOU WANT {_clean_query(query)}", f"AT {format_coordinates(lat, lon)}"
+
+
+_AI_TOP_PHRASES = (
+    "NOBODY: ... ME: {q}",
+    "POV: YOU JUST DISCOVERED {q}",
+    "{q}? IN THIS ECONOMY?",
+    "ME, PRETENDING I DON'T NEED {q}",
+    "THEY SAID I COULDN'T HAVE {q}",
+    "MY BRAIN AT 3 AM: {q}",
+    "TELL ME YOU WANT {q} WITHOUT TELLING ME",
+    "DOCTORS HATE HIM: ONE WEIRD TRICK FOR {q}",
+)
+_AI_BOTTOM_PHRASES = (
+    "SPOTTED NEAR {c}",
+    "LIVE FROM {c}",
+    "THE PROPHECY SAYS {c}",
+    "COORDINATES LOCKED: {c}",
+    "SOMEWHERE AROUND {c}",
+)
+
+
+def ai_caption_for(request_id: str, query: str, lat: float, lon: float) -> tuple[str, str]:
+    """Rephrase the query with a small built-in phrase bank, picked by request id."""
+    seed = _stable_hash(f"caption\0{request_id}\0{query}")
+    top = _AI_TOP_PHRASES[seed % len(_AI_TOP_PHRASES)]
+    bottom = _AI_BOTTOM_PHRASES[(seed >> 16) % len(_AI_BOTTOM_PHRASES)]
+    return top.format(q=_clean_query(query)), bottom.format(c=format_coordinates(lat, lon))
+
+
+# --- text fitting ----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=128)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    font = ImageFont.load_default(size=size)
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        # Pillow without FreeType falls back to a fixed-size bitmap font; refuse loudly
+        # rather than render unreadable memes.
+        raise RuntimeError("Pillow was built without FreeType support")
+    return font
+
+
+@functools.lru_cache(maxsize=1)
+def _notdef_mask() -> bytes:
+    return bytes(_font(24).getmask("\ue000"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_glyph(char: str) -> bool:
+    # The bundled Aileron font only covers ~ASCII; missing glyphs render as an empty box,
+    # which we detect by comparing against the box drawn for a private-use code point.
+    return bytes(_font(24).getmask(char)) != _notdef_mask()
+
+
+_TRANSLITERATIONS = str.maketrans(
+    {
+        "Æ": "AE",
+        "æ": "ae",
+        "Œ": "OE",
+        "œ": "oe",
+        "Ø": "O",
+        "ø": "o",
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "Þ": "TH",
+        "þ": "th",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u0131": "i",
+    }
+)
+
+
+def drawable_text(text: str) -> str:
+    """Map text onto glyphs the bundled font has: fold accents, '?' for the rest."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATIONS))
+    out: list[str] = []
+    substituting = False
+    for char in decomposed:
+        if char.isspace():
+            char = " "
+        elif unicodedata.combining(char) or unicodedata.category(char) in ("Cc", "Cf"):
+            continue  # accents were split off by NFKD; control/format chars draw nothing
+        elif not _has_glyph(char):
+            if not substituting:
+                out.append("?")  # one '?' per run: "寿司" or an emoji sequence -> "?"
+            substituting = True
+            continue
+        substituting = False
+        out.append(char)
+    return " ".join("".join(out).split())
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    font_size: int
+    stroke: int
+    line_height: int
+    lines: tuple[str, ...]
+    width: int
+    height: int
+
+
+@functools.lru_cache(maxsize=8192)
+def _char_width(size: int, char: str) -> float:
+    return _font(size).getlength(char)
+
+
+def _approx_width(size: int, text: str) -> float:
+    return sum(_char_width(size, c) for c in text)
+
+
+def _split_long_word(word: str, size: int, max_width: float) -> list[str]:
+    if _approx_width(size, word) <= max_width:
+        return [word]
+    pieces, current = [], ""
+    for char in word:
+        if current and _approx_width(size, current + char) > max_width:
+            pieces.append(current)
+            current = ""
+        current += char
+    return [*pieces, current] if current else pieces
+
+
+def _wrap(text: str, size: int, max_width: float, split_words: bool) -> list[str] | None:
+    """Greedy word wrap using cached per-char widths (kerning is checked afterwards).
+
+    Returns None when a single word is wider than the line and splitting is not allowed.
+    """
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        if _approx_width(size, word) > max_width and not split_words:
+            return None
+        for piece in _split_long_word(word, size, max_width):
+            candidate = f"{current} {piece}" if current else piece
+            if current and _approx_width(size, candidate) > max_width:
+                lines.append(current)
+                candidate = piece
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _stroke_for(size: int) -> int:
+    return max(2, round(size / 10))
+
+
+def _layout(text: str, size: int, box_w: int, split_words: bool) -> TextLayout | None:
+    stroke = _stroke_for(size)
+    wrapped = _wrap(text, size, box_w - 2 * stroke, split_words)
+    if wrapped is None:
+        return None
+    font = _font(size)
+    ascent, descent = font.getmetrics()
+    line_height = ascent + descent + 2 * stroke
+    width = max((round(font.getlength(line)) + 2 * stroke for line in wrapped), default=0)
+    return TextLayout(size, stroke, line_height, tuple(wrapped), width, line_height * len(wrapped))
+
+
+def _truncate_to(layout: TextLayout, box_w: int, box_h: int) -> TextLayout:
+    """Last resort at the minimum size: keep the lines that fit, end with an ellipsis."""
+    keep = max(1, box_h // layout.line_height)
+    if len(layout.lines) <= keep and layout.width <= box_w:
+        return layout
+    font, stroke = _font(layout.font_size), layout.stroke
+    last = layout.lines[keep - 1] if len(layout.lines) >= keep else ""
+    while last and font.getlength(last + ELLIPSIS) + 2 * stroke > box_w:
+        last = last[:-1]
+    lines = (*layout.lines[: keep - 1], last.rstrip() + ELLIPSIS)
+    width = max(round(font.getlength(line)) + 2 * stroke for line in lines)
+    return TextLayout(
+        layout.font_size, stroke, layout.line_height, lines, width, layout.line_height * len(lines)
+    )
+
+
+def _largest_fit(text: str, box_w: int, box_h: int, split_words: bool) -> TextLayout | None:
+    # Binary search: fitting is monotone enough in font size, and ~6 probes keep a
+    # 500-character caption within a few milliseconds.
+    lo, hi = MIN_FONT_SIZE, max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, box_h))
+    best: TextLayout | None = None
+    while lo <= hi:
+        size = (lo + hi) // 2
+        layout = _layout(text, size, box_w, split_words)
+        if layout is not None and layout.width <= box_w and layout.height <= box_h:
+            best, lo = layout, size + 1
+        else:
+            hi = size - 1
+    return best
+
+
+def fit_text(text: str, box_w: int, box_h: int) -> TextLayout:
+    """Largest font size whose wrapped text fits inside box_w x box_h.
+
+    Breaking inside a word is only used when no size keeps every word whole; when even
+    the minimum size overflows, the text is cut with an ellipsis.
+    """
+    text = drawable_text(text)
+    fitted = _largest_fit(text, box_w, box_h, False) or _largest_fit(text, box_w, box_h, True)
+    if fitted is not None:
+        return fitted
+    smallest = _layout(text, MIN_FONT_SIZE, box_w, split_words=True)
+    if smallest is None:  # unreachable: with splitting allowed wrapping never gives up
+        raise RuntimeError("text wrapping failed")
+    return _truncate_to(smallest, box_w, box_h)
+
+
+def _draw_caption(draw: ImageDraw.ImageDraw, text: str, slot: Slot) -> None:
+    box = _inner(slot.box)
+    layout = fit_text(text, box.width, box.height)
+    spare = box.height - layout.height
+    offset = {"top": 0, "middle": spare // 2, "bottom": spare}[slot.valign]
+    font = _font(layout.font_size)
+    cx = (box.x0 + box.x1) // 2
+    for i, line in enumerate(layout.lines):
+        y = box.y0 + offset + layout.stroke + i * layout.line_height
+        draw.text(
+            (cx, y),
+            line,
+            font=font,
+            fill="white",
+            anchor="ma",
+            stroke_width=layout.stroke,
+            stroke_fill="black",
+        )
+
+
+def _inner(box: Box) -> Box:
+    p = SLOT_PADDING
+    return Box(box.x0 + p, box.y0 + p, box.x1 - p, box.y1 - p)
+
+
+def _slot_text(slot: Slot, top: str, bottom: str) -> str:
+    return {"top": top, "bottom": bottom, "fixed": slot.text}[slot.role]
+
+
+def _draw_captions(image: Image.Image, template: Template, top: str, bottom: str) -> None:
+    draw = ImageDraw.Draw(image)
+    for slot in template.slots:
+        _draw_caption(draw, _slot_text(slot, top, bottom), slot)
+
+
+# --- "ai" stand-in ---------------------------------------------------------------------
+
+
+def _rng_for(request_id: str) -> random.Random:
+    # Integer seeds are reproducible across Python versions and processes.
+    return random.Random(_stable_hash(f"ai\0{request_id}"))
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _procedural_background(rng: random.Random) -> Image.Image:
+    hue = rng.random()
+    ramp = Image.radial_gradient("L") if rng.random() < 0.4 else Image.linear_gradient("L")
+    ramp = ramp.rotate(rng.choice((0, 90, 180, 270)))
+    ramp = ramp.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    image = ImageOps.colorize(
+        ramp, _hsv(hue, 0.8, 0.35), _hsv(hue + 0.35, 0.6, 0.95), mid=_hsv(hue + 0.15, 0.9, 0.7)
+    ).convert("RGB")
+    draw = ImageDraw.Draw(image, "RGBA")
+    for _ in range(rng.randint(10, 18)):
+        _random_shape(draw, rng, hue)
+    for _ in range(rng.randint(12, 24)):
+        _sparkle(draw, rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE), rng.randint(3, 9))
+    return image
+
+
+def _random_shape(draw: ImageDraw.ImageDraw, rng: random.Random, hue: float) -> None:
+    colour = (*_hsv(hue + rng.uniform(-0.2, 0.5), rng.uniform(0.4, 1), 1.0), rng.randint(40, 110))
+    x, y, r = rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE), rng.randint(20, 140)
+    kind = rng.randrange(3)
+    if kind == 0:
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif kind == 1:
+        draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=rng.randint(4, 14))
+    else:
+        draw.regular_polygon(
+            (x, y, r), rng.randint(3, 6), rotation=rng.uniform(0, 360), fill=colour
+        )
+
+
+def _sparkle(draw: ImageDraw.ImageDraw, x: int, y: int, r: int) -> None:
+    # Eight points alternating long/short radius: a four-pointed star.
+    points = [
+        (x + round(math.sin(i * math.pi / 4) * reach), y - round(math.cos(i * math.pi / 4) * reach))
+        for i, reach in enumerate((r, r // 3) * 4)
+    ]
+    draw.polygon(points, fill=(255, 255, 240, 200))
+
+
+def _draw_ai_badge(image: Image.Image, center: tuple[int, int]) -> None:
+    draw = ImageDraw.Draw(image, "RGBA")
+    x0, y0, x1, y1 = center[0] - 40, center[1] - 22, center[0] + 40, center[1] + 22
+    draw.rounded_rectangle(
+        [x0, y0, x1, y1], radius=14, fill=(150, 40, 220, 235), outline=(255, 255, 255, 255), width=3
+    )
+    _sparkle(draw, x0 + 20, (y0 + y1) // 2, 11)
+    draw.text(
+        (x1 - 28, (y0 + y1) // 2),
+        "AI",
+        font=_font(26),
+        fill="white",
+        anchor="mm",
+        stroke_width=1,
+        stroke_fill=(60, 0, 90),
+    )
+
+
+def _render_ai_image(request_id: str, template: Template) -> Image.Image:
+    background = _procedural_background(_rng_for(request_id))
+    # Keep the template faintly visible so the joke's layout still reads.
+    return Image.blend(background, template.draw(IMAGE_SIZE), 0.45)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    # Pillow writes no tIME/text chunks unless asked, so bytes depend only on pixels.
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def render_meme(request_id: str, query: str, lat: float, lon: float, kind: Kind) -> RenderedMeme:
+    """Render one meme as a 512x512 PNG; identical inputs give identical bytes.
+
+    "standard": a catalog template picked by `choose_template` with the classic caption
+    from `caption_for`; it does not depend on `request_id`.
+
+    "ai": a deterministic offline generator, *not* a machine-learning model. It paints a
+    procedural background (gradient, translucent shapes, sparkles) seeded by a hash of
+    `request_id`, blends the chosen template over it, rephrases the caption with a small
+    built-in phrase bank and adds an "AI" badge. Different request ids give different
+    images; the same request id always gives the same one.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown meme kind: {kind!r}")
+    template = choose_template(query)
+    if kind == "ai":
+        top, bottom = ai_caption_for(request_id, query, lat, lon)
+        image = _render_ai_image(request_id, template)
+    else:
+        top, bottom = caption_for(query, lat, lon)
+        image = template.draw(IMAGE_SIZE)
+    _draw_captions(image, template, top, bottom)
+    if kind == "ai":
+        _draw_ai_badge(image, template.badge_center)
+    png = _encode_png(image)
+    return RenderedMeme(
+        meme_id=hashlib.sha256(png).hexdigest()[:32],
+        png=png,
+        caption=f"{top} / {bottom}",
+        template=template.name,
+        kind=kind,
+    )
