@@ -1,0 +1,79 @@
+"""The HTTP API: authenticate, validate, append one event, answer with the ledger's reply.
+
+The API never reads or writes a balance; it is stateless apart from two caches fed by
+Kafka (its reply partition and the API-key table), so instances scale out freely,
+each with its own ``MAAS_API_INSTANCE`` (= its reply partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.bridge import KafkaBridge
+from api.keys import KeyTable
+from api.metrics import HttpMetricsMiddleware, Metrics
+from api.routes import billing, health, images, me, memes
+from maas.settings import Settings
+from processors.generators.blobstore import LocalBlobStore
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Memes as a Service. `GET /memes` costs one token and returns a meme; clients subscribed
+to **Memes AI** get AI memes.
+
+* **Clients** authenticate with `Authorization: Bearer mk_...`. Retries carry an
+  `Idempotency-Key`: the same key never charges twice and returns the first result.
+* **Billing** authenticates with its own bearer token and registers clients, credits
+  purchases (idempotent by `purchase_id`) and switches Memes AI on and off.
+* Every error body is JSON with a machine-readable `error`; 422 bodies name each
+  invalid field.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Kafka clients are built here, not at import: importing the app is free.
+        bridge = KafkaBridge(settings, metrics)
+        keys = KeyTable(settings)
+        app.state.bridge = bridge
+        app.state.keys = keys
+        bridge.start(asyncio.get_running_loop())
+        keys.start()
+        log.info(
+            "api started region=%s instance=%d bootstrap=%s",
+            settings.region,
+            settings.api_instance,
+            settings.bootstrap_servers,
+        )
+        try:
+            yield
+        finally:
+            # Blocking joins and a producer flush: off the loop.
+            await asyncio.to_thread(bridge.stop)
+            await asyncio.to_thread(keys.stop)
+            log.info("api stopped region=%s instance=%d", settings.region, settings.api_instance)
+
+    app = FastAPI(
+        title="MaaS — Memes as a Service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.blobs = LocalBlobStore(settings.data_dir / "blobs")
+    errors.install(app)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    for module in (memes, me, billing, images, health):
+        app.include_router(module.router)
+    return app

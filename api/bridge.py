@@ -1,0 +1,340 @@
+"""The API's only door to Kafka: append an input event, wait for its ``Reply``.
+
+Request/reply over a log, in numbered steps (``KafkaBridge.call``):
+
+1. register a future under the event's ``event_id`` (the reply's ``correlation_id``)
+   *before* producing, so that a reply can never arrive unclaimed;
+2. produce the event (key = client_id) with ``acks=all`` and the idempotent producer;
+3. wait for the delivery report: only then is the event in the log and may the
+   client be told anything but "unavailable" (no report by the deadline, or an error:
+   ``KafkaUnavailable``, HTTP 503);
+4. wait for the reply until the request's deadline; the ledger processor writes it to
+   partition ``reply_to`` (= ``settings.api_instance``) of ``<region>.replies``;
+5. drop the future. A reply that comes later finds no future and is ignored.
+
+Each API instance reads only its own reply partition (group-less ``assign``), so
+routing costs nothing per instance however many instances run. The consumer starts at
+the partition's end offset, resolved explicitly at start-up: an ``OFFSET_END`` left
+for the first fetch to resolve could skip replies to requests sent in between.
+``fetch.wait.max.ms`` is a few ms because librdkafka's 500 ms default would sit in
+every reply's latency.
+
+Failure scenarios:
+
+- broker down at start-up: the reply thread retries; until it is positioned the
+  bridge is not ready and calls answer ``NotReady`` (503) instead of waiting blind;
+- broker down later: produce keeps retrying inside librdkafka until
+  ``message.timeout.ms`` (= the request deadline), then the delivery report fails;
+  the caller got 503 at its deadline at the latest;
+- delivered but no reply (processor down or slow): the caller gets ``None`` at the
+  deadline; the ledger refunds the charge if no meme is made in time, and the client
+  can ask ``GET /v1/requests/{id}`` or retry with the same ``Idempotency-Key``.
+
+Threads: librdkafka callbacks and the reply consumer run in two daemon threads; they
+hand results to the event loop only through ``loop.call_soon_threadsafe``, so the
+dictionary of waiting futures is touched by the loop thread alone (no locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from pydantic import ValidationError
+
+from api.errors import KafkaUnavailable, NotReady
+from api.metrics import Metrics
+from maas.settings import Settings
+from maas.topics import Topics
+from schemas.events import Envelope, Reply, dump
+
+log = logging.getLogger(__name__)
+
+READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
+KAFKA_PROBE_TIMEOUT_S = 2.0
+OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing there
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+class KafkaBridge:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.region)
+        self.metrics = metrics
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._stopping = threading.Event()
+        self._replies_positioned = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer = Producer(
+            {
+                **settings.kafka_common(),
+                "client.id": f"maas-api-{settings.region}-{settings.api_instance}",
+                "acks": "all",
+                "enable.idempotence": True,
+                # A request waits for its delivery report: batching longer than a
+                # millisecond or two only adds latency.
+                "linger.ms": 1,
+                # Give up on a message when its request has given up on it.
+                "message.timeout.ms": settings.request_deadline_ms,
+                "socket.nagle.disable": True,
+            }
+        )
+        self._admin = AdminClient(settings.kafka_common())
+
+    # --- life cycle ----------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for target, name in ((self._poll_producer, "producer"), (self._consume_replies, "replies")):
+            thread = threading.Thread(target=target, name=f"maas-api-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        # Flush first: events already accepted must reach the log before we exit.
+        remaining = self._producer.flush(flush_timeout_s)
+        if remaining:
+            log.warning("producer closed with undelivered events count=%d", remaining)
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    @property
+    def replies_positioned(self) -> bool:
+        return self._replies_positioned.is_set()
+
+    # --- request / reply -------------------------------------------------------------
+
+    def envelope(self, client_id: str) -> dict[str, Any]:
+        """The fields every input event of this instance carries."""
+        return {
+            "event_id": uuid.uuid4().hex,
+            "client_id": client_id,
+            "region": self.settings.region,
+            "occurred_at_ms": now_ms(),
+        }
+
+    def deadline_ms(self) -> int:
+        return now_ms() + self.settings.request_deadline_ms
+
+    async def call(self, topic: str, event: Envelope, deadline_ms: int) -> Reply | None:
+        """Append ``event`` and wait for its reply; ``None`` if none came by the deadline."""
+        if not self.replies_positioned:
+            raise NotReady("reply consumer is not positioned yet")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+        self._waiting[event.event_id] = future
+        try:
+            await self.append(topic, event, deadline_ms)
+            try:
+                return await asyncio.wait_for(future, timeout=_seconds_until(deadline_ms))
+            except TimeoutError:
+                return None
+        finally:
+            self._waiting.pop(event.event_id, None)
+
+    async def append(self, topic: str, event: Envelope, deadline_ms: int) -> None:
+        """Produce and wait for the delivery report (the event is then in the log)."""
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[KafkaError | None] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _: Message) -> None:
+            # librdkafka's thread: hand over to the loop, never touch the future here.
+            _call_soon(loop, _settle, delivered, err)
+
+        try:
+            self._producer.produce(
+                topic,
+                key=event.client_id.encode(),
+                value=dump(event),
+                on_delivery=on_delivery,
+            )
+        except BufferError as exc:
+            raise KafkaUnavailable("producer queue is full", kafka_code="_QUEUE_FULL") from exc
+        except KafkaException as exc:
+            error = exc.args[0]
+            raise KafkaUnavailable(error.str(), kafka_code=error.name()) from exc
+        try:
+            err = await asyncio.wait_for(delivered, timeout=_seconds_until(deadline_ms))
+        except TimeoutError as exc:
+            raise KafkaUnavailable(
+                "no delivery report by the deadline", kafka_code="_MSG_TIMED_OUT"
+            ) from exc
+        if err is not None:
+            log.warning("append failed topic=%s code=%s error=%s", topic, err.name(), err.str())
+            raise KafkaUnavailable(err.str(), kafka_code=err.name())
+
+    def _resolve_replies(self, replies: list[Reply]) -> None:
+        """Runs on the loop thread."""
+        for reply in replies:
+            future = self._waiting.get(reply.correlation_id)
+            if future is None or future.done():
+                continue  # a reply for a caller that gave up, or for another instance
+            future.set_result(reply)
+            self.metrics.observe_reply(reply)
+
+    # --- threads -----------------------------------------------------------------------
+
+    def _poll_producer(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.05)
+
+    def _consume_replies(self) -> None:
+        consumer = Consumer(
+            {
+                **self.settings.kafka_common(),
+                # Required by the client, never joined: the partition is assigned, and
+                # no offset is ever committed.
+                "group.id": f"{self.settings.region}.api-{self.settings.api_instance}.replies",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+                "fetch.error.backoff.ms": 50,
+                "socket.nagle.disable": True,
+            }
+        )
+        partition = TopicPartition(self.topics.replies, self.settings.api_instance)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    _, end = consumer.get_watermark_offsets(partition, timeout=2.0)
+                except KafkaException as exc:
+                    log.warning("replies not reachable yet error=%s", exc.args[0].str())
+                    self._stopping.wait(0.5)
+                    continue
+                consumer.assign(
+                    [TopicPartition(self.topics.replies, self.settings.api_instance, end)]
+                )
+                log.info(
+                    "replies assigned topic=%s partition=%d offset=%d",
+                    self.topics.replies,
+                    self.settings.api_instance,
+                    end,
+                )
+                self._replies_positioned.set()
+                break
+            while not self._stopping.is_set():
+                batch: list[Reply] = []
+                for message in consumer.consume(num_messages=500, timeout=0.1):
+                    if message.error():
+                        log.warning("reply consumer error=%s", message.error().str())
+                        continue
+                    try:
+                        batch.append(Reply.model_validate_json(message.value() or b""))
+                    except ValidationError as exc:
+                        log.error(
+                            "malformed reply offset=%d error=%s",
+                            message.offset(),
+                            exc.errors()[0]["msg"],
+                        )
+                if batch and self._loop is not None:
+                    _call_soon(self._loop, self._resolve_replies, batch)
+        finally:
+            consumer.close()
+
+    # --- readiness -----------------------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        """Blocking: Kafka reachable, and the ledger consumer group keeping up."""
+        checks: dict[str, Any] = {"replies_positioned": self.replies_positioned}
+        try:
+            metadata = self._admin.list_topics(timeout=KAFKA_PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            checks["kafka"] = f"unreachable: {exc.args[0].str()}"
+            return Readiness(False, checks)
+        checks["kafka"] = "ok"
+        inputs = self.topics.ledger_inputs
+        missing = [t for t in [*inputs, self.topics.replies] if t not in metadata.topics]
+        if missing:
+            checks["topics_missing"] = missing
+            return Readiness(False, checks)
+        partitions = [
+            TopicPartition(topic, p) for topic in inputs for p in metadata.topics[topic].partitions
+        ]
+        try:
+            lag = self._ledger_lag(partitions)
+        except KafkaException as exc:
+            checks["ledger_lag"] = f"unknown: {exc.args[0].str()}"
+            return Readiness(False, checks)
+        checks["ledger_lag"] = lag
+        ready = self.replies_positioned and lag < READY_MAX_LAG
+        return Readiness(ready, checks)
+
+    def _ledger_lag(self, partitions: list[TopicPartition]) -> int:
+        group = f"{self.settings.region}.ledger"
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        result = self._admin.list_consumer_group_offsets(
+            request, request_timeout=KAFKA_PROBE_TIMEOUT_S
+        )[group].result()
+        committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
+        ends = self._offsets(partitions, OffsetSpec.latest())
+        # Where the group has committed nothing, it would start at the earliest offset.
+        unset = [tp for tp in partitions if committed.get(_tp_key(tp), OFFSET_UNSET) < 0]
+        starts = self._offsets(unset, OffsetSpec.earliest()) if unset else {}
+        lag = 0
+        for tp in partitions:
+            key = _tp_key(tp)
+            position = committed.get(key, OFFSET_UNSET)
+            if position < 0:
+                position = starts[key]
+            lag += max(0, ends[key] - position)
+        return lag
+
+    def _offsets(
+        self, partitions: list[TopicPartition], spec: OffsetSpec
+    ) -> dict[tuple[str, int], int]:
+        futures = self._admin.list_offsets(
+            {tp: spec for tp in partitions},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=KAFKA_PROBE_TIMEOUT_S,
+        )
+        return {_tp_key(tp): future.result().offset for tp, future in futures.items()}
+
+
+def _tp_key(tp: TopicPartition) -> tuple[str, int]:
+    return (tp.topic, tp.partition)
+
+
+def _seconds_until(deadline_ms: int) -> float:
+    return max(0.0, (deadline_ms - now_ms()) / 1000)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the waiter may have timed out and cancelled it
+        future.set_result(value)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    # A closed loop means the process is shutting down and nobody waits any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)

@@ -1,0 +1,119 @@
+"""Annotated dependencies: what a route may ask for by naming its type.
+
+``ClientId`` authenticates an API key; ``BillingScope`` authenticates the billing team's
+token; ``Bridge``, ``Keys``, ``Blobs`` and ``AppSettings`` hand out the objects built at
+start-up. Routes never read ``request.app.state`` themselves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.bridge import KafkaBridge
+from api.errors import NotReady, Unauthorized
+from api.keys import KeyTable
+from maas.settings import Settings
+
+API_KEY_PREFIX = "mk_"
+MAX_API_KEY_CHARS = 128
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]+$"
+
+# auto_error=False: a missing or odd header must reach our handler (401 with our body),
+# not FastAPI's default 403.
+_client_bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    description="The client's API key, `mk_...`, as a bearer token.",
+    auto_error=False,
+)
+_billing_bearer = HTTPBearer(
+    scheme_name="BillingToken",
+    description="The billing team's token (`MAAS_BILLING_TOKEN`).",
+    auto_error=False,
+)
+
+
+class BlobReader(Protocol):
+    """What the image route needs of a blob store: bytes by key, ``KeyError`` if absent."""
+
+    def get(self, key: str) -> bytes: ...
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_bridge(request: Request) -> KafkaBridge:
+    return request.app.state.bridge
+
+
+def get_keys(request: Request) -> KeyTable:
+    return request.app.state.keys
+
+
+def get_blobs(request: Request) -> BlobReader:
+    return request.app.state.blobs
+
+
+AppSettings = Annotated[Settings, Depends(get_settings)]
+Blobs = Annotated[BlobReader, Depends(get_blobs)]
+Bridge = Annotated[KafkaBridge, Depends(get_bridge)]
+Keys = Annotated[KeyTable, Depends(get_keys)]
+
+
+def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        if "authorization" not in request.headers:
+            raise Unauthorized("missing Authorization header")
+        raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+    return credentials.credentials
+
+
+def current_client(
+    request: Request,
+    keys: Keys,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_client_bearer)],
+) -> str:
+    """The client id of the request's API key."""
+    api_key = _bearer_token(request, credentials)
+    if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_API_KEY_CHARS:
+        raise Unauthorized("malformed API key")
+    client_id = keys.client_for(api_key)
+    if client_id is None:
+        if not keys.loaded:
+            raise NotReady("the API key table is still loading")
+        raise Unauthorized("unknown API key")
+    return client_id
+
+
+def billing_scope(
+    request: Request,
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_billing_bearer)],
+) -> None:
+    token = _bearer_token(request, credentials)
+    expected = settings.billing_token.get_secret_value()
+    # Constant time: the token is a shared secret compared in full.
+    if not secrets.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("wrong billing token")
+
+
+ClientId = Annotated[str, Depends(current_client)]
+BillingScope = Depends(billing_scope)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Retry safely: the same key with the same parameters returns the first "
+            "result and charges once; with other parameters it is a 409."
+        ),
+    ),
+]

@@ -1,0 +1,150 @@
+"""The API-key table: sha256(api key) -> client_id, kept in memory, fed by Kafka.
+
+The ledger processor writes every ``AccountOpened`` to the compacted topic
+``<region>.clients`` (key = client_id). Each API instance reads the whole topic from
+the beginning (group-less ``assign`` of every partition, ``read_committed``) and keeps
+reading, so authentication is one dictionary lookup: no call, no I/O on the hot path.
+
+Only hashes are stored. Looking a key up by its hash is safe against timing attacks:
+the time a dict lookup takes depends on the hash, which an attacker cannot steer
+towards a stored one without knowing a key.
+
+Until every partition has been read to its end once, the table is ``loaded == False``
+and an unknown key is answered "not ready" (503), not "unauthorized" (401): a key we
+have not read yet is not a wrong key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from pydantic import ValidationError
+
+from maas.settings import Settings
+from maas.topics import Topics
+from schemas.events import AccountOpened, parse_entry
+
+log = logging.getLogger(__name__)
+
+
+def key_hash(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class KeyTable:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = Topics(settings.region).clients
+        self._client_by_hash: dict[str, str] = {}
+        self._hash_by_client: dict[str, str] = {}
+        self._lock = threading.Lock()  # guards the two maps across reader and loop
+        self._loaded = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- queries (event loop) ----------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def client_for(self, api_key: str) -> str | None:
+        # A plain dict read is atomic under the GIL; no lock needed on the hot path.
+        return self._client_by_hash.get(key_hash(api_key))
+
+    def __len__(self) -> int:
+        return len(self._client_by_hash)
+
+    def add(self, api_key_sha256: str, client_id: str) -> None:
+        """Known at once on this instance after a registration, before the topic says so."""
+        with self._lock:
+            old = self._hash_by_client.get(client_id)
+            if old is not None and old != api_key_sha256:
+                self._client_by_hash.pop(old, None)
+            self._hash_by_client[client_id] = api_key_sha256
+            self._client_by_hash[api_key_sha256] = client_id
+
+    def remove(self, client_id: str) -> None:
+        with self._lock:
+            old = self._hash_by_client.pop(client_id, None)
+            if old is not None:
+                self._client_by_hash.pop(old, None)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="maas-api-keys", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                **self.settings.kafka_common(),
+                # Required by the client, never joined or committed: every instance
+                # reads every partition.
+                "group.id": f"{self.settings.region}.api-{self.settings.api_instance}.keys",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,  # tells us when the first read-through ends
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        try:
+            partitions = self._assign(consumer)
+            at_end: set[int] = set()
+            while not self._stopping.is_set():
+                for message in consumer.consume(num_messages=500, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            at_end.add(message.partition())
+                            if not self.loaded and at_end >= partitions:
+                                self._loaded.set()
+                                log.info("key table loaded clients=%d", len(self))
+                        else:
+                            log.warning("key table consumer error=%s", error.str())
+                        continue
+                    self._apply(message.key(), message.value())
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> set[int]:
+        """Wait for the topic to exist, then read all of it from the start."""
+        while not self._stopping.is_set():
+            try:
+                metadata = consumer.list_topics(self.topic, timeout=2.0)
+                topic = metadata.topics.get(self.topic)
+                if topic is not None and topic.error is None and topic.partitions:
+                    numbers = set(topic.partitions)
+                    consumer.assign(
+                        [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in numbers]
+                    )
+                    log.info("key table assigned topic=%s partitions=%d", self.topic, len(numbers))
+                    return numbers
+            except KafkaException as exc:
+                log.warning("key table topic not reachable error=%s", exc.args[0].str())
+            self._stopping.wait(0.5)
+        return set()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # tombstone: the client's key was revoked
+            if key is not None:
+                self.remove(key.decode())
+            return
+        try:
+            entry = parse_entry(value)
+        except ValidationError as exc:
+            log.error("malformed clients record key=%r error=%s", key, exc.errors()[0]["msg"])
+            return
+        if isinstance(entry, AccountOpened):
+            self.add(entry.api_key_sha256, entry.client_id)

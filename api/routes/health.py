@@ -1,0 +1,46 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import Bridge, Keys
+
+router = APIRouter(tags=["operations"])
+
+READINESS_TIMEOUT_S = 5.0
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Kafka reachable, key table loaded, ledger keeping up",
+    responses={503: {"description": "Not ready; the body says which check failed"}},
+)
+async def readyz(bridge: Bridge, keys: Keys) -> JSONResponse:
+    # The admin calls block; run them off the loop and bound the whole probe.
+    try:
+        readiness = await asyncio.wait_for(
+            asyncio.to_thread(bridge.readiness), timeout=READINESS_TIMEOUT_S
+        )
+        ready, checks = readiness.ready, dict(readiness.checks)
+    except TimeoutError:
+        ready, checks = False, {"kafka": "probe timed out"}
+    checks["key_table_loaded"] = keys.loaded
+    checks["key_table_clients"] = len(keys)
+    ready = ready and keys.loaded
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    return Response(registry.render(), media_type=registry.content_type)

@@ -1,0 +1,60 @@
+"""``GET /v1/images/{key}``: meme images from the content-addressed blob store.
+
+A key is the sha256 of the image's bytes, so the content behind a key never changes:
+it may be cached forever, and the key itself is a perfect ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Response
+
+from api.deps import Blobs
+from api.errors import NotFound
+
+router = APIRouter(prefix="/v1/images", tags=["memes"])
+
+IMAGE_KEY_PATTERN = r"^[0-9a-f]{64}\.png$"
+CACHE_FOREVER = "public, max-age=31536000, immutable"
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison against a list like ``"a", W/"b"`` or ``*``."""
+    if if_none_match is None:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        candidate = candidate.removeprefix("W/")
+        if candidate.strip('"') == etag:
+            return True
+    return False
+
+
+@router.get(
+    "/{key}",
+    response_class=Response,
+    summary="A meme image (PNG), cacheable forever",
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The image"},
+        304: {"description": "Not modified (If-None-Match)"},
+        404: {"description": "No such image"},
+    },
+)
+async def get_image(
+    blobs: Blobs,
+    key: Annotated[str, Path(pattern=IMAGE_KEY_PATTERN, description="`<sha256>.png`")],
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    headers = {"ETag": f'"{key}"', "Cache-Control": CACHE_FOREVER}
+    if etag_matches(if_none_match, key):
+        return Response(status_code=304, headers=headers)
+    try:
+        # A file read: keep it off the event loop.
+        data = await asyncio.to_thread(blobs.get, key)
+    except KeyError:
+        raise NotFound("no such image", key=key) from None
+    return Response(data, media_type="image/png", headers=headers)

@@ -1,0 +1,54 @@
+"""Client scope: the caller's own account and the fate of its requests."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from api.deps import Bridge, ClientId
+from api.errors import DeadlineExceeded, NotFound
+from schemas.events import AccountQueried, AccountView, RequestQueried, RequestView
+
+router = APIRouter(prefix="/v1", tags=["account"])
+
+
+@router.get(
+    "/me",
+    response_model=AccountView,
+    summary="Balance, usage and Memes AI subscription of the caller",
+)
+async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
+    """Read from the ledger itself (in order after the caller's earlier requests),
+    so a balance read right after a meme already reflects its charge."""
+    event = AccountQueried(**bridge.envelope(client_id), reply_to=bridge.settings.api_instance)
+    reply = await bridge.call(bridge.topics.requests, event, bridge.deadline_ms())
+    if reply is None:
+        raise DeadlineExceeded("the ledger did not answer in time; retry")
+    if reply.outcome != "account" or reply.account is None:
+        raise NotFound("no account for this key")
+    return reply.account
+
+
+@router.get(
+    "/requests/{request_id}",
+    response_model=RequestView,
+    summary="What happened to one of the caller's meme requests",
+    responses={404: {"description": "No such request for this client"}},
+)
+async def get_request(
+    client_id: ClientId,
+    bridge: Bridge,
+    request_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")],
+) -> RequestView:
+    event = RequestQueried(
+        **bridge.envelope(client_id),
+        request_id=request_id,
+        reply_to=bridge.settings.api_instance,
+    )
+    reply = await bridge.call(bridge.topics.requests, event, bridge.deadline_ms())
+    if reply is None:
+        raise DeadlineExceeded("the ledger did not answer in time; retry")
+    if reply.outcome != "request" or reply.request is None:
+        raise NotFound("no such request for this client", request_id=request_id)
+    return reply.request

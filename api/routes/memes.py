@@ -1,0 +1,134 @@
+"""``GET /memes``: one token, one meme."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api.deps import Bridge, ClientId, IdempotencyKey
+from api.errors import (
+    Conflict,
+    DeadlineExceeded,
+    GenerationFailed,
+    InsufficientTokens,
+    Unauthorized,
+)
+from schemas.events import (
+    MAX_QUERY_CHARS,
+    Kind,
+    MemeDelivered,
+    MemeRequested,
+    RefundReason,
+    RejectReason,
+    Reply,
+)
+
+router = APIRouter(tags=["memes"])
+
+POLL_HINT = "poll GET /v1/requests/{request_id}; the token is refunded if no meme was made"
+
+
+class Meme(BaseModel):
+    request_id: str
+    meme_id: str
+    caption: str
+    template: str
+    kind: Kind
+    image_url: str
+    tokens_charged: int
+    balance_after: int
+
+
+def request_id_for(client_id: str, idempotency_key: str | None) -> str:
+    """Derived from the key, so a retry names the same request; random without one."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"maas:{client_id}:{idempotency_key}").hex
+
+
+def fingerprint(lat: float, lon: float, query: str) -> str:
+    """What "the same parameters" means for an idempotent retry."""
+    return hashlib.sha256(f"{lat!r}|{lon!r}|{query}".encode()).hexdigest()[:32]
+
+
+@router.get(
+    "/memes",
+    response_model=Meme,
+    summary="Get a meme (costs one token)",
+    responses={
+        401: {"description": "Missing, malformed or unknown API key"},
+        402: {"description": "Not enough tokens; the body carries the balance"},
+        409: {"description": "Idempotency-Key reused with other parameters"},
+        422: {"description": "A parameter is out of range; the body names it"},
+        502: {"description": "The generator failed; the token was refunded"},
+        503: {"description": "The request could not be recorded; retry after 1 s"},
+        504: {"description": "No meme by the deadline; poll /v1/requests/{id}"},
+    },
+)
+async def get_meme(
+    client_id: ClientId,
+    bridge: Bridge,
+    lat: Annotated[float, Query(ge=-90, le=90, description="Latitude in degrees")],
+    lon: Annotated[float, Query(ge=-180, le=180, description="Longitude in degrees")],
+    query: Annotated[
+        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the meme is about")
+    ],
+    idempotency_key: IdempotencyKey = None,
+) -> Meme:
+    """Charges one token and returns a meme: an AI meme for clients subscribed to
+    Memes AI, a standard one otherwise. The token is refunded if no meme is made."""
+    request_id = request_id_for(client_id, idempotency_key)
+    deadline_ms = bridge.deadline_ms()
+    event = MemeRequested(
+        **bridge.envelope(client_id),
+        request_id=request_id,
+        fingerprint=fingerprint(lat, lon, query),
+        lat=lat,
+        lon=lon,
+        query=query,
+        deadline_ms=deadline_ms,
+        reply_to=bridge.settings.api_instance,
+    )
+    reply = await bridge.call(bridge.topics.requests, event, deadline_ms)
+    return answer(request_id, reply)
+
+
+def answer(request_id: str, reply: Reply | None) -> Meme:
+    """The ledger's outcome as the client sees it."""
+    if reply is None:
+        raise DeadlineExceeded(POLL_HINT.format(request_id=request_id), request_id=request_id)
+    match reply.outcome, reply.reason:
+        case "delivered", _ if isinstance(reply.entry, MemeDelivered):
+            meme = reply.entry
+            return Meme(
+                request_id=request_id,
+                meme_id=meme.meme_id,
+                caption=meme.caption,
+                template=meme.template,
+                kind=meme.kind,
+                image_url=f"/v1/images/{meme.image_key}",
+                tokens_charged=1,
+                balance_after=reply.balance if reply.balance is not None else meme.balance_after,
+            )
+        case "rejected", RejectReason.INSUFFICIENT_TOKENS:
+            raise InsufficientTokens(balance=reply.balance)
+        case "rejected", RejectReason.UNKNOWN_CLIENT:
+            raise Unauthorized("the ledger does not know this client")
+        case "rejected", RejectReason.IDEMPOTENCY_CONFLICT:
+            raise Conflict(
+                "Idempotency-Key was used before with other parameters",
+                request_id=request_id,
+            )
+        case "refunded", RefundReason.GENERATOR_FAILED:
+            raise GenerationFailed(request_id=request_id, refunded=True)
+        case "refunded", _:
+            raise DeadlineExceeded(
+                "no meme was made in time; the token was refunded",
+                request_id=request_id,
+                refunded=True,
+            )
+    raise RuntimeError(f"unexpected reply outcome={reply.outcome} reason={reply.reason}")
