@@ -15,7 +15,11 @@ class MemoryLedger:
 
     def handle(self, event: InputEvent | Expire) -> Decision:
         decision = decide(self.state, event)
-        self.records.update(record_writes(decision.account, decision.request, decision.purchase))
+        for key, value in record_writes(decision.account, decision.request, decision.purchase):
+            if value is None:
+                self.records.pop(key, None)
+            else:
+                self.records[key] = value
         self.entries.extend(decision.entries)
         return decision
 

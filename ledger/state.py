@@ -113,6 +113,14 @@ def request_key(request_id: str) -> bytes:
     return b"r/" + request_id.encode()
 
 
+def pending_key(request_id: str) -> bytes:
+    """Index of charged requests still waiting for an outcome; value = deadline_ms."""
+    return b"q/" + request_id.encode()
+
+
+PENDING_PREFIX = b"q/"
+
+
 def purchase_key(client_id: str, purchase_id: str) -> bytes:
     # Purchase ids are unique per client: billing's ids are not global across partitions.
     return b"p/" + client_id.encode() + b"/" + purchase_id.encode()
@@ -141,13 +149,19 @@ class KeyValueState:
 
 def record_writes(
     account: Account | None, request: RequestRecord | None, purchase: PurchaseRecord | None
-) -> list[tuple[bytes, bytes]]:
-    """The (key, value) pairs that persist a decision's records."""
-    writes = []
+) -> list[tuple[bytes, bytes | None]]:
+    """The (key, value) pairs that persist a decision's records; None deletes a key."""
+    writes: list[tuple[bytes, bytes | None]] = []
     if account is not None:
         writes.append((account_key(account.client_id), account.model_dump_json().encode()))
     if request is not None:
         writes.append((request_key(request.request_id), request.model_dump_json().encode()))
+        if request.status == "charged":
+            pending = f"{request.client_id} {request.deadline_ms}".encode()
+            writes.append((pending_key(request.request_id), pending))
+        elif request.status in ("delivered", "refunded"):
+            # Only these end a charged request; a rejected one was never pending.
+            writes.append((pending_key(request.request_id), None))
     if purchase is not None:
         key = purchase_key(purchase.client_id, purchase.purchase_id)
         writes.append((key, purchase.model_dump_json().encode()))

@@ -41,6 +41,8 @@ class Settings(BaseModel):
     # generators
     generator_concurrency: int = Field(default=4, ge=1, le=256)
     ai_generator_deadline_ms: int = Field(default=3_000, ge=100)
+    # Fault injection for tests and drills: a query containing this text fails to render.
+    fault_injection_query: str = ""
 
     @model_validator(mode="after")
     def _check_relationships(self) -> Settings:

@@ -1,0 +1,60 @@
+"""Sub-commands that run one process of the service each, and ``maas up`` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+
+from maas import logs
+from maas.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    topics = sub.add_parser("topics", help="create the region's topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=_topics)
+
+    processor = sub.add_parser("processor", help="run a ledger processor instance")
+    processor.add_argument("--instance-id", help="stable id of this instance (default: 0)")
+    processor.set_defaults(func=_processor)
+
+    generator = sub.add_parser("generator", help="run a generator pool")
+    generator.add_argument("--kind", choices=["standard", "ai"], required=True)
+    generator.set_defaults(func=_generator)
+
+    up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
+    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.set_defaults(func=_up)
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from maas.admin import ensure_topics
+
+    logs.configure("topics")
+    ensure_topics(Settings.from_env())
+    return 0
+
+
+def _processor(args: argparse.Namespace) -> int:
+    from processors.ledger.processor import run
+
+    overrides = {"instance_id": args.instance_id} if args.instance_id else {}
+    settings = Settings.from_env(**overrides)
+    logs.configure(f"ledger-{settings.instance_id}")
+    run(settings)
+    return 0
+
+
+def _generator(args: argparse.Namespace) -> int:
+    from processors.generators.worker import run
+
+    logs.configure(f"generator-{args.kind}")
+    run(Settings.from_env(), args.kind)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from maas.supervisor import up
+
+    logs.configure("up")
+    return up(Settings.from_env(), host=args.host, port=args.port)

@@ -1,0 +1,451 @@
+"""The ledger processor: the only writer of balances, exactly once, with Kafka transactions.
+
+One consumer group (``<region>.ledger``) reads the co-partitioned inputs
+(``requests``, ``purchases``, ``outcomes``); the range assignor gives partition *p* of
+every input topic to the same instance, so all events of one client are decided in
+order by one task: that is the per-client lock. The decision is the pure fold
+``ledger.fold.decide``; this module only moves bytes and keeps the commit protocol.
+
+Commit protocol, once per batch (one Kafka transaction):
+
+1. Take a batch: wait up to ``commit_interval_ms`` for a first message, then take what
+   has arrived, at most ``max_batch_size`` (``processors.batching``). No transaction is
+   open while consuming, so a rebalance never interrupts one.
+2. ``begin_transaction``.
+3. For each message: ``decide`` against the partition's state (RocksDB under an
+   overlay of this batch's own writes), then produce in the transaction: ledger
+   entries, approved work, replies, ``AccountOpened`` to the clients table, and every
+   state write to the changelog (same partition number as the input).
+4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way.
+5. ``send_offsets_to_transaction`` with the next offset of every consumed partition and
+   ``consumer_group_metadata()`` (KIP-447: a zombie from an older generation is fenced).
+6. ``commit_transaction``. Only now is the batch's overlay written to RocksDB, with
+   the changelog offset it reaches, in one write batch.
+
+Failure scenarios:
+
+- *Killed before step 6 returns*: the transaction never commits (or is aborted when the
+  restarted instance calls ``init_transactions`` with the same stable
+  ``transactional.id``: pitfall 5). Nothing was written to RocksDB; the inputs are
+  consumed again from the committed offsets and decided again, identically.
+- *Killed after step 6, before RocksDB is written*: the changelog has the writes and
+  RocksDB does not; ``restore`` on assignment replays the changelog from the stored
+  offset (pitfall 8).
+- *Commit times out (ambiguous)*: retried while retriable; never aborted (pitfall 1).
+  If it cannot be resolved the process exits and the restart's ``init_transactions``
+  settles it.
+- *Abortable error* (``txn_requires_abort``): abort, drop the overlay, seek every
+  consumed partition back to its committed offset (pitfall 3), rebuild the deadline
+  heap from RocksDB, go on. *Fatal error* (fenced, unclassified): exit; the supervisor
+  restarts the process (pitfall 2).
+- *Rebalance*: callbacks only run inside ``consume``, between transactions, so there is
+  never a transaction to finish on revoke; a partition's store is closed on revoke or
+  loss and restored on assignment after the committed offsets are stable (pitfall 4).
+- *Duplicate input* (idempotent producer around leader changes, client retries): the
+  fold deduplicates by request id and purchase id in the state (pitfall 7).
+- Every reader of this processor's output uses ``read_committed`` (pitfall 6).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from pydantic import ValidationError
+
+from ledger.fold import Decision, Expire, decide
+from ledger.state import PENDING_PREFIX, KeyValueState, record_writes
+from maas.settings import Settings
+from maas.topics import Topics
+from processors.batching import take_batch
+from processors.ledger.store import Overlay, PartitionStore
+from schemas.events import AccountOpened, dump, parse_input
+
+log = logging.getLogger("maas.ledger")
+
+RESTORE_BATCH = 5_000
+
+
+class TransactionAborted(Exception):
+    """The open transaction had to be aborted; the batch will be consumed again."""
+
+
+def group_id(region: str) -> str:
+    return f"{region}.ledger"
+
+
+class LedgerProcessor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.region)
+        self.stop_event = threading.Event()
+        self.stores: dict[int, PartitionStore] = {}
+        self.deadlines: list[tuple[int, int, str, str]] = []  # (deadline, partition, client, req)
+        self.overlay = Overlay()
+        self.changelog_offsets: dict[int, int] = {}
+        self.state_dir = (Path(settings.data_dir) / "ledger-state" / settings.region
+                          / settings.instance_id)
+        self.decisions = 0
+        common = settings.kafka_common()
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": group_id(settings.region),
+                # Static membership: a restarted instance takes its partitions back at once,
+                # without waiting for the session of the killed one to time out.
+                "group.instance.id": f"{settings.region}.ledger.{settings.instance_id}",
+                "partition.assignment.strategy": "range",  # co-partitioning needs range
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 5,
+                "session.timeout.ms": 10_000,
+            }
+        )
+        self.producer = Producer(
+            {
+                **common,
+                "transactional.id": f"{settings.region}.ledger.{settings.instance_id}",
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+            }
+        )
+        self.restorer = Consumer(
+            {
+                **common,
+                "group.id": f"{group_id(settings.region)}.restore",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+
+    # --- main loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.producer.init_transactions(self.settings.transaction_timeout_ms / 1000)
+        self.consumer.subscribe(
+            self.topics.ledger_inputs,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info(
+            "ledger processor started instance=%s region=%s",
+            self.settings.instance_id,
+            self.settings.region,
+        )
+        wait_s = self.settings.commit_interval_ms / 1000
+        try:
+            while not self.stop_event.is_set():
+                messages = take_batch(self.consumer, self.settings.max_batch_size, wait_s)
+                due = self._due_deadlines(_now_ms())
+                if not messages and not due:
+                    continue
+                try:
+                    self._process(messages, due)
+                except TransactionAborted as exc:
+                    log.warning("transaction aborted error=%s; rewinding", exc)
+                    self._abort_and_rewind(messages)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.restorer.close()
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        log.info("ledger processor stopped decisions=%d", self.decisions)
+
+    def _process(self, messages: list[Message], due: list[tuple[int, int, str, str]]) -> None:
+        self._txn(self.producer.begin_transaction)
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if msg.error():
+                log.error("consume error=%s", msg.error())
+                continue
+            partition = msg.partition()
+            next_offsets[(msg.topic(), partition)] = msg.offset() + 1
+            if partition not in self.stores:
+                continue
+            try:
+                event = parse_input(msg.value())
+            except ValidationError as exc:
+                # Not ours to fix here: the producer broke the contract. Skip, loudly.
+                log.error(
+                    "invalid input topic=%s partition=%d offset=%d error=%s",
+                    msg.topic(),
+                    partition,
+                    msg.offset(),
+                    exc.errors()[:3],
+                )
+                continue
+            self._apply(partition, decide(self._view(partition), event))
+        now_ms = _now_ms()
+        for _deadline, partition, client_id, request_id in due:
+            if partition in self.stores:
+                expire = Expire(
+                    client_id=client_id,
+                    request_id=request_id,
+                    region=self.settings.region,
+                    now_ms=now_ms,
+                )
+                self._apply(partition, decide(self._view(partition), expire))
+        if next_offsets:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+            self._txn(
+                lambda: self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 10
+                )
+            )
+        self._commit()
+        self._persist()
+
+    def _view(self, partition: int) -> KeyValueState:
+        store = self.stores[partition]
+        return KeyValueState(lambda key: self.overlay.get(partition, store, key))
+
+    def _apply(self, partition: int, decision: Decision) -> None:
+        self.decisions += 1
+        for key, value in record_writes(decision.account, decision.request, decision.purchase):
+            self.overlay.put(partition, key, value)
+            self._produce(
+                self.topics.ledger_changelog, partition, key, value, self._on_changelog_delivery
+            )
+        for entry in decision.entries:
+            key = entry.client_id.encode()
+            value = dump(entry)
+            self._produce(self.topics.ledger, partition, key, value)
+            if isinstance(entry, AccountOpened):
+                self._produce(self.topics.clients, partition, key, value)
+        if decision.approved is not None:
+            approved = decision.approved
+            self._produce(
+                self.topics.approved(approved.kind),
+                partition,
+                approved.client_id.encode(),
+                dump(approved),
+            )
+        for reply_to, reply in decision.replies:
+            if reply_to >= self.settings.reply_partitions:
+                log.error("reply_to out of range reply_to=%d", reply_to)
+                continue
+            self._produce(self.topics.replies, reply_to, reply.correlation_id.encode(), dump(reply))
+
+    def _produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        on_delivery: object = None,
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=on_delivery
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.01)  # local queue full: let deliveries drain
+
+    def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            partition = msg.partition()
+            self.changelog_offsets[partition] = max(
+                self.changelog_offsets.get(partition, -1), msg.offset()
+            )
+
+    def _commit(self) -> None:
+        """Commit; a retriable (ambiguous) failure is retried, never aborted (pitfall 1)."""
+        give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
+        while True:
+            try:
+                self.producer.commit_transaction(10)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.txn_requires_abort():
+                    raise TransactionAborted(err) from exc
+                if err.retriable() and time.monotonic() < give_up:
+                    log.warning("commit retry error=%s", err)
+                    continue
+                raise
+
+    def _txn(self, call: object) -> None:
+        """Run a transactional call, sorting its errors into the three classes."""
+        while True:
+            try:
+                call()  # type: ignore[operator]
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.txn_requires_abort():
+                    raise TransactionAborted(err) from exc
+                if err.retriable():
+                    log.warning("transactional call retry error=%s", err)
+                    continue
+                raise
+
+    def _persist(self) -> None:
+        """After the commit: RocksDB catches up, and new deadlines join the heap."""
+        self.producer.poll(0)  # serve any delivery report not yet served
+        for partition, writes in self.overlay.writes.items():
+            store = self.stores.get(partition)
+            if store is None:
+                continue
+            offset = self.changelog_offsets.get(partition, store.changelog_offset)
+            store.apply(writes.items(), offset)
+            self._track_deadlines(partition, writes.items())
+        self.overlay.clear()
+        self.changelog_offsets.clear()
+
+    def _abort_and_rewind(self, messages: list[Message]) -> None:
+        self._txn(lambda: self.producer.abort_transaction(30))
+        self.overlay.clear()
+        self.changelog_offsets.clear()
+        consumed = {TopicPartition(m.topic(), m.partition()) for m in messages if not m.error()}
+        if consumed:
+            committed = self.consumer.committed(list(consumed), timeout=30)
+            for tp in committed:
+                if tp.offset < 0:
+                    tp.offset = OFFSET_BEGINNING
+                self.consumer.seek(tp)  # positions do not roll back with the txn (pitfall 3)
+        self._rebuild_deadlines()
+
+    # --- deadlines --------------------------------------------------------------------
+
+    def _due_deadlines(self, now_ms: int) -> list[tuple[int, int, str, str]]:
+        limit = now_ms - self.settings.refund_grace_ms
+        due = []
+        while self.deadlines and self.deadlines[0][0] < limit:
+            due.append(heapq.heappop(self.deadlines))
+        return due
+
+    def _track_deadlines(
+        self, partition: int, writes: Iterable[tuple[bytes, bytes | None]]
+    ) -> None:
+        for key, value in writes:
+            if value is not None and key.startswith(PENDING_PREFIX):
+                client_id, deadline_ms = value.decode().split(" ")
+                request_id = key[len(PENDING_PREFIX) :].decode()
+                heapq.heappush(self.deadlines, (int(deadline_ms), partition, client_id, request_id))
+
+    def _rebuild_deadlines(self) -> None:
+        self.deadlines = [
+            (deadline, partition, client_id, request_id)
+            for partition, store in self.stores.items()
+            for request_id, client_id, deadline in store.pending()
+        ]
+        heapq.heapify(self.deadlines)
+
+    # --- rebalance --------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Wait for stable committed offsets first: a zombie's open transaction must be
+        # settled before its changelog records can be read to the end (KIP-447).
+        consumer.committed(partitions, timeout=self.settings.transaction_timeout_ms / 1000)
+        numbers = sorted({tp.partition for tp in partitions})
+        for partition in numbers:
+            if partition not in self.stores:
+                self.stores[partition] = self._restore(partition)
+        self._rebuild_deadlines()
+        log.info("partitions assigned partitions=%s", numbers)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions})
+        for partition in numbers:
+            store = self.stores.pop(partition, None)
+            if store is not None:
+                store.close()
+        self._rebuild_deadlines()
+        log.info("partitions revoked partitions=%s", numbers)
+
+    def _restore(self, partition: int) -> PartitionStore:
+        """Open the partition's RocksDB and replay the changelog past its stored offset."""
+        path = self.state_dir / str(partition)
+        store = PartitionStore(path)
+        high = self._changelog_end(partition)
+        if store.changelog_offset >= high:
+            # Local files ahead of the changelog belong to another history (the topic
+            # was recreated): never trust them, rebuild from the changelog.
+            log.warning("local state ahead of changelog partition=%d stored=%d end=%d; "
+                        "rebuilding", partition, store.changelog_offset, high)
+            store.destroy()
+            store = PartitionStore(path)
+        start = store.changelog_offset + 1 if store.changelog_offset >= 0 else OFFSET_BEGINNING
+        tp = TopicPartition(self.topics.ledger_changelog, partition, start)
+        self.restorer.assign([tp])
+        applied = 0
+        batch: list[tuple[bytes, bytes | None]] = []
+        last_offset = store.changelog_offset
+        started = time.monotonic()
+        while True:
+            msg = self.restorer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise KafkaException(msg.error())
+            batch.append((msg.key(), msg.value()))
+            last_offset = msg.offset()
+            if len(batch) >= RESTORE_BATCH:
+                store.apply(batch, last_offset)
+                applied += len(batch)
+                batch = []
+        if batch:
+            store.apply(batch, last_offset)
+            applied += len(batch)
+        self.restorer.unassign()
+        log.info(
+            "partition restored partition=%d records=%d from_offset=%s seconds=%.2f",
+            partition,
+            applied,
+            start,
+            time.monotonic() - started,
+        )
+        return store
+
+
+    def _changelog_end(self, partition: int) -> int:
+        tp = TopicPartition(self.topics.ledger_changelog, partition)
+        give_up = time.monotonic() + 60
+        while True:
+            try:
+                return self.restorer.get_watermark_offsets(tp, timeout=10)[1]
+            except KafkaException as exc:
+                # A topic just created, or a broker just restarted, has no leader yet.
+                if not exc.args[0].retriable() or time.monotonic() > give_up:
+                    raise
+                log.info("changelog not ready partition=%d error=%s", partition, exc.args[0])
+                time.sleep(0.2)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run(settings: Settings) -> None:
+    processor = LedgerProcessor(settings)
+    signal.signal(signal.SIGTERM, lambda *_: processor.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: processor.stop_event.set())
+    processor.run()
