@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from api.deps import BillingScope, Bridge, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
@@ -60,8 +60,15 @@ class Credited(BaseModel):
     seq: int
 
 
+def _iso_text_only(value: object) -> object:
+    # Pydantic would read a JSON number as Unix seconds: "until": 12 is a mistake, not 1970.
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 datetime string with a time zone")
+    return value
+
+
 class SubscriptionChange(BaseModel):
-    until: AwareDatetime | None = Field(
+    until: Annotated[AwareDatetime, BeforeValidator(_iso_text_only)] | None = Field(
         default=None, description="ISO 8601 with a time zone; open-ended if absent"
     )
 

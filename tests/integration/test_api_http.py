@@ -1,0 +1,444 @@
+"""The HTTP API against a real region: broker, ledger processor, generators, API.
+
+Each test states what a client does and what it must observe. Every rejected or
+malformed request is followed by a ``/v1/me`` that proves the balance did not move.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import FAULT_QUERY, Stack
+
+pytestmark = pytest.mark.kafka
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_invalid(response: httpx.Response, field: str) -> None:
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert field in [f["field"] for f in body["fields"]], body
+
+
+# --- happy path ---------------------------------------------------------------------
+
+
+def test_a_meme_costs_exactly_one_token_and_its_image_is_served(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=3)
+    assert stack.balance(api_key) == 3
+
+    response = stack.meme(api_key, query="cats on a train")
+
+    assert response.status_code == 200, response.text
+    meme = response.json()
+    assert meme["kind"] == "standard"
+    assert meme["tokens_charged"] == 1
+    assert meme["balance_after"] == 2
+    assert meme["caption"] and meme["template"] and meme["meme_id"]
+    assert re.fullmatch(r"/v1/images/[0-9a-f]{64}\.png", meme["image_url"])
+    assert stack.balance(api_key) == 2
+
+    image = stack.http.get(meme["image_url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(PNG_MAGIC)
+    assert "immutable" in image.headers["cache-control"]
+    etag = image.headers["etag"]
+    assert etag.strip('"') == meme["image_url"].rsplit("/", 1)[1]
+
+    again = stack.http.get(meme["image_url"], headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+def test_the_request_can_be_looked_up_afterwards(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    meme = stack.meme(api_key).json()
+
+    response = stack.http.get(f"/v1/requests/{meme['request_id']}", headers=stack.auth(api_key))
+
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["status"] == "delivered"
+    assert view["meme"]["meme_id"] == meme["meme_id"]
+
+
+def test_account_shows_usage(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=2)
+    stack.meme(api_key)
+
+    account = stack.account(api_key)
+
+    assert account["client_id"] == client_id
+    assert account["balance"] == 1
+    assert account["tokens_credited"] == 2
+    assert account["tokens_charged"] == 1
+    assert account["memes_delivered"] == 1
+    assert account["ai_active"] is False
+
+
+# --- idempotency --------------------------------------------------------------------
+
+
+def test_same_idempotency_key_returns_the_first_meme_and_charges_once(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=5)
+    key = f"retry-{uuid.uuid4().hex}"
+
+    first = stack.meme(api_key, idempotency_key=key)
+    second = stack.meme(api_key, idempotency_key=key)
+
+    assert first.status_code == second.status_code == 200
+    assert first.json()["meme_id"] == second.json()["meme_id"]
+    assert first.json()["request_id"] == second.json()["request_id"]
+    assert stack.balance(api_key) == 4
+
+
+def test_same_idempotency_key_with_other_parameters_is_a_conflict(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=5)
+    key = f"retry-{uuid.uuid4().hex}"
+    assert stack.meme(api_key, idempotency_key=key, query="dogs").status_code == 200
+
+    response = stack.meme(api_key, idempotency_key=key, query="not dogs")
+
+    assert response.status_code == 409, response.text
+    assert stack.balance(api_key) == 4
+
+
+def test_purchases_are_idempotent_by_purchase_id(stack: Stack) -> None:
+    client_id, api_key = stack.new_client()
+    purchase_id = f"order-{uuid.uuid4().hex}"
+    url = f"/v1/clients/{client_id}/purchases"
+
+    first = stack.http.post(
+        url, json={"purchase_id": purchase_id, "tokens": 10}, headers=stack.billing
+    )
+    second = stack.http.post(
+        url, json={"purchase_id": purchase_id, "tokens": 10}, headers=stack.billing
+    )
+
+    assert first.status_code == 201, first.text
+    assert second.status_code in (200, 201), second.text
+    assert first.json() == second.json()
+    assert first.json()["balance_after"] == 10
+    assert stack.balance(api_key) == 10
+
+
+def test_same_purchase_id_with_another_amount_is_a_conflict(stack: Stack) -> None:
+    client_id, api_key = stack.new_client()
+    purchase_id = f"order-{uuid.uuid4().hex}"
+    stack.purchase(client_id, 10, purchase_id)
+
+    response = stack.http.post(
+        f"/v1/clients/{client_id}/purchases",
+        json={"purchase_id": purchase_id, "tokens": 11},
+        headers=stack.billing,
+    )
+
+    assert response.status_code == 409, response.text
+    assert stack.balance(api_key) == 10
+
+
+# --- Memes AI -------------------------------------------------------------------------
+
+
+def test_subscription_switches_between_ai_and_standard_memes(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=3)
+    url = f"/v1/clients/{client_id}/subscription"
+
+    on = stack.http.put(url, json={"until": "2999-01-01T00:00:00+00:00"}, headers=stack.billing)
+    assert on.status_code == 200, on.text
+    assert on.json()["ai_active"] is True
+    assert on.json()["ai_until"].startswith("2999-01-01")
+    assert stack.meme(api_key).json()["kind"] == "ai"
+
+    off = stack.http.delete(url, headers=stack.billing)
+    assert off.status_code == 200, off.text
+    assert off.json() == {"client_id": client_id, "ai_active": False, "ai_until": None}
+    assert stack.meme(api_key).json()["kind"] == "standard"
+    assert stack.balance(api_key) == 1
+
+
+def test_open_ended_subscription_without_a_body(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+
+    on = stack.http.put(f"/v1/clients/{client_id}/subscription", headers=stack.billing)
+
+    assert on.status_code == 200, on.text
+    assert on.json()["ai_until"] is None
+    assert stack.meme(api_key).json()["kind"] == "ai"
+
+
+# --- 401 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="not-bearer"),
+        pytest.param({"Authorization": "Bearer"}, id="empty-bearer"),
+        pytest.param({"Authorization": "Bearer not-a-key"}, id="malformed-key"),
+        pytest.param({"Authorization": "Bearer mk_" + "x" * 43}, id="unknown-key"),
+    ],
+)
+def test_a_meme_without_a_valid_api_key_is_401(stack: Stack, headers: dict[str, str]) -> None:
+    response = stack.http.get("/memes", params={"lat": 1, "lon": 2, "query": "q"}, headers=headers)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "unauthorized"
+    assert response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_billing_token_is_not_an_api_key(stack: Stack) -> None:
+    response = stack.http.get("/v1/me", headers=stack.billing)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "token", [None, "wrong-token", "mk_" + "y" * 43], ids=["missing", "wrong", "client-key"]
+)
+def test_billing_routes_need_the_billing_token(stack: Stack, token: str | None) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    responses = [
+        stack.http.post("/v1/clients", json={}, headers=headers),
+        stack.http.post(
+            f"/v1/clients/{client_id}/purchases",
+            json={"purchase_id": "p1", "tokens": 5},
+            headers=headers,
+        ),
+        stack.http.put(f"/v1/clients/{client_id}/subscription", headers=headers),
+        stack.http.delete(f"/v1/clients/{client_id}/subscription", headers=headers),
+    ]
+
+    assert [r.status_code for r in responses] == [401, 401, 401, 401]
+    assert all(r.headers["www-authenticate"] == "Bearer" for r in responses)
+    assert stack.balance(api_key) == 1
+    assert stack.account(api_key)["ai_active"] is False
+
+
+def test_a_client_api_key_is_not_the_billing_token(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+    response = stack.http.post(
+        f"/v1/clients/{client_id}/purchases",
+        json={"purchase_id": "p1", "tokens": 5},
+        headers=stack.auth(api_key),
+    )
+    assert response.status_code == 401
+    assert stack.balance(api_key) == 1
+
+
+# --- 402 ------------------------------------------------------------------------------
+
+
+def test_no_tokens_is_402_with_the_balance(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    assert stack.meme(api_key).status_code == 200
+
+    response = stack.meme(api_key)
+
+    assert response.status_code == 402, response.text
+    assert response.json() == {"error": "insufficient_tokens", "balance": 0}
+    assert stack.balance(api_key) == 0
+    assert stack.account(api_key)["memes_requested"] == 2
+
+
+# --- 422 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"lat": "abc"}, "lat", id="lat-not-a-number"),
+        pytest.param({"lat": 91}, "lat", id="lat-91"),
+        pytest.param({"lat": -90.0001}, "lat", id="lat-below"),
+        pytest.param({"lon": -181}, "lon", id="lon-minus-181"),
+        pytest.param({"lon": 180.5}, "lon", id="lon-above"),
+        pytest.param({"query": None}, "query", id="query-missing"),
+        pytest.param({"query": ""}, "query", id="query-empty"),
+        pytest.param({"query": "q" * 201}, "query", id="query-201-chars"),
+        pytest.param({"lat": None}, "lat", id="lat-missing"),
+    ],
+)
+def test_malformed_meme_parameters_are_422_naming_the_field(
+    stack: Stack, params: dict[str, object], field: str
+) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    query = {"lat": 1.5, "lon": 2.5, "query": "q", **params}
+    query = {k: v for k, v in query.items() if v is not None}
+
+    response = stack.http.get("/memes", params=query, headers=stack.auth(api_key))
+
+    assert_invalid(response, field)
+    assert stack.balance(api_key) == 1
+
+
+def test_query_of_200_chars_is_accepted(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    assert stack.meme(api_key, query="q" * 200).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "key", ["", "has space", "x" * 129, "slash/y", "semi;colon"], ids=lambda k: f"len{len(k)}"
+)
+def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack, key: str) -> None:
+    _, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.get(
+        "/memes",
+        params={"lat": 1, "lon": 2, "query": "q"},
+        headers={**stack.auth(api_key), "Idempotency-Key": key},
+    )
+
+    assert_invalid(response, "Idempotency-Key")
+    assert stack.balance(api_key) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"purchase_id": "p", "tokens": 0}, "tokens", id="tokens-0"),
+        pytest.param({"purchase_id": "p", "tokens": -1}, "tokens", id="tokens-negative"),
+        pytest.param({"purchase_id": "p", "tokens": "x"}, "tokens", id="tokens-x"),
+        pytest.param({"purchase_id": "p", "tokens": 1.5}, "tokens", id="tokens-fraction"),
+        pytest.param({"purchase_id": "p", "tokens": 10**9 + 1}, "tokens", id="tokens-too-many"),
+        pytest.param({"tokens": 5}, "purchase_id", id="purchase-id-missing"),
+        pytest.param({"purchase_id": "a b", "tokens": 5}, "purchase_id", id="purchase-id-bad"),
+    ],
+)
+def test_malformed_purchases_are_422_naming_the_field(
+    stack: Stack, body: dict[str, object], field: str
+) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.post(
+        f"/v1/clients/{client_id}/purchases", json=body, headers=stack.billing
+    )
+
+    assert_invalid(response, field)
+    assert stack.balance(api_key) == 1
+
+
+@pytest.mark.parametrize(
+    "until", ["tomorrow", "2999-01-01T00:00:00", 12], ids=["text", "no-timezone", "number"]
+)
+def test_subscription_until_must_be_a_datetime_with_timezone(stack: Stack, until: object) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.put(
+        f"/v1/clients/{client_id}/subscription", json={"until": until}, headers=stack.billing
+    )
+
+    assert_invalid(response, "until")
+    assert stack.account(api_key)["ai_active"] is False
+
+
+@pytest.mark.parametrize(
+    "key", ["abc.png", "0" * 64 + ".jpg", "../../etc/passwd", "0" * 63 + "G.png"]
+)
+def test_malformed_image_keys_are_refused(stack: Stack, key: str) -> None:
+    response = stack.http.get(f"/v1/images/{key}")
+    assert response.status_code in (404, 422), response.text
+    if response.status_code == 422:
+        assert_invalid(response, "key")
+
+
+# --- 404 ------------------------------------------------------------------------------
+
+
+def test_unknown_things_are_404(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    unknown = uuid.uuid4().hex
+
+    purchase = stack.http.post(
+        f"/v1/clients/{unknown}/purchases",
+        json={"purchase_id": "p", "tokens": 1},
+        headers=stack.billing,
+    )
+    subscription = stack.http.put(f"/v1/clients/{unknown}/subscription", headers=stack.billing)
+    request = stack.http.get(f"/v1/requests/{unknown}", headers=stack.auth(api_key))
+    image = stack.http.get(f"/v1/images/{'0' * 64}.png")
+
+    assert [purchase.status_code, subscription.status_code] == [404, 404]
+    assert request.status_code == 404
+    assert image.status_code == 404
+    assert stack.balance(api_key) == 1
+
+
+def test_another_clients_request_is_404(stack: Stack) -> None:
+    _, alice = stack.new_client(tokens=1)
+    _, bob = stack.new_client(tokens=1)
+    request_id = stack.meme(alice).json()["request_id"]
+
+    response = stack.http.get(f"/v1/requests/{request_id}", headers=stack.auth(bob))
+
+    assert response.status_code == 404
+
+
+# --- 502: the generator fails, the token comes back -------------------------------------
+
+
+def test_a_failed_generation_is_502_and_refunded(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+
+    response = stack.meme(api_key, query=f"please {FAULT_QUERY}")
+
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["error"] == "generation_failed"
+    assert body["refunded"] is True
+    assert stack.balance(api_key) == 1
+    view = stack.http.get(f"/v1/requests/{body['request_id']}", headers=stack.auth(api_key))
+    assert view.json()["status"] == "refunded"
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+def test_health_and_readiness(stack: Stack) -> None:
+    assert stack.http.get("/healthz").json() == {"status": "ok"}
+    ready = stack.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["kafka"] == "ok"
+
+
+def test_metrics_count_requests_by_route_template_and_ledger_outcomes(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    request_id = stack.meme(api_key).json()["request_id"]
+    stack.meme(api_key)  # 402
+    stack.http.get(f"/v1/requests/{request_id}", headers=stack.auth(api_key))
+
+    text = stack.http.get("/metrics").text
+
+    assert metric(text, "maas_http_requests_total", route="/memes", method="GET", status="200")
+    assert metric(text, "maas_http_requests_total", route="/memes", method="GET", status="402")
+    assert metric(text, "maas_http_requests_total", route="/v1/requests/{request_id}")
+    assert request_id not in text  # ids never become label values
+    assert metric(text, "maas_http_request_duration_seconds_count", route="/memes")
+    assert metric(text, "maas_charges_total", kind="standard") >= 1
+    assert metric(text, "maas_rejections_total", reason="insufficient_tokens") >= 1
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_openapi_documents_every_route(stack: Stack) -> None:
+    paths = stack.http.get("/openapi.json").json()["paths"]
+    assert {"/memes", "/v1/me", "/v1/clients", "/v1/images/{key}"} <= set(paths)
+    assert stack.http.get("/docs").status_code == 200
