@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Shared set-up for ./run, ./test and .ci/run; cheap when nothing changed.
+#   1. .venv (python3 -m venv) if missing
+#   2. pip install -e '.[dev]' only when pyproject.toml changed since the last install
+#   3. the local Kafka broker's jars (Maven, cached), unless KAFKA_BOOTSTRAP_SERVERS
+#      names a cluster to use instead. Done here so downloads show up at set-up time,
+#      not as a silent pause inside the first test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "bootstrap: $*" >&2; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  py=$(command -v python3.11 || command -v python3)
+  say "creating .venv with $py"
+  "$py" -m venv .venv
+fi
+
+stamp=.venv/.maas-pyproject.sha256
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+  say "installing Python dependencies (pyproject.toml changed)"
+  .venv/bin/pip install --disable-pip-version-check -e '.[dev]'
+  echo "$want" >"$stamp"
+fi
+
+if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+  # The broker needs a JDK (17+) and, once, Maven. Install them on a bare Debian box.
+  if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      say "installing a JDK and Maven with apt-get"
+      apt-get update -q && apt-get install -y -q default-jdk-headless maven
+    else
+      say "java and mvn are needed for the local Kafka broker (or set KAFKA_BOOTSTRAP_SERVERS)"
+      exit 1
+    fi
+  fi
+  .venv/bin/python -c '
+import os
+from maas.broker import resolve_classpath
+jars = resolve_classpath(quiet=False).split(os.pathsep)
+print(f"bootstrap: kafka broker classpath ready ({len(jars)} jars)")
+' >&2
+fi
