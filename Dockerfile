@@ -1,0 +1,19 @@
+# The maas service image: one image, every process (`maas api`, `maas processor`, ...).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# Only what the package needs: tests, the venv and local data stay out of the image.
+COPY pyproject.toml ./
+COPY maas ./maas
+COPY ledger ./ledger
+COPY api ./api
+COPY processors ./processors
+COPY schemas ./schemas
+RUN pip install . && useradd --create-home maas && mkdir /data && chown maas /data
+
+# Local state (e.g. the ledger processor's RocksDB) goes here, writable by the app user.
+ENV MAAS_DATA_DIR=/data
+USER maas
+ENTRYPOINT ["maas"]
