@@ -13,10 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from maas import broker_cli, service_cli
+    from maas import broker_cli, replay_cli, service_cli
 
     broker_cli.register(sub)
     service_cli.register(sub)
+    replay_cli.register(sub)
     try:  # TODO(wiring): remove the guard once api/cli.py has landed
         from api import cli as api_cli
 

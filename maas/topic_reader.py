@@ -1,0 +1,49 @@
+"""Read a whole topic, every partition from its start to its current end, committed only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from maas.settings import Settings
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Message]:
+    """Yield every committed message of ``topic``; stops when each partition is at its end."""
+    consumer = Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": f"maas-reader-{uuid.uuid4().hex}",  # never commits; a name is required
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        consumer.assign(partitions)
+        remaining = {tp.partition for tp in partitions}
+        while remaining:
+            for msg in consumer.consume(10_000, 1.0):
+                error = msg.error()
+                if error is None:
+                    yield msg
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition())
+                else:
+                    raise KafkaException(error)
+    finally:
+        consumer.close()
