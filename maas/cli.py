@@ -13,17 +13,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from api import cli as api_cli
     from maas import broker_cli, replay_cli, service_cli
 
     broker_cli.register(sub)
     service_cli.register(sub)
     replay_cli.register(sub)
-    try:  # TODO(wiring): remove the guard once api/cli.py has landed
-        from api import cli as api_cli
-
-        api_cli.register(sub)
-    except ImportError:
-        pass
+    api_cli.register(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
