@@ -35,6 +35,8 @@ from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 
 log = logging.getLogger("maas.generator")
 
+COMMIT_ATTEMPTS = 50
+
 
 class GeneratorPool:
     def __init__(self, settings: Settings, kind: Kind) -> None:
@@ -109,6 +111,20 @@ class GeneratorPool:
             )
         if self.producer.flush(30) > 0:
             raise KafkaException("outcomes not acknowledged; offsets not committed")
+        self._commit_offsets()
+
+    def _commit_offsets(self) -> None:
+        """Retry what is retriable (a coordinator moving after a broker restart); anything
+        else ends the process, and the work is done again after the restart."""
+        for _ in range(COMMIT_ATTEMPTS - 1):
+            try:
+                self.consumer.commit(asynchronous=False)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+                log.warning("offset commit retry error=%s", exc.args[0])
+                time.sleep(0.2)
         self.consumer.commit(asynchronous=False)
 
     def _make(self, job: MemeApproved) -> MemeGenerated | MemeFailed:

@@ -44,16 +44,22 @@ Failure scenarios:
 - *Duplicate input* (idempotent producer around leader changes, client retries): the
   fold deduplicates by request id and purchase id in the state (pitfall 7).
 - Every reader of this processor's output uses ``read_committed`` (pitfall 6).
+- *A transactional call hangs past its timeout*: librdkafka's
+  ``send_offsets_to_transaction`` can block forever when the group coordinator moves
+  (librdkafka #5456, #5511, open; seen here on a broker restart). A watchdog ends the
+  process if any transactional call outlives ``transaction_timeout_ms``; the restart
+  fences and aborts the hung transaction, as after a kill.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from confluent_kafka import (
@@ -78,6 +84,9 @@ from schemas.events import AccountOpened, dump, parse_input
 log = logging.getLogger("maas.ledger")
 
 RESTORE_BATCH = 5_000
+RESTORE_TIMEOUT_S = 300
+RETRY_BACKOFF_S = 0.1
+WATCHDOG_EXIT_CODE = 70
 
 
 class TransactionAborted(Exception):
@@ -97,9 +106,11 @@ class LedgerProcessor:
         self.deadlines: list[tuple[int, int, str, str]] = []  # (deadline, partition, client, req)
         self.overlay = Overlay()
         self.changelog_offsets: dict[int, int] = {}
-        self.state_dir = (Path(settings.data_dir) / "ledger-state" / settings.region
-                          / settings.instance_id)
+        self.state_dir = (
+            Path(settings.data_dir) / "ledger-state" / settings.region / settings.instance_id
+        )
         self.decisions = 0
+        self.watchdog = Watchdog(2 * settings.transaction_timeout_ms / 1000)
         common = settings.kafka_common()
         self.consumer = Consumer(
             {
@@ -140,7 +151,8 @@ class LedgerProcessor:
     # --- main loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        self.producer.init_transactions(self.settings.transaction_timeout_ms / 1000)
+        with self.watchdog:
+            self.producer.init_transactions(self.settings.transaction_timeout_ms / 1000)
         self.consumer.subscribe(
             self.topics.ledger_inputs,
             on_assign=self._on_assign,
@@ -180,6 +192,7 @@ class LedgerProcessor:
         next_offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
             if msg.error():
+                _raise_if_fatal(msg.error())
                 log.error("consume error=%s", msg.error())
                 continue
             partition = msg.partition()
@@ -279,7 +292,8 @@ class LedgerProcessor:
         give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
         while True:
             try:
-                self.producer.commit_transaction(10)
+                with self.watchdog:
+                    self.producer.commit_transaction(10)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -287,21 +301,25 @@ class LedgerProcessor:
                     raise TransactionAborted(err) from exc
                 if err.retriable() and time.monotonic() < give_up:
                     log.warning("commit retry error=%s", err)
+                    time.sleep(RETRY_BACKOFF_S)
                     continue
                 raise
 
-    def _txn(self, call: object) -> None:
+    def _txn(self, call: Callable[[], object]) -> None:
         """Run a transactional call, sorting its errors into the three classes."""
+        give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
         while True:
             try:
-                call()  # type: ignore[operator]
+                with self.watchdog:
+                    call()
                 return
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.txn_requires_abort():
                     raise TransactionAborted(err) from exc
-                if err.retriable():
+                if err.retriable() and time.monotonic() < give_up:
                     log.warning("transactional call retry error=%s", err)
+                    time.sleep(RETRY_BACKOFF_S)
                     continue
                 raise
 
@@ -387,8 +405,12 @@ class LedgerProcessor:
         if store.changelog_offset >= high:
             # Local files ahead of the changelog belong to another history (the topic
             # was recreated): never trust them, rebuild from the changelog.
-            log.warning("local state ahead of changelog partition=%d stored=%d end=%d; "
-                        "rebuilding", partition, store.changelog_offset, high)
+            log.warning(
+                "local state ahead of changelog partition=%d stored=%d end=%d; rebuilding",
+                partition,
+                store.changelog_offset,
+                high,
+            )
             store.destroy()
             store = PartitionStore(path)
         start = store.changelog_offset + 1 if store.changelog_offset >= 0 else OFFSET_BEGINNING
@@ -401,6 +423,8 @@ class LedgerProcessor:
         while True:
             msg = self.restorer.poll(1.0)
             if msg is None:
+                if time.monotonic() - started > RESTORE_TIMEOUT_S:
+                    raise TimeoutError(f"changelog partition {partition} not readable to its end")
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
@@ -425,7 +449,6 @@ class LedgerProcessor:
         )
         return store
 
-
     def _changelog_end(self, partition: int) -> int:
         tp = TopicPartition(self.topics.ledger_changelog, partition)
         give_up = time.monotonic() + 60
@@ -438,6 +461,45 @@ class LedgerProcessor:
                     raise
                 log.info("changelog not ready partition=%d error=%s", partition, exc.args[0])
                 time.sleep(0.2)
+
+
+class Watchdog:
+    """Ends the process when a guarded call outlives its limit (see failure scenarios).
+
+    One daemon thread checks a single deadline, so guarding a call costs two
+    assignments, not a timer per call.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.deadline: float | None = None
+        threading.Thread(target=self._watch, name="txn-watchdog", daemon=True).start()
+
+    def __enter__(self) -> None:
+        self.deadline = time.monotonic() + self.limit_s
+
+    def __exit__(self, *_: object) -> None:
+        self.deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            deadline = self.deadline
+            if deadline is not None and time.monotonic() > deadline:
+                log.critical(
+                    "transactional call hung for %.0fs; exiting so that a restart "
+                    "fences the transaction",
+                    self.limit_s,
+                )
+                logging.shutdown()
+                os._exit(WATCHDOG_EXIT_CODE)
+
+
+def _raise_if_fatal(error: KafkaError) -> None:
+    """A fatal consumer error (e.g. a static member fenced after a coordinator move) ends
+    the process; the supervisor starts a fresh one, which rejoins cleanly."""
+    if error.fatal():
+        raise KafkaException(error)
 
 
 def _now_ms() -> int:
