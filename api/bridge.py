@@ -48,15 +48,12 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
-    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
 from pydantic import ValidationError
 
 from api.errors import KafkaUnavailable, NotReady
@@ -69,7 +66,6 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
-OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing there
 
 
 def now_ms() -> int:
@@ -106,7 +102,8 @@ class KafkaBridge:
                 "socket.nagle.disable": True,
             }
         )
-        self._admin = AdminClient(settings.kafka_common())
+        self._probe: Consumer | None = None  # built by the first readiness probe
+        self._probe_lock = threading.Lock()
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -125,6 +122,9 @@ class KafkaBridge:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
 
     @property
     def replies_positioned(self) -> bool:
@@ -265,64 +265,69 @@ class KafkaBridge:
     # --- readiness -----------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
-        """Blocking: Kafka reachable, and the ledger consumer group keeping up."""
+        """Blocking: Kafka reachable, and the ledger consumer group keeping up.
+
+        A consumer, not an AdminClient, does the probing: librdkafka's coordinator
+        admin calls (ListConsumerGroupOffsets) can abort the whole process after a
+        broker connection drops (librdkafka #4605, #3663), and a probe must never be
+        able to kill the instance it probes.
+        """
         checks: dict[str, Any] = {"replies_positioned": self.replies_positioned}
-        try:
-            metadata = self._admin.list_topics(timeout=KAFKA_PROBE_TIMEOUT_S)
-        except KafkaException as exc:
-            checks["kafka"] = f"unreachable: {exc.args[0].str()}"
-            return Readiness(False, checks)
-        checks["kafka"] = "ok"
-        inputs = self.topics.ledger_inputs
-        missing = [t for t in [*inputs, self.topics.replies] if t not in metadata.topics]
-        if missing:
-            checks["topics_missing"] = missing
-            return Readiness(False, checks)
-        partitions = [
-            TopicPartition(topic, p) for topic in inputs for p in metadata.topics[topic].partitions
-        ]
-        try:
-            lag = self._ledger_lag(partitions)
-        except KafkaException as exc:
-            checks["ledger_lag"] = f"unknown: {exc.args[0].str()}"
-            return Readiness(False, checks)
+        with self._probe_lock:  # one probe at a time, whatever polls /readyz
+            probe = self._probe_consumer()
+            try:
+                metadata = probe.list_topics(timeout=KAFKA_PROBE_TIMEOUT_S)
+            except KafkaException as exc:
+                checks["kafka"] = f"unreachable: {exc.args[0].str()}"
+                return Readiness(False, checks)
+            checks["kafka"] = "ok"
+            inputs = self.topics.ledger_inputs
+            missing = [t for t in [*inputs, self.topics.replies] if t not in metadata.topics]
+            if missing:
+                checks["topics_missing"] = missing
+                return Readiness(False, checks)
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in inputs
+                for p in metadata.topics[topic].partitions
+            ]
+            try:
+                lag = _lag(probe, partitions)
+            except KafkaException as exc:
+                checks["ledger_lag"] = f"unknown: {exc.args[0].str()}"
+                return Readiness(False, checks)
         checks["ledger_lag"] = lag
-        ready = self.replies_positioned and lag < READY_MAX_LAG
-        return Readiness(ready, checks)
+        return Readiness(self.replies_positioned and lag < READY_MAX_LAG, checks)
 
-    def _ledger_lag(self, partitions: list[TopicPartition]) -> int:
-        group = f"{self.settings.region}.ledger"
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
-        result = self._admin.list_consumer_group_offsets(
-            request, request_timeout=KAFKA_PROBE_TIMEOUT_S
-        )[group].result()
-        committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
-        ends = self._offsets(partitions, OffsetSpec.latest())
-        # Where the group has committed nothing, it would start at the earliest offset.
-        unset = [tp for tp in partitions if committed.get(_tp_key(tp), OFFSET_UNSET) < 0]
-        starts = self._offsets(unset, OffsetSpec.earliest()) if unset else {}
-        lag = 0
-        for tp in partitions:
-            key = _tp_key(tp)
-            position = committed.get(key, OFFSET_UNSET)
-            if position < 0:
-                position = starts[key]
-            lag += max(0, ends[key] - position)
-        return lag
+    def _probe_consumer(self) -> Consumer:
+        if self._probe is None:
+            self._probe = Consumer(
+                {
+                    **self.settings.kafka_common(),
+                    # The ledger's group, to read its committed offsets. Never
+                    # subscribed, so it never joins the group and never commits.
+                    "group.id": f"{self.settings.region}.ledger",
+                    "enable.auto.commit": False,
+                    # Last committed offsets, without waiting for the processor's
+                    # transaction in flight to settle.
+                    "isolation.level": "read_uncommitted",
+                }
+            )
+        return self._probe
 
-    def _offsets(
-        self, partitions: list[TopicPartition], spec: OffsetSpec
-    ) -> dict[tuple[str, int], int]:
-        futures = self._admin.list_offsets(
-            {tp: spec for tp in partitions},
-            isolation_level=IsolationLevel.READ_COMMITTED,
-            request_timeout=KAFKA_PROBE_TIMEOUT_S,
+
+def _lag(probe: Consumer, partitions: list[TopicPartition]) -> int:
+    """Messages the ledger group has not committed yet, over ``partitions``."""
+    committed = probe.committed(partitions, timeout=KAFKA_PROBE_TIMEOUT_S)
+    lag = 0
+    for tp in committed:
+        low, high = probe.get_watermark_offsets(
+            TopicPartition(tp.topic, tp.partition), timeout=KAFKA_PROBE_TIMEOUT_S
         )
-        return {_tp_key(tp): future.result().offset for tp, future in futures.items()}
-
-
-def _tp_key(tp: TopicPartition) -> tuple[str, int]:
-    return (tp.topic, tp.partition)
+        # No commit yet: the group would start at the earliest offset still kept.
+        position = tp.offset if tp.offset >= 0 else low
+        lag += max(0, high - position)
+    return lag
 
 
 def _seconds_until(deadline_ms: int) -> float:
