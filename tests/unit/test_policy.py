@@ -1,0 +1,70 @@
+"""Content policy: the shipped classifier, its thresholds and the fast path."""
+
+import numpy as np
+import pytest
+
+from processors.generators import policy
+from processors.generators.policy import CAPTION_THRESHOLD, QUERY_THRESHOLD, screen, variants
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pizza at the beach",
+        "this is fine",
+        "stonks",
+        "crème brûlée",
+        "寿司が食べたい",
+        "",
+        "x" * 200,
+    ],
+)
+def test_ordinary_queries_are_allowed(text: str) -> None:
+    verdict = screen(text)
+    assert verdict.allowed
+    assert verdict.reason == "ok"
+    assert verdict.score < QUERY_THRESHOLD
+
+
+@pytest.mark.parametrize("text", ["fuck this", "you stupid bitch", "what an asshole"])
+def test_offensive_queries_are_blocked_with_a_reason(text: str) -> None:
+    verdict = screen(text)
+    assert not verdict.allowed
+    assert verdict.code == "offensive_language"
+    assert "limit 0.95" in verdict.reason
+
+
+@pytest.mark.parametrize("text", ["sh1t", "f u c k this", "f.u.c.k", "b!tch", "shît"])
+def test_obfuscations_are_undone(text: str) -> None:
+    assert screen(text).code == "offensive_language"
+
+
+@pytest.mark.parametrize("text", ["kys", "go kill yourself", "Kill  urself lol"])
+def test_self_harm_is_blocked_even_though_the_model_misses_it(text: str) -> None:
+    assert policy.offensive_probability("kys") < 0.5  # why the phrase list exists
+    verdict = screen(text)
+    assert (verdict.allowed, verdict.code) == (False, "self_harm")
+
+
+def test_captions_are_held_to_a_stricter_threshold() -> None:
+    # "I hate mondays" scores ~0.9: fine as a query, too much for our own caption.
+    score = policy.offensive_probability("I hate mondays")
+    assert CAPTION_THRESHOLD <= score < QUERY_THRESHOLD
+    assert screen("I hate mondays", "query").allowed
+    assert not screen("I hate mondays", "caption").allowed
+    assert screen("I hate mondays", "query", threshold=0.5).code == "offensive_language"
+
+
+def test_variants_keep_the_original_first() -> None:
+    assert variants("Sh1t") == ("Sh1t", "sh1t", "shit")
+    assert variants("pizza") == ("pizza",)
+
+
+def test_fast_path_matches_scikit_learn() -> None:
+    from profanity_check import profanity_check as package
+
+    classifier = policy._get_classifier()
+    assert classifier.fast
+    texts = ["pizza party", "hell yeah", "you absolute idiot", "zzzz qqq", ""]
+    reference = package.model.predict_proba(package.vectorizer.transform(texts))[:, 1]
+    assert np.allclose(classifier.probabilities(texts), reference, rtol=0, atol=1e-9)
