@@ -1,0 +1,813 @@
+"""The ledger against a reference model, over random interleavings of every input.
+
+A hypothesis state machine drives the real core (``MemoryLedger``: the fold plus a
+dict) with registrations, purchases, subscription changes, meme requests (fresh and
+repeated ids, same or other parameters), generator successes and failures, duplicate
+outcomes, expiries and the passing of time. A deliberately plain reference model
+(dicts of balances and request statuses, written from the rules in ``ledger.fold``'s
+docstring, not from its code) predicts every decision, and each prediction is checked.
+After every step the named invariants below must hold; on failure hypothesis prints
+the shortest sequence of steps and a ``@reproduce_failure`` blob to replay it.
+
+Ids come from small pools on purpose (three clients, four purchase ids per client,
+two fingerprints), so repeats, conflicts and unknown clients happen often; and time moves
+in steps of a few ms next to subscription ends and deadlines of a few ms, so the
+boundaries (a request at exactly ``until_ms``) are hit, not stepped over.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from hypothesis import event as note_path
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from ledger.fold import Decision, Expire, evolve
+from ledger.memory import MemoryLedger
+from ledger.state import MAX_WAITERS, Account
+from schemas.events import (
+    AccountOpened,
+    AccountQueried,
+    ClientRegistered,
+    InputEvent,
+    LedgerEntryUnion,
+    MemeDelivered,
+    MemeFailed,
+    MemeGenerated,
+    MemeRejected,
+    MemeRequested,
+    Reply,
+    RequestQueried,
+    SubscriptionChanged,
+    SubscriptionRequested,
+    TokensCharged,
+    TokensCredited,
+    TokensPurchased,
+    TokensRefunded,
+)
+
+REGION = "eu"
+API_KEY_SHA256 = "cd" * 32
+CLIENTS = ("c0", "c1", "c2")
+PURCHASE_IDS = ("p0", "p1", "p2", "p3")
+FINGERPRINTS = ("0" * 16, "f" * 16)
+PRICE = 1  # tokens per meme, as the service promises its clients
+
+# Reference-model reasons, spelled out rather than imported: the model says what the
+# contract promises, the ledger must agree.
+UNKNOWN_CLIENT, IDEMPOTENCY_CONFLICT, INSUFFICIENT_TOKENS = 1, 2, 3
+PURCHASE_UNKNOWN_CLIENT, PURCHASE_CONFLICT = 1, 2
+GENERATOR_FAILED, DEADLINE_EXPIRED = 1, 2
+
+MACHINE_SETTINGS = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,  # other suites share the machine; a slow step is not a failure
+    print_blob=True,
+)
+
+
+@dataclass
+class ClientModel:
+    seq: int = 1  # AccountOpened is entry 1
+    balance: int = 0
+    credited: int = 0
+    charged: int = 0
+    refunded: int = 0
+    requested: int = 0
+    delivered: int = 0
+    ai_active: bool = False
+    ai_until_ms: int | None = None
+    purchases: dict[str, int] = field(default_factory=dict)  # purchase id -> tokens
+
+    def ai_at(self, now_ms: int) -> bool:
+        return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)
+
+
+@dataclass
+class RequestModel:
+    client_id: str
+    fingerprint: str
+    status: str  # charged | delivered | refunded | rejected
+    kind: str | None
+    deadline_ms: int
+    waiters: list[tuple[int, str]]  # (reply_to, correlation id), charged requests only
+    reason: int | None = None  # reject reason or refund reason
+    meme_id: str | None = None
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = MemoryLedger()
+        self.clients: dict[str, ClientModel] = {}
+        self.requests: dict[str, RequestModel] = {}
+        self.now_ms = 0
+        self._ids = 0
+        self._reply_to = 0
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _event_id(self) -> str:
+        self._ids += 1
+        return f"e{self._ids}"
+
+    def _next_reply_to(self) -> int:
+        # Distinct partitions per input, so a reply routed to the wrong waiter shows.
+        self._reply_to += 1
+        return self._reply_to
+
+    def _envelope(self, client_id: str) -> dict[str, object]:
+        return {
+            "event_id": self._event_id(),
+            "client_id": client_id,
+            "region": REGION,
+            "occurred_at_ms": self.now_ms,
+        }
+
+    def _one_entry(self, decision: Decision, client_id: str, entry_type: type) -> LedgerEntryUnion:
+        """The decision appends exactly one entry of this type, at the model's next seq."""
+        assert len(decision.entries) == 1, decision.entries
+        (entry,) = decision.entries
+        assert isinstance(entry, entry_type), entry
+        client = self.clients[client_id]
+        client.seq += 1
+        assert (entry.client_id, entry.seq) == (client_id, client.seq), entry
+        return entry
+
+    @staticmethod
+    def _only_reply(decision: Decision, reply_to: int, correlation_id: str) -> Reply:
+        assert len(decision.replies) == 1, decision.replies
+        (to, reply) = decision.replies[0]
+        assert (to, reply.correlation_id) == (reply_to, correlation_id)
+        return reply
+
+    def _end(
+        self, request_id: str, status: str, reason: int | None, meme_id: str | None
+    ) -> list[tuple[int, str]]:
+        """Reference: a charged request ends; return the waiters that must be answered."""
+        request = self.requests[request_id]
+        waiters = request.waiters
+        request.status, request.reason, request.meme_id, request.waiters = (
+            status,
+            reason,
+            meme_id,
+            [],
+        )
+        return waiters
+
+    # --- rules ------------------------------------------------------------------------
+
+    @initialize(
+        c0_tokens=st.integers(min_value=0, max_value=4),
+        c1_tokens=st.integers(min_value=0, max_value=4),
+    )
+    def open_two_accounts(self, c0_tokens: int, c1_tokens: int) -> None:
+        # Two clients exist from the start so most steps reach the charging paths;
+        # c2 stays unknown until a step registers it.
+        self.now_ms = 1_000
+        for client_id, tokens in (("c0", c0_tokens), ("c1", c1_tokens)):
+            self.register_client(client_id)
+            if tokens:
+                self.purchase_tokens(client_id, "p-initial", tokens)
+
+    @rule(ms=st.integers(min_value=1, max_value=4))
+    def time_passes(self, ms: int) -> None:
+        self.now_ms += ms
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def register_client(self, client_id: str) -> None:
+        reply_to = self._next_reply_to()
+        event = ClientRegistered(
+            **self._envelope(client_id), api_key_sha256=API_KEY_SHA256, reply_to=reply_to
+        )
+        decision = self.ledger.handle(event)
+
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        assert reply.outcome == "registered"
+        if client_id in self.clients:  # idempotent: nothing new
+            note_path("register: again")
+            assert decision.entries == ()
+            assert reply.balance == self.clients[client_id].balance
+            return
+        (opened,) = decision.entries
+        assert isinstance(opened, AccountOpened)
+        assert (opened.seq, opened.balance_after) == (1, 0)
+        assert reply.balance == 0
+        self.clients[client_id] = ClientModel()
+
+    @rule(
+        client_id=st.sampled_from(CLIENTS),
+        purchase_id=st.sampled_from(PURCHASE_IDS),
+        tokens=st.integers(min_value=1, max_value=3),
+    )
+    def purchase_tokens(self, client_id: str, purchase_id: str, tokens: int) -> None:
+        reply_to = self._next_reply_to()
+        event = TokensPurchased(
+            **self._envelope(client_id), purchase_id=purchase_id, tokens=tokens, reply_to=reply_to
+        )
+        decision = self.ledger.handle(event)
+
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        client = self.clients.get(client_id)
+        if client is None:
+            note_path("purchase: unknown client")
+            assert decision.entries == ()
+            assert (reply.outcome, reply.reason) == ("purchase_rejected", PURCHASE_UNKNOWN_CLIENT)
+            return
+        seen_tokens = client.purchases.get(purchase_id)
+        if seen_tokens is not None:
+            assert decision.entries == ()
+            note_path(f"purchase: repeated, same amount {seen_tokens == tokens}")
+            if seen_tokens == tokens:
+                assert (reply.outcome, reply.balance) == ("credited", client.balance)
+                assert isinstance(reply.entry, TokensCredited)
+                assert (reply.entry.purchase_id, reply.entry.tokens) == (purchase_id, tokens)
+            else:
+                assert (reply.outcome, reply.reason) == ("purchase_rejected", PURCHASE_CONFLICT)
+            return
+        note_path("purchase: credited")
+        credited = self._one_entry(decision, client_id, TokensCredited)
+        client.balance += tokens
+        client.credited += tokens
+        client.purchases[purchase_id] = tokens
+        assert (credited.tokens, credited.balance_after) == (tokens, client.balance)
+        assert (reply.outcome, reply.balance) == ("credited", client.balance)
+
+    @rule(
+        client_id=st.sampled_from(CLIENTS),
+        active=st.booleans(),
+        until_after_ms=st.none() | st.just(0) | st.integers(min_value=-2, max_value=8),
+    )
+    def change_subscription(self, client_id: str, active: bool, until_after_ms: int | None) -> None:
+        until_ms = None if until_after_ms is None else max(0, self.now_ms + until_after_ms)
+        reply_to = self._next_reply_to()
+        event = SubscriptionRequested(
+            **self._envelope(client_id), active=active, until_ms=until_ms, reply_to=reply_to
+        )
+        decision = self.ledger.handle(event)
+
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        client = self.clients.get(client_id)
+        if client is None:
+            assert decision.entries == ()
+            assert reply.outcome == "not_found"
+            return
+        changed = self._one_entry(decision, client_id, SubscriptionChanged)
+        client.ai_active = active
+        client.ai_until_ms = until_ms if active else None
+        assert (changed.active, changed.until_ms) == (client.ai_active, client.ai_until_ms)
+        assert changed.balance_after == client.balance
+        assert reply.outcome == "subscription"
+
+    @rule(
+        data=st.data(),
+        client_id=st.sampled_from(CLIENTS),
+        repeat=st.booleans(),
+        other_params=st.booleans(),
+        deadline_after_ms=st.integers(min_value=0, max_value=8),
+    )
+    def request_meme(
+        self,
+        data: st.DataObject,
+        client_id: str,
+        repeat: bool,
+        other_params: bool,
+        deadline_after_ms: int,
+    ) -> None:
+        if repeat and self.requests:
+            request_id = self._pick_by_status(data)
+            seen_fingerprint = self.requests[request_id].fingerprint
+            fingerprint = seen_fingerprint
+            if other_params:
+                fingerprint = next(f for f in FINGERPRINTS if f != seen_fingerprint)
+        else:
+            request_id = f"r{self._ids + 1}"  # never used before: ids only grow
+            fingerprint = FINGERPRINTS[other_params]
+        self._request(client_id, request_id, fingerprint, deadline_after_ms)
+
+    @precondition(lambda self: any(r.status == "charged" for r in self.requests.values()))
+    @rule(data=st.data())
+    def client_retries_while_in_flight(self, data: st.DataObject) -> None:
+        # The common production retry: same key, same parameters, no answer yet. Its
+        # own rule, so requests with several waiters reach an outcome often.
+        in_flight = sorted(rid for rid, r in self.requests.items() if r.status == "charged")
+        request_id = data.draw(st.sampled_from(in_flight), label="request_id")
+        request = self.requests[request_id]
+        self._request(request.client_id, request_id, request.fingerprint, deadline_after_ms=5)
+
+    def _request(
+        self, client_id: str, request_id: str, fingerprint: str, deadline_after_ms: int
+    ) -> None:
+        reply_to = self._next_reply_to()
+        event = MemeRequested(
+            **self._envelope(client_id),
+            request_id=request_id,
+            fingerprint=fingerprint,
+            lat=12.5,
+            lon=-45.25,
+            query="cats",
+            deadline_ms=self.now_ms + deadline_after_ms,
+            reply_to=reply_to,
+        )
+        decision = self.ledger.handle(event)
+
+        client = self.clients.get(client_id)
+        seen = self.requests.get(request_id)
+        # Checks in the documented order; the first that applies decides.
+        if client is None:
+            note_path("request: unknown client")
+            assert decision.entries == () and decision.request is None
+            reply = self._only_reply(decision, reply_to, event.event_id)
+            assert (reply.outcome, reply.reason) == ("rejected", UNKNOWN_CLIENT)
+            return
+        if seen is not None and (seen.client_id != client_id or seen.fingerprint != fingerprint):
+            assert decision.entries == () and decision.request is None
+            reply = self._only_reply(decision, reply_to, event.event_id)
+            assert (reply.outcome, reply.reason) == ("rejected", IDEMPOTENCY_CONFLICT)
+            note_path(f"request: conflict, other client {seen.client_id != client_id}")
+            return
+        if seen is not None:
+            note_path(f"request: repeat after {seen.status}")
+            self._check_repeat(decision, seen, reply_to, event.event_id, client.balance)
+            return
+        if client.balance < PRICE:
+            note_path("request: insufficient tokens")
+            rejected = self._one_entry(decision, client_id, MemeRejected)
+            client.requested += 1
+            assert (rejected.reason, rejected.balance_after) == (INSUFFICIENT_TOKENS, 0)
+            assert decision.approved is None
+            reply = self._only_reply(decision, reply_to, event.event_id)
+            assert (reply.outcome, reply.reason, reply.balance) == (
+                "rejected",
+                INSUFFICIENT_TOKENS,
+                0,
+            )
+            self.requests[request_id] = RequestModel(
+                client_id, fingerprint, "rejected", None, 0, [], INSUFFICIENT_TOKENS
+            )
+            return
+        kind = "ai" if client.ai_at(self.now_ms) else "standard"
+        note_path(f"request: charged {kind}")
+        charged = self._one_entry(decision, client_id, TokensCharged)
+        client.balance -= PRICE
+        client.charged += PRICE
+        client.requested += 1
+        assert (charged.request_id, charged.tokens, charged.kind) == (request_id, PRICE, kind)
+        assert charged.balance_after == client.balance
+        assert decision.replies == ()  # the answer comes with the outcome
+        approved = decision.approved
+        assert approved is not None
+        assert (approved.request_id, approved.kind, approved.deadline_ms) == (
+            request_id,
+            kind,
+            event.deadline_ms,
+        )
+        self.requests[request_id] = RequestModel(
+            client_id,
+            fingerprint,
+            "charged",
+            kind,
+            event.deadline_ms,
+            [(reply_to, event.event_id)],
+        )
+
+    def _check_repeat(
+        self,
+        decision: Decision,
+        seen: RequestModel,
+        reply_to: int,
+        correlation_id: str,
+        balance: int,
+    ) -> None:
+        """Same request id, same parameters: never charged again."""
+        assert decision.entries == () and decision.approved is None
+        if seen.status == "charged":
+            assert decision.replies == ()
+            if len(seen.waiters) >= MAX_WAITERS:
+                note_path("request: waiters full")
+                assert decision == Decision()  # bounded: the extra retry is not recorded
+                return
+            seen.waiters.append((reply_to, correlation_id))
+            assert decision.request is not None
+            waiters = [(w.reply_to, w.correlation_id) for w in decision.request.waiters]
+            assert waiters == seen.waiters
+            return
+        reply = self._only_reply(decision, reply_to, correlation_id)
+        assert reply.balance == balance
+        if seen.status == "delivered":
+            assert reply.outcome == "delivered"
+            assert isinstance(reply.entry, MemeDelivered)
+            assert reply.entry.meme_id == seen.meme_id
+        else:
+            assert (reply.outcome, reply.reason) == (seen.status, seen.reason)
+
+    def _pick_by_status(self, data: st.DataObject) -> str:
+        """A known request id, each status equally likely (rejected ones pile up)."""
+        by_status: dict[str, list[str]] = defaultdict(list)
+        for request_id, request in sorted(self.requests.items()):
+            by_status[request.status].append(request_id)
+        status = data.draw(st.sampled_from(sorted(by_status)), label="status")
+        return data.draw(st.sampled_from(by_status[status]), label="request_id")
+
+    def _pick_request(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(sorted(self.requests)), label="request_id")
+
+    def _pick_outcome_request(self, data: st.DataObject) -> str:
+        """Mostly a request in flight (the interesting case), sometimes any request."""
+        in_flight = sorted(rid for rid, r in self.requests.items() if r.status == "charged")
+        if in_flight and data.draw(st.integers(0, 3), label="pick in flight") > 0:
+            return data.draw(st.sampled_from(in_flight), label="request_id")
+        return self._pick_request(data)
+
+    def _outcome_client(self, data: st.DataObject, request_id: str) -> str:
+        # Mostly the owner; sometimes another client, whose outcome must change nothing.
+        owner = self.requests[request_id].client_id
+        return data.draw(st.sampled_from((owner, owner, owner, *CLIENTS)), label="client_id")
+
+    def _is_open_for(self, request_id: str, client_id: str) -> bool:
+        request = self.requests[request_id]
+        return request.status == "charged" and request.client_id == client_id
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data())
+    def generator_succeeds(self, data: st.DataObject) -> None:
+        request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, request_id)
+        kind = self.requests[request_id].kind or "standard"
+        event = MemeGenerated(
+            **self._envelope(client_id),
+            request_id=request_id,
+            meme_id=f"m-{self._ids}",
+            kind=kind,
+            template="distracted",
+            caption="a / b",
+            image_key=f"img/{request_id}",
+        )
+        decision = self.ledger.handle(event)
+
+        if not self._is_open_for(request_id, client_id):
+            note_path("generated: ignored")
+            assert decision == Decision()  # duplicate, late, foreign or rejected: ignored
+            return
+        note_path(f"generated: delivered to {len(self.requests[request_id].waiters)} waiters")
+        delivered = self._one_entry(decision, client_id, MemeDelivered)
+        client = self.clients[client_id]
+        client.delivered += 1
+        assert (delivered.request_id, delivered.meme_id, delivered.kind) == (
+            request_id,
+            event.meme_id,
+            kind,
+        )
+        assert delivered.balance_after == client.balance
+        waiters = self._end(request_id, "delivered", None, event.meme_id)
+        self._check_final_replies(decision, waiters, "delivered", None, client.balance)
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data())
+    def generator_fails(self, data: st.DataObject) -> None:
+        request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, request_id)
+        event = MemeFailed(
+            **self._envelope(client_id), request_id=request_id, kind="standard", error="boom"
+        )
+        decision = self.ledger.handle(event)
+        self._check_refund(decision, request_id, client_id, GENERATOR_FAILED)
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data())
+    def deadline_passes(self, data: st.DataObject) -> None:
+        request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, request_id)
+        # The timer fires at the deadline, never before it.
+        self.now_ms = max(self.now_ms, self.requests[request_id].deadline_ms)
+        decision = self.ledger.handle(
+            Expire(client_id=client_id, request_id=request_id, region=REGION, now_ms=self.now_ms)
+        )
+        self._check_refund(decision, request_id, client_id, DEADLINE_EXPIRED)
+
+    @precondition(
+        lambda self: any(r.status in ("delivered", "refunded") for r in self.requests.values())
+    )
+    @rule(data=st.data(), outcome=st.sampled_from(("generated", "failed", "expired")))
+    def outcome_arrives_again(self, data: st.DataObject, outcome: str) -> None:
+        ended = sorted(
+            rid for rid, r in self.requests.items() if r.status in ("delivered", "refunded")
+        )
+        request_id = data.draw(st.sampled_from(ended), label="request_id")
+        client_id = self.requests[request_id].client_id
+        event: InputEvent | Expire
+        if outcome == "generated":
+            event = MemeGenerated(
+                **self._envelope(client_id),
+                request_id=request_id,
+                meme_id="m-again",
+                kind="standard",
+                template="t",
+                caption="c",
+                image_key="k",
+            )
+        elif outcome == "failed":
+            event = MemeFailed(
+                **self._envelope(client_id), request_id=request_id, kind="ai", error="late"
+            )
+        else:
+            event = Expire(
+                client_id=client_id, request_id=request_id, region=REGION, now_ms=self.now_ms
+            )
+
+        assert self.ledger.handle(event) == Decision()
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def query_account(self, client_id: str) -> None:
+        reply_to = self._next_reply_to()
+        event = AccountQueried(**self._envelope(client_id), reply_to=reply_to)
+        decision = self.ledger.handle(event)
+
+        assert decision.entries == () and decision.account is None
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        client = self.clients.get(client_id)
+        if client is None:
+            assert reply.outcome == "not_found"
+            return
+        assert reply.outcome == "account" and reply.account is not None
+        view = reply.account
+        assert (view.balance, view.seq, view.tokens_credited) == (
+            client.balance,
+            client.seq,
+            client.credited,
+        )
+        assert (view.tokens_charged, view.tokens_refunded) == (client.charged, client.refunded)
+        assert (view.memes_requested, view.memes_delivered) == (client.requested, client.delivered)
+        assert (view.ai_active, view.ai_until_ms) == (client.ai_active, client.ai_until_ms)
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data(), client_id=st.sampled_from(CLIENTS))
+    def query_request(self, data: st.DataObject, client_id: str) -> None:
+        request_id = self._pick_request(data)
+        reply_to = self._next_reply_to()
+        event = RequestQueried(
+            **self._envelope(client_id), request_id=request_id, reply_to=reply_to
+        )
+        decision = self.ledger.handle(event)
+
+        assert decision.entries == () and decision.request is None
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        request = self.requests[request_id]
+        if request.client_id != client_id:
+            assert reply.outcome == "not_found"
+            return
+        assert reply.outcome == "request" and reply.request is not None
+        assert (reply.request.status, reply.request.kind) == (request.status, request.kind)
+
+    def _check_refund(
+        self, decision: Decision, request_id: str, client_id: str, reason: int
+    ) -> None:
+        if not self._is_open_for(request_id, client_id):
+            note_path(f"refund {reason}: ignored")
+            assert decision == Decision()
+            return
+        note_path(f"refund {reason}: refunded")
+        refunded = self._one_entry(decision, client_id, TokensRefunded)
+        client = self.clients[client_id]
+        client.balance += PRICE
+        client.refunded += PRICE
+        assert (refunded.request_id, refunded.tokens, refunded.reason) == (
+            request_id,
+            PRICE,
+            reason,
+        )
+        assert refunded.balance_after == client.balance
+        waiters = self._end(request_id, "refunded", reason, None)
+        self._check_final_replies(decision, waiters, "refunded", reason, client.balance)
+
+    @staticmethod
+    def _check_final_replies(
+        decision: Decision,
+        waiters: list[tuple[int, str]],
+        outcome: str,
+        reason: int | None,
+        balance: int,
+    ) -> None:
+        """Every waiter, in arrival order, gets the one final outcome."""
+        assert [(to, r.correlation_id) for to, r in decision.replies] == waiters
+        for _, reply in decision.replies:
+            assert (reply.outcome, reply.reason, reply.balance) == (outcome, reason, balance)
+            assert reply.entry == decision.entries[0]
+
+    # --- invariants -------------------------------------------------------------------
+
+    def _accounts(self) -> dict[str, Account]:
+        accounts = {}
+        for client_id in CLIENTS:
+            account = self.ledger.state.account(client_id)
+            if account is not None:
+                accounts[client_id] = account
+        return accounts
+
+    def _entries_by_client(self) -> dict[str, list[LedgerEntryUnion]]:
+        by_client: dict[str, list[LedgerEntryUnion]] = defaultdict(list)
+        for entry in self.ledger.entries:
+            by_client[entry.client_id].append(entry)
+        return by_client
+
+    @invariant()
+    def no_negative_balance(self) -> None:
+        for client_id, account in self._accounts().items():
+            assert account.balance >= 0, (client_id, account.balance)
+
+    @invariant()
+    def ledger_agrees_with_reference_model(self) -> None:
+        accounts = self._accounts()
+        assert set(accounts) == set(self.clients)
+        for client_id, model in self.clients.items():
+            account = accounts[client_id]
+            assert (account.balance, account.seq) == (model.balance, model.seq), client_id
+        for request_id, model in self.requests.items():
+            record = self.ledger.state.request(request_id)
+            assert record is not None, request_id
+            assert (record.client_id, record.status, record.kind) == (
+                model.client_id,
+                model.status,
+                model.kind,
+            )
+
+    @invariant()
+    def one_request_id_charges_at_most_once(self) -> None:
+        charges = Counter(e.request_id for e in self.ledger.entries if e.type == "TokensCharged")
+        assert all(n == 1 for n in charges.values()), charges.most_common(3)
+
+    @invariant()
+    def each_request_has_at_most_one_final_outcome(self) -> None:
+        charged = {e.request_id for e in self.ledger.entries if e.type == "TokensCharged"}
+        finals = Counter(
+            e.request_id
+            for e in self.ledger.entries
+            if e.type in ("MemeDelivered", "TokensRefunded")
+        )
+        assert all(n == 1 for n in finals.values()), finals.most_common(3)
+        assert set(finals) <= charged, "an outcome for a request that was never charged"
+
+    @invariant()
+    def conservation_per_client(self) -> None:
+        """credited - charged + refunded == balance, summed from the ledger's entries."""
+        accounts = self._accounts()
+        for client_id, entries in self._entries_by_client().items():
+            total = 0
+            for entry in entries:
+                if entry.type in ("TokensCredited", "TokensRefunded"):
+                    total += entry.tokens
+                elif entry.type == "TokensCharged":
+                    total -= entry.tokens
+            assert total == accounts[client_id].balance, client_id
+
+    @invariant()
+    def charges_minus_refunds_is_delivered_plus_in_flight(self) -> None:
+        in_flight: Counter[str] = Counter()
+        for request_id in self.requests:
+            record = self.ledger.state.request(request_id)
+            if record is not None and record.status == "charged":
+                in_flight[record.client_id] += 1
+        for client_id, entries in self._entries_by_client().items():
+            kinds = Counter(e.type for e in entries)
+            assert (
+                kinds["TokensCharged"] - kinds["TokensRefunded"]
+                == kinds["MemeDelivered"] + in_flight[client_id]
+            ), (client_id, kinds, in_flight[client_id])
+
+    @invariant()
+    def replaying_entries_reproduces_every_account(self) -> None:
+        replayed: dict[str, Account] = {}
+        for entry in self.ledger.entries:
+            replayed[entry.client_id] = evolve(replayed.get(entry.client_id), entry)
+        live = self._accounts()
+        assert set(replayed) == set(live)
+        for client_id, account in live.items():
+            assert replayed[client_id].model_dump() == account.model_dump(), client_id
+
+    @invariant()
+    def entries_have_gapless_seq_per_client(self) -> None:
+        for client_id, entries in self._entries_by_client().items():
+            assert [e.seq for e in entries] == list(range(1, len(entries) + 1)), client_id
+
+
+TestLedgerModel = LedgerMachine.TestCase
+TestLedgerModel.settings = MACHINE_SETTINGS
+
+
+# --- determinism ----------------------------------------------------------------------
+
+# One step of a random history: (what, client index, id index, amount, flag, time step).
+steps = st.tuples(
+    st.sampled_from(
+        ("register", "buy", "subscribe", "request", "generated", "failed", "expire", "query")
+    ),
+    st.integers(min_value=0, max_value=len(CLIENTS) - 1),
+    st.integers(min_value=0, max_value=5),
+    st.integers(min_value=1, max_value=3),
+    st.booleans(),
+    st.integers(min_value=0, max_value=60),
+)
+
+
+def history(raw: list[tuple[str, int, int, int, bool, int]]) -> list[InputEvent | Expire]:
+    """Turn drawn steps into inputs; ids and times derive only from the steps."""
+    now_ms = 0
+    events: list[InputEvent | Expire] = []
+    for i, (what, client_index, id_index, amount, flag, step_ms) in enumerate(raw):
+        now_ms += step_ms
+        envelope = {
+            "event_id": f"e{i}",
+            "client_id": CLIENTS[client_index],
+            "region": REGION,
+            "occurred_at_ms": now_ms,
+        }
+        request_id = f"r{id_index}"
+        match what:
+            case "register":
+                events.append(
+                    ClientRegistered(**envelope, api_key_sha256=API_KEY_SHA256, reply_to=0)
+                )
+            case "buy":
+                events.append(
+                    TokensPurchased(
+                        **envelope, purchase_id=f"p{id_index}", tokens=amount, reply_to=0
+                    )
+                )
+            case "subscribe":
+                until_ms = now_ms + 20 * amount if id_index % 2 else None
+                events.append(
+                    SubscriptionRequested(**envelope, active=flag, until_ms=until_ms, reply_to=0)
+                )
+            case "request":
+                events.append(
+                    MemeRequested(
+                        **envelope,
+                        request_id=request_id,
+                        fingerprint=FINGERPRINTS[flag],
+                        lat=1.0,
+                        lon=2.0,
+                        query="q",
+                        deadline_ms=now_ms + 50,
+                        reply_to=amount,
+                    )
+                )
+            case "generated":
+                events.append(
+                    MemeGenerated(
+                        **envelope,
+                        request_id=request_id,
+                        meme_id=f"m{i}",
+                        kind="ai" if flag else "standard",
+                        template="t",
+                        caption="c",
+                        image_key="k",
+                    )
+                )
+            case "failed":
+                events.append(
+                    MemeFailed(**envelope, request_id=request_id, kind="standard", error="x")
+                )
+            case "expire":
+                events.append(
+                    Expire(
+                        client_id=CLIENTS[client_index],
+                        request_id=request_id,
+                        region=REGION,
+                        now_ms=now_ms,
+                    )
+                )
+            case _:
+                events.append(
+                    RequestQueried(**envelope, request_id=request_id, reply_to=0)
+                    if flag
+                    else AccountQueried(**envelope, reply_to=0)
+                )
+    return events
+
+
+@settings(max_examples=100, deadline=None, print_blob=True)
+@given(raw=st.lists(steps, max_size=60))
+def test_same_history_on_two_fresh_ledgers_gives_identical_entries_and_records(
+    raw: list[tuple[str, int, int, int, bool, int]],
+) -> None:
+    """Scenario: the live processor and a replay fold the same inputs.
+    We expect: the same decisions, the same entries (ids included) and the same records,
+    byte for byte: the fold depends on nothing but its inputs."""
+    first, second = MemoryLedger(), MemoryLedger()
+
+    first_decisions = [first.handle(event) for event in history(raw)]
+    second_decisions = [second.handle(event) for event in history(raw)]
+
+    assert first_decisions == second_decisions
+    assert [e.model_dump() for e in first.entries] == [e.model_dump() for e in second.entries]
+    assert first.records == second.records
