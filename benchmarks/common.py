@@ -1,0 +1,399 @@
+"""What every benchmark needs: a broker, a fresh region, its processes, CPU accounting.
+
+- ``kafka()``: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, else a private local
+  broker (``maas.broker.LocalBroker``) on a free port under ``benchmarks/results/``,
+  stopped and removed at the end.
+- ``Region``: a fresh region (topic prefix ``bench<hex>``) with its own data dir and
+  billing token; starts ``maas processor``, ``maas generator --kind standard|ai`` and
+  ``maas api --port <free port>`` as subprocesses, exactly as ``maas up`` does, with logs
+  in ``benchmarks/results/logs/<region>/``; registers clients through the billing API;
+  stops everything and deletes its topics and data at the end.
+- ``CpuMeter``: CPU time of named processes between two instants, from
+  ``/proc/<pid>/stat`` (utime + stime of every thread), in % of one core, and the whole
+  machine's busy % from ``/proc/stat`` (the machine may be shared: ``others`` is the
+  part no process of ours used).
+
+Environment variables reach the children unchanged, so ``MAAS_MAX_BATCH_SIZE=50
+python benchmarks/http_bench.py`` runs the service with that setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from maas.admin import ensure_topics
+from maas.broker import LocalBroker, free_port
+from maas.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+LOGS = RESULTS / "logs"
+IMG = REPO / "docs" / "img"
+STARTUP_TIMEOUT_S = 180.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVICE_PROCESSES = ("processor", "generator-standard", "generator-ai", "api")
+
+
+def say(message: str) -> None:
+    """Progress output, timestamped, unbuffered."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the benchmark like Ctrl-C, so ``finally`` blocks stop the children."""
+
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%S")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
+    return sorted_values[rank - 1]
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+@dataclass
+class Kafka:
+    bootstrap: str
+    broker: LocalBroker | None  # None: an external cluster, not ours to stop
+
+    def pid(self) -> int | None:
+        return self.broker.pid() if self.broker is not None else None
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[Kafka]:
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        say(f"kafka: using KAFKA_BOOTSTRAP_SERVERS={bootstrap} (broker CPU not measured)")
+        yield Kafka(bootstrap, None)
+        return
+    home = RESULTS / f"kafka-{uuid.uuid4().hex[:8]}"
+    broker = LocalBroker(home, port=free_port())
+    say(f"kafka: starting a local broker on {broker.bootstrap} (home {home})")
+    started = time.monotonic()
+    try:
+        broker.start()
+        say(f"kafka: ready in {time.monotonic() - started:.1f} s, pid {broker.pid()}")
+        yield Kafka(broker.bootstrap, broker)
+    finally:
+        say("kafka: stopping the local broker")
+        broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- region
+
+
+@dataclass
+class Client:
+    client_id: str
+    api_key: str
+
+
+@dataclass
+class Region:
+    """A fresh region on ``kafka``: topics, processes, clients. Use as a context manager."""
+
+    kafka: Kafka
+    name: str = field(default_factory=lambda: "bench" + uuid.uuid4().hex[:8])
+    billing_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = RESULTS / "data" / self.name
+        self.log_dir = LOGS / self.name
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
+            "MAAS_REGION": self.name,
+            "MAAS_DATA_DIR": str(self.data_dir),
+            "MAAS_BILLING_TOKEN": self.billing_token,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.settings = Settings.from_env(self.env)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
+
+    def __enter__(self) -> Region:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def create_topics(self) -> None:
+        ensure_topics(self.settings)
+        say(f"region {self.name}: topics created ({self.settings.partitions} partitions)")
+
+    def command(self, name: str) -> list[str]:
+        maas = [sys.executable, "-m", "maas.cli"]
+        match name:
+            case "processor":
+                return [*maas, "processor"]
+            case "generator-standard":
+                return [*maas, "generator", "--kind", "standard"]
+            case "generator-ai":
+                return [*maas, "generator", "--kind", "ai"]
+            case "api":
+                return [*maas, "api", "--host", "127.0.0.1", "--port", str(self.port)]
+        raise KeyError(name)
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with self.log_path(name).open("ab") as out:
+            proc = subprocess.Popen(
+                self.command(name), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        self.procs[name] = proc
+        say(f"started {name} pid={proc.pid} log={self.log_path(name)}")
+        return proc
+
+    def start_service(self) -> None:
+        """Every process of the region, then wait until the API answers and the ledger folds."""
+        for name in SERVICE_PROCESSES:
+            self.start(name)
+        self.wait_ready()
+        self.wait_serving()
+
+    def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        return proc.returncode
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}; log {self.log_path(name)}:\n"
+                    + self.tail(name)
+                )
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_path(name)
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        started = time.monotonic()
+        last = ""
+        while time.monotonic() - started < timeout_s:
+            self.check_alive()
+            try:
+                response = self.http.get("/readyz", timeout=5)
+                if response.status_code == 200:
+                    say(f"api ready in {time.monotonic() - started:.1f} s on {self.base_url}")
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.2)  # start-up poll, not part of any measurement
+        raise TimeoutError(f"/readyz not ready after {timeout_s} s: {last}")
+
+    def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Ready is not enough: the processor must be folding. Registers a probe client."""
+        started = time.monotonic()
+        last = ""
+        while time.monotonic() - started < timeout_s:
+            self.check_alive()
+            response = self.http.post("/v1/clients", json={"name": "probe"}, headers=self.billing)
+            if response.status_code == 201 and not response.json().get("pending"):
+                say(f"ledger folding after {time.monotonic() - started:.1f} s")
+                return
+            last = f"{response.status_code} {response.text}"
+            time.sleep(0.5)  # start-up poll
+        raise TimeoutError(f"ledger not answering after {timeout_s} s: {last}")
+
+    # --- billing ----------------------------------------------------------------------
+
+    @property
+    def billing(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.billing_token}"}
+
+    def register_clients(self, count: int, tokens: int) -> list[Client]:
+        """Register ``count`` clients and credit each ``tokens`` through the billing API."""
+        clients: list[Client] = []
+        for i in range(count):
+            response = self.http.post(
+                "/v1/clients", json={"name": f"bench-{i}"}, headers=self.billing
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"register: {response.status_code} {response.text}")
+            body = response.json()
+            client = Client(body["client_id"], body["api_key"])
+            response = self.http.post(
+                f"/v1/clients/{client.client_id}/purchases",
+                json={"purchase_id": f"bench-{uuid.uuid4().hex}", "tokens": tokens},
+                headers=self.billing,
+            )
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"purchase: {response.status_code} {response.text}")
+            clients.append(client)
+        say(f"registered {count} clients with {tokens:,} tokens each")
+        return clients
+
+    # --- tear-down --------------------------------------------------------------------
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
+
+    def close(self, delete_topics: bool = True) -> None:
+        for name in reversed(list(self.procs)):
+            code = self.stop(name)
+            say(f"stopped {name} exit={code}")
+        self.http.close()
+        if delete_topics:
+            self.delete_topics()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def delete_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.name + ".")]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    future.result()
+
+
+# --------------------------------------------------------------------------- cpu
+
+
+def process_ticks(pid: int) -> int | None:
+    """utime + stime of every thread of ``pid``, in clock ticks; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
+    return total - idle, total
+
+
+@dataclass
+class CpuReport:
+    seconds: float
+    percent: dict[str, float]  # per named process, % of one core
+    machine_busy_percent: float  # of all cores: 100 = every core busy
+    ours_percent_of_machine: float
+    cores: int
+    machine_ticks: int  # all cores, over the interval
+
+    def add(self, name: str, cpu_seconds: float) -> None:
+        """Count a process measured another way (e.g. a child's rusage after it exited)."""
+        self.percent[name] = 100.0 * cpu_seconds / self.seconds
+        self.ours_percent_of_machine += 100.0 * cpu_seconds * CLK_TCK / self.machine_ticks
+
+    @property
+    def others_percent_of_machine(self) -> float:
+        return max(0.0, self.machine_busy_percent - self.ours_percent_of_machine)
+
+    def busiest(self) -> tuple[str, float]:
+        return max(self.percent.items(), key=lambda kv: kv[1]) if self.percent else ("-", 0.0)
+
+    def line(self) -> str:
+        parts = " ".join(f"{name}={pct:.0f}%" for name, pct in self.percent.items())
+        return (
+            f"cpu (% of one core): {parts} | machine busy {self.machine_busy_percent:.0f}% of "
+            f"{self.cores} cores, of which not ours {self.others_percent_of_machine:.0f}%"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "percent_of_one_core": {k: round(v, 1) for k, v in self.percent.items()},
+            "machine_busy_percent": round(self.machine_busy_percent, 1),
+            "others_percent_of_machine": round(self.others_percent_of_machine, 1),
+            "cores": self.cores,
+        }
+
+
+class CpuMeter:
+    """``with CpuMeter(pids) as meter: ...``; then ``meter.report``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.report: CpuReport | None = None
+
+    def __enter__(self) -> CpuMeter:
+        self._start = time.monotonic()
+        self._machine = machine_ticks()
+        self._ticks = {name: process_ticks(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        seconds = time.monotonic() - self._start
+        busy1, total1 = machine_ticks()
+        busy0, total0 = self._machine
+        percent: dict[str, float] = {}
+        ours = 0
+        for name, pid in self.pids.items():
+            before, after = self._ticks.get(name), process_ticks(pid)
+            if before is None or after is None:
+                continue
+            ours += after - before
+            percent[name] = 100.0 * (after - before) / CLK_TCK / seconds
+        total = max(1, total1 - total0)
+        self.report = CpuReport(
+            seconds=seconds,
+            percent=percent,
+            machine_busy_percent=100.0 * (busy1 - busy0) / total,
+            ours_percent_of_machine=100.0 * ours / total,
+            cores=os.cpu_count() or 1,
+            machine_ticks=total,
+        )
+
+
+def machine_description() -> dict[str, str]:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
+        "?",
+    )
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return {"nproc": str(os.cpu_count()), "model": model, "loadavg_at_start": " ".join(load)}
