@@ -1,8 +1,19 @@
 """Pure meme rendering: query + coordinates -> deterministic 512x512 PNG.
 
-No Kafka, no I/O, no clocks: the generator workers may retry or run a request twice and
-must get byte-identical output, so every choice is derived from the inputs (and, for the
-"ai" kind, from a hash of the request id).
+No Kafka, no network, no clocks: the generator workers may retry or run a request twice
+and must get byte-identical output, so every choice is derived from the inputs (and, for
+the "ai" kind, from a hash of the request id and the caption the AI backend wrote).
+
+What is cached, per process (the rendering budget is in docs/performance.md):
+
+- template backgrounds, painted once per template (``templates._painted``);
+- the bundled font, opened once per size (``_font``), and per-character glyph checks
+  and advance widths (``_has_glyph``, ``_char_width``);
+- caption layouts: font size and line breaks per (text, box) (``fit_text``);
+- template choice per query and place name per coordinates (``choose_template``,
+  ``place.locate``).
+
+What is not: drawing the text and encoding the PNG, which is most of the time.
 """
 
 from __future__ import annotations
@@ -13,14 +24,24 @@ import hashlib
 import io
 import math
 import random
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
-from processors.generators.templates import BASE_SIZE, TEMPLATES, Box, Slot, Template
+from processors.generators.place import Place, locate
+from processors.generators.templates import (
+    BASE_SIZE,
+    FONT_PATH,
+    Box,
+    Slot,
+    Template,
+    choose_template,
+    match,
+    stable_hash,
+    tokenize,
+)
 
 Kind = Literal["standard", "ai"]
 KINDS: tuple[Kind, ...] = ("standard", "ai")
@@ -33,6 +54,24 @@ MIN_FONT_SIZE = 12
 MAX_FONT_SIZE = 64
 SLOT_PADDING = 4
 ELLIPSIS = "\u2026"
+# Raqm shapes Arabic, Indic scripts and right-to-left text; without it Pillow's basic
+# layout still draws every glyph, one after another. Chosen once per process.
+LAYOUT_ENGINE = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
+
+__all__ = [
+    "KINDS",
+    "Kind",
+    "RenderedMeme",
+    "caption_for",
+    "choose_template",
+    "drawable_text",
+    "fit_text",
+    "format_coordinates",
+    "match",
+    "offline_ai_caption",
+    "render_meme",
+    "tokenize",
+]
 
 
 @dataclass(frozen=True)
@@ -44,50 +83,6 @@ class RenderedMeme:
     kind: Kind
 
 
-# --- template choice -------------------------------------------------------------------
-
-_WORD_RE = re.compile(r"[a-z0-9]+")
-
-
-def tokenize(query: str) -> list[str]:
-    """Lowercase ASCII-alphanumeric words; accents are folded so "Café" -> "cafe"."""
-    folded = unicodedata.normalize("NFKD", query.casefold())
-    return _WORD_RE.findall(folded)
-
-
-def _matches(word: str, tags: frozenset[str]) -> bool:
-    # Cheap plural folding so "stocks"/"memes" still hit singular tags, no stemmer needed.
-    return word in tags or (len(word) > 3 and word.endswith("s") and word[:-1] in tags)
-
-
-def template_scores(query: str) -> list[tuple[str, int]]:
-    """Per-template score used by `choose_template`, in catalog order (for explaining)."""
-    words = set(tokenize(query))
-    return [(t.name, sum(_matches(w, t.tags) for w in words)) for t in TEMPLATES]
-
-
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
-
-
-def choose_template(query: str) -> Template:
-    """Pick the template whose tags best match the query.
-
-    Scoring (explainable, see `template_scores`): the query is casefolded, accents are
-    stripped and it is split into ASCII letter/digit words. A template's score is the
-    number of *distinct* query words that equal one of its tags (a word ending in "s"
-    also matches the tag without the "s"). The highest score wins. Ties - including the
-    common "no tag matched" case where every template scores 0 - are broken by
-    sha256(normalised query) modulo the number of tied templates, taken in catalog
-    order, so the same query always yields the same template while different queries
-    spread across the catalog. Python's `hash()` is not used: it is salted per process.
-    """
-    scores = template_scores(query)
-    best = max(score for _, score in scores)
-    tied = [t for t, (_, score) in zip(TEMPLATES, scores, strict=True) if score == best]
-    return tied[_stable_hash(" ".join(tokenize(query))) % len(tied)]
-
-
 # --- captions --------------------------------------------------------------------------
 
 
@@ -95,10 +90,10 @@ def _clean_query(query: str) -> str:
     # Control characters would leak into event payloads; format chars (ZWJ) stay so
     # emoji sequences survive in the stored caption.
     visible = "".join(c for c in query if c.isspace() or unicodedata.category(c) != "Cc")
-    text = " ".join(visible.split()).upper()
+    text = " ".join(visible.split())
     if len(text) > MAX_QUERY_CHARS:
         text = text[: MAX_QUERY_CHARS - 1].rstrip() + ELLIPSIS
-    return text or "A MEME"
+    return text or "a meme"
 
 
 def format_coordinates(lat: float, lon: float) -> str:
@@ -111,40 +106,63 @@ def format_coordinates(lat: float, lon: float) -> str:
     return f"{abs(lat):.2f}\u00b0{ns} {abs(lon):.2f}\u00b0{ew}"
 
 
-def caption_for(query: str, lat: float, lon: float) -> tuple[str, str]:
-    """Classic top/bottom caption: ("WHEN YOU WANT <QUERY>", "AT <lat> <lon>").
+def fill_caption(pattern: str, query: str, place: Place) -> str:
+    """Fill one of a template's caption patterns; the result is upper case.
 
-    The query keeps its original Unicode here (it is stored as metadata); glyphs the
-    bundled font lacks are only substituted when drawing.
+    The query keeps its original Unicode (it is stored as metadata); glyphs the bundled
+    font lacks are only substituted when drawing.
     """
-    return f"WHEN YOU WANT {_clean_query(query)}", f"AT {format_coordinates(lat, lon)}"
+    text = pattern.format(query=_clean_query(query), place=place.label, at=place.phrase)
+    return " ".join(text.split()).upper()
+
+
+def caption_for(
+    query: str, lat: float, lon: float, template: Template | None = None
+) -> tuple[str, str]:
+    """The standard meme's (top, bottom) caption: the template's patterns, filled."""
+    format_coordinates(lat, lon)  # validates
+    template = template or choose_template(query)
+    place = locate(lat, lon)
+    top, bottom = template.caption
+    return fill_caption(top, query, place), fill_caption(bottom, query, place)
 
 
 _AI_TOP_PHRASES = (
-    "NOBODY: ... ME: {q}",
-    "POV: YOU JUST DISCOVERED {q}",
-    "{q}? IN THIS ECONOMY?",
-    "ME, PRETENDING I DON'T NEED {q}",
-    "THEY SAID I COULDN'T HAVE {q}",
-    "MY BRAIN AT 3 AM: {q}",
-    "TELL ME YOU WANT {q} WITHOUT TELLING ME",
-    "DOCTORS HATE HIM: ONE WEIRD TRICK FOR {q}",
+    "nobody: ... me: {query}",
+    "pov: you just discovered {query}",
+    "{query}? in this economy?",
+    "me, pretending i don't need {query}",
+    "they said i couldn't have {query}",
+    "my brain at 3 am: {query}",
+    "tell me you want {query} without telling me",
+    "scientists baffled by {query}",
 )
 _AI_BOTTOM_PHRASES = (
-    "SPOTTED NEAR {c}",
-    "LIVE FROM {c}",
-    "THE PROPHECY SAYS {c}",
-    "COORDINATES LOCKED: {c}",
-    "SOMEWHERE AROUND {c}",
+    "spotted {at}",
+    "live {at}",
+    "the prophecy says: {place}",
+    "coordinates locked: {place}",
+    "somewhere {at}",
 )
 
 
-def ai_caption_for(request_id: str, query: str, lat: float, lon: float) -> tuple[str, str]:
-    """Rephrase the query with a small built-in phrase bank, picked by request id."""
-    seed = _stable_hash(f"caption\0{request_id}\0{query}")
+def offline_ai_caption(request_id: str, query: str, lat: float, lon: float) -> tuple[str, str]:
+    """The offline AI backend's caption: a small phrase bank, picked by request id."""
+    format_coordinates(lat, lon)  # validates
+    seed = stable_hash(f"caption\0{request_id}\0{query}")
     top = _AI_TOP_PHRASES[seed % len(_AI_TOP_PHRASES)]
     bottom = _AI_BOTTOM_PHRASES[(seed >> 16) % len(_AI_BOTTOM_PHRASES)]
-    return top.format(q=_clean_query(query)), bottom.format(c=format_coordinates(lat, lon))
+    place = locate(lat, lon)
+    return fill_caption(top, query, place), fill_caption(bottom, query, place)
+
+
+def clean_ai_caption(text: str, limit: int = 2 * MAX_QUERY_CHARS) -> str:
+    """Make model output safe to draw and store: no control characters, bounded, upper."""
+    visible = "".join(c for c in text if c.isspace() or unicodedata.category(c) != "Cc")
+    text = " ".join(visible.split()).upper()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + ELLIPSIS
+    return text
 
 
 # --- text fitting ----------------------------------------------------------------------
@@ -152,12 +170,8 @@ def ai_caption_for(request_id: str, query: str, lat: float, lon: float) -> tuple
 
 @functools.lru_cache(maxsize=128)
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    font = ImageFont.load_default(size=size)
-    if not isinstance(font, ImageFont.FreeTypeFont):
-        # Pillow without FreeType falls back to a fixed-size bitmap font; refuse loudly
-        # rather than render unreadable memes.
-        raise RuntimeError("Pillow was built without FreeType support")
-    return font
+    """The bundled DejaVu Sans Bold (assets/), never a system font: same glyphs everywhere."""
+    return ImageFont.truetype(str(FONT_PATH), size, layout_engine=LAYOUT_ENGINE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,52 +179,59 @@ def _notdef_mask() -> bytes:
     return bytes(_font(24).getmask("\ue000"))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _has_glyph(char: str) -> bool:
-    # The bundled Aileron font only covers ~ASCII; missing glyphs render as an empty box,
-    # which we detect by comparing against the box drawn for a private-use code point.
+    # A character the font lacks renders as its .notdef box; a private-use code point
+    # (which the font does not map) shows what that box looks like.
     return bytes(_font(24).getmask(char)) != _notdef_mask()
 
 
-_TRANSLITERATIONS = str.maketrans(
-    {
-        "Æ": "AE",
-        "æ": "ae",
-        "Œ": "OE",
-        "œ": "oe",
-        "Ø": "O",
-        "ø": "o",
-        "Ł": "L",
-        "ł": "l",
-        "Đ": "D",
-        "đ": "d",
-        "Þ": "TH",
-        "þ": "th",
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u0131": "i",
-    }
-)
+_TRANSLITERATIONS = str.maketrans({"\u2013": "-", "\u2014": "-"})
 
 
 def drawable_text(text: str) -> str:
-    """Map text onto glyphs the bundled font has: fold accents, '?' for the rest."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATIONS))
+    """Map text onto glyphs the bundled font has.
+
+    Characters the font draws stay as they are (accents, Greek, Cyrillic, Hebrew,
+    Arabic, many symbols). Others get their compatibility form if the font has that
+    (full-width "\uff21" -> "A", "\ufb01" -> "fi"), else one "?" per run of undrawable characters
+    ("寿司" or an emoji sequence -> "?"). Control and format characters draw nothing.
+    """
     out: list[str] = []
     substituting = False
-    for char in decomposed:
+    for char in unicodedata.normalize("NFC", text.translate(_TRANSLITERATIONS)):
         if char.isspace():
             char = " "
-        elif unicodedata.combining(char) or unicodedata.category(char) in ("Cc", "Cf"):
-            continue  # accents were split off by NFKD; control/format chars draw nothing
-        elif not _has_glyph(char):
-            if not substituting:
-                out.append("?")  # one '?' per run: "寿司" or an emoji sequence -> "?"
-            substituting = True
+        elif unicodedata.category(char) in ("Cc", "Cf"):
             continue
+        elif not _has_glyph(char):
+            compat = "".join(
+                c
+                for c in unicodedata.normalize("NFKD", char)
+                if not unicodedata.combining(c) and not c.isspace()
+            )
+            if compat and all(_has_glyph(c) for c in compat):
+                char = compat
+            else:
+                if not substituting:
+                    out.append("?")
+                substituting = True
+                continue
         substituting = False
         out.append(char)
     return " ".join("".join(out).split())
+
+
+def mocking_case(text: str) -> str:
+    """ "sUcH a GoOd IdEa": alternate lower/upper over letters, starting lower."""
+    out, upper = [], False
+    for char in text:
+        if char.isalpha():
+            out.append(char.upper() if upper else char.lower())
+            upper = not upper
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -223,7 +244,7 @@ class TextLayout:
     height: int
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=16384)
 def _char_width(size: int, char: str) -> float:
     return _font(size).getlength(char)
 
@@ -312,11 +333,13 @@ def _largest_fit(text: str, box_w: int, box_h: int, split_words: bool) -> TextLa
     return best
 
 
+@functools.lru_cache(maxsize=4096)
 def fit_text(text: str, box_w: int, box_h: int) -> TextLayout:
     """Largest font size whose wrapped text fits inside box_w x box_h.
 
     Breaking inside a word is only used when no size keeps every word whole; when even
-    the minimum size overflows, the text is cut with an ellipsis.
+    the minimum size overflows, the text is cut with an ellipsis. Cached: layouts are
+    immutable and the same caption in the same box always gets the same one.
     """
     text = drawable_text(text)
     fitted = _largest_fit(text, box_w, box_h, False) or _largest_fit(text, box_w, box_h, True)
@@ -330,6 +353,8 @@ def fit_text(text: str, box_w: int, box_h: int) -> TextLayout:
 
 def _draw_caption(draw: ImageDraw.ImageDraw, text: str, slot: Slot) -> None:
     box = _inner(slot.box)
+    if slot.case == "mocking":
+        text = mocking_case(text)
     layout = fit_text(text, box.width, box.height)
     spare = box.height - layout.height
     offset = {"top": 0, "middle": spare // 2, "bottom": spare}[slot.valign]
@@ -368,7 +393,7 @@ def _draw_captions(image: Image.Image, template: Template, top: str, bottom: str
 
 def _rng_for(request_id: str) -> random.Random:
     # Integer seeds are reproducible across Python versions and processes.
-    return random.Random(_stable_hash(f"ai\0{request_id}"))
+    return random.Random(stable_hash(f"ai\0{request_id}"))
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -449,26 +474,39 @@ def _encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def render_meme(request_id: str, query: str, lat: float, lon: float, kind: Kind) -> RenderedMeme:
+def render_meme(
+    request_id: str,
+    query: str,
+    lat: float,
+    lon: float,
+    kind: Kind,
+    *,
+    ai_caption: tuple[str, str] | None = None,
+) -> RenderedMeme:
     """Render one meme as a 512x512 PNG; identical inputs give identical bytes.
 
-    "standard": a catalog template picked by `choose_template` with the classic caption
-    from `caption_for`; it does not depend on `request_id`.
+    "standard": the catalog template picked by `choose_template`, captioned with its own
+    patterns, the query and the place name (`caption_for`). It does not depend on
+    `request_id`.
 
-    "ai": a deterministic offline generator, *not* a machine-learning model. It paints a
-    procedural background (gradient, translucent shapes, sparkles) seeded by a hash of
-    `request_id`, blends the chosen template over it, rephrases the caption with a small
-    built-in phrase bank and adds an "AI" badge. Different request ids give different
-    images; the same request id always gives the same one.
+    "ai": the same template blended over a procedural background (gradient, translucent
+    shapes, sparkles) seeded by a hash of `request_id`, an "AI" badge, and the caption
+    an AI backend wrote (`ai_caption`). Without one, the offline backend's phrase bank
+    writes it (`offline_ai_caption`): a deterministic stand-in, not a language model.
+    Different request ids give different images; the same request id (and caption)
+    always gives the same one.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown meme kind: {kind!r}")
     template = choose_template(query)
     if kind == "ai":
-        top, bottom = ai_caption_for(request_id, query, lat, lon)
+        if ai_caption is None:
+            top, bottom = offline_ai_caption(request_id, query, lat, lon)
+        else:
+            top, bottom = clean_ai_caption(ai_caption[0]), clean_ai_caption(ai_caption[1])
         image = _render_ai_image(request_id, template)
     else:
-        top, bottom = caption_for(query, lat, lon)
+        top, bottom = caption_for(query, lat, lon, template)
         image = template.draw(IMAGE_SIZE)
     _draw_captions(image, template, top, bottom)
     if kind == "ai":
