@@ -244,8 +244,14 @@ class KafkaBridge:
                 self._replies_positioned.set()
                 break
             while not self._stopping.is_set():
+                # consume(n, timeout) waits for n messages or the full timeout: a reply
+                # would sit out the timeout. Block on the first, then take what is there.
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                messages = [first, *consumer.consume(num_messages=499, timeout=0)]
                 batch: list[Reply] = []
-                for message in consumer.consume(num_messages=500, timeout=0.1):
+                for message in messages:
                     if message.error():
                         log.warning("reply consumer error=%s", message.error().str())
                         continue
