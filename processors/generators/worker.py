@@ -10,6 +10,21 @@ repeat changes nothing.
 Work whose deadline has passed is not rendered: the client has been answered already,
 and the ledger refunds it. A failure (an exception while rendering, or the AI pool's own
 deadline) is reported as ``MemeFailed`` and the ledger refunds the token.
+
+The AI pool, step by step:
+
+1. take at most ``ai_concurrency`` approvals (one batch), so every job starts at once
+   on its own thread and none waits in the executor's queue;
+2. give the batch one deadline, now + ``ai_generator_deadline_ms``; each job asks the
+   AI backend for a caption with whatever is left of it as the HTTP timeout;
+3. screen the caption with the content policy: a blocked caption is not drawn, the job
+   renders the standard meme for its query instead (kind "standard");
+4. a job not finished by the deadline, or whose backend failed, becomes ``MemeFailed``
+   (refund). Its thread may still be finishing an HTTP call; the timeout bounds it.
+
+With the offline backend the AI meme is a pure function of the request, like a
+standard one. With an HTTP model a re-run after a crash may get other words from the
+model; the ledger keeps the first outcome it receives, so the client still sees one meme.
 """
 
 from __future__ import annotations
@@ -21,7 +36,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from pydantic import ValidationError
@@ -29,8 +43,16 @@ from pydantic import ValidationError
 from maas.settings import Settings
 from maas.topics import Topics
 from processors.batching import take_batch
-from processors.generators.blobstore import LocalBlobStore
-from processors.generators.render import render_meme
+from processors.generators import place, policy
+from processors.generators.backends import (
+    AiBackend,
+    AiBackendError,
+    AiBackendTimeout,
+    make_ai_meme,
+    make_backend,
+)
+from processors.generators.blobstore import BlobStore, make_blob_store
+from processors.generators.render import RenderedMeme, render_meme
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 
 log = logging.getLogger("maas.generator")
@@ -39,17 +61,42 @@ COMMIT_ATTEMPTS = 50
 
 
 class GeneratorPool:
-    def __init__(self, settings: Settings, kind: Kind) -> None:
+    """One pool of one kind. ``consumer``, ``producer``, ``backend`` and ``blobs`` are
+    built from settings unless given (tests pass in-memory ones)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kind: Kind,
+        *,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+        backend: AiBackend | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self.settings = settings
         self.kind = kind
         self.topics = Topics(settings.region)
-        self.blobs = LocalBlobStore(Path(settings.data_dir) / "blobs")
+        self.blobs = blobs if blobs is not None else make_blob_store(settings)
         self.stop_event = threading.Event()
-        self.executor = ThreadPoolExecutor(
-            settings.generator_concurrency, thread_name_prefix=f"gen-{kind}"
+        # settings.ai_concurrency (to become a real field): AI calls in flight at once.
+        self.concurrency = (
+            getattr(settings, "ai_concurrency", settings.generator_concurrency)
+            if kind == "ai"
+            else settings.generator_concurrency
+        )
+        # The AI pool takes one job per thread (step 1); standard work batches deeper.
+        self.batch_size = self.concurrency if kind == "ai" else self.concurrency * 4
+        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"gen-{kind}")
+        if kind == "ai":
+            self.backend: AiBackend | None = backend or make_backend(settings)
+        else:
+            self.backend = None
+        self.caption_threshold = getattr(
+            settings, "policy_caption_threshold", policy.CAPTION_THRESHOLD
         )
         common = settings.kafka_common()
-        self.consumer = Consumer(
+        self.consumer = consumer or Consumer(
             {
                 **common,
                 "group.id": f"{settings.region}.generators.{kind}",
@@ -59,22 +106,27 @@ class GeneratorPool:
                 "fetch.wait.max.ms": 5,
             }
         )
-        self.producer = Producer(
+        self.producer = producer or Producer(
             {**common, "enable.idempotence": True, "acks": "all", "linger.ms": 1}
         )
         # The AI pool has a deadline of its own: a slow model must not hold the token.
         self.render_timeout_s = settings.ai_generator_deadline_ms / 1000 if kind == "ai" else None
 
     def run(self) -> None:
+        # Pay the one-off loads (place index, policy model) before taking work.
+        place.warm_up()
+        if self.kind == "ai":
+            policy.warm_up()
         self.consumer.subscribe([self.topics.approved(self.kind)])
         log.info(
-            "generator pool started kind=%s concurrency=%d",
+            "generator pool started kind=%s concurrency=%d backend=%s",
             self.kind,
-            self.settings.generator_concurrency,
+            self.concurrency,
+            self.backend.name if self.backend else "-",
         )
         try:
             while not self.stop_event.is_set():
-                messages = take_batch(self.consumer, self.settings.generator_concurrency * 4, 0.1)
+                messages = take_batch(self.consumer, self.batch_size, 0.1)
                 if messages:
                     self._handle(messages)
         finally:
@@ -93,12 +145,20 @@ class GeneratorPool:
                 work.append((msg.partition(), MemeApproved.model_validate_json(msg.value())))
             except ValidationError as exc:
                 log.error("invalid work offset=%d error=%s", msg.offset(), exc.errors()[:3])
-        futures = [(p, job, self.executor.submit(self._make, job)) for p, job in work]
+        # One deadline for the whole batch (AI pool step 2); None for the standard pool.
+        deadline = (
+            time.monotonic() + self.render_timeout_s if self.render_timeout_s is not None else None
+        )
+        futures = [(p, job, self.executor.submit(self._make, job, deadline)) for p, job in work]
         for partition, job, future in futures:
             try:
-                outcome = future.result(timeout=self.render_timeout_s)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                outcome = future.result(timeout=remaining)
             except FutureTimeout:
                 outcome = _failed(job, f"{self.kind} generator exceeded its deadline")
+            except AiBackendError as exc:
+                log.warning("ai backend failed request_id=%s error=%s", job.request_id, exc)
+                outcome = _failed(job, f"ai backend: {type(exc).__name__}: {exc}"[:500])
             except Exception as exc:  # any rendering bug is the client's refund, not a crash
                 log.exception("render failed request_id=%s", job.request_id)
                 outcome = _failed(job, f"{type(exc).__name__}: {exc}"[:500])
@@ -127,13 +187,13 @@ class GeneratorPool:
                 time.sleep(0.2)
         self.consumer.commit(asynchronous=False)
 
-    def _make(self, job: MemeApproved) -> MemeGenerated | MemeFailed:
+    def _make(self, job: MemeApproved, deadline: float | None) -> MemeGenerated | MemeFailed:
         if _now_ms() > job.deadline_ms:
             return _failed(job, "deadline passed before generation")
         fault = self.settings.fault_injection_query
         if fault and fault in job.query:
             raise RuntimeError("fault injected by settings.fault_injection_query")
-        meme = render_meme(job.request_id, job.query, job.lat, job.lon, job.kind)
+        meme = self._render(job, deadline)
         image_key = self.blobs.put(meme.png, "png")
         return MemeGenerated(
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"maas:generated:{job.request_id}").hex,
@@ -143,11 +203,28 @@ class GeneratorPool:
             causation_id=job.request_id,
             request_id=job.request_id,
             meme_id=meme.meme_id,
-            kind=job.kind,
+            kind=meme.kind,  # "standard" when a blocked AI caption fell back (step 3)
             template=meme.template,
             caption=meme.caption,
             image_key=image_key,
         )
+
+    def _render(self, job: MemeApproved, deadline: float | None) -> RenderedMeme:
+        if job.kind != "ai" or self.backend is None:
+            return render_meme(job.request_id, job.query, job.lat, job.lon, job.kind)
+        timeout_s = self.render_timeout_s if deadline is None else deadline - time.monotonic()
+        if timeout_s is None or timeout_s <= 0:
+            raise AiBackendTimeout("the AI pool's deadline passed before the job started")
+        outcome = make_ai_meme(
+            self.backend,
+            job.request_id,
+            job.query,
+            job.lat,
+            job.lon,
+            timeout_s=timeout_s,
+            caption_threshold=self.caption_threshold,
+        )
+        return outcome.meme
 
 
 def _failed(job: MemeApproved, error: str) -> MemeFailed:
