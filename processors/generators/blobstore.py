@@ -2,6 +2,16 @@
 
 Keys are "<sha256 hex>.<ext>", so writing the same bytes twice is a no-op and a worker
 that crashes and re-renders a request cannot produce a conflicting blob.
+
+Two stores behind one ``BlobStore`` protocol, chosen by ``make_blob_store(settings)``:
+
+- ``LocalBlobStore`` (default): files under ``<data_dir>/blobs``;
+- ``S3BlobStore``: any S3-compatible object store (bucket, optional key prefix and
+  endpoint URL for non-AWS servers), through boto3, which is the optional extra
+  ``maas-ledger[s3]`` and imported only when this store is built.
+
+``get`` raises ``KeyError`` for a missing blob and ``ValueError`` for a malformed key,
+in both stores.
 """
 
 from __future__ import annotations
@@ -11,16 +21,21 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 EXTENSIONS = frozenset({"png", "webp", "jpg"})
 _KEY_RE = re.compile(r"[0-9a-f]{64}\.(?:png|webp|jpg)")
+
+
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 
 
 class BlobStore(Protocol):
     def put(self, data: bytes, ext: str = "png") -> str: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def __contains__(self, key: object) -> bool: ...
 
 
 def blob_key(data: bytes, ext: str = "png") -> str:
@@ -89,3 +104,95 @@ class LocalBlobStore:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+
+class S3BlobStore:
+    """Blobs as objects ``<prefix><key>`` in one bucket of an S3-compatible store.
+
+    ``put`` asks first (HEAD) and uploads only a missing object: content addressing
+    makes an existing object the right one. Objects carry their media type and an
+    immutable cache header, so a CDN or the store's own HTTP endpoint can serve them.
+    Credentials come from boto3's usual chain unless given.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        client: Any = None,
+        **credentials: str,
+    ) -> None:
+        if client is None:
+            try:
+                import boto3
+            except ImportError as exc:  # the optional extra is not installed
+                raise RuntimeError(
+                    "S3BlobStore needs boto3: pip install 'maas-ledger[s3]'"
+                ) from exc
+            client = boto3.client(
+                "s3", endpoint_url=endpoint_url, region_name=region_name, **credentials
+            )
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+
+    def object_name(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def put(self, data: bytes, ext: str = "png") -> str:
+        key = blob_key(data, ext)
+        if key in self:
+            return key
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=self.object_name(key),
+            Body=data,
+            ContentType=MEDIA_TYPES[ext],
+            CacheControl="public, max-age=31536000, immutable",
+        )
+        return key
+
+    def get(self, key: str) -> bytes:
+        name = self.object_name(key)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=name)
+        except self._client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        return response["Body"].read()
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+            return False
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:  # botocore's ClientError; boto3 may not be importable here
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def make_blob_store(settings: Any) -> BlobStore:
+    """The store named by settings: ``blob_store`` is "local" (default) or "s3"."""
+    kind = getattr(settings, "blob_store", "local")
+    if kind == "local":
+        return LocalBlobStore(Path(settings.data_dir) / "blobs")
+    if kind == "s3":
+        bucket = getattr(settings, "s3_bucket", "")
+        if not bucket:
+            raise ValueError("blob_store 's3' needs s3_bucket")
+        return S3BlobStore(
+            bucket,
+            prefix=getattr(settings, "s3_prefix", ""),
+            endpoint_url=getattr(settings, "s3_endpoint_url", "") or None,
+            region_name=getattr(settings, "s3_region", "") or None,
+        )
+    raise ValueError(f"unknown blob_store: {kind!r} (expected 'local' or 's3')")
