@@ -2,7 +2,12 @@
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from api import errors
+from api.policy import ScreenedQuery
+from maas.settings import Settings
 from processors.generators import policy
 from processors.generators.policy import CAPTION_THRESHOLD, QUERY_THRESHOLD, screen, variants
 
@@ -68,3 +73,51 @@ def test_fast_path_matches_scikit_learn() -> None:
     texts = ["pizza party", "hell yeah", "you absolute idiot", "zzzz qqq", ""]
     reference = package.model.predict_proba(package.vectorizer.transform(texts))[:, 1]
     assert np.allclose(classifier.probabilities(texts), reference, rtol=0, atol=1e-9)
+
+
+# --- at the API edge: a refused query is never charged -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api() -> tuple[TestClient, list[str]]:
+    charged: list[str] = []
+    app = FastAPI()
+    app.state.settings = Settings()
+    errors.install(app)
+
+    @app.get("/memes")
+    def get_meme(query: ScreenedQuery) -> dict[str, str]:
+        charged.append(query)  # stands in for appending MemeRequested (the charge)
+        return {"query": query}
+
+    return TestClient(app), charged
+
+
+def test_api_refuses_a_blocked_query_before_any_charge(api: tuple[TestClient, list[str]]) -> None:
+    client, charged = api
+    charged.clear()
+    response = client.get("/memes", params={"query": "fuck this shit"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "content_policy"
+    assert body["field"] == "query"
+    assert body["reason"].startswith("offensive_language: ")
+    assert client.get("/memes", params={"query": "kys"}).json()["reason"].startswith("self_harm")
+    assert charged == []
+
+
+def test_api_passes_an_allowed_query_through(api: tuple[TestClient, list[str]]) -> None:
+    client, charged = api
+    charged.clear()
+    response = client.get("/memes", params={"query": "pizza in paris"})
+    assert response.status_code == 200
+    assert charged == ["pizza in paris"]
+
+
+def test_api_length_checks_still_come_first(api: tuple[TestClient, list[str]]) -> None:
+    client, charged = api
+    charged.clear()
+    response = client.get("/memes", params={"query": ""})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert charged == []

@@ -1,0 +1,55 @@
+"""The content policy at the API edge: a query is screened before anything is charged.
+
+``ScreenedQuery`` is the ``query`` parameter of ``GET /memes`` with the policy applied:
+a route that takes it never sees a blocked query, and since the route appends the
+``MemeRequested`` event only after its dependencies succeed, a refused query costs the
+client nothing and leaves no trace in the ledger. The answer is a 422::
+
+    {"error": "content_policy", "field": "query", "reason": "offensive_language: ..."}
+
+``reason`` starts with a stable code (``offensive_language`` or ``self_harm``) before
+the colon; docs/content-policy.md lists them. Scoring takes well under a millisecond
+once the model is loaded; call ``warm_up`` at start-up so the first request does not
+pay the ~4 s load. FastAPI runs this sync dependency in its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from api.deps import AppSettings
+from api.errors import ApiError
+from processors.generators import policy
+from schemas.events import MAX_QUERY_CHARS
+
+warm_up = policy.warm_up
+
+
+class ContentPolicyViolation(ApiError):
+    """422: the text breaks the content policy; nothing was charged."""
+
+    status_code = 422
+    error = "content_policy"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(None, field=field, reason=reason)
+
+
+def screened_query(
+    settings: AppSettings,
+    query: Annotated[
+        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the meme is about")
+    ],
+) -> str:
+    """The query, if the content policy allows it; else ``ContentPolicyViolation``."""
+    # settings.policy_query_threshold: to become a real field (see docs/content-policy.md).
+    threshold = getattr(settings, "policy_query_threshold", policy.QUERY_THRESHOLD)
+    verdict = policy.screen(query, "query", threshold)
+    if not verdict.allowed:
+        raise ContentPolicyViolation("query", verdict.reason)
+    return query
+
+
+ScreenedQuery = Annotated[str, Depends(screened_query)]
