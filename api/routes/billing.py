@@ -142,9 +142,9 @@ async def purchase_tokens(
     _expect(reply, "credited")
     credited = reply.entry
     assert isinstance(credited, TokensCredited)
-    # The ledger names an entry after the input that caused it: an older entry means
-    # this purchase was credited before, and this call changed nothing.
-    if not credited.event_id.startswith(f"{event.event_id}:"):
+    # An entry caused by an earlier input means this purchase was credited before and
+    # this call changed nothing: same body, 200 instead of 201.
+    if credited.causation_id != event.event_id:
         response.status_code = status.HTTP_200_OK
     return Credited(
         purchase_id=credited.purchase_id,
