@@ -1,0 +1,3 @@
+"""Scenario tests reuse the integration stack."""
+
+from tests.integration.conftest import stack  # noqa: F401
