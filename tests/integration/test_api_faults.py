@@ -134,3 +134,30 @@ def _settled_account(stack: Stack, api_key: str) -> dict[str, Any] | None:
     account = response.json()
     charged = account["tokens_charged"] - account["tokens_refunded"]
     return account if charged == account["memes_delivered"] else None
+
+
+def test_registration_unconfirmed_by_the_deadline_still_hands_out_the_key(stack: Stack) -> None:
+    """Scenario: billing registers a client while the ledger processor is down.
+
+    We expect: the ``ClientRegistered`` event is in the log, so the API answers 202
+    with the client id and the key marked ``pending`` (a key shown once must not be
+    lost); once the processor is back, that key works.
+    """
+    stack.kill("processor")
+    try:
+        response = stack.http.post("/v1/clients", json={"name": "late"}, headers=stack.billing)
+    finally:
+        stack.restart("processor")
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["pending"] is True
+    assert body["api_key"].startswith("mk_")
+    account = wait_for(lambda: _account_or_none(stack, body["api_key"]))
+    assert account["client_id"] == body["client_id"]
+    assert account["balance"] == 0
+
+
+def _account_or_none(stack: Stack, api_key: str) -> dict[str, Any] | None:
+    response = stack.http.get("/v1/me", headers=stack.auth(api_key))
+    return response.json() if response.status_code == 200 else None
