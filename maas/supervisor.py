@@ -26,7 +26,9 @@ from maas.settings import DEFAULT_BILLING_TOKEN, Settings
 
 log = logging.getLogger("maas.up")
 
-RESTART_BACKOFF_S = 2.0
+RESTART_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+HEALTHY_AFTER_S = 60.0
 
 
 @dataclass
@@ -97,14 +99,20 @@ def up(settings: Settings, host: str, port: int) -> int:
                 assert child.process is not None
                 code = child.process.poll()
                 if code is not None and not stopping:
-                    child.restarts += 1
+                    # A process that dies soon after start backs off exponentially, so a
+                    # broken set-up shows one clear error in its log, not a restart storm.
+                    quick = time.monotonic() - child.started_at < HEALTHY_AFTER_S
+                    child.restarts = child.restarts + 1 if quick else 1
+                    backoff_s = min(MAX_BACKOFF_S, RESTART_BACKOFF_S * 2 ** (child.restarts - 1))
                     log.warning(
-                        "process exited process=%s code=%s restarts=%d; restarting",
+                        "process exited process=%s code=%s restarts=%d backoff_s=%.0f log=%s",
                         child.name,
                         code,
                         child.restarts,
+                        backoff_s,
+                        child.log_path,
                     )
-                    time.sleep(RESTART_BACKOFF_S)
+                    time.sleep(backoff_s)
                     child.start(env)
             time.sleep(0.5)
     finally:
