@@ -29,7 +29,9 @@ SUPPORTED: tuple[MediaType, ...] = (PNG, WEBP, JPEG)
 EXTENSIONS: dict[MediaType, str] = {PNG: "png", WEBP: "webp", JPEG: "jpg"}
 
 WEBP_QUALITY = 85
-WEBP_METHOD = 4  # 0 (fast) .. 6 (small); 4 is libwebp's default trade-off
+# 0 (fast) .. 6 (small). Measured on our memes: method 2 is 2x faster than the default 4
+# for ~3% more bytes.
+WEBP_METHOD = 2
 JPEG_QUALITY = 88
 
 

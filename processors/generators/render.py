@@ -11,9 +11,12 @@ What is cached, per process (the rendering budget is in docs/performance.md):
   and advance widths (``_has_glyph``, ``_char_width``);
 - caption layouts: font size and line breaks per (text, box) (``fit_text``);
 - template choice per query and place name per coordinates (``choose_template``,
-  ``place.locate``).
+  ``place.locate``);
+- the last 256 finished memes (``_render``), keyed by everything the picture depends
+  on: a popular query at a popular place, or a retry, is served without drawing.
 
-What is not: drawing the text and encoding the PNG, which is most of the time.
+What is not: drawing the text (the outline stroke is most of it) and encoding the PNG,
+about half of the time each for a new caption.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ Kind = Literal["standard", "ai"]
 KINDS: tuple[Kind, ...] = ("standard", "ai")
 
 IMAGE_SIZE = BASE_SIZE
-# Level 1 is ~2x faster than the default 6; our flat cartoon images barely grow.
+# Level 1 is ~2x faster than the default 6; our flat cartoon images barely grow. Z_RLE
+# (zlib strategy 3) skips the match search: ~25% less encode time for ~8% more bytes.
 PNG_COMPRESS_LEVEL = 1
+PNG_COMPRESS_TYPE = 3
 MAX_QUERY_CHARS = 120
 MIN_FONT_SIZE = 12
 MAX_FONT_SIZE = 64
@@ -470,7 +475,9 @@ def _render_ai_image(request_id: str, template: Template) -> Image.Image:
 def _encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     # Pillow writes no tIME/text chunks unless asked, so bytes depend only on pixels.
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_COMPRESS_TYPE
+    )
     return buffer.getvalue()
 
 
@@ -504,12 +511,21 @@ def render_meme(
             top, bottom = offline_ai_caption(request_id, query, lat, lon)
         else:
             top, bottom = clean_ai_caption(ai_caption[0]), clean_ai_caption(ai_caption[1])
-        image = _render_ai_image(request_id, template)
+        return _render(template, top, bottom, request_id)
+    top, bottom = caption_for(query, lat, lon, template)
+    return _render(template, top, bottom, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _render(template: Template, top: str, bottom: str, ai_request_id: str | None) -> RenderedMeme:
+    """The picture is a function of exactly these arguments, so finished memes are cached:
+    a popular query at a popular place, or a retried request, costs no drawing at all."""
+    if ai_request_id is not None:
+        image = _render_ai_image(ai_request_id, template)
     else:
-        top, bottom = caption_for(query, lat, lon, template)
         image = template.draw(IMAGE_SIZE)
     _draw_captions(image, template, top, bottom)
-    if kind == "ai":
+    if ai_request_id is not None:
         _draw_ai_badge(image, template.badge_center)
     png = _encode_png(image)
     return RenderedMeme(
@@ -517,5 +533,5 @@ def render_meme(
         png=png,
         caption=f"{top} / {bottom}",
         template=template.name,
-        kind=kind,
+        kind="standard" if ai_request_id is None else "ai",
     )

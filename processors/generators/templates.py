@@ -161,24 +161,32 @@ class TemplateMatch:
         return f"{self.template.name}={self.score} ({' '.join(self.matched) or '-'})"
 
 
-def _score(template: Template, words: list[str]) -> TemplateMatch:
-    score, matched = 0, []
-    for word in words:
-        forms = word_forms(word)
-        if any(f in template.names for f in forms):
-            score += NAME_WEIGHT
-        elif any(f in template.tags for f in forms):
-            score += TAG_WEIGHT
-        else:
-            continue
-        matched.append(word)
-    return TemplateMatch(template, score, tuple(matched))
+def _weights_by_word() -> dict[str, dict[int, int]]:
+    """word -> {template index: weight}, built once: scoring a query then costs a few
+    dictionary lookups per word instead of a pass over every template's word sets."""
+    index: dict[str, dict[int, int]] = {}
+    for i, template in enumerate(TEMPLATES):
+        for words, weight in ((template.tags, TAG_WEIGHT), (template.names, NAME_WEIGHT)):
+            for word in words:
+                slot = index.setdefault(word, {})
+                slot[i] = max(slot.get(i, 0), weight)
+    return index
 
 
+@functools.lru_cache(maxsize=4096)
 def match(query: str) -> tuple[TemplateMatch, ...]:
     """Every template's score for the query, in catalog order (see module docstring)."""
-    words = list(dict.fromkeys(tokenize(query)))  # distinct, first-seen order
-    return tuple(_score(t, words) for t in TEMPLATES)
+    scores = [0] * len(TEMPLATES)
+    matched: list[list[str]] = [[] for _ in TEMPLATES]
+    for word in dict.fromkeys(tokenize(query)):  # distinct, first-seen order
+        best: dict[int, int] = {}
+        for form in word_forms(word):
+            for i, weight in _WORD_INDEX.get(form, {}).items():
+                best[i] = max(best.get(i, 0), weight)
+        for i, weight in best.items():
+            scores[i] += weight
+            matched[i].append(word)
+    return tuple(TemplateMatch(t, scores[i], tuple(matched[i])) for i, t in enumerate(TEMPLATES))
 
 
 def stable_hash(text: str) -> int:
@@ -1363,3 +1371,4 @@ TEMPLATES: tuple[Template, ...] = (
 )
 
 TEMPLATES_BY_NAME: dict[str, Template] = {t.name: t for t in TEMPLATES}
+_WORD_INDEX: dict[str, dict[int, int]] = _weights_by_word()
