@@ -20,7 +20,7 @@ from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import billing, health, images, me, memes
 from maas.settings import Settings
-from processors.generators.blobstore import LocalBlobStore
+from processors.generators.blobstore import make_blob_store
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.blobs = LocalBlobStore(settings.data_dir / "blobs")
+    # The store the generators write to (local by default), read by the image route.
+    app.state.blobs = make_blob_store(settings)
     errors.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     for module in (memes, me, billing, images, health):
