@@ -13,6 +13,7 @@ from processors.generators.render import (
     caption_for,
     clean_ai_caption,
     drawable_text,
+    encode_png,
     fit_text,
     mocking_case,
     offline_ai_caption,
@@ -147,6 +148,17 @@ def test_output_is_a_512_png_without_metadata(kind: str) -> None:
     assert image.format == "PNG"
     assert image.size == (512, 512)
     assert b"tIME" not in meme.png  # a timestamp chunk would break determinism
+
+
+def test_encode_png_is_lossless_and_minimal() -> None:
+    image = TEMPLATES_BY_NAME["stonks"].draw()
+    png = encode_png(image)
+    decoded = _open(png)
+    assert decoded.mode == "RGB"
+    assert decoded.tobytes() == image.tobytes()
+    assert [png[12:16], png[-8:-4]] == [b"IHDR", b"IEND"]
+    with pytest.raises(ValueError):
+        encode_png(image.convert("RGBA"))
 
 
 def test_caption_and_template_fields() -> None:
