@@ -1,16 +1,22 @@
 """Content policy: is this text fit for a meme? ``screen(text, surface) -> PolicyVerdict``.
 
 The classifier is ``alt-profanity-check`` from PyPI: a TF-IDF bag of words and a
-linear SVM calibrated with 5-fold sigmoid calibration, trained on ~200k human-labelled
-comments, model files shipped inside the wheel (no download, no network). It scores
-offensive language - swearing, insults, slurs - from 0 to 1. It knows English words
-only and reads no context; docs/content-policy.md says what that means in practice.
+linear SVM calibrated with 5-fold sigmoid calibration, trained (its authors say) on
+~200k human-labelled samples of clean and profane text. The model files ship inside
+the wheel: no download, no network. It scores offensive language - swearing, insults,
+slurs - from 0 to 1. It knows English words only and reads no context;
+docs/content-policy.md says what that means in practice.
 
 A text is checked in this order; the first rule that matches decides:
 
 1. ``self_harm``: it tells someone to kill or harm themselves ("kys"). The classifier
    misses these (they score below 0.05), so a short phrase list covers them.
-2. ``offensive_language``: the classifier's probability reaches the threshold of the
+2. ``violence_against_group``: a call to kill or attack people for who they are (a
+   violent verb, then within three words a religious, ethnic, national, gender or
+   sexual-orientation group: "gas the ...", "death to ..."). The classifier scores
+   profanity, not hate: such calls without swear words score as low as 0.05, so this
+   narrow pattern covers the worst of them. It is not a hate-speech detector.
+3. ``offensive_language``: the classifier's probability reaches the threshold of the
    surface (``QUERY_THRESHOLD`` for a client's query, ``CAPTION_THRESHOLD`` for an
    AI-written caption). The text is scored as written and with common obfuscations
    undone (leetspeak digits, letters spelled apart, accents); the highest score counts.
@@ -49,8 +55,9 @@ PROBE_TEXTS = ("a pizza at the beach", "you absolute idiot", "hell yeah", "", "c
 
 @dataclass(frozen=True)
 class PolicyVerdict:
-    """``reason`` is a stable code ("ok", "self_harm", "offensive_language") followed by
-    a human explanation after a colon; ``score`` is the classifier's probability."""
+    """``reason`` is a stable code ("ok", "self_harm", "violence_against_group",
+    "offensive_language") followed by a human explanation after a colon; ``score`` is
+    the classifier's probability (1.0 for the phrase rules)."""
 
     allowed: bool
     reason: str
@@ -73,6 +80,18 @@ _SPELLED_APART = re.compile(r"\b(?:\w[\s.\-_*]){2,}\w\b")
 _SELF_HARM = re.compile(
     r"\b(?:kys|kill\s*(?:your|ur)\s*self|kill\s*yourselves|go\s+die|unalive\s*(?:your|ur)self)\b"
 )
+_VIOLENT = (
+    r"(?:kill(?:s|ed|ing)?|gas(?:sed|sing)?|lynch(?:es|ed|ing)?|exterminat(?:e|es|ed|ing)"
+    r"|eradicat(?:e|es|ed|ing)|shoot(?:s|ing)?|shot|bomb(?:s|ed|ing)?|murder(?:s|ed|ing)?"
+    r"|slaughter(?:s|ed|ing)?|massacre(?:s|d)?|genocide|death\s+to)"
+)
+_GROUPS = (
+    r"(?:jews?|jewish|muslims?|christians?|catholics?|hindus?|sikhs?|buddhists?|atheists?"
+    r"|blacks?|whites?|asians?|arabs?|africans?|mexicans?|latinos?|immigrants?|refugees?"
+    r"|migrants?|foreigners?|gays?|lesbians?|homosexuals?|queers?|trans|transgender"
+    r"|women|men|roma|gypsies)"
+)
+_GROUP_VIOLENCE = re.compile(rf"\b{_VIOLENT}\b(?:\W+\w+){{0,3}}?\W+{_GROUPS}\b", re.IGNORECASE)
 
 
 def _fold(text: str) -> str:
@@ -176,8 +195,13 @@ def screen(text: str, surface: Surface = "query", threshold: float | None = None
     ``threshold`` overrides the surface's default (settings pass theirs in).
     """
     threshold = THRESHOLDS[surface] if threshold is None else threshold
-    if any(_SELF_HARM.search(v) for v in variants(text)):
+    forms = variants(text)
+    if any(_SELF_HARM.search(v) for v in forms):
         return PolicyVerdict(False, "self_harm: encourages self-harm", 1.0)
+    if any(_GROUP_VIOLENCE.search(v) for v in forms):
+        return PolicyVerdict(
+            False, "violence_against_group: calls for violence against a group", 1.0
+        )
     score = offensive_probability(text)
     if score >= threshold:
         return PolicyVerdict(

@@ -51,6 +51,28 @@ def test_self_harm_is_blocked_even_though_the_model_misses_it(text: str) -> None
     assert (verdict.allowed, verdict.code) == (False, "self_harm")
 
 
+@pytest.mark.parametrize(
+    "text", ["gas the jews", "death to muslims", "lynch all the immigrants", "k1ll the gays"]
+)
+def test_calls_for_violence_against_a_group_are_blocked(text: str) -> None:
+    verdict = screen(text)
+    assert (verdict.allowed, verdict.code) == (False, "violence_against_group")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kill the bugs",
+        "bomb the exam",
+        "shoot the moon",
+        "I could kill for a pizza",
+        "men in black",
+    ],
+)
+def test_violent_words_alone_are_not_hate(text: str) -> None:
+    assert screen(text).allowed
+
+
 def test_captions_are_held_to_a_stricter_threshold() -> None:
     # "I hate mondays" scores ~0.9: fine as a query, too much for our own caption.
     score = policy.offensive_probability("I hate mondays")
