@@ -284,14 +284,19 @@ class Region:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def delete_topics(self) -> None:
-        from confluent_kafka.admin import AdminClient
+        delete_topics(self.kafka.bootstrap, self.name)
 
-        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.name + ".")]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    future.result()
+
+def delete_topics(bootstrap: str, region: str) -> None:
+    """Delete every topic of ``region`` (benchmark data is not kept)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(region + ".")]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result()
 
 
 # --------------------------------------------------------------------------- cpu
@@ -359,6 +364,14 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid is not None}
         self.report: CpuReport | None = None
+
+    def start(self) -> None:
+        self.__enter__()
+
+    def stop(self) -> CpuReport:
+        self.__exit__()
+        assert self.report is not None
+        return self.report
 
     def __enter__(self) -> CpuMeter:
         self._start = time.monotonic()
