@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from maas.broker import LocalBroker, free_port
+from tests.stack import Stack, run_stack
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,11 @@ def pytest_terminal_summary(
     terminalreporter.write_line(f"broker log: {_local_broker.log_path}")
     if config.getoption("--kafka-log"):
         terminalreporter.write_line(_local_broker.tail(40))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """A fresh region with every process of the service running (see ``tests/stack.py``)."""
+    yield from run_stack(kafka, tmp_path_factory, request)

@@ -1,4 +1,4 @@
-"""A whole region as real processes on the session's broker: the ``stack`` fixture.
+"""A whole region as real processes on the session's broker (the ``stack`` fixture).
 
 Each test module gets a fresh region (topic prefix ``t<8 hex>``), data dir and billing
 token, and these processes, started through the ``maas`` CLI as in production:
@@ -177,8 +177,7 @@ class Stack:
         raise TimeoutError(f"ledger not answering after {timeout_s} s: {last}")
 
 
-@pytest.fixture(scope="module")
-def stack(
+def run_stack(
     kafka: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")

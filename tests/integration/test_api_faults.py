@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.stack import Stack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 

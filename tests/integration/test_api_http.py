@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import FAULT_QUERY, Stack
+from tests.stack import FAULT_QUERY, Stack
 
 pytestmark = pytest.mark.kafka
 
