@@ -113,10 +113,10 @@ class GeneratorPool:
         self.render_timeout_s = settings.ai_generator_deadline_ms / 1000 if kind == "ai" else None
 
     def run(self) -> None:
-        # Pay the one-off loads (place index, policy model) before taking work.
-        place.warm_up()
-        if self.kind == "ai":
-            policy.warm_up()
+        # The one-off loads (place index ~2 s, policy model ~4 s) run while the consumer
+        # joins its group; a render that needs one before it is ready waits for it.
+        for load in (place.warm_up, policy.warm_up) if self.kind == "ai" else (place.warm_up,):
+            threading.Thread(target=load, name=f"warm-{load.__module__}", daemon=True).start()
         self.consumer.subscribe([self.topics.approved(self.kind)])
         log.info(
             "generator pool started kind=%s concurrency=%d backend=%s",
