@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api import policy as api_policy
 from api.bridge import KafkaBridge
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import billing, health, images, me, memes
 from maas.settings import Settings
 from processors.generators.blobstore import make_blob_store
+from processors.generators.formats import ConvertedCache
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keys = keys
         bridge.start(asyncio.get_running_loop())
         keys.start()
+        # The policy model loads in seconds: pay it at start-up, not on the first request.
+        await asyncio.to_thread(api_policy.warm_up)
         log.info(
             "api started region=%s instance=%d bootstrap=%s",
             settings.region,
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     # The store the generators write to (local by default), read by the image route.
     app.state.blobs = make_blob_store(settings)
+    app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
     errors.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     for module in (memes, me, billing, images, health):

@@ -44,9 +44,7 @@ def screened_query(
     ],
 ) -> str:
     """The query, if the content policy allows it; else ``ContentPolicyViolation``."""
-    # settings.policy_query_threshold: to become a real field (see docs/content-policy.md).
-    threshold = getattr(settings, "policy_query_threshold", policy.QUERY_THRESHOLD)
-    verdict = policy.screen(query, "query", threshold)
+    verdict = policy.screen(query, "query", settings.policy_query_threshold)
     if not verdict.allowed:
         raise ContentPolicyViolation("query", verdict.reason)
     return query

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -41,8 +42,27 @@ class Settings(BaseModel):
     # generators
     generator_concurrency: int = Field(default=4, ge=1, le=256)
     ai_generator_deadline_ms: int = Field(default=3_000, ge=100)
+    ai_concurrency: int = Field(default=4, ge=1, le=256)  # AI calls in flight per AI pool
     # Fault injection for tests and drills: a query containing this text fails to render.
     fault_injection_query: str = ""
+
+    # Memes AI backend: "offline" (deterministic phrase bank) or an OpenAI-compatible API
+    ai_backend: Literal["offline", "openai"] = "offline"
+    ai_base_url: str = ""
+    ai_model: str = ""
+    ai_api_key: SecretStr = SecretStr("")
+    ai_max_tokens: int = Field(default=120, ge=16, le=4096)
+
+    # content policy: classifier score at or above which text is blocked
+    policy_query_threshold: float = Field(default=0.95, gt=0, le=1)
+    policy_caption_threshold: float = Field(default=0.80, gt=0, le=1)
+
+    # image blob store: a local folder under data_dir, or an S3-compatible bucket
+    blob_store: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
 
     @model_validator(mode="after")
     def _check_relationships(self) -> Settings:
@@ -50,6 +70,12 @@ class Settings(BaseModel):
             raise ValueError("transaction_timeout_ms must exceed commit_interval_ms")
         if self.api_instance >= self.reply_partitions:
             raise ValueError("api_instance must be below reply_partitions")
+        if self.ai_generator_deadline_ms >= self.request_deadline_ms:
+            raise ValueError("ai_generator_deadline_ms must be below request_deadline_ms")
+        if self.ai_backend == "openai" and not (self.ai_base_url and self.ai_model):
+            raise ValueError("ai_backend=openai needs ai_base_url and ai_model")
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store=s3 needs s3_bucket")
         return self
 
     @classmethod

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 
 from api.deps import Blobs
 from api.errors import NotFound
+from processors.generators.formats import ConvertedCache, etag_for, negotiate
 
 router = APIRouter(prefix="/v1/images", tags=["memes"])
 
@@ -45,16 +46,22 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     },
 )
 async def get_image(
+    request: Request,
     blobs: Blobs,
     key: Annotated[str, Path(pattern=IMAGE_KEY_PATTERN, description="`<sha256>.png`")],
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    accept: Annotated[str | None, Header(alias="Accept")] = None,
 ) -> Response:
-    headers = {"ETag": f'"{key}"', "Cache-Control": CACHE_FOREVER}
-    if etag_matches(if_none_match, key):
+    """PNG by default; WebP or JPEG when the Accept header prefers them."""
+    media_type = negotiate(accept)
+    etag = etag_for(key, media_type)
+    headers = {"ETag": f'"{etag}"', "Cache-Control": CACHE_FOREVER, "Vary": "Accept"}
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    converted: ConvertedCache = request.app.state.converted
     try:
-        # A file read: keep it off the event loop.
-        data = await asyncio.to_thread(blobs.get, key)
+        # A file read and maybe a conversion: keep them off the event loop.
+        data = await asyncio.to_thread(converted.get, key, media_type, blobs.get)
     except KeyError:
         raise NotFound("no such image", key=key) from None
-    return Response(data, media_type="image/png", headers=headers)
+    return Response(data, media_type=media_type, headers=headers)

@@ -17,8 +17,8 @@ from api.errors import (
     InsufficientTokens,
     Unauthorized,
 )
+from api.policy import ScreenedQuery
 from schemas.events import (
-    MAX_QUERY_CHARS,
     Kind,
     MemeDelivered,
     MemeRequested,
@@ -74,9 +74,7 @@ async def get_meme(
     bridge: Bridge,
     lat: Annotated[float, Query(ge=-90, le=90, description="Latitude in degrees")],
     lon: Annotated[float, Query(ge=-180, le=180, description="Longitude in degrees")],
-    query: Annotated[
-        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the meme is about")
-    ],
+    query: ScreenedQuery,
     idempotency_key: IdempotencyKey = None,
 ) -> Meme:
     """Charges one token and returns a meme: an AI meme for clients subscribed to

@@ -199,21 +199,21 @@ def parse_caption(content: Any) -> AiCaption:
 
 def make_backend(settings: Any) -> AiBackend:
     """The backend named by settings: ``ai_backend`` is "offline" (default) or "openai"."""
-    kind = getattr(settings, "ai_backend", "offline")
+    kind = settings.ai_backend
     if kind == "offline":
         return OfflineAiBackend()
     if kind == "openai":
-        base_url = getattr(settings, "ai_base_url", "")
-        model = getattr(settings, "ai_model", "")
+        base_url = settings.ai_base_url
+        model = settings.ai_model
         if not base_url or not model:
             raise ValueError("ai_backend 'openai' needs ai_base_url and ai_model")
-        key = getattr(settings, "ai_api_key", None)
+        key = settings.ai_api_key
         secret = key.get_secret_value() if hasattr(key, "get_secret_value") else key
         return OpenAiCompatibleBackend(
             base_url,
             model,
             secret or None,
-            max_tokens=getattr(settings, "ai_max_tokens", DEFAULT_MAX_TOKENS),
+            max_tokens=settings.ai_max_tokens,
         )
     raise ValueError(f"unknown ai_backend: {kind!r} (expected 'offline' or 'openai')")
 

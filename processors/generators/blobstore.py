@@ -182,17 +182,17 @@ def _error_code(exc: Exception) -> str:
 
 def make_blob_store(settings: Any) -> BlobStore:
     """The store named by settings: ``blob_store`` is "local" (default) or "s3"."""
-    kind = getattr(settings, "blob_store", "local")
+    kind = settings.blob_store
     if kind == "local":
         return LocalBlobStore(Path(settings.data_dir) / "blobs")
     if kind == "s3":
-        bucket = getattr(settings, "s3_bucket", "")
+        bucket = settings.s3_bucket
         if not bucket:
             raise ValueError("blob_store 's3' needs s3_bucket")
         return S3BlobStore(
             bucket,
-            prefix=getattr(settings, "s3_prefix", ""),
-            endpoint_url=getattr(settings, "s3_endpoint_url", "") or None,
-            region_name=getattr(settings, "s3_region", "") or None,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region_name=settings.s3_region or None,
         )
     raise ValueError(f"unknown blob_store: {kind!r} (expected 'local' or 's3')")

@@ -81,9 +81,7 @@ class GeneratorPool:
         self.stop_event = threading.Event()
         # settings.ai_concurrency (to become a real field): AI calls in flight at once.
         self.concurrency = (
-            getattr(settings, "ai_concurrency", settings.generator_concurrency)
-            if kind == "ai"
-            else settings.generator_concurrency
+            settings.ai_concurrency if kind == "ai" else settings.generator_concurrency
         )
         # The AI pool takes one job per thread (step 1); standard work batches deeper.
         self.batch_size = self.concurrency if kind == "ai" else self.concurrency * 4
@@ -92,9 +90,7 @@ class GeneratorPool:
             self.backend: AiBackend | None = backend or make_backend(settings)
         else:
             self.backend = None
-        self.caption_threshold = getattr(
-            settings, "policy_caption_threshold", policy.CAPTION_THRESHOLD
-        )
+        self.caption_threshold = settings.policy_caption_threshold
         common = settings.kafka_common()
         self.consumer = consumer or Consumer(
             {

@@ -387,6 +387,43 @@ def test_another_clients_request_is_404(stack: Stack) -> None:
 # --- 502: the generator fails, the token comes back -------------------------------------
 
 
+def test_a_query_the_content_policy_blocks_is_422_and_charges_nothing(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=2)
+
+    response = stack.meme(api_key, query="go kill yourself")
+
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "content_policy"
+    assert body["field"] == "query"
+    assert body["reason"].startswith("self_harm")
+    account = stack.account(api_key)
+    assert account["balance"] == 2
+    assert account["memes_requested"] == 0
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type", "magic"),
+    [("image/webp", "image/webp", b"RIFF"), ("image/jpeg", "image/jpeg", b"\xff\xd8\xff")],
+)
+def test_images_come_as_webp_or_jpeg_by_the_accept_header(
+    stack: Stack, accept: str, media_type: str, magic: bytes
+) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    meme = stack.meme(api_key, query="format negotiation").json()
+
+    image = stack.http.get(meme["image_url"], headers={"Accept": accept})
+
+    assert image.status_code == 200
+    assert image.headers["content-type"] == media_type
+    assert image.headers["vary"] == "Accept"
+    assert image.content.startswith(magic)
+    again = stack.http.get(
+        meme["image_url"], headers={"Accept": accept, "If-None-Match": image.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
 def test_a_failed_generation_is_502_and_refunded(stack: Stack) -> None:
     _, api_key = stack.new_client(tokens=1)
 
