@@ -1,0 +1,695 @@
+"""The ledger processor, driven directly over Kafka: exactly-once under crashes and zombies.
+
+No API and no generator processes: ``tests.integration.ledger_driver`` produces the
+inputs, plays the generator pools (answering approvals on the outcomes topic), reads the
+replies and folds the ledger topic with ``ledger.replay.Replay``. Each test runs its own
+region (fresh topics) and its own processor processes on the session's broker.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.replay import Replay
+from schemas.events import (
+    LedgerEntryUnion,
+    MemeDelivered,
+    MemeRejected,
+    MemeRequested,
+    RefundReason,
+    Reply,
+    TokensCharged,
+    TokensCredited,
+    TokensRefunded,
+)
+from tests.integration.ledger_driver import Approval, LedgerDriver, now_ms
+
+pytestmark = pytest.mark.kafka
+
+SETTLE_TIMEOUT_S = 120.0
+
+
+class Clock:
+    """Prints how long each phase of a test took (visible with ``-s``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = self.last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        print(
+            f"[{self.name}] {phase}: {now - self.last:.1f} s (total {now - self.started:.1f} s)",
+            flush=True,
+        )
+        self.last = now
+
+
+@pytest.fixture
+def make_driver(kafka, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable]:
+    drivers: list[LedgerDriver] = []
+
+    def make(**env: str) -> LedgerDriver:
+        driver = LedgerDriver(kafka.bootstrap, tmp_path / f"driver{len(drivers)}", env=env)
+        drivers.append(driver)
+        return driver
+
+    failed_before = request.session.testsfailed
+    yield make
+    for driver in drivers:
+        driver.close()
+    if request.session.testsfailed > failed_before:
+        for driver in drivers:
+            for instance in driver.procs:
+                print(f"\n----- region {driver.region} processor {instance} (log tail) -----")
+                print(driver.tail(instance, 60))
+
+
+def setup_clients(driver: LedgerDriver, tokens: dict[str, int], timeout_s: float = 60.0) -> None:
+    """Register each client and credit its tokens (one purchase each), through replies."""
+    registered = [driver.register(c) for c in tokens]
+    driver.flush()
+    replies = driver.replies.wait([e.event_id for e in registered], timeout_s)
+    assert all(r.outcome == "registered" for r in replies.values()), replies
+    bought = {driver.purchase(c, n).event_id: c for c, n in tokens.items() if n > 0}
+    driver.flush()
+    replies = driver.replies.wait(bought, timeout_s)
+    assert all(r.outcome == "credited" for r in replies.values()), replies
+
+
+def assert_ledger_sound(driver: LedgerDriver, clients: list[str]) -> None:
+    """Replay has no violation, conservation holds, and the live accounts equal the replay."""
+    replay = driver.read_ledger()
+    assert replay.violations == [], replay.violations[:10]
+    assert replay.conservation() == [], replay.conservation()[:10]
+    live = driver.accounts(clients)
+    for client in clients:
+        assert live[client] == replay.accounts[client].view(), client
+
+
+def verify_exactly_once(
+    driver: LedgerDriver,
+    requests: list[MemeRequested],
+    clients: list[str],
+    final: dict[str, Reply] | None = None,
+) -> tuple[list[LedgerEntryUnion], Replay]:
+    """Every request id produced ends in the ledger exactly once, and nothing else is off.
+
+    - the replay has no violation (seq gaps, wrong balance_after, double charge or end);
+    - each request id is charged at most once, or rejected (never both), and none is
+      missing; each charged one ended exactly once (delivered or refunded);
+    - no request id was approved twice in committed output;
+    - conservation holds, and AccountQueried answers equal the replay's accounts;
+    - the final reply of each request (if given) agrees with the ledger.
+    """
+    entries = driver.read_entries()
+    replay = Replay().apply_all(entries)
+    assert replay.violations == [], replay.violations[:10]
+    assert replay.conservation() == [], replay.conservation()[:10]
+    charges = Counter(e.request_id for e in entries if isinstance(e, TokensCharged))
+    rejections = Counter(e.request_id for e in entries if isinstance(e, MemeRejected))
+    ends = Counter(e.request_id for e in entries if isinstance(e, MemeDelivered | TokensRefunded))
+    twice = {r: n for r, n in (charges + rejections).items() if n > 1}
+    assert twice == {}, f"decided more than once: {list(twice.items())[:10]}"
+    assert set(charges).isdisjoint(rejections)
+    produced = {e.request_id for e in requests}
+    lost = produced - set(charges) - set(rejections)
+    assert lost == set(), f"{len(lost)} requests lost, e.g. {sorted(lost)[:5]}"
+    assert set(charges) <= produced
+    assert set(ends) == set(charges), sorted(set(charges) ^ set(ends))[:10]
+    assert max(ends.values(), default=1) == 1
+    assert driver.approvals.duplicates() == {}
+    if final is not None:
+        for event in requests:
+            outcome = final[event.event_id].outcome
+            assert outcome == replay.requests[event.request_id], (event.request_id, outcome)
+    live = driver.accounts(clients)
+    for client in clients:
+        assert live[client] == replay.accounts[client].view(), client
+    print(
+        f"[verify] {len(entries)} ledger entries: {len(charges)} charged "
+        f"({sum(isinstance(e, TokensRefunded) for e in entries)} refunded), "
+        f"{len(rejections)} rejected, {len(clients)} accounts match",
+        flush=True,
+    )
+    return entries, replay
+
+
+class Load:
+    """Meme requests from ``clients`` at a steady pace, in a background thread."""
+
+    def __init__(
+        self, driver: LedgerDriver, clients: list[str], per_tick: int = 10, tick_s: float = 0.05
+    ) -> None:
+        self.driver = driver
+        self.clients = clients
+        self.per_tick = per_tick
+        self.tick_s = tick_s
+        self.sent: list[MemeRequested] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        rng = random.Random()
+        while not self._stop.is_set():
+            for _ in range(self.per_tick):
+                self.sent.append(self.driver.request_meme(rng.choice(self.clients)))
+            self.driver.producer.poll(0)
+            time.sleep(self.tick_s)
+
+    def stop(self) -> list[MemeRequested]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.driver.flush()
+        return self.sent
+
+
+# --- 1 --------------------------------------------------------------------------------
+
+
+def test_exactly_once_under_repeated_sigkill(make_driver) -> None:
+    """Scenario: 30 clients buy tokens and send ~1,500 meme requests quickly; the test
+    (playing the generator) answers every approval, some with MemeFailed and some with
+    the same MemeGenerated twice; the same MemeRequested event and the same
+    TokensPurchased event are also produced twice. While the processor works it is
+    SIGKILLed three times at random points and restarted each time.
+
+    We expect: after settling, every request has one outcome in the ledger and every
+    event sent once gets exactly one reply; the replay of the ledger has no
+    violation (no seq gap, no wrong balance_after, no request charged twice or ended
+    twice); no request was approved twice in committed output; each client was
+    credited exactly the sum of its distinct purchases; conservation holds; and every
+    balance the processor reports (AccountQueried) equals the replay's.
+    """
+    clock = Clock("sigkill")
+    seed = random.randrange(2**32)
+    print(f"[sigkill] random seed {seed}")
+    rng = random.Random(seed)
+    d = make_driver()
+    d.start()
+    d.wait_serving()
+    clock.lap("processor serving")
+
+    clients = [f"c{i:02d}" for i in range(30)]
+    setup_clients(d, dict.fromkeys(clients, 0))
+    clock.lap("clients registered")
+
+    def policy(approval: Approval) -> list[str]:
+        roll = rng.random()
+        if roll < 0.10:
+            return ["failed"]
+        if roll < 0.25:
+            return ["generated", "generated"]  # the same MemeGenerated event twice
+        return ["generated"]
+
+    d.serve_outcomes(policy)
+
+    # Inputs: per client 2-3 purchases (one sent twice) and 50 requests (some twice);
+    # a few clients get fewer tokens than requests, so rejections happen too.
+    purchases: dict[str, dict[str, int]] = {c: {} for c in clients}
+    requests: dict[str, list] = {c: [] for c in clients}
+    plan: list = []
+    for c in clients:
+        for _ in range(rng.randint(2, 3)):
+            event = d.purchase(c, rng.randint(10, 30), send=False)
+            purchases[c][event.purchase_id] = event.tokens
+            plan.append(event)
+        plan.append(plan[-1])  # the same TokensPurchased event twice
+        for _ in range(50):
+            event = d.request_meme(c, send=False)
+            requests[c].append(event)
+            plan.append(event)
+            if rng.random() < 0.05:
+                plan.append(event)  # the same MemeRequested event twice
+    rng.shuffle(plan)
+    all_requests = [e for es in requests.values() for e in es]
+    print(f"[sigkill] producing {len(plan)} inputs ({len(all_requests)} distinct requests)")
+
+    # Produced at a steady pace (~130 inputs/s, ~12 s); the tail slows to a trickle
+    # until the kills are done, so that there is always work when the killer strikes.
+    kills_done = threading.Event()
+    sent: list[MemeRequested] = []  # in order of first send
+    first_sent: set[str] = set()
+    lock = threading.Lock()
+
+    def produce() -> None:
+        for i, event in enumerate(plan):
+            with lock:
+                if isinstance(event, MemeRequested) and event.event_id not in first_sent:
+                    first_sent.add(event.event_id)
+                    sent.append(event)
+            d.send(event)
+            if len(plan) - i < 150 and not kills_done.is_set():
+                d.flush()
+                time.sleep(0.05)
+            elif i % 20 == 19:
+                d.flush()
+                time.sleep(0.15)
+        d.flush()
+
+    producer = threading.Thread(target=produce, name="produce", daemon=True)
+    producer.start()
+    kills: list[int] = []  # requests sent and not answered yet, at each kill
+    for _ in range(3):
+        # Wait until the (re)started process answers a request first sent after its start,
+        # then strike at a random moment while some request is still unanswered.
+        with lock:
+            since = len(sent)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with lock:
+                fresh = [e.event_id for e in sent[since:]]
+            if any(d.replies.get(e) is not None for e in fresh):
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.1, 1.0))
+        while time.monotonic() < deadline:
+            with lock:
+                pending = sum(1 for e in sent if d.replies.get(e.event_id) is None)
+            if pending:
+                break
+            time.sleep(0.005)
+        kills.append(pending)
+        d.kill("0")
+        time.sleep(rng.uniform(0.0, 0.5))
+        d.start("0")
+    kills_done.set()
+    clock.lap(f"3 SIGKILLs done; requests in flight at each kill: {kills}")
+    producer.join(timeout=120)
+    assert not producer.is_alive()
+    assert min(kills) > 0, kills  # every kill landed while there was work in flight
+
+    final = d.replies.wait([e.event_id for e in all_requests], SETTLE_TIMEOUT_S)
+    clock.lap("every request has its final reply")
+    aborted = d.count_records(d.topics.ledger, committed=False) - d.count_records(d.topics.ledger)
+    print(f"[sigkill] ledger records of aborted transactions: {aborted}")
+
+    entries, replay = verify_exactly_once(d, all_requests, clients, final)
+
+    # Replies are exactly-once too: every event sent once gets exactly one reply, even
+    # across the kills (a reply of an aborted transaction is never seen). An event sent
+    # twice gets one or two: a redelivery while its request is still open only joins
+    # the waiters it is already in; after the end it is answered again.
+    times_sent = Counter(e.event_id for e in plan)
+    time.sleep(1.0)  # let replies of the last commits arrive
+    wrong = {
+        e: (d.replies.count(e), n)
+        for e, n in times_sent.items()
+        if not 1 <= d.replies.count(e) <= n
+    }
+    assert wrong == {}, f"{len(wrong)} events: (replies, sends) {list(wrong.items())[:10]}"
+    twice = [e for e, n in times_sent.items() if n == 2]
+    print(
+        f"[sigkill] {len(twice)} events sent twice: "
+        f"{sum(d.replies.count(e) == 2 for e in twice)} answered twice"
+    )
+
+    credited = Counter()
+    for e in entries:
+        if isinstance(e, TokensCredited):
+            credited[(e.client_id, e.purchase_id)] += 1
+    assert max(credited.values()) == 1
+    for c in clients:
+        assert replay.accounts[c].tokens_credited == sum(purchases[c].values()), c
+
+    clock.lap("ledger checked")
+
+
+# --- 2 --------------------------------------------------------------------------------
+
+
+def restored_lines(log: str) -> list[dict[str, str]]:
+    """The ``partition restored`` log lines, as key=value dicts."""
+    found = []
+    for line in log.splitlines():
+        if "partition restored" in line:
+            found.append(dict(p.split("=", 1) for p in line.split() if "=" in p))
+    return found
+
+
+def test_restore_from_changelog(make_driver) -> None:
+    """Scenario: clients buy, request memes and get them; the processor is stopped, its
+    local RocksDB directory deleted, and it is started again. Then, the other way round:
+    the state directory is kept, and the processor is SIGKILLed right after a commit
+    (as soon as a reply of a burst is visible), three times.
+
+    We expect: after the deletion the state is rebuilt from the changelog alone (restore
+    from the beginning, records > 0): every AccountQueried answer is the same as before
+    the stop, a retried old request is answered from the restored request record (not
+    charged again), and new requests continue each client's seq without a gap. After
+    the kills right after commits the restore starts from the local offset and the
+    ledger stays continuous and equal to the live state.
+    """
+    clock = Clock("restore")
+    d = make_driver()
+    d.start()
+    d.wait_serving()
+    clients = [f"r{i}" for i in range(6)]
+    setup_clients(d, dict.fromkeys(clients, 20))
+    d.serve_outcomes()
+    first = [d.request_meme(c) for c in clients for _ in range(5)]
+    d.flush()
+    d.replies.wait([e.event_id for e in first], 60)
+    before = d.accounts(clients)
+    assert all(v.balance == 15 and v.seq == 12 for v in before.values()), before
+    clock.lap("first requests served")
+
+    state = d.state_dir("0")
+    assert state.is_dir() and any(state.iterdir()), state
+    assert d.terminate("0") == 0
+    shutil.rmtree(state)
+    mark = d.mark("0", "restart with the local state deleted")
+    d.start("0")
+    d.wait_serving()
+    restored = restored_lines(d.log_since("0", mark))
+    clock.lap("restarted without local state")
+    assert len(restored) == d.settings.partitions, restored
+    assert all(r["from_offset"] == "-2" for r in restored), restored  # OFFSET_BEGINNING
+    assert sum(int(r["records"]) for r in restored) > 0
+    used = {r["partition"] for r in restored if int(r["records"]) > 0}
+    assert d.accounts(clients) == before
+
+    retried = first[: len(clients)]
+    for event in retried:
+        d.send(event)  # the same event again: answered from the restored record
+    new = [d.request_meme(c) for c in clients for _ in range(3)]
+    d.flush()
+    for event in retried:
+        again = d.replies.wait_count(event.event_id, 2, 60)
+        assert again[1].outcome == "delivered" and again[1].entry == again[0].entry
+    d.replies.wait([e.event_id for e in new], 60)
+    _, replay = verify_exactly_once(d, first + new, clients)
+    for c in clients:
+        account = replay.accounts[c]
+        assert (account.balance, account.seq, account.memes_requested) == (12, 18, 8), account
+    clock.lap("state rebuilt from the changelog, seq continues")
+
+    # The reverse: local state kept, killed right after commits.
+    bursts: list[MemeRequested] = []
+    for round_ in range(3):
+        burst = [d.request_meme(c) for c in clients for _ in range(4)]
+        bursts += burst
+        d.flush()
+        d.replies.wait_any([e.event_id for e in burst], 60)
+        d.kill("0")  # right after a commit: its reply is visible
+        mark = d.mark("0", f"restart {round_} after a kill right after a commit")
+        d.start("0")
+        d.wait_serving()
+        restored = restored_lines(d.log_since("0", mark))
+        assert len(restored) == d.settings.partitions
+        # Partitions with a changelog restore past the local offset, not from the start.
+        local = [r for r in restored if r["partition"] in used]
+        assert all(int(r["from_offset"]) >= 0 for r in local), local
+    d.replies.wait([e.event_id for e in bursts], 60)
+    assert "local state ahead of changelog" not in d.log_text("0")
+    _, replay = verify_exactly_once(d, first + new + bursts, clients)
+    for c in clients:
+        assert replay.accounts[c].balance == 20 - 8 - 12
+    clock.lap("kills right after commits: ledger continuous")
+
+
+# --- 3 --------------------------------------------------------------------------------
+
+
+def test_zombie_is_fenced(make_driver) -> None:
+    """Scenario: instance 0 serves all partitions under load and is frozen (SIGSTOP)
+    mid-load; instance 1 (another transactional.id) starts and takes every partition once
+    0's session (10 s) has timed out and 0's open transaction has been aborted; the load
+    goes on; then instance 0 is thawed (SIGCONT) with its stale state and whatever it had
+    fetched.
+
+    We expect: instance 1 serves every partition while 0 is frozen; the thawed zombie
+    cannot commit (its transaction is aborted or it is fenced: it exits, or it rejoins
+    and restores); and in the ledger no request is charged twice, none is lost, the
+    replay has no violation and the live balances equal the replay's.
+    """
+    clock = Clock("zombie")
+    # A short transaction timeout bounds how long the zombie's open transaction can stall
+    # the read_committed readers (and instance 1's wait for stable offsets).
+    d = make_driver(MAAS_TRANSACTION_TIMEOUT_MS="10000")
+    d.start("0")
+    d.wait_serving()
+    clients = [f"z{i}" for i in range(10)]
+    setup_clients(d, dict.fromkeys(clients, 1_000))
+    d.serve_outcomes()
+    clock.lap("instance 0 serving")
+
+    with Load(d, clients, per_tick=5, tick_s=0.05) as load:
+        time.sleep(1.5)
+        d.pause("0")
+        paused_at = len(load.sent)
+        clock.lap(f"instance 0 frozen after {paused_at} requests")
+        d.start("1")
+        d.wait_serving(timeout_s=60)
+        clock.lap("instance 1 serves every partition")
+        mark = d.mark("0", "SIGCONT")
+        d.resume("0")
+        time.sleep(3.0)
+    requests = load.sent
+    clock.lap(f"zombie thawed; load stopped after {len(requests)} requests")
+    final = d.replies.wait([e.event_id for e in requests], SETTLE_TIMEOUT_S)
+    clock.lap("every request has its final reply")
+
+    # The zombie must not carry on as if nothing happened: either it exits (a fatal
+    # error: fenced, or its transactional call failed) or it aborts and rejoins.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = d.log_since("0", mark)
+        if not d.running("0") or "partitions assigned" in after:
+            break
+        time.sleep(0.2)
+    code = d.procs["0"].returncode
+    print(f"[zombie] after SIGCONT: exit code={code}\n{after[-2000:]}", flush=True)
+    if code is not None:
+        assert code != 0, after[-3000:]  # nobody asked it to stop
+        assert "Traceback" in after or "level=ERROR" in after, after[-3000:]
+    else:
+        assert "partitions revoked" in after and "partitions assigned" in after, after[-3000:]
+    verify_exactly_once(d, requests, clients, final)
+    clock.lap("ledger checked")
+
+
+# --- 4 --------------------------------------------------------------------------------
+
+
+def assigned_lines(log: str) -> list[list[int]]:
+    found = []
+    for line in log.splitlines():
+        if "partitions assigned partitions=" in line:
+            text = line.split("partitions assigned partitions=", 1)[1].strip()
+            found.append(json.loads(text))
+    return found
+
+
+def test_scale_out_and_in_under_load(make_driver) -> None:
+    """Scenario: instances 0 and 1 share the partitions under a steady load of meme
+    requests from 20 clients (three of them with too few tokens); a third instance (2)
+    joins; then instance 0 is stopped with SIGTERM and its partitions move to the others
+    (after its static-membership session times out).
+
+    We expect: instance 2 gets partitions while the others keep some; after the SIGTERM
+    instance 0 exits cleanly and every partition is served again; every produced request
+    id ends in the ledger exactly once, as charged (then delivered) or rejected: no
+    double charge, no lost request; the replay has no violation and equals the live
+    balances.
+    """
+    clock = Clock("scale")
+    d = make_driver()
+    d.start("0")
+    d.start("1")
+    d.wait_serving()
+    clients = [f"s{i:02d}" for i in range(20)]
+    tokens = {c: (15 if i < 3 else 1_000) for i, c in enumerate(clients)}
+    setup_clients(d, tokens)
+    d.serve_outcomes()
+    n = d.settings.partitions
+    clock.lap("instances 0 and 1 serving")
+
+    with Load(d, clients, per_tick=5, tick_s=0.05) as load:
+        time.sleep(2.0)
+        marks = {i: d.mark(i, "instance 2 joins") for i in ("0", "1")}
+        d.start("2")
+        marks["2"] = 0
+        # After the rebalance each of the three owns a share: non-empty, disjoint (the
+        # same partition number of every input topic goes to one instance), complete.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shares = {i: assigned_lines(d.log_since(i, m)) for i, m in marks.items()}
+            if all(shares.values()):
+                break
+            time.sleep(0.2)
+        shares = {i: lines[-1] for i, lines in shares.items() if lines}
+        clock.lap(f"instance 2 joined; assignment {shares}")
+        assert len(shares) == 3 and all(shares.values()), shares
+        assert sorted(p for share in shares.values() for p in share) == list(range(n)), shares
+        time.sleep(2.0)
+        marks = {i: d.mark(i, "instance 0 leaves") for i in ("1", "2")}
+        code = d.terminate("0")
+        clock.lap(f"instance 0 terminated (exit code {code})")
+        d.wait_serving(timeout_s=60)
+        clock.lap("every partition served by 1 and 2")
+        time.sleep(1.0)
+    requests = load.sent
+    final = d.replies.wait([e.event_id for e in requests], SETTLE_TIMEOUT_S)
+    clock.lap(f"all {len(requests)} requests answered")
+
+    assert code == 0
+    last = {i: assigned_lines(d.log_since(i, m))[-1:] for i, m in marks.items()}
+    assert all(last.values()), last
+    assert sorted(last["1"][0] + last["2"][0]) == list(range(n)), last
+    _, replay = verify_exactly_once(d, requests, clients, final)
+    assert any(s == "rejected" for s in replay.requests.values())
+    clock.lap("ledger checked")
+
+
+# --- 5 --------------------------------------------------------------------------------
+
+
+def test_deadline_refund_and_late_outcome_ignored(make_driver) -> None:
+    """Scenario: a client's request is charged but its outcome never comes; the refund
+    grace is 200 ms and the request's deadline 500 ms away. Later the generator's
+    MemeGenerated for it arrives after all.
+
+    We expect: the waiting client gets a ``refunded`` reply with DEADLINE_EXPIRED, not
+    before deadline + grace; the late MemeGenerated is ignored (no MemeDelivered, no
+    second end); a retry of the request gets the refund again; balances add up.
+    """
+    clock = Clock("deadline")
+    d = make_driver(MAAS_REFUND_GRACE_MS="200")
+    d.start()
+    d.wait_serving()
+    clock.lap("processor serving")
+    client = "late-client"
+    setup_clients(d, {client: 5})
+
+    # A first request of the same client (same partition, long deadline): its MemeFailed,
+    # sent after the late MemeGenerated on the same outcomes partition, is our barrier.
+    barrier = d.request_meme(client)
+    late = d.request_meme(client, deadline_ms=now_ms() + 500)
+    d.flush()
+    approvals = d.approvals.wait_for([late.request_id, barrier.request_id], 30)
+    refund = d.replies.wait([late.event_id], 30)[late.event_id]
+    clock.lap("deadline refund replied")
+    assert refund.outcome == "refunded", refund
+    assert refund.reason == RefundReason.DEADLINE_EXPIRED
+    assert isinstance(refund.entry, TokensRefunded)
+    assert refund.entry.occurred_at_ms >= late.deadline_ms + 200, "refunded before grace"
+    assert refund.balance == 5 - 2 + 1
+
+    d.answer(approvals[late.request_id], "generated")  # the late outcome
+    d.answer(approvals[barrier.request_id], "failed")
+    d.flush()
+    barrier_reply = d.replies.wait([barrier.event_id], 30)[barrier.event_id]
+    assert barrier_reply.outcome == "refunded"
+    assert barrier_reply.reason == RefundReason.GENERATOR_FAILED
+
+    d.send(late)  # the client retries the same request: the first outcome again
+    d.flush()
+    retry = d.replies.wait_count(late.event_id, 2, 30)[1]
+    assert retry.outcome == "refunded" and retry.reason == RefundReason.DEADLINE_EXPIRED
+
+    clock.lap("late outcome ignored")
+
+    # A pending deadline survives a crash: charged, SIGKILL, restart, still refunded.
+    crashed = d.request_meme(client, deadline_ms=now_ms() + 2_000)
+    d.flush()
+    d.approvals.wait_for([crashed.request_id], 30)  # the charge is committed
+    d.kill("0")
+    d.start("0")
+    reply = d.replies.wait([crashed.event_id], 60)[crashed.event_id]
+    assert reply.outcome == "refunded" and reply.reason == RefundReason.DEADLINE_EXPIRED
+    assert reply.entry.occurred_at_ms >= crashed.deadline_ms + 200
+    clock.lap("deadline refunded after a crash and restart")
+
+    entries = d.read_entries()
+    for request in (late, crashed):
+        mine = [e for e in entries if getattr(e, "request_id", None) == request.request_id]
+        assert [type(e) for e in mine] == [TokensCharged, TokensRefunded], mine
+        assert mine[1].reason == RefundReason.DEADLINE_EXPIRED
+    assert not any(isinstance(e, MemeDelivered) for e in entries)
+    assert_ledger_sound(d, [client])
+    account = d.accounts([client])[client]
+    assert (account.balance, account.memes_delivered, account.tokens_refunded) == (5, 0, 3)
+    clock.lap("ledger checked")
+
+
+# --- 6 --------------------------------------------------------------------------------
+
+
+def test_bad_input_is_skipped_and_processing_goes_on(make_driver) -> None:
+    """Scenario: on the requests topic a non-JSON value, invalid UTF-8 and an empty
+    (tombstone) value; on the purchases topic a TokensPurchased with negative tokens and
+    one with a missing field; each keyed by a real client. Valid events follow.
+
+    We expect: each bad message is skipped with an ``invalid input`` error log naming its
+    topic; the processor keeps running; the valid events after them are processed; no
+    balance changed because of the bad ones.
+    """
+    clock = Clock("bad-input")
+    d = make_driver()
+    d.start()
+    d.wait_serving()
+    client = "bad-input-client"
+    setup_clients(d, {client: 10})
+    before = d.accounts([client])[client]
+    clock.lap("processor serving, client set up")
+
+    key = client.encode()
+    d.send_raw(d.topics.requests, key, b"this is not json {")
+    d.send_raw(d.topics.requests, key, b"\xff\xfe\x00garbage")
+    d.send_raw(d.topics.requests, key, None)
+    negative = d.purchase(client, 1, send=False).model_dump(mode="json")
+    negative["tokens"] = -5
+    d.send_raw(d.topics.purchases, key, json.dumps(negative).encode())
+    missing = d.purchase(client, 1, send=False).model_dump(mode="json")
+    del missing["purchase_id"]
+    d.send_raw(d.topics.purchases, key, json.dumps(missing).encode())
+    d.flush()
+
+    # Same topic and partition, produced after the bad ones: their replies prove the bad
+    # ones were consumed (and skipped) first.
+    after = d.accounts([client])[client]
+    assert after == before
+    credited = d.purchase(client, 3)
+    d.flush()
+    reply = d.replies.wait([credited.event_id], 30)[credited.event_id]
+    assert reply.outcome == "credited" and reply.balance == 13, reply
+    d.serve_outcomes()
+    meme = d.request_meme(client)
+    d.flush()
+    reply = d.replies.wait([meme.event_id], 30)[meme.event_id]
+    assert reply.outcome == "delivered" and reply.balance == 12, reply
+    clock.lap("valid events after the bad ones processed")
+
+    assert d.running("0"), d.tail("0")
+    log = d.log_text("0")
+    assert log.count(f"invalid input topic={d.topics.requests} ") == 3, log[-3000:]
+    assert log.count(f"invalid input topic={d.topics.purchases} ") == 2, log[-3000:]
+    assert "level=ERROR" in log
+    entries = [e for e in d.read_entries() if e.client_id == client]
+    assert [e.type for e in entries] == [
+        "AccountOpened",
+        "TokensCredited",
+        "TokensCredited",
+        "TokensCharged",
+        "MemeDelivered",
+    ]
+    assert [e.tokens for e in entries if isinstance(e, TokensCredited)] == [10, 3]
+    assert_ledger_sound(d, [client])
+    clock.lap("ledger checked")
