@@ -2,15 +2,18 @@
 
 A hypothesis state machine drives the real core (``MemoryLedger``: the fold plus a
 dict) with registrations, purchases, subscription changes, meme requests (fresh and
-repeated ids, same or other parameters), generator successes and failures, duplicate
-outcomes, expiries and the passing of time. A deliberately plain reference model
+repeated ids, same or other parameters, another client's id, redelivered inputs),
+generator successes and failures, duplicate outcomes, expiries (on time and early) and
+the passing of time. A deliberately plain reference model
 (dicts of balances and request statuses, written from the rules in ``ledger.fold``'s
 docstring, not from its code) predicts every decision, and each prediction is checked.
 After every step the named invariants below must hold; on failure hypothesis prints
 the shortest sequence of steps and a ``@reproduce_failure`` blob to replay it.
 
 Ids come from small pools on purpose (three clients, four purchase ids per client,
-two fingerprints), so repeats, conflicts and unknown clients happen often; and time moves
+two fingerprints), so repeats, conflicts and unknown clients happen often; request ids,
+like purchase ids, belong to their client, so the model keys requests by
+``(client_id, request_id)`` and often reuses one client's id for another; and time moves
 in steps of a few ms next to subscription ends and deadlines of a few ms, so the
 boundaries (a request at exactly ``until_ms``) are hit, not stepped over.
 """
@@ -33,13 +36,14 @@ from hypothesis.stateful import (
 
 from ledger.fold import Decision, Expire, evolve
 from ledger.memory import MemoryLedger
-from ledger.state import MAX_WAITERS, Account
+from ledger.state import MAX_WAITERS, PENDING_PREFIX, Account, parse_pending
 from schemas.events import (
     AccountOpened,
     AccountQueried,
     ClientRegistered,
     InputEvent,
     LedgerEntryUnion,
+    MemeApproved,
     MemeDelivered,
     MemeFailed,
     MemeGenerated,
@@ -93,6 +97,9 @@ class ClientModel:
         return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)
 
 
+Key = tuple[str, str]  # (client_id, request_id): request ids are scoped per client
+
+
 @dataclass
 class RequestModel:
     client_id: str
@@ -110,7 +117,9 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.ledger = MemoryLedger()
         self.clients: dict[str, ClientModel] = {}
-        self.requests: dict[str, RequestModel] = {}
+        self.requests: dict[Key, RequestModel] = {}
+        self.sent_requests: list[MemeRequested] = []  # for redelivery
+        self.approved: list[MemeApproved] = []  # work sent to the generator pools
         self.now_ms = 0
         self._ids = 0
         self._reply_to = 0
@@ -120,6 +129,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def _event_id(self) -> str:
         self._ids += 1
         return f"e{self._ids}"
+
+    def _handle(self, event: InputEvent | Expire) -> Decision:
+        decision = self.ledger.handle(event)
+        if decision.approved is not None:
+            self.approved.append(decision.approved)
+        return decision
 
     def _next_reply_to(self) -> int:
         # Distinct partitions per input, so a reply routed to the wrong waiter shows.
@@ -152,10 +167,10 @@ class LedgerMachine(RuleBasedStateMachine):
         return reply
 
     def _end(
-        self, request_id: str, status: str, reason: int | None, meme_id: str | None
+        self, key: Key, status: str, reason: int | None, meme_id: str | None
     ) -> list[tuple[int, str]]:
         """Reference: a charged request ends; return the waiters that must be answered."""
-        request = self.requests[request_id]
+        request = self.requests[key]
         waiters = request.waiters
         request.status, request.reason, request.meme_id, request.waiters = (
             status,
@@ -190,7 +205,7 @@ class LedgerMachine(RuleBasedStateMachine):
         event = ClientRegistered(
             **self._envelope(client_id), api_key_sha256=API_KEY_SHA256, reply_to=reply_to
         )
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
         reply = self._only_reply(decision, reply_to, event.event_id)
         assert reply.outcome == "registered"
@@ -215,7 +230,7 @@ class LedgerMachine(RuleBasedStateMachine):
         event = TokensPurchased(
             **self._envelope(client_id), purchase_id=purchase_id, tokens=tokens, reply_to=reply_to
         )
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
         reply = self._only_reply(decision, reply_to, event.event_id)
         client = self.clients.get(client_id)
@@ -254,7 +269,7 @@ class LedgerMachine(RuleBasedStateMachine):
         event = SubscriptionRequested(
             **self._envelope(client_id), active=active, until_ms=until_ms, reply_to=reply_to
         )
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
         reply = self._only_reply(decision, reply_to, event.event_id)
         client = self.clients.get(client_id)
@@ -271,7 +286,6 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        client_id=st.sampled_from(CLIENTS),
         repeat=st.booleans(),
         other_params=st.booleans(),
         deadline_after_ms=st.integers(min_value=0, max_value=8),
@@ -279,18 +293,21 @@ class LedgerMachine(RuleBasedStateMachine):
     def request_meme(
         self,
         data: st.DataObject,
-        client_id: str,
         repeat: bool,
         other_params: bool,
         deadline_after_ms: int,
     ) -> None:
         if repeat and self.requests:
-            request_id = self._pick_by_status(data)
-            seen_fingerprint = self.requests[request_id].fingerprint
+            owner, request_id = self._pick_by_status(data)
+            # Half the time the owner repeats its id, else any client (often another
+            # one) uses it: for another client that is simply a request of its own.
+            client_id = data.draw(st.sampled_from((owner, *CLIENTS)), label="client_id")
+            seen_fingerprint = self.requests[owner, request_id].fingerprint
             fingerprint = seen_fingerprint
             if other_params:
                 fingerprint = next(f for f in FINGERPRINTS if f != seen_fingerprint)
         else:
+            client_id = data.draw(st.sampled_from(CLIENTS), label="client_id")
             request_id = f"r{self._ids + 1}"  # never used before: ids only grow
             fingerprint = FINGERPRINTS[other_params]
         self._request(client_id, request_id, fingerprint, deadline_after_ms)
@@ -300,15 +317,32 @@ class LedgerMachine(RuleBasedStateMachine):
     def client_retries_while_in_flight(self, data: st.DataObject) -> None:
         # The common production retry: same key, same parameters, no answer yet. Its
         # own rule, so requests with several waiters reach an outcome often.
-        in_flight = sorted(rid for rid, r in self.requests.items() if r.status == "charged")
-        request_id = data.draw(st.sampled_from(in_flight), label="request_id")
-        request = self.requests[request_id]
-        self._request(request.client_id, request_id, request.fingerprint, deadline_after_ms=5)
+        in_flight = sorted(key for key, r in self.requests.items() if r.status == "charged")
+        client_id, request_id = data.draw(st.sampled_from(in_flight), label="request")
+        request = self.requests[client_id, request_id]
+        self._request(client_id, request_id, request.fingerprint, deadline_after_ms=5)
+
+    @precondition(lambda self: self.sent_requests)
+    @rule(data=st.data())
+    def request_redelivered(self, data: st.DataObject) -> None:
+        """The very same input again (same event id), as after a consumer restart.
+
+        Mostly one of a request still in flight (the case where it could become a
+        duplicate waiter), sometimes any input sent so far."""
+        in_flight = [
+            event
+            for event in self.sent_requests
+            if (r := self.requests.get((event.client_id, event.request_id))) is not None
+            and r.status == "charged"
+        ]
+        pool = self.sent_requests
+        if in_flight and data.draw(st.integers(0, 3), label="pick in flight") > 0:
+            pool = in_flight
+        self._send_request(data.draw(st.sampled_from(pool), label="redelivered"))
 
     def _request(
         self, client_id: str, request_id: str, fingerprint: str, deadline_after_ms: int
     ) -> None:
-        reply_to = self._next_reply_to()
         event = MemeRequested(
             **self._envelope(client_id),
             request_id=request_id,
@@ -317,12 +351,18 @@ class LedgerMachine(RuleBasedStateMachine):
             lon=-45.25,
             query="cats",
             deadline_ms=self.now_ms + deadline_after_ms,
-            reply_to=reply_to,
+            reply_to=self._next_reply_to(),
         )
-        decision = self.ledger.handle(event)
+        self.sent_requests.append(event)
+        self._send_request(event)
 
+    def _send_request(self, event: MemeRequested) -> None:
+        decision = self._handle(event)
+
+        client_id, request_id, reply_to = event.client_id, event.request_id, event.reply_to
+        key = (client_id, request_id)
         client = self.clients.get(client_id)
-        seen = self.requests.get(request_id)
+        seen = self.requests.get(key)
         # Checks in the documented order; the first that applies decides.
         if client is None:
             note_path("request: unknown client")
@@ -330,21 +370,24 @@ class LedgerMachine(RuleBasedStateMachine):
             reply = self._only_reply(decision, reply_to, event.event_id)
             assert (reply.outcome, reply.reason) == ("rejected", UNKNOWN_CLIENT)
             return
-        if seen is not None and (seen.client_id != client_id or seen.fingerprint != fingerprint):
+        if seen is not None and seen.fingerprint != event.fingerprint:
+            note_path("request: conflict")
             assert decision.entries == () and decision.request is None
             reply = self._only_reply(decision, reply_to, event.event_id)
             assert (reply.outcome, reply.reason) == ("rejected", IDEMPOTENCY_CONFLICT)
-            note_path(f"request: conflict, other client {seen.client_id != client_id}")
             return
         if seen is not None:
             note_path(f"request: repeat after {seen.status}")
             self._check_repeat(decision, seen, reply_to, event.event_id, client.balance)
             return
+        if any(rid == request_id for _, rid in self.requests):
+            note_path("request: id already used by another client")
         if client.balance < PRICE:
             note_path("request: insufficient tokens")
             rejected = self._one_entry(decision, client_id, MemeRejected)
             client.requested += 1
             assert (rejected.reason, rejected.balance_after) == (INSUFFICIENT_TOKENS, 0)
+            assert rejected.request_id == request_id
             assert decision.approved is None
             reply = self._only_reply(decision, reply_to, event.event_id)
             assert (reply.outcome, reply.reason, reply.balance) == (
@@ -352,11 +395,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 INSUFFICIENT_TOKENS,
                 0,
             )
-            self.requests[request_id] = RequestModel(
-                client_id, fingerprint, "rejected", None, 0, [], INSUFFICIENT_TOKENS
+            self.requests[key] = RequestModel(
+                client_id, event.fingerprint, "rejected", None, 0, [], INSUFFICIENT_TOKENS
             )
             return
-        kind = "ai" if client.ai_at(self.now_ms) else "standard"
+        # The kind is decided at the request's own time (a redelivery keeps its time).
+        kind = "ai" if client.ai_at(event.occurred_at_ms) else "standard"
         note_path(f"request: charged {kind}")
         charged = self._one_entry(decision, client_id, TokensCharged)
         client.balance -= PRICE
@@ -367,14 +411,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert decision.replies == ()  # the answer comes with the outcome
         approved = decision.approved
         assert approved is not None
-        assert (approved.request_id, approved.kind, approved.deadline_ms) == (
+        assert (approved.client_id, approved.request_id, approved.kind, approved.deadline_ms) == (
+            client_id,
             request_id,
             kind,
             event.deadline_ms,
         )
-        self.requests[request_id] = RequestModel(
+        self.requests[key] = RequestModel(
             client_id,
-            fingerprint,
+            event.fingerprint,
             "charged",
             kind,
             event.deadline_ms,
@@ -389,10 +434,14 @@ class LedgerMachine(RuleBasedStateMachine):
         correlation_id: str,
         balance: int,
     ) -> None:
-        """Same request id, same parameters: never charged again."""
+        """Same client, same request id, same parameters: never charged again."""
         assert decision.entries == () and decision.approved is None
         if seen.status == "charged":
             assert decision.replies == ()
+            if any(c == correlation_id for _, c in seen.waiters):
+                note_path("request: redelivered while waiting")
+                assert decision == Decision()  # already a waiter: no duplicate reply
+                return
             if len(seen.waiters) >= MAX_WAITERS:
                 note_path("request: waiters full")
                 assert decision == Decision()  # bounded: the extra retry is not recorded
@@ -407,43 +456,44 @@ class LedgerMachine(RuleBasedStateMachine):
         if seen.status == "delivered":
             assert reply.outcome == "delivered"
             assert isinstance(reply.entry, MemeDelivered)
-            assert reply.entry.meme_id == seen.meme_id
+            assert (reply.entry.client_id, reply.entry.meme_id) == (seen.client_id, seen.meme_id)
         else:
             assert (reply.outcome, reply.reason) == (seen.status, seen.reason)
 
-    def _pick_by_status(self, data: st.DataObject) -> str:
-        """A known request id, each status equally likely (rejected ones pile up)."""
-        by_status: dict[str, list[str]] = defaultdict(list)
-        for request_id, request in sorted(self.requests.items()):
-            by_status[request.status].append(request_id)
+    def _pick_by_status(self, data: st.DataObject) -> Key:
+        """A known request, each status equally likely (rejected ones pile up)."""
+        by_status: dict[str, list[Key]] = defaultdict(list)
+        for key, request in sorted(self.requests.items()):
+            by_status[request.status].append(key)
         status = data.draw(st.sampled_from(sorted(by_status)), label="status")
-        return data.draw(st.sampled_from(by_status[status]), label="request_id")
+        return data.draw(st.sampled_from(by_status[status]), label="request")
 
-    def _pick_request(self, data: st.DataObject) -> str:
-        return data.draw(st.sampled_from(sorted(self.requests)), label="request_id")
+    def _pick_request(self, data: st.DataObject) -> Key:
+        return data.draw(st.sampled_from(sorted(self.requests)), label="request")
 
-    def _pick_outcome_request(self, data: st.DataObject) -> str:
+    def _pick_outcome_request(self, data: st.DataObject) -> Key:
         """Mostly a request in flight (the interesting case), sometimes any request."""
-        in_flight = sorted(rid for rid, r in self.requests.items() if r.status == "charged")
+        in_flight = sorted(key for key, r in self.requests.items() if r.status == "charged")
         if in_flight and data.draw(st.integers(0, 3), label="pick in flight") > 0:
-            return data.draw(st.sampled_from(in_flight), label="request_id")
+            return data.draw(st.sampled_from(in_flight), label="request")
         return self._pick_request(data)
 
-    def _outcome_client(self, data: st.DataObject, request_id: str) -> str:
-        # Mostly the owner; sometimes another client, whose outcome must change nothing.
-        owner = self.requests[request_id].client_id
+    def _outcome_client(self, data: st.DataObject, owner: str) -> str:
+        # Mostly the owner; sometimes another client, whose outcome must end only that
+        # client's own request of the same id, if it has one.
         return data.draw(st.sampled_from((owner, owner, owner, *CLIENTS)), label="client_id")
 
-    def _is_open_for(self, request_id: str, client_id: str) -> bool:
-        request = self.requests[request_id]
-        return request.status == "charged" and request.client_id == client_id
+    def _is_open(self, key: Key) -> bool:
+        request = self.requests.get(key)
+        return request is not None and request.status == "charged"
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data())
     def generator_succeeds(self, data: st.DataObject) -> None:
-        request_id = self._pick_outcome_request(data)
-        client_id = self._outcome_client(data, request_id)
-        kind = self.requests[request_id].kind or "standard"
+        owner, request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, owner)
+        key = (client_id, request_id)
+        kind = self.requests[owner, request_id].kind or "standard"
         event = MemeGenerated(
             **self._envelope(client_id),
             request_id=request_id,
@@ -453,13 +503,15 @@ class LedgerMachine(RuleBasedStateMachine):
             caption="a / b",
             image_key=f"img/{request_id}",
         )
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
-        if not self._is_open_for(request_id, client_id):
+        if not self._is_open(key):
             note_path("generated: ignored")
             assert decision == Decision()  # duplicate, late, foreign or rejected: ignored
             return
-        note_path(f"generated: delivered to {len(self.requests[request_id].waiters)} waiters")
+        note_path(f"generated: delivered to {len(self.requests[key].waiters)} waiters")
+        if client_id != owner:
+            note_path("generated: for the same id of another client")
         delivered = self._one_entry(decision, client_id, MemeDelivered)
         client = self.clients[client_id]
         client.delivered += 1
@@ -469,31 +521,49 @@ class LedgerMachine(RuleBasedStateMachine):
             kind,
         )
         assert delivered.balance_after == client.balance
-        waiters = self._end(request_id, "delivered", None, event.meme_id)
+        waiters = self._end(key, "delivered", None, event.meme_id)
         self._check_final_replies(decision, waiters, "delivered", None, client.balance)
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data())
     def generator_fails(self, data: st.DataObject) -> None:
-        request_id = self._pick_outcome_request(data)
-        client_id = self._outcome_client(data, request_id)
+        owner, request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, owner)
         event = MemeFailed(
             **self._envelope(client_id), request_id=request_id, kind="standard", error="boom"
         )
-        decision = self.ledger.handle(event)
-        self._check_refund(decision, request_id, client_id, GENERATOR_FAILED)
+        decision = self._handle(event)
+        self._check_refund(decision, (client_id, request_id), GENERATOR_FAILED)
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data())
     def deadline_passes(self, data: st.DataObject) -> None:
-        request_id = self._pick_outcome_request(data)
-        client_id = self._outcome_client(data, request_id)
-        # The timer fires at the deadline, never before it.
-        self.now_ms = max(self.now_ms, self.requests[request_id].deadline_ms)
-        decision = self.ledger.handle(
-            Expire(client_id=client_id, request_id=request_id, region=REGION, now_ms=self.now_ms)
+        owner, request_id = self._pick_outcome_request(data)
+        client_id = self._outcome_client(data, owner)
+        # The timer of the picked request fires at its deadline, never before it. For
+        # another client's request of the same id that may still be early.
+        self.now_ms = max(self.now_ms, self.requests[owner, request_id].deadline_ms)
+        self._expire((client_id, request_id), self.now_ms)
+
+    @precondition(lambda self: any(r.status == "charged" for r in self.requests.values()))
+    @rule(data=st.data(), early_by_ms=st.integers(min_value=1, max_value=3))
+    def timer_fires_early(self, data: st.DataObject, early_by_ms: int) -> None:
+        # A timer before the deadline (skew, a rebuilt heap): it must change nothing.
+        # Time itself does not move back; only this timer's now_ms is early.
+        in_flight = sorted(key for key, r in self.requests.items() if r.status == "charged")
+        key = data.draw(st.sampled_from(in_flight), label="request")
+        self._expire(key, self.requests[key].deadline_ms - early_by_ms)
+
+    def _expire(self, key: Key, now_ms: int) -> None:
+        client_id, request_id = key
+        decision = self._handle(
+            Expire(client_id=client_id, request_id=request_id, region=REGION, now_ms=now_ms)
         )
-        self._check_refund(decision, request_id, client_id, DEADLINE_EXPIRED)
+        if self._is_open(key) and now_ms < self.requests[key].deadline_ms:
+            note_path("expire: early, ignored")
+            assert decision == Decision()
+            return
+        self._check_refund(decision, key, DEADLINE_EXPIRED)
 
     @precondition(
         lambda self: any(r.status in ("delivered", "refunded") for r in self.requests.values())
@@ -501,10 +571,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), outcome=st.sampled_from(("generated", "failed", "expired")))
     def outcome_arrives_again(self, data: st.DataObject, outcome: str) -> None:
         ended = sorted(
-            rid for rid, r in self.requests.items() if r.status in ("delivered", "refunded")
+            key for key, r in self.requests.items() if r.status in ("delivered", "refunded")
         )
-        request_id = data.draw(st.sampled_from(ended), label="request_id")
-        client_id = self.requests[request_id].client_id
+        client_id, request_id = data.draw(st.sampled_from(ended), label="request")
         event: InputEvent | Expire
         if outcome == "generated":
             event = MemeGenerated(
@@ -525,13 +594,13 @@ class LedgerMachine(RuleBasedStateMachine):
                 client_id=client_id, request_id=request_id, region=REGION, now_ms=self.now_ms
             )
 
-        assert self.ledger.handle(event) == Decision()
+        assert self._handle(event) == Decision()
 
     @rule(client_id=st.sampled_from(CLIENTS))
     def query_account(self, client_id: str) -> None:
         reply_to = self._next_reply_to()
         event = AccountQueried(**self._envelope(client_id), reply_to=reply_to)
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
         assert decision.entries == () and decision.account is None
         reply = self._only_reply(decision, reply_to, event.event_id)
@@ -553,26 +622,34 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.requests)
     @rule(data=st.data(), client_id=st.sampled_from(CLIENTS))
     def query_request(self, data: st.DataObject, client_id: str) -> None:
-        request_id = self._pick_request(data)
+        owner, request_id = self._pick_request(data)
         reply_to = self._next_reply_to()
         event = RequestQueried(
             **self._envelope(client_id), request_id=request_id, reply_to=reply_to
         )
-        decision = self.ledger.handle(event)
+        decision = self._handle(event)
 
         assert decision.entries == () and decision.request is None
         reply = self._only_reply(decision, reply_to, event.event_id)
-        request = self.requests[request_id]
-        if request.client_id != client_id:
-            assert reply.outcome == "not_found"
+        request = self.requests.get((client_id, request_id))
+        if request is None:
+            # Another client's id: "not_found", so a client learns nothing of it.
+            note_path(f"query request: not found, another client's {client_id != owner}")
+            assert (reply.outcome, reply.request) == ("not_found", None)
             return
+        note_path(f"query request: own, picked via another client {client_id != owner}")
         assert reply.outcome == "request" and reply.request is not None
-        assert (reply.request.status, reply.request.kind) == (request.status, request.kind)
+        assert (reply.request.request_id, reply.request.status, reply.request.kind) == (
+            request_id,
+            request.status,
+            request.kind,
+        )
+        meme_id = reply.request.meme.meme_id if reply.request.meme is not None else None
+        assert meme_id == request.meme_id
 
-    def _check_refund(
-        self, decision: Decision, request_id: str, client_id: str, reason: int
-    ) -> None:
-        if not self._is_open_for(request_id, client_id):
+    def _check_refund(self, decision: Decision, key: Key, reason: int) -> None:
+        client_id, request_id = key
+        if not self._is_open(key):
             note_path(f"refund {reason}: ignored")
             assert decision == Decision()
             return
@@ -587,7 +664,7 @@ class LedgerMachine(RuleBasedStateMachine):
             reason,
         )
         assert refunded.balance_after == client.balance
-        waiters = self._end(request_id, "refunded", reason, None)
+        waiters = self._end(key, "refunded", reason, None)
         self._check_final_replies(decision, waiters, "refunded", reason, client.balance)
 
     @staticmethod
@@ -598,8 +675,9 @@ class LedgerMachine(RuleBasedStateMachine):
         reason: int | None,
         balance: int,
     ) -> None:
-        """Every waiter, in arrival order, gets the one final outcome."""
+        """Every waiter, in arrival order, gets the one final outcome, exactly once."""
         assert [(to, r.correlation_id) for to, r in decision.replies] == waiters
+        assert len({c for _, c in waiters}) == len(waiters), waiters
         for _, reply in decision.replies:
             assert (reply.outcome, reply.reason, reply.balance) == (outcome, reason, balance)
             assert reply.entry == decision.entries[0]
@@ -632,30 +710,59 @@ class LedgerMachine(RuleBasedStateMachine):
         for client_id, model in self.clients.items():
             account = accounts[client_id]
             assert (account.balance, account.seq) == (model.balance, model.seq), client_id
-        for request_id, model in self.requests.items():
-            record = self.ledger.state.request(request_id)
-            assert record is not None, request_id
-            assert (record.client_id, record.status, record.kind) == (
+        for (client_id, request_id), model in self.requests.items():
+            record = self.ledger.state.request(client_id, request_id)
+            assert record is not None, (client_id, request_id)
+            assert (record.client_id, record.request_id, record.status, record.kind) == (
                 model.client_id,
+                request_id,
                 model.status,
                 model.kind,
             )
+            waiters = [(w.reply_to, w.correlation_id) for w in record.waiters]
+            assert waiters == model.waiters, (client_id, request_id)
+
+    @invariant()
+    def pending_index_is_the_requests_in_flight(self) -> None:
+        """The timers' index: every charged request, under its client, with its deadline."""
+        pending = [
+            parse_pending(key, value)
+            for key, value in self.ledger.records.items()
+            if key.startswith(PENDING_PREFIX)
+        ]
+        expected = [
+            (client_id, request_id, model.deadline_ms)
+            for (client_id, request_id), model in self.requests.items()
+            if model.status == "charged"
+        ]
+        assert sorted(pending) == sorted(expected)
 
     @invariant()
     def one_request_id_charges_at_most_once(self) -> None:
-        charges = Counter(e.request_id for e in self.ledger.entries if e.type == "TokensCharged")
+        # Per client: the same id used by two clients is two requests, each charged once.
+        charges = Counter(
+            (e.client_id, e.request_id) for e in self.ledger.entries if e.type == "TokensCharged"
+        )
         assert all(n == 1 for n in charges.values()), charges.most_common(3)
 
     @invariant()
     def each_request_has_at_most_one_final_outcome(self) -> None:
-        charged = {e.request_id for e in self.ledger.entries if e.type == "TokensCharged"}
+        charged = {
+            (e.client_id, e.request_id) for e in self.ledger.entries if e.type == "TokensCharged"
+        }
         finals = Counter(
-            e.request_id
+            (e.client_id, e.request_id)
             for e in self.ledger.entries
             if e.type in ("MemeDelivered", "TokensRefunded")
         )
         assert all(n == 1 for n in finals.values()), finals.most_common(3)
         assert set(finals) <= charged, "an outcome for a request that was never charged"
+
+    @invariant()
+    def output_ids_are_unique(self) -> None:
+        """Entry and work ids derive from distinct inputs, so no two outputs share one."""
+        ids = [e.event_id for e in self.ledger.entries] + [a.event_id for a in self.approved]
+        assert len(set(ids)) == len(ids), Counter(ids).most_common(3)
 
     @invariant()
     def conservation_per_client(self) -> None:
@@ -673,8 +780,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def charges_minus_refunds_is_delivered_plus_in_flight(self) -> None:
         in_flight: Counter[str] = Counter()
-        for request_id in self.requests:
-            record = self.ledger.state.request(request_id)
+        for (client_id, request_id), _ in self.requests.items():
+            record = self.ledger.state.request(client_id, request_id)
             if record is not None and record.status == "charged":
                 in_flight[record.client_id] += 1
         for client_id, entries in self._entries_by_client().items():
@@ -802,7 +909,8 @@ def test_same_history_on_two_fresh_ledgers_gives_identical_entries_and_records(
 ) -> None:
     """Scenario: the live processor and a replay fold the same inputs.
     We expect: the same decisions, the same entries (ids included) and the same records,
-    byte for byte: the fold depends on nothing but its inputs."""
+    byte for byte: the fold depends on nothing but its inputs. And since the inputs'
+    ids are distinct, so are the ids of every entry and every work item."""
     first, second = MemoryLedger(), MemoryLedger()
 
     first_decisions = [first.handle(event) for event in history(raw)]
@@ -811,3 +919,6 @@ def test_same_history_on_two_fresh_ledgers_gives_identical_entries_and_records(
     assert first_decisions == second_decisions
     assert [e.model_dump() for e in first.entries] == [e.model_dump() for e in second.entries]
     assert first.records == second.records
+    ids = [e.event_id for e in first.entries]
+    ids += [d.approved.event_id for d in first_decisions if d.approved is not None]
+    assert len(set(ids)) == len(ids), Counter(ids).most_common(3)

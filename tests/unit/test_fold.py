@@ -12,16 +12,26 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter
 
 from ledger.fold import PRICE_TOKENS, Decision, Expire, LedgerCorrupt, evolve
 from ledger.memory import MemoryLedger
-from ledger.state import MAX_WAITERS, Account, RequestRecord
+from ledger.state import (
+    MAX_WAITERS,
+    PENDING_PREFIX,
+    Account,
+    RequestRecord,
+    parse_pending,
+    pending_key,
+)
 from schemas.events import (
     AccountOpened,
     AccountQueried,
     ClientRegistered,
+    Id,
+    InputEvent,
     LedgerEntryUnion,
+    MemeApproved,
     MemeDelivered,
     MemeFailed,
     MemeGenerated,
@@ -45,6 +55,7 @@ API_KEY_SHA256 = "ab" * 32
 FINGERPRINT_A = "0123456789abcdef"
 FINGERPRINT_B = "fedcba9876543210"
 DEADLINE_AFTER_MS = 5_000
+ID = TypeAdapter(Id)
 
 
 class Script:
@@ -58,13 +69,26 @@ class Script:
         self.ledger = MemoryLedger()
         self._ids = itertools.count(1)
         self.last_event_id = ""
+        self.last_input: InputEvent | None = None
+        self.approved: list[MemeApproved] = []  # work sent to the generator pools
 
     def _event_id(self) -> str:
         self.last_event_id = f"e{next(self._ids)}"
         return self.last_event_id
 
+    def _handle(self, event: InputEvent) -> Decision:
+        self.last_input = event
+        return self.redeliver(event)
+
+    def redeliver(self, event: InputEvent) -> Decision:
+        """The very same input again (same event id), as after a consumer restart."""
+        decision = self.ledger.handle(event)
+        if decision.approved is not None:
+            self.approved.append(decision.approved)
+        return decision
+
     def register(self, client: str = "c1", at_ms: int = 0) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             ClientRegistered(
                 event_id=self._event_id(),
                 client_id=client,
@@ -76,7 +100,7 @@ class Script:
         )
 
     def buy(self, client: str, purchase_id: str, tokens: int, at_ms: int = 0) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             TokensPurchased(
                 event_id=self._event_id(),
                 client_id=client,
@@ -91,7 +115,7 @@ class Script:
     def subscribe(
         self, client: str, active: bool, until_ms: int | None = None, at_ms: int = 0
     ) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             SubscriptionRequested(
                 event_id=self._event_id(),
                 client_id=client,
@@ -111,7 +135,7 @@ class Script:
         fingerprint: str = FINGERPRINT_A,
         reply_to: int = 3,
     ) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             MemeRequested(
                 event_id=self._event_id(),
                 client_id=client,
@@ -130,7 +154,7 @@ class Script:
     def generated(
         self, client: str, request_id: str, kind: str = "standard", at_ms: int = 0
     ) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             MemeGenerated(
                 event_id=self._event_id(),
                 client_id=client,
@@ -146,7 +170,7 @@ class Script:
         )
 
     def failed(self, client: str, request_id: str, at_ms: int = 0) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             MemeFailed(
                 event_id=self._event_id(),
                 client_id=client,
@@ -164,7 +188,7 @@ class Script:
         )
 
     def query_account(self, client: str) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             AccountQueried(
                 event_id=self._event_id(),
                 client_id=client,
@@ -175,7 +199,7 @@ class Script:
         )
 
     def query_request(self, client: str, request_id: str) -> Decision:
-        return self.ledger.handle(
+        return self._handle(
             RequestQueried(
                 event_id=self._event_id(),
                 client_id=client,
@@ -191,8 +215,8 @@ class Script:
         assert account is not None, f"no account for {client}"
         return account
 
-    def record(self, request_id: str) -> RequestRecord:
-        record = self.ledger.state.request(request_id)
+    def record(self, request_id: str, client: str = "c1") -> RequestRecord:
+        record = self.ledger.state.request(client, request_id)
         assert record is not None, f"no record for {request_id}"
         return record
 
@@ -561,23 +585,186 @@ def test_same_request_id_with_other_parameters_is_rejected_with_reason_2(
     assert funded.account("c1").balance == balance_before
 
 
-def test_request_id_of_another_client_charges_nothing_and_leaves_the_owner_alone(
+def test_redelivered_request_while_in_flight_is_not_a_second_waiter(funded: Script) -> None:
+    """Scenario: the input that charged r1 (and then a retry) is delivered again, same
+    event id, while the meme is still being made.
+    We expect: nothing for the redelivery (no charge, no new waiter), and when the meme
+    arrives exactly one reply per distinct input, never two for the same one."""
+    funded.request("c1", "r1", reply_to=3)
+    first, first_id = funded.last_input, funded.last_event_id
+    funded.request("c1", "r1", reply_to=7)
+    retry, retry_id = funded.last_input, funded.last_event_id
+    assert first is not None and retry is not None
+    record_before = funded.record("r1")
+
+    assert funded.redeliver(first) == Decision()
+    assert funded.redeliver(retry) == Decision()
+
+    assert funded.record("r1") == record_before
+    assert [w.correlation_id for w in funded.record("r1").waiters] == [first_id, retry_id]
+    assert funded.account("c1").balance == 2
+    outcome = funded.generated("c1", "r1")
+    assert [(to, r.correlation_id) for to, r in outcome.replies] == [
+        (3, first_id),
+        (7, retry_id),
+    ]
+
+
+def test_redelivered_request_after_its_end_answers_the_first_outcome_again(
     funded: Script,
 ) -> None:
-    # Request ids are one keyspace in the fold: another client's id counts as "seen
-    # with other parameters" (check 2), so it is rejected, never charged or joined.
+    # Once the request has ended there is nobody waiting: a redelivery is answered like
+    # any retry (the first outcome, nothing charged).
+    funded.request("c1", "r1", reply_to=3)
+    first = funded.last_input
+    assert first is not None
+    delivered = funded.generated("c1", "r1").entries[0]
+    entries_before = list(funded.ledger.entries)
+
+    decision = funded.redeliver(first)
+
+    assert writes_nothing(decision)
+    reply_to, reply = only_reply(decision)
+    assert (reply_to, reply.correlation_id) == (3, first.event_id)
+    assert (reply.outcome, reply.entry) == ("delivered", delivered)
+    assert funded.ledger.entries == entries_before
+
+
+# --- request ids are scoped per client ------------------------------------------------
+
+
+@pytest.mark.parametrize("fingerprint", [FINGERPRINT_A, FINGERPRINT_B])
+def test_request_id_of_another_client_is_an_independent_request(
+    funded: Script, fingerprint: str
+) -> None:
+    """Scenario: c1 has r1 in flight; c2 sends its own request r1 (same or other
+    parameters).
+    We expect: c2 is charged normally (not an idempotency conflict, not a waiter of
+    c1's request), and c1's request is untouched."""
+    funded.register("c2")
+    funded.buy("c2", "p1", tokens=3)
+    funded.request("c1", "r1", fingerprint=FINGERPRINT_A)
+    c1_record_before = funded.record("r1", "c1")
+    c1_account_before = funded.account("c1")
+
+    decision = funded.request("c2", "r1", fingerprint=fingerprint)
+
+    (charged,) = decision.entries
+    assert isinstance(charged, TokensCharged)
+    assert (charged.client_id, charged.request_id, charged.seq, charged.balance_after) == (
+        "c2",
+        "r1",
+        3,
+        2,
+    )
+    assert decision.approved is not None
+    assert (decision.approved.client_id, decision.approved.request_id) == ("c2", "r1")
+    assert decision.replies == ()
+    c2_record = funded.record("r1", "c2")
+    assert (c2_record.client_id, c2_record.status, c2_record.fingerprint) == (
+        "c2",
+        "charged",
+        fingerprint,
+    )
+    assert [w.correlation_id for w in c2_record.waiters] == [funded.last_event_id]
+    assert funded.record("r1", "c1") == c1_record_before
+    assert funded.account("c1") == c1_account_before
+    assert funded.account("c2").balance == 2
+
+
+def test_request_id_rejected_for_one_client_does_not_reject_another(funded: Script) -> None:
+    funded.register("c0")  # no tokens
+    assert funded.request("c0", "r1").entries[0].type == "MemeRejected"
+
+    decision = funded.request("c1", "r1")
+
+    assert decision.entries[0].type == "TokensCharged"
+    assert funded.record("r1", "c0").status == "rejected"
+    assert funded.record("r1", "c1").status == "charged"
+
+
+def test_outcome_names_the_client_and_only_touches_that_clients_request(
+    funded: Script,
+) -> None:
+    """Scenario: c1 and c2 both have a request r1 in flight; outcomes arrive for each.
+    We expect: each outcome ends only the request of the client it names."""
+    funded.register("c2")
+    funded.buy("c2", "p1", tokens=3)
+    funded.request("c1", "r1", reply_to=3)
+    c1_waiter = funded.last_event_id
+    funded.request("c2", "r1", reply_to=8)
+    c2_waiter = funded.last_event_id
+
+    delivered = funded.generated("c2", "r1")
+
+    assert [e.client_id for e in delivered.entries] == ["c2"]
+    assert [(to, r.correlation_id) for to, r in delivered.replies] == [(8, c2_waiter)]
+    assert funded.record("r1", "c2").status == "delivered"
+    assert funded.record("r1", "c1").status == "charged"
+
+    refunded = funded.failed("c1", "r1")
+
+    assert [(e.type, e.client_id) for e in refunded.entries] == [("TokensRefunded", "c1")]
+    assert [(to, r.correlation_id) for to, r in refunded.replies] == [(3, c1_waiter)]
+    assert funded.record("r1", "c1").status == "refunded"
+    assert funded.record("r1", "c2").status == "delivered"
+    assert (funded.account("c1").balance, funded.account("c2").balance) == (3, 2)
+    # Both ended: late outcomes for either are ignored.
+    assert funded.expire("c2", "r1", now_ms=DEADLINE_AFTER_MS) == Decision()
+    assert funded.generated("c1", "r1") == Decision()
+
+
+def test_retry_and_query_answer_the_asking_clients_own_request(funded: Script) -> None:
     funded.register("c2")
     funded.buy("c2", "p1", tokens=3)
     funded.request("c1", "r1")
-    record_before = funded.record("r1")
+    funded.request("c2", "r1")
+    c2_meme = funded.generated("c2", "r1").entries[0]
+    funded.failed("c1", "r1")
 
-    decision = funded.request("c2", "r1")
+    c1_retry = only_reply(funded.request("c1", "r1"))[1]
+    c2_retry = only_reply(funded.request("c2", "r1"))[1]
+    c1_query = only_reply(funded.query_request("c1", "r1"))[1]
+    c2_query = only_reply(funded.query_request("c2", "r1"))[1]
 
-    assert writes_nothing(decision)
-    _, reply = only_reply(decision)
-    assert (reply.outcome, reply.reason) == ("rejected", RejectReason.IDEMPOTENCY_CONFLICT)
-    assert funded.record("r1") == record_before
-    assert funded.account("c2").balance == 3
+    assert (c1_retry.outcome, c1_retry.reason, c1_retry.balance) == (
+        "refunded",
+        RefundReason.GENERATOR_FAILED,
+        3,
+    )
+    assert (c2_retry.outcome, c2_retry.entry, c2_retry.balance) == ("delivered", c2_meme, 2)
+    assert c1_query.request is not None and c2_query.request is not None
+    assert (c1_query.request.status, c1_query.request.meme) == ("refunded", None)
+    assert (c2_query.request.status, c2_query.request.meme) == ("delivered", c2_meme)
+
+
+def test_pending_index_holds_charged_requests_per_client_with_their_deadline(
+    funded: Script,
+) -> None:
+    """The processor's timers come from this index: (client, request) -> deadline_ms."""
+    funded.register("c2")
+    funded.buy("c2", "p1", tokens=3)
+    funded.request("c1", "r1", at_ms=10)
+    funded.request("c2", "r1", at_ms=20)
+    funded.request("c1", "r1", at_ms=30)  # a retry: the deadline stays the first one's
+
+    def pending() -> set[tuple[str, str, int]]:
+        return {
+            parse_pending(key, value)
+            for key, value in funded.ledger.records.items()
+            if key.startswith(PENDING_PREFIX)
+        }
+
+    assert pending() == {
+        ("c1", "r1", 10 + DEADLINE_AFTER_MS),
+        ("c2", "r1", 20 + DEADLINE_AFTER_MS),
+    }
+    assert pending_key("c1", "r1") != pending_key("c2", "r1")
+
+    funded.generated("c2", "r1")
+    assert pending() == {("c1", "r1", 10 + DEADLINE_AFTER_MS)}
+    funded.expire("c1", "r1", now_ms=10 + DEADLINE_AFTER_MS)
+    assert pending() == set()
 
 
 # --- outcomes -------------------------------------------------------------------------
@@ -635,10 +822,75 @@ def test_expiry_refunds_the_token_with_reason_2(funded: Script) -> None:
     assert isinstance(refunded, TokensRefunded)
     assert refunded.reason == RefundReason.DEADLINE_EXPIRED == 2
     assert (refunded.balance_after, refunded.occurred_at_ms) == (3, DEADLINE_AFTER_MS)
-    # A timer has no event id of its own: the entry id derives from the request id.
-    assert refunded.event_id == "r1:expired:4"
+    assert refunded.request_id == "r1"
     assert only_reply(decision)[1].outcome == "refunded"
     assert funded.record("r1").status == "refunded"
+
+
+def expiry_refund_id(client: str, request_id: str, now_ms: int) -> str:
+    """The id of the refund a timer makes for ``client``'s request, on a fresh ledger
+    where c1 and c2 both have ``request_id`` in flight at the same seq."""
+    script = Script()
+    for name in ("c1", "c2"):
+        script.register(name)
+        script.buy(name, "p1", tokens=3)
+    script.request("c1", request_id)
+    script.request("c2", request_id)
+    (refunded,) = script.expire(client, request_id, now_ms=now_ms).entries
+    assert isinstance(refunded, TokensRefunded)
+    assert refunded.seq == 4
+    return refunded.event_id
+
+
+def test_expiry_refund_id_is_deterministic_valid_and_unique_per_client() -> None:
+    # A timer has no event id of its own: the entry id derives from the request it ends
+    # (its client and id), not from when the timer happened to fire.
+    c1_id = expiry_refund_id("c1", "r1", now_ms=DEADLINE_AFTER_MS)
+
+    assert ID.validate_python(c1_id) == c1_id
+    assert expiry_refund_id("c1", "r1", now_ms=DEADLINE_AFTER_MS) == c1_id
+    assert expiry_refund_id("c1", "r1", now_ms=DEADLINE_AFTER_MS + 123) == c1_id
+    # Same request id, same seq, another client: another entry, so another id.
+    assert expiry_refund_id("c2", "r1", now_ms=DEADLINE_AFTER_MS) != c1_id
+    assert expiry_refund_id("c1", "r2", now_ms=DEADLINE_AFTER_MS) != c1_id
+
+
+@pytest.mark.parametrize("early_by_ms", [1, DEADLINE_AFTER_MS])
+def test_expiry_before_the_deadline_is_ignored_and_the_meme_can_still_come(
+    funded: Script, early_by_ms: int
+) -> None:
+    """Scenario: a timer fires before the request's deadline (clock skew, a rebuilt
+    timer heap).
+    We expect: nothing (no refund, no reply); the meme that then arrives is delivered."""
+    funded.request("c1", "r1", at_ms=100)
+    deadline_ms = 100 + DEADLINE_AFTER_MS
+    account_before = funded.account("c1")
+    record_before = funded.record("r1")
+
+    decision = funded.expire("c1", "r1", now_ms=deadline_ms - early_by_ms)
+
+    assert decision == Decision()
+    assert funded.account("c1") == account_before
+    assert funded.record("r1") == record_before
+    outcome = funded.generated("c1", "r1")
+    assert [e.type for e in outcome.entries] == ["MemeDelivered"]
+    assert only_reply(outcome)[1].outcome == "delivered"
+
+
+def test_early_expiry_then_expiry_at_the_deadline_refunds_once(funded: Script) -> None:
+    funded.request("c1", "r1", at_ms=100)
+    deadline_ms = 100 + DEADLINE_AFTER_MS
+
+    assert funded.expire("c1", "r1", now_ms=deadline_ms - 1) == Decision()
+    on_time = funded.expire("c1", "r1", now_ms=deadline_ms)  # the deadline is inclusive
+    again = funded.expire("c1", "r1", now_ms=deadline_ms + 1)
+
+    assert [(e.type, e.occurred_at_ms) for e in on_time.entries] == [
+        ("TokensRefunded", deadline_ms)
+    ]
+    assert only_reply(on_time)[1].reason == RefundReason.DEADLINE_EXPIRED
+    assert again == Decision()
+    assert funded.account("c1").balance == 3
 
 
 @pytest.mark.parametrize("ended_by", ["failed", "expired"])
@@ -773,8 +1025,8 @@ def run_mixed_scenario(script: Script) -> None:
     script.generated("c1", "r1", kind="ai")
     script.failed("c1", "r2")
     script.buy("c2", "p1", tokens=1)
-    script.request("c2", "x2")
-    script.expire("c2", "x2", now_ms=10_000)
+    script.request("c2", "r1")  # c2's own r1: request ids are per client
+    script.expire("c2", "r1", now_ms=10_000)
     script.subscribe("c1", active=False)
 
 
@@ -815,9 +1067,25 @@ def test_same_inputs_on_fresh_ledgers_give_identical_entries_and_records() -> No
         e.model_dump() for e in second.ledger.entries
     ]
     assert first.ledger.records == second.ledger.records
-    # Entry ids derive from input ids, so they are unique and stable across runs.
-    ids = [e.event_id for e in first.ledger.entries]
+    assert first.approved == second.approved
+    # Output ids derive from input ids: stable across runs (above), unique, and valid
+    # ids whatever the input ids look like.
+    ids = [e.event_id for e in first.ledger.entries] + [a.event_id for a in first.approved]
+    assert len(first.approved) == 3  # c1's r1 and r2, c2's r1: not a vacuous check
     assert len(set(ids)) == len(ids)
+    assert all(ID.validate_python(i) == i for i in ids)
+
+
+def test_ids_of_one_request_differ_between_its_charge_approval_and_outcome(
+    funded: Script,
+) -> None:
+    charged = funded.request("c1", "r1")
+    delivered = funded.generated("c1", "r1")
+    assert charged.approved is not None
+
+    ids = {charged.entries[0].event_id, charged.approved.event_id, delivered.entries[0].event_id}
+
+    assert len(ids) == 3
 
 
 def test_replaying_entries_with_evolve_reproduces_every_account(script: Script) -> None:
@@ -870,18 +1138,33 @@ def test_evolve_rejects_an_entry_before_account_opened(funded: Script) -> None:
         evolve(None, credited)
 
 
-# --- known core bugs (xfail until fixed) ----------------------------------------------
+def test_evolve_rejects_an_entry_of_another_client(funded: Script) -> None:
+    # c2's credit has exactly the seq and balance_after c1's account expects next, so
+    # only the client check can catch it (an entry routed to the wrong account).
+    funded.register("c2")
+    funded.buy("c2", "p1", tokens=3)
+    c1_opened, _ = entries_of(funded, "c1")
+    _, c2_credited = entries_of(funded, "c2")
+    assert (c2_credited.seq, c2_credited.balance_after) == (2, 3)
+
+    with pytest.raises(LedgerCorrupt, match="of client c2 applied to account c1"):
+        replay([c1_opened, c2_credited])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason=(
-        "core bug: entry ids are '<input event_id>:<seq>', which exceeds the 128-char Id "
-        "limit when the input's (valid) event_id is 127-128 chars; decide raises instead "
-        "of deciding, so that input poisons its partition"
-    ),
-)
+def test_evolve_rejects_a_second_account_opened(funded: Script) -> None:
+    opened, credited = entries_of(funded, "c1")
+    # A re-opening that would otherwise fit (next seq, unchanged balance).
+    reopened = opened.model_copy(update={"seq": 3, "balance_after": credited.balance_after})
+
+    with pytest.raises(LedgerCorrupt, match="AccountOpened of client c1 applied to account c1"):
+        replay([opened, credited, reopened])
+    with pytest.raises(LedgerCorrupt, match="AccountOpened"):
+        replay([opened, opened])
+
+
+# --- ids stay valid whatever the input ids are ---------------------------------------
+
+
 def test_registration_with_a_maximum_length_event_id_opens_the_account() -> None:
     ledger = MemoryLedger()
     event = ClientRegistered(
@@ -898,15 +1181,6 @@ def test_registration_with_a_maximum_length_event_id_opens_the_account() -> None
     assert isinstance(decision.entries[0], AccountOpened)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason=(
-        "core bug: the expiry refund's id is '<request_id>:expired:<seq>', over the "
-        "128-char Id limit for request ids of ~118+ chars; a charged request with such "
-        "an id can never be refunded (Expire raises every time)"
-    ),
-)
 def test_expiry_refunds_a_request_with_a_maximum_length_request_id(funded: Script) -> None:
     long_request_id = "r" * 128
     charged = funded.request("c1", long_request_id)
@@ -916,3 +1190,70 @@ def test_expiry_refunds_a_request_with_a_maximum_length_request_id(funded: Scrip
 
     assert isinstance(decision.entries[0], TokensRefunded)
     assert funded.account("c1").balance == 3
+
+
+def test_maximum_length_ids_in_every_input_give_valid_outputs_on_every_path() -> None:
+    """Client, purchase, request and event ids all at the 128-char limit, through
+    registration, purchase, subscription, charge, delivery, failure and expiry."""
+    client = "c" * 128
+    ids = (f"{n}".rjust(128, "e") for n in itertools.count(1))
+    envelope = {"client_id": client, "region": REGION, "occurred_at_ms": 0}
+
+    def requested(request_id: str) -> MemeRequested:
+        return MemeRequested(
+            event_id=next(ids),
+            **envelope,
+            request_id=request_id,
+            fingerprint=FINGERPRINT_A,
+            lat=0.0,
+            lon=0.0,
+            query="q",
+            deadline_ms=DEADLINE_AFTER_MS,
+            reply_to=3,
+        )
+
+    rid = ["r" * 127 + str(n) for n in range(3)]
+    inputs: list[InputEvent | Expire] = [
+        ClientRegistered(event_id=next(ids), **envelope, api_key_sha256=API_KEY_SHA256, reply_to=0),
+        TokensPurchased(
+            event_id=next(ids), **envelope, purchase_id="p" * 128, tokens=5, reply_to=1
+        ),
+        SubscriptionRequested(event_id=next(ids), **envelope, active=True, reply_to=2),
+        requested(rid[0]),
+        requested(rid[1]),
+        requested(rid[2]),
+        MemeGenerated(
+            event_id=next(ids),
+            **envelope,
+            request_id=rid[0],
+            meme_id="m",
+            kind="ai",
+            template="t",
+            caption="c",
+            image_key="k",
+        ),
+        MemeFailed(event_id=next(ids), **envelope, request_id=rid[1], kind="ai", error="x"),
+        Expire(client_id=client, request_id=rid[2], region=REGION, now_ms=DEADLINE_AFTER_MS),
+    ]
+    ledger = MemoryLedger()
+
+    decisions = [ledger.handle(event) for event in inputs]
+
+    assert [e.type for e in ledger.entries] == [
+        "AccountOpened",
+        "TokensCredited",
+        "SubscriptionChanged",
+        "TokensCharged",
+        "TokensCharged",
+        "TokensCharged",
+        "MemeDelivered",
+        "TokensRefunded",
+        "TokensRefunded",
+    ]
+    out_ids = [e.event_id for e in ledger.entries]
+    out_ids += [d.approved.event_id for d in decisions if d.approved is not None]
+    assert len(out_ids) == 12
+    assert len(set(out_ids)) == len(out_ids)
+    assert all(ID.validate_python(i) == i for i in out_ids)
+    account = ledger.state.account(client)
+    assert account is not None and account.balance == 4
