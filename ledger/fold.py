@@ -1,7 +1,8 @@
 """The ledger's decisions, as a pure fold: ``decide(state, input) -> Decision``.
 
 No I/O, no clock, no randomness: time is the input's ``occurred_at_ms`` (or the
-``now_ms`` of an ``Expire``), and every id is derived from the input's id. The live
+``now_ms`` of an ``Expire``), and every id is derived from the input's id
+(``derived_id``). Request ids and purchase ids are scoped to their client. The live
 processor, the replay and the tests run this same code.
 
 ``evolve(account, entry)`` applies one ledger entry to an account. ``decide`` builds
@@ -25,6 +26,7 @@ arrive after the end are ignored: "when in doubt, the client gets a free meme".
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,13 +65,21 @@ from schemas.events import (
 PRICE_TOKENS = 1
 
 
+def derived_id(*parts: object) -> str:
+    """A deterministic id for an output, from the ids of what caused it.
+
+    Bounded length whatever the input ids are, so an output id is always valid.
+    """
+    return uuid.uuid5(uuid.NAMESPACE_URL, "maas:" + "/".join(map(str, parts))).hex
+
+
 class LedgerCorrupt(Exception):
     """An entry does not follow from the account it is applied to."""
 
 
 class StateView(Protocol):
     def account(self, client_id: str) -> Account | None: ...
-    def request(self, request_id: str) -> RequestRecord | None: ...
+    def request(self, client_id: str, request_id: str) -> RequestRecord | None: ...
     def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None: ...
 
 
@@ -113,7 +123,7 @@ def decide(state: StateView, event: InputEvent | Expire) -> Decision:
                 state,
                 event,
                 RefundReason.DEADLINE_EXPIRED,
-                f"{event.request_id}:expired",
+                derived_id(event.client_id, event.request_id, "expired"),
                 event.now_ms,
             )
         case TokensPurchased():
@@ -134,8 +144,8 @@ def decide(state: StateView, event: InputEvent | Expire) -> Decision:
                 account=account.view(),
             )
         case RequestQueried():
-            record = state.request(event.request_id)
-            if record is None or record.client_id != event.client_id:
+            record = state.request(event.client_id, event.request_id)
+            if record is None:
                 return _reply(event.reply_to, event.event_id, "not_found")
             return _reply(event.reply_to, event.event_id, "request", request=record.view())
     raise TypeError(f"no rule for {type(event).__name__}")
@@ -147,6 +157,11 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
         if not isinstance(entry, AccountOpened):
             raise LedgerCorrupt(f"{entry.type} for client {entry.client_id} before AccountOpened")
         account = Account(client_id=entry.client_id, api_key_sha256=entry.api_key_sha256)
+    elif isinstance(entry, AccountOpened) or entry.client_id != account.client_id:
+        raise LedgerCorrupt(
+            f"{entry.type} of client {entry.client_id} applied to account "
+            f"{account.client_id} (seq {account.seq})"
+        )
     if entry.seq != account.seq + 1:
         raise LedgerCorrupt(f"client {entry.client_id}: seq {entry.seq} follows {account.seq}")
     changes: dict[str, object] = {"seq": entry.seq}
@@ -188,7 +203,7 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
             event.reply_to, event.event_id, "rejected", reason=RejectReason.UNKNOWN_CLIENT
         )
 
-    seen = state.request(event.request_id)
+    seen = state.request(event.client_id, event.request_id)
     if seen is not None:
         return _repeated_request(seen, event, account)
 
@@ -246,7 +261,7 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
         waiters=(Waiter(reply_to=event.reply_to, correlation_id=event.event_id),),
     )
     approved = MemeApproved(
-        event_id=f"{event.event_id}:approved",
+        event_id=derived_id(event.event_id, "approved"),
         client_id=event.client_id,
         region=event.region,
         occurred_at_ms=event.occurred_at_ms,
@@ -262,12 +277,16 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
 
 
 def _repeated_request(seen: RequestRecord, event: MemeRequested, account: Account) -> Decision:
-    if seen.client_id != event.client_id or seen.fingerprint != event.fingerprint:
+    if seen.fingerprint != event.fingerprint:
         return _reply(
             event.reply_to, event.event_id, "rejected", reason=RejectReason.IDEMPOTENCY_CONFLICT
         )
     if seen.status == "charged":
-        if len(seen.waiters) >= MAX_WAITERS:
+        # A redelivered input (same event id) is already waiting; beyond MAX_WAITERS a
+        # retry gets no reply and its API answers 504 with the request id to poll.
+        if len(seen.waiters) >= MAX_WAITERS or any(
+            w.correlation_id == event.event_id for w in seen.waiters
+        ):
             return NOTHING
         waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
         return Decision(request=seen.model_copy(update={"waiters": (*seen.waiters, waiter)}))
@@ -339,6 +358,8 @@ def _end_with_refund(
     record, account = _open_request(state, cause.client_id, cause.request_id)
     if record is None or account is None:
         return NOTHING
+    if isinstance(cause, Expire) and cause.now_ms < record.deadline_ms:
+        return NOTHING  # an early timer: the outcome may still come
     refunded, account = _append_at(
         account,
         TokensRefunded,
@@ -372,8 +393,8 @@ def _open_request(
     state: StateView, client_id: str, request_id: str
 ) -> tuple[RequestRecord | None, Account | None]:
     """The request if it is charged and still waiting for its one outcome."""
-    record = state.request(request_id)
-    if record is None or record.status != "charged" or record.client_id != client_id:
+    record = state.request(client_id, request_id)
+    if record is None or record.status != "charged":
         return None, None
     return record, state.account(client_id)
 
@@ -443,7 +464,7 @@ def _client_registered(state: StateView, event: ClientRegistered) -> Decision:
             account=account.view(),
         )
     opened = AccountOpened(
-        event_id=f"{event.event_id}:0",
+        event_id=derived_id(event.event_id, 1),
         client_id=event.client_id,
         region=event.region,
         occurred_at_ms=event.occurred_at_ms,
@@ -530,7 +551,7 @@ def _append_at(
     **fields: object,
 ) -> tuple[LedgerEntryUnion, Account]:
     entry = entry_type(
-        event_id=f"{cause_id}:{account.seq + 1}",
+        event_id=derived_id(cause_id, account.seq + 1),
         client_id=account.client_id,
         region=region,
         occurred_at_ms=now_ms,

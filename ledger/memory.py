@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.fold import Decision, Expire, decide
-from ledger.state import KeyValueState, RequestRecord, record_writes, request_key
+from ledger.state import KeyValueState, record_writes
 from schemas.events import InputEvent, LedgerEntryUnion
 
 
@@ -22,10 +22,3 @@ class MemoryLedger:
                 self.records[key] = value
         self.entries.extend(decision.entries)
         return decision
-
-    def open_request(self, request_id: str) -> RequestRecord | None:
-        record = self.state.request(request_id)
-        return record if record is not None and record.status == "charged" else None
-
-    def has_request(self, request_id: str) -> bool:
-        return request_key(request_id) in self.records

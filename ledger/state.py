@@ -23,7 +23,7 @@ from schemas.events import (
     TokensCredited,
 )
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
 RequestStatus = Literal["charged", "delivered", "refunded", "rejected"]
 MAX_WAITERS = 8  # concurrent retries of one request that all get the answer
 
@@ -109,16 +109,23 @@ def account_key(client_id: str) -> bytes:
     return b"a/" + client_id.encode()
 
 
-def request_key(request_id: str) -> bytes:
-    return b"r/" + request_id.encode()
-
-
-def pending_key(request_id: str) -> bytes:
-    """Index of charged requests still waiting for an outcome; value = deadline_ms."""
-    return b"q/" + request_id.encode()
+def request_key(client_id: str, request_id: str) -> bytes:
+    # Request ids are per client, like purchase ids: one client's key never blocks another's.
+    return b"r/" + client_id.encode() + b"/" + request_id.encode()
 
 
 PENDING_PREFIX = b"q/"
+
+
+def pending_key(client_id: str, request_id: str) -> bytes:
+    """Index of charged requests still waiting for an outcome; value = deadline_ms."""
+    return PENDING_PREFIX + client_id.encode() + b"/" + request_id.encode()
+
+
+def parse_pending(key: bytes, value: bytes) -> tuple[str, str, int]:
+    """(client_id, request_id, deadline_ms) of a pending-index record."""
+    client_id, request_id = key[len(PENDING_PREFIX) :].decode().split("/", 1)
+    return client_id, request_id, int(value)
 
 
 def purchase_key(client_id: str, purchase_id: str) -> bytes:
@@ -138,8 +145,8 @@ class KeyValueState:
         raw = self._get(account_key(client_id))
         return None if raw is None else Account.model_validate_json(raw)
 
-    def request(self, request_id: str) -> RequestRecord | None:
-        raw = self._get(request_key(request_id))
+    def request(self, client_id: str, request_id: str) -> RequestRecord | None:
+        raw = self._get(request_key(client_id, request_id))
         return None if raw is None else RequestRecord.model_validate_json(raw)
 
     def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None:
@@ -155,13 +162,14 @@ def record_writes(
     if account is not None:
         writes.append((account_key(account.client_id), account.model_dump_json().encode()))
     if request is not None:
-        writes.append((request_key(request.request_id), request.model_dump_json().encode()))
+        key = request_key(request.client_id, request.request_id)
+        writes.append((key, request.model_dump_json().encode()))
+        pending = pending_key(request.client_id, request.request_id)
         if request.status == "charged":
-            pending = f"{request.client_id} {request.deadline_ms}".encode()
-            writes.append((pending_key(request.request_id), pending))
+            writes.append((pending, str(request.deadline_ms).encode()))
         elif request.status in ("delivered", "refunded"):
             # Only these end a charged request; a rejected one was never pending.
-            writes.append((pending_key(request.request_id), None))
+            writes.append((pending, None))
     if purchase is not None:
         key = purchase_key(purchase.client_id, purchase.purchase_id)
         writes.append((key, purchase.model_dump_json().encode()))

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from maas.settings import Settings
 from processors.generators import policy
 from processors.generators.place import Place, locate
 from processors.generators.render import RenderedMeme, offline_ai_caption, render_meme
@@ -197,25 +198,16 @@ def parse_caption(content: Any) -> AiCaption:
     return AiCaption(top.strip()[:MAX_CAPTION_LINE_CHARS], bottom.strip()[:MAX_CAPTION_LINE_CHARS])
 
 
-def make_backend(settings: Any) -> AiBackend:
-    """The backend named by settings: ``ai_backend`` is "offline" (default) or "openai"."""
-    kind = settings.ai_backend
-    if kind == "offline":
-        return OfflineAiBackend()
-    if kind == "openai":
-        base_url = settings.ai_base_url
-        model = settings.ai_model
-        if not base_url or not model:
-            raise ValueError("ai_backend 'openai' needs ai_base_url and ai_model")
-        key = settings.ai_api_key
-        secret = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+def make_backend(settings: Settings) -> AiBackend:
+    """The backend named by settings (which checked that "openai" has a URL and model)."""
+    if settings.ai_backend == "openai":
         return OpenAiCompatibleBackend(
-            base_url,
-            model,
-            secret or None,
+            settings.ai_base_url,
+            settings.ai_model,
+            settings.ai_api_key.get_secret_value() or None,
             max_tokens=settings.ai_max_tokens,
         )
-    raise ValueError(f"unknown ai_backend: {kind!r} (expected 'offline' or 'openai')")
+    return OfflineAiBackend()
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import (
@@ -74,7 +75,7 @@ from confluent_kafka import (
 from pydantic import ValidationError
 
 from ledger.fold import Decision, Expire, decide
-from ledger.state import PENDING_PREFIX, KeyValueState, record_writes
+from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
 from maas.settings import Settings
 from maas.topics import Topics
 from processors.batching import take_batch
@@ -87,6 +88,14 @@ RESTORE_BATCH = 5_000
 RESTORE_TIMEOUT_S = 300
 RETRY_BACKOFF_S = 0.1
 WATCHDOG_EXIT_CODE = 70
+FATAL_EXIT_CODE = 71
+TXN_CALL_TIMEOUT_S = 10.0
+WATCHDOG_SLACK_S = 5.0  # a call may overrun its own timeout a little before it is "hung"
+NO_LEADER_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
 
 
 class TransactionAborted(Exception):
@@ -110,7 +119,7 @@ class LedgerProcessor:
             Path(settings.data_dir) / "ledger-state" / settings.region / settings.instance_id
         )
         self.decisions = 0
-        self.watchdog = Watchdog(2 * settings.transaction_timeout_ms / 1000)
+        self.watchdog = Watchdog()
         common = settings.kafka_common()
         self.consumer = Consumer(
             {
@@ -151,8 +160,9 @@ class LedgerProcessor:
     # --- main loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        with self.watchdog:
-            self.producer.init_transactions(self.settings.transaction_timeout_ms / 1000)
+        init_timeout_s = self.settings.transaction_timeout_ms / 1000
+        with self.watchdog.guard(init_timeout_s + WATCHDOG_SLACK_S, "init_transactions"):
+            self.producer.init_transactions(init_timeout_s)
         self.consumer.subscribe(
             self.topics.ledger_inputs,
             on_assign=self._on_assign,
@@ -188,7 +198,7 @@ class LedgerProcessor:
         log.info("ledger processor stopped decisions=%d", self.decisions)
 
     def _process(self, messages: list[Message], due: list[tuple[int, int, str, str]]) -> None:
-        self._txn(self.producer.begin_transaction)
+        self._txn("begin_transaction", self.producer.begin_transaction)
         next_offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
             if msg.error():
@@ -225,9 +235,10 @@ class LedgerProcessor:
         if next_offsets:
             offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
             self._txn(
+                "send_offsets_to_transaction",
                 lambda: self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 10
-                )
+                    offsets, self.consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+                ),
             )
         self._commit()
         self._persist()
@@ -292,8 +303,10 @@ class LedgerProcessor:
         give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
         while True:
             try:
-                with self.watchdog:
-                    self.producer.commit_transaction(10)
+                with self.watchdog.guard(
+                    TXN_CALL_TIMEOUT_S + WATCHDOG_SLACK_S, "commit_transaction"
+                ):
+                    self.producer.commit_transaction(TXN_CALL_TIMEOUT_S)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -305,12 +318,12 @@ class LedgerProcessor:
                     continue
                 raise
 
-    def _txn(self, call: Callable[[], object]) -> None:
+    def _txn(self, what: str, call: Callable[[], object]) -> None:
         """Run a transactional call, sorting its errors into the three classes."""
         give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
         while True:
             try:
-                with self.watchdog:
+                with self.watchdog.guard(TXN_CALL_TIMEOUT_S + WATCHDOG_SLACK_S, what):
                     call()
                 return
             except KafkaException as exc:
@@ -337,7 +350,7 @@ class LedgerProcessor:
         self.changelog_offsets.clear()
 
     def _abort_and_rewind(self, messages: list[Message]) -> None:
-        self._txn(lambda: self.producer.abort_transaction(30))
+        self._txn("abort_transaction", lambda: self.producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         self.overlay.clear()
         self.changelog_offsets.clear()
         consumed = {TopicPartition(m.topic(), m.partition()) for m in messages if not m.error()}
@@ -363,15 +376,14 @@ class LedgerProcessor:
     ) -> None:
         for key, value in writes:
             if value is not None and key.startswith(PENDING_PREFIX):
-                client_id, deadline_ms = value.decode().split(" ")
-                request_id = key[len(PENDING_PREFIX) :].decode()
-                heapq.heappush(self.deadlines, (int(deadline_ms), partition, client_id, request_id))
+                client_id, request_id, deadline_ms = parse_pending(key, value)
+                heapq.heappush(self.deadlines, (deadline_ms, partition, client_id, request_id))
 
     def _rebuild_deadlines(self) -> None:
         self.deadlines = [
-            (deadline, partition, client_id, request_id)
+            (deadline_ms, partition, client_id, request_id)
             for partition, store in self.stores.items()
-            for request_id, client_id, deadline in store.pending()
+            for client_id, request_id, deadline_ms in store.pending()
         ]
         heapq.heapify(self.deadlines)
 
@@ -456,8 +468,11 @@ class LedgerProcessor:
             try:
                 return self.restorer.get_watermark_offsets(tp, timeout=10)[1]
             except KafkaException as exc:
-                # A topic just created, or a broker just restarted, has no leader yet.
-                if not exc.args[0].retriable() or time.monotonic() > give_up:
+                # A topic just created, or a broker just restarted, has no leader yet;
+                # librdkafka does not flag these as retriable here.
+                err = exc.args[0]
+                transient = err.retriable() or err.code() in NO_LEADER_YET
+                if not transient or time.monotonic() > give_up:
                     raise
                 log.info("changelog not ready partition=%d error=%s", partition, exc.args[0])
                 time.sleep(0.2)
@@ -470,16 +485,21 @@ class Watchdog:
     assignments, not a timer per call.
     """
 
-    def __init__(self, limit_s: float) -> None:
-        self.limit_s = limit_s
+    def __init__(self) -> None:
+        self.limit_s = 0.0
+        self.what = ""
         self.deadline: float | None = None
         threading.Thread(target=self._watch, name="txn-watchdog", daemon=True).start()
 
-    def __enter__(self) -> None:
-        self.deadline = time.monotonic() + self.limit_s
-
-    def __exit__(self, *_: object) -> None:
-        self.deadline = None
+    @contextmanager
+    def guard(self, limit_s: float, what: str) -> Iterator[None]:
+        self.limit_s = limit_s
+        self.what = what
+        self.deadline = time.monotonic() + limit_s
+        try:
+            yield
+        finally:
+            self.deadline = None
 
     def _watch(self) -> None:
         while True:
@@ -487,8 +507,9 @@ class Watchdog:
             deadline = self.deadline
             if deadline is not None and time.monotonic() > deadline:
                 log.critical(
-                    "transactional call hung for %.0fs; exiting so that a restart "
+                    "transactional call hung call=%s limit_s=%.0f; exiting so that a restart "
                     "fences the transaction",
+                    self.what,
                     self.limit_s,
                 )
                 logging.shutdown()
@@ -498,7 +519,7 @@ class Watchdog:
 def _raise_if_fatal(error: KafkaError) -> None:
     """A fatal consumer error (e.g. a static member fenced after a coordinator move) ends
     the process; the supervisor starts a fresh one, which rejoins cleanly."""
-    if error.fatal():
+    if error.fatal() or error.code() == KafkaError._FATAL:
         raise KafkaException(error)
 
 
@@ -510,4 +531,10 @@ def run(settings: Settings) -> None:
     processor = LedgerProcessor(settings)
     signal.signal(signal.SIGTERM, lambda *_: processor.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: processor.stop_event.set())
-    processor.run()
+    try:
+        processor.run()
+    except KafkaException as exc:
+        # Fenced, or an error that is neither retriable nor abortable (pitfall 2): a
+        # fresh process is the only safe continuation, and the supervisor starts one.
+        log.critical("fatal kafka error, exiting error=%s", exc.args[0])
+        raise SystemExit(FATAL_EXIT_CODE) from exc

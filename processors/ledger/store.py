@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from ledger.state import PENDING_PREFIX, STATE_FORMAT_VERSION
+from ledger.state import PENDING_PREFIX, STATE_FORMAT_VERSION, parse_pending
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,11 @@ class PartitionStore:
         self._db.write(batch)
 
     def pending(self) -> Iterator[tuple[str, str, int]]:
-        """(request_id, client_id, deadline_ms) of every charged request without outcome."""
+        """(client_id, request_id, deadline_ms) of every charged request without outcome."""
         for key, value in self._db.items(from_key=PENDING_PREFIX):
             if not key.startswith(PENDING_PREFIX):
                 break
-            client_id, deadline_ms = value.decode().split(" ")
-            yield key[len(PENDING_PREFIX) :].decode(), client_id, int(deadline_ms)
+            yield parse_pending(key, value)
 
     def close(self) -> None:
         self._db.close()
