@@ -241,6 +241,71 @@ class Region:
             time.sleep(0.5)  # start-up poll
         raise TimeoutError(f"ledger not answering after {timeout_s} s: {last}")
 
+    def backlog(self) -> dict[str, int]:
+        """Messages the ledger and generator groups have not committed yet, per group.
+
+        The approved topics are written in transactions: a partition drained up to its
+        commit marker still shows one offset of lag, which is not counted here.
+        """
+        from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        from maas.topics import Topics
+
+        topics = Topics(self.name)
+        groups = {
+            f"{self.name}.ledger": (topics.ledger_inputs, 0),
+            f"{self.name}.generators.standard": ([topics.approved("standard")], 1),
+            f"{self.name}.generators.ai": ([topics.approved("ai")], 1),
+        }
+        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
+        probe = Consumer(
+            {
+                "bootstrap.servers": self.kafka.bootstrap,
+                "group.id": f"bench-backlog-{os.getpid()}",
+                "isolation.level": "read_committed",
+            }
+        )
+        out: dict[str, int] = {}
+        try:
+            for group, (names, marker_slack) in groups.items():
+                tps = [
+                    TopicPartition(name, p)
+                    for name in names
+                    for p in range(self.settings.partitions)
+                ]
+                request = ConsumerGroupTopicPartitions(group, tps)
+                result = admin.list_consumer_group_offsets([request])[group].result(timeout=15)
+                lag = 0
+                for tp in result.topic_partitions:
+                    low, high = probe.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition), timeout=10
+                    )
+                    position = tp.offset if tp.offset >= 0 else low
+                    behind = high - position
+                    lag += behind if behind > marker_slack else 0
+                out[group.removeprefix(self.name + ".")] = lag
+        finally:
+            probe.close()
+        return out
+
+    def wait_drained(self, timeout_s: float = 120.0) -> None:
+        """Wait until the ledger and the generators have caught up, so the next
+        measurement does not start with the previous one's queue."""
+        started = time.monotonic()
+        while True:
+            backlog = self.backlog()
+            if not any(backlog.values()):
+                waited = time.monotonic() - started
+                if waited > 1:
+                    say(f"drained in {waited:.1f} s")
+                return
+            if time.monotonic() - started > timeout_s:
+                say(f"WARNING: still a backlog after {timeout_s:g} s: {backlog}")
+                return
+            self.check_alive()
+            time.sleep(0.5)  # drain poll, between measurements
+
     # --- billing ----------------------------------------------------------------------
 
     @property

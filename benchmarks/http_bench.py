@@ -60,6 +60,7 @@ from common import (
 BENCH_DIR = Path(__file__).resolve().parent
 QUERIES = ["food", "cats", "dogs", "monday", "coffee", "kafka", "rain", "pizza", "deadline"]
 PERCENTILES = (50, 90, 95, 99)
+SEND_LAG_WARN_MS = 20
 
 
 # --------------------------------------------------------------------------- wrk
@@ -178,6 +179,11 @@ class OpenLoopResult:
             f"achieved {self.achieved_rps:.1f} ok/s | latency ms p50 {self.p(50):.1f} "
             f"p95 {self.p(95):.1f} p99 {self.p(99):.1f} max {self.p(100):.1f} | "
             f"errors {self.errors} {errors or ''} | send lag p99 {self.send_lag_p99_ms:.1f} ms"
+            + (
+                " (LOAD GENERATOR BEHIND: its own delay is in the latency)"
+                if self.send_lag_p99_ms > SEND_LAG_WARN_MS
+                else ""
+            )
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -691,6 +697,7 @@ def run_all(
     if wrk:
         results["wrk"] = {"settings": f"-t{args.threads} -c{args.connections} -d{args.duration}s"}
         for name, url, _ in targets:
+            region.wait_drained()
             say(f"max throughput, {name}: wrk closed loop")
             results["wrk"][name] = run_wrk(
                 wrk, url, keys_file if name == "service" else None, args, pids
@@ -719,6 +726,7 @@ def run_all(
         results["slo_run"] = {}
         runs: dict[str, OpenLoopResult] = {}
         for name, url, target_keys in targets:
+            region.wait_drained()
             say(f"SLO run, {name}: open loop {rate:g} req/s for {seconds:g} s")
             runs[name] = measured_open_loop(url, target_keys, rate, seconds, args.timeout, pids)
             print("    " + runs[name].line())
@@ -755,6 +763,7 @@ def run_all(
         results["ladder"] = []
         best = None
         for step_rate in ladder:
+            region.wait_drained()
             say(f"ladder step: open loop {step_rate:g} req/s for {args.step_seconds:g} s")
             step = measured_open_loop(
                 region.base_url, keys, step_rate, args.step_seconds, args.timeout, pids

@@ -322,6 +322,11 @@ def run_transactional(
         "markers_per_partition": markers,
         "transactions_between": [txn_low, txn_high],
         "mean_batch_between": [requests / max(1, txn_high), requests / max(1, txn_low)],
+        # consumption time over the number of transactions: the mean time per batch
+        "mean_cycle_ms_between": [
+            1000 * (times["end_at"] - start) / max(1, txn_high),
+            1000 * (times["end_at"] - start) / max(1, txn_low),
+        ],
         "cpu": report.as_dict() if report else None,
     }
     say(
@@ -333,7 +338,9 @@ def run_transactional(
     say(
         f"    output: {charged:,} TokensCharged read back; commit markers per ledger partition "
         f"{markers} -> {txn_low}..{txn_high} transactions, mean batch {low:.0f}..{high:.0f} "
-        f"requests; end time known to {times['end_resolution_s'] * 1000:.0f} ms"
+        f"requests, mean cycle {result['mean_cycle_ms_between'][0]:.0f}.."
+        f"{result['mean_cycle_ms_between'][1]:.0f} ms per transaction; end time known to "
+        f"{times['end_resolution_s'] * 1000:.0f} ms"
     )
     if report:
         say("    " + report.line())
@@ -517,6 +524,76 @@ class AtLeastOnceLoop:
             self.delivery_errors.append(err)
 
 
+# --------------------------------------------------------------------------- (d) txn cycle
+
+
+def run_txn_cycles(
+    bootstrap: str, source_topic: str, out_topic: str, partitions: int, cycles: int,
+    backoffs: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """Back-to-back transactions shaped like the processor's (produce to every partition,
+    ``send_offsets_to_transaction``, ``commit_transaction``), timed one by one, for
+    each value of librdkafka's ``retry.backoff.ms`` (its default is 100 ms; the ledger
+    processor does not set it). A transaction begun right after a commit can be told
+    CONCURRENT_TRANSACTIONS while the broker writes the previous commit's markers, and
+    librdkafka retries after that backoff."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-txn-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([source_topic])
+    msg = None
+    give_up = time.monotonic() + 60
+    while (msg is None or msg.error()) and time.monotonic() < give_up:
+        msg = consumer.poll(0.5)
+    if msg is None or msg.error():
+        raise RuntimeError(f"(d): nothing to consume from {source_topic}")
+    offsets = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
+    out: dict[str, Any] = {}
+    try:
+        for backoff in backoffs:
+            producer = Producer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "transactional.id": f"bench-txn-{uuid.uuid4().hex[:8]}",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 1,
+                    "retry.backoff.ms": backoff,
+                }
+            )
+            producer.init_transactions(30)
+            times: list[float] = []
+            for _ in range(cycles):
+                started = time.perf_counter()
+                producer.begin_transaction()
+                for partition in range(partitions):
+                    producer.produce(out_topic, b"bench", partition=partition)
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 10
+                )
+                producer.commit_transaction(10)
+                times.append((time.perf_counter() - started) * 1000)
+            del producer
+            times.sort()
+            out[str(backoff)] = {
+                f"p{q}_ms": round(percentile(times, q), 1) for q in (50, 90, 99)
+            } | {"cycles_per_s": round(1000 * len(times) / sum(times), 1)}
+            say(
+                f"(d) retry.backoff.ms={backoff}: transaction cycle p50 "
+                f"{out[str(backoff)]['p50_ms']:.1f} ms, p90 {out[str(backoff)]['p90_ms']:.1f}, "
+                f"p99 {out[str(backoff)]['p99_ms']:.1f}; {out[str(backoff)]['cycles_per_s']:.1f}"
+                " transactions/s back to back"
+            )
+    finally:
+        consumer.close()
+    return out
+
+
 # --------------------------------------------------------------------------- (c) in memory
 
 
@@ -631,6 +708,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=100, help="clients (keys) they spread on")
     parser.add_argument("--poll-ms", type=float, default=50, help="committed-offset poll period")
     parser.add_argument("--repeat", type=int, default=3, help="in-memory runs (best is kept)")
+    parser.add_argument(
+        "--txn-cycles", type=int, default=50, help="(d) transactions per setting; 0 skips"
+    )
+    parser.add_argument(
+        "--backoffs", default="100,10", help="(d) retry.backoff.ms values to compare"
+    )
     parser.add_argument("--skip-transactional", action="store_true")
     parser.add_argument("--skip-at-least-once", action="store_true")
     parser.add_argument("--png", type=Path, default=IMG / "processor-rates.png")
@@ -700,6 +783,16 @@ def main() -> int:
                 )
                 if meter.report:
                     say("    " + meter.report.line())
+            if args.txn_cycles > 0:
+                say(f"(d) transaction cycle: {args.txn_cycles} back-to-back transactions")
+                results["txn_cycle"] = run_txn_cycles(
+                    cluster.bootstrap,
+                    topics.requests,
+                    Topics(shadow.region).ledger,
+                    settings.partitions,
+                    args.txn_cycles,
+                    [int(b) for b in args.backoffs.split(",")],
+                )
         finally:
             # Every librdkafka client goes before the broker does: destroying one whose
             # broker is gone can block the interpreter's exit.
