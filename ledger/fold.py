@@ -8,7 +8,8 @@ processor, the replay and the tests run this same code.
 ``evolve(account, entry)`` applies one ledger entry to an account. ``decide`` builds
 every entry through it, so a replay of the ledger topic (folding entries with
 ``evolve``) reproduces the live balances by construction; ``evolve`` also checks each
-entry's ``seq`` and ``balance_after`` and raises ``LedgerCorrupt`` on any mismatch.
+entry's ``seq``, ``balance_after`` and ``prev_hash`` (the per-client hash chain) and
+raises ``LedgerCorrupt`` on any mismatch.
 
 Checks for a meme request, in order (the first that applies decides):
 
@@ -60,6 +61,7 @@ from schemas.events import (
     TokensCredited,
     TokensPurchased,
     TokensRefunded,
+    entry_hash,
 )
 
 PRICE_TOKENS = 1
@@ -164,6 +166,11 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
         )
     if entry.seq != account.seq + 1:
         raise LedgerCorrupt(f"client {entry.client_id}: seq {entry.seq} follows {account.seq}")
+    if entry.prev_hash != account.last_hash:
+        raise LedgerCorrupt(
+            f"client {entry.client_id} seq {entry.seq}: prev_hash does not match the hash of "
+            f"seq {account.seq}"
+        )
     changes: dict[str, object] = {"seq": entry.seq}
     balance = account.balance
     match entry:
@@ -190,6 +197,7 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
             f"entry says {entry.balance_after}"
         )
     changes["balance"] = balance
+    changes["last_hash"] = entry_hash(entry)
     return account.model_copy(update=changes)
 
 
@@ -558,6 +566,7 @@ def _append_at(
         causation_id=causation_id,
         seq=account.seq + 1,
         balance_after=account.balance + delta,
+        prev_hash=account.last_hash,
         **fields,
     )
     return entry, evolve(account, entry)

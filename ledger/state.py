@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import (
+    GENESIS_HASH,
     AccountView,
     Kind,
     MemeDelivered,
@@ -42,6 +43,7 @@ class Account(BaseModel):
     tokens_refunded: int = 0
     ai_active: bool = False
     ai_until_ms: int | None = None
+    last_hash: str = GENESIS_HASH  # entry_hash of the last entry: the next one's prev_hash
 
     def ai_entitled(self, now_ms: int) -> bool:
         return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)

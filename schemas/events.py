@@ -20,6 +20,7 @@ version published in ``schemas/published/`` (checked by ``tests/unit/test_schema
 
 from __future__ import annotations
 
+import hashlib
 from enum import IntEnum
 from typing import Annotated, Literal
 
@@ -134,9 +135,20 @@ class RequestQueried(Envelope):
 # --- ledger entries -----------------------------------------------------------------
 
 
+GENESIS_HASH = "0" * 64
+
+
 class LedgerEntry(Envelope):
     seq: int = Field(ge=1)
     balance_after: int = Field(ge=0)
+    # sha256 of the client's previous entry (``entry_hash``), GENESIS_HASH for the first:
+    # the per-client hash chain that makes a gap, a reordering or an edit visible.
+    prev_hash: str = Field(default=GENESIS_HASH, pattern=r"^[0-9a-f]{64}$")
+
+
+def entry_hash(entry: LedgerEntry) -> str:
+    """The hash the client's next entry carries as ``prev_hash``: sha256 of its JSON."""
+    return hashlib.sha256(dump(entry)).hexdigest()
 
 
 class AccountOpened(LedgerEntry):

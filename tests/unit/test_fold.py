@@ -25,6 +25,7 @@ from ledger.state import (
     pending_key,
 )
 from schemas.events import (
+    GENESIS_HASH,
     AccountOpened,
     AccountQueried,
     ClientRegistered,
@@ -48,6 +49,7 @@ from schemas.events import (
     TokensCredited,
     TokensPurchased,
     TokensRefunded,
+    entry_hash,
 )
 
 REGION = "eu"
@@ -268,8 +270,13 @@ def test_registration_opens_an_account_with_zero_balance(script: Script) -> None
     assert reply.balance == 0
     assert reply.entry == opened
     assert script.account("c1") == Account(
-        client_id="c1", api_key_sha256=API_KEY_SHA256, balance=0, seq=1
+        client_id="c1",
+        api_key_sha256=API_KEY_SHA256,
+        balance=0,
+        seq=1,
+        last_hash=entry_hash(opened),
     )
+    assert opened.prev_hash == GENESIS_HASH
 
 
 def test_registering_twice_is_idempotent(script: Script) -> None:
@@ -1121,6 +1128,28 @@ def test_evolve_rejects_a_seq_gap(funded: Script) -> None:
         replay([opened, charged])
     with pytest.raises(LedgerCorrupt, match="seq 2 follows 2"):
         replay([opened, credited, credited])  # a duplicated entry is a gap backwards
+
+
+def test_each_entry_carries_the_hash_of_the_clients_previous_entry(funded: Script) -> None:
+    funded.request("c1", "r1")
+    opened, credited, charged = entries_of(funded, "c1")
+
+    assert opened.prev_hash == GENESIS_HASH
+    assert credited.prev_hash == entry_hash(opened)
+    assert charged.prev_hash == entry_hash(credited)
+    assert funded.account("c1").last_hash == entry_hash(charged)
+
+
+def test_evolve_rejects_an_edited_entry_through_the_hash_chain(funded: Script) -> None:
+    """Scenario: an entry is edited in a copy of the log in a way that keeps seq and
+    balance consistent (another purchase id). We expect: the next entry's prev_hash no
+    longer matches, and the replay names the client and seq."""
+    funded.request("c1", "r1")
+    opened, credited, charged = entries_of(funded, "c1")
+    edited = credited.model_copy(update={"purchase_id": "forged"})
+
+    with pytest.raises(LedgerCorrupt, match="client c1 seq 3: prev_hash"):
+        replay([opened, edited, charged])
 
 
 def test_evolve_rejects_an_altered_balance_after(funded: Script) -> None:
