@@ -14,7 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-DEFAULT_BILLING_TOKEN = "dev-billing-token"  # printed by `maas up`; override in production
+# Development defaults, printed by `maas up`; override every one of them in production.
+DEFAULT_BILLING_TOKEN = "dev-billing-token"
+DEFAULT_AUDITOR_TOKEN = "dev-auditor-token"
+DEFAULT_AUDIT_SIGNING_KEY = "dev-audit-signing-key"
 
 
 class Settings(BaseModel):
@@ -38,6 +41,8 @@ class Settings(BaseModel):
     api_instance: int = Field(default=0, ge=0)
     request_deadline_ms: int = Field(default=5_000, ge=100)
     billing_token: SecretStr = SecretStr(DEFAULT_BILLING_TOKEN)
+    auditor_token: SecretStr = SecretStr(DEFAULT_AUDITOR_TOKEN)  # read-only auditor scope
+    audit_signing_key: SecretStr = SecretStr(DEFAULT_AUDIT_SIGNING_KEY)  # HMAC of checkpoints
 
     # generators
     generator_concurrency: int = Field(default=4, ge=1, le=256)

@@ -124,6 +124,14 @@ class Stack:
     # --- helpers -----------------------------------------------------------------------
 
     @property
+    def auditor_token(self) -> str:
+        return self.env["MAAS_AUDITOR_TOKEN"]
+
+    @property
+    def auditor(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.auditor_token}"}
+
+    @property
     def billing(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.billing_token}"}
 
@@ -191,6 +199,7 @@ def run_stack(
         "MAAS_REGION": region,
         "MAAS_DATA_DIR": str(root / "data"),
         "MAAS_BILLING_TOKEN": billing_token,
+        "MAAS_AUDITOR_TOKEN": f"auditor-{billing_token}",
         "MAAS_FAULT_INJECTION_QUERY": FAULT_QUERY,
         "PYTHONUNBUFFERED": "1",
     }
