@@ -50,18 +50,29 @@ class Child:
         log.info("started process=%s pid=%d log=%s", self.name, self.process.pid, self.log_path)
 
 
-def children(settings: Settings, host: str, port: int) -> list[Child]:
+PROCESSES = ("processor", "generator-standard", "generator-ai", "api")
+
+
+def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
+    """The command line of one process of the service, as ``maas up`` runs it."""
     maas = [sys.executable, "-m", "maas.cli"]
+    match name:
+        case "processor":
+            return [*maas, "processor"]
+        case "generator-standard":
+            return [*maas, "generator", "--kind", "standard"]
+        case "generator-ai":
+            return [*maas, "generator", "--kind", "ai"]
+        case "api":
+            return [*maas, "api", "--host", host, "--port", str(port)]
+    raise KeyError(name)
+
+
+def children(settings: Settings, host: str, port: int) -> list[Child]:
     logs_dir = Path(settings.data_dir) / "logs"
     return [
-        Child("ledger", [*maas, "processor"], logs_dir / "ledger.log"),
-        Child(
-            "generator-standard",
-            [*maas, "generator", "--kind", "standard"],
-            logs_dir / "generator-standard.log",
-        ),
-        Child("generator-ai", [*maas, "generator", "--kind", "ai"], logs_dir / "generator-ai.log"),
-        Child("api", [*maas, "api", "--host", host, "--port", str(port)], logs_dir / "api.log"),
+        Child(name, process_command(name, host, port), logs_dir / f"{name}.log")
+        for name in PROCESSES
     ]
 
 

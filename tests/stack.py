@@ -29,6 +29,7 @@ import pytest
 
 from maas.broker import free_port
 from maas.settings import Settings
+from maas.supervisor import PROCESSES, process_command
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -53,17 +54,7 @@ class Stack:
     # --- processes -------------------------------------------------------------------
 
     def command(self, name: str) -> list[str]:
-        maas = [sys.executable, "-m", "maas.cli"]
-        match name:
-            case "processor":
-                return [*maas, "processor"]
-            case "generator-standard":
-                return [*maas, "generator", "--kind", "standard"]
-            case "generator-ai":
-                return [*maas, "generator", "--kind", "ai"]
-            case "api":
-                return [*maas, "api", "--host", "127.0.0.1", "--port", str(self.port)]
-        raise KeyError(name)
+        return process_command(name, port=self.port)
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
@@ -225,7 +216,7 @@ def run_stack(
                 check=True,
                 timeout=120,
             )
-        for name in ("processor", "generator-standard", "generator-ai", "api"):
+        for name in PROCESSES:
             stack.start(name)
         stack.wait_ready()
         stack.wait_serving()

@@ -300,23 +300,9 @@ class LedgerProcessor:
 
     def _commit(self) -> None:
         """Commit; a retriable (ambiguous) failure is retried, never aborted (pitfall 1)."""
-        give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
-        while True:
-            try:
-                with self.watchdog.guard(
-                    TXN_CALL_TIMEOUT_S + WATCHDOG_SLACK_S, "commit_transaction"
-                ):
-                    self.producer.commit_transaction(TXN_CALL_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.txn_requires_abort():
-                    raise TransactionAborted(err) from exc
-                if err.retriable() and time.monotonic() < give_up:
-                    log.warning("commit retry error=%s", err)
-                    time.sleep(RETRY_BACKOFF_S)
-                    continue
-                raise
+        self._txn(
+            "commit_transaction", lambda: self.producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+        )
 
     def _txn(self, what: str, call: Callable[[], object]) -> None:
         """Run a transactional call, sorting its errors into the three classes."""
