@@ -1,63 +1,235 @@
-"""``maas replay``: rebuild every balance from the ledger topic and check the guarantees."""
+"""``maas replay``: rebuild balances from the ledger topic and check the guarantees.
+
+The fold is ``ledger.replay.Replay`` (``evolve``, the function the live processor builds
+every entry with), so a replay of the whole topic equals the live state. Options:
+
+- ``--client ID``: fold only that client's entries (the topic's key is the client id);
+- ``--as-of-offset N`` or ``--as-of-offset P:N,P:N``: the state a consumer positioned at
+  offset ``N`` of each partition would have, i.e. entries at offsets *below* ``N``
+  (Kafka's "next offset" convention; transaction markers take offsets too). With the
+  ``P:N`` form, a partition not named is read to its end;
+- ``--as-of-time ISO``: per client, the entries up to the first one with
+  ``occurred_at_ms`` after the time (a naive time is UTC). A client's entries are in
+  ``seq`` order but their times come from several clocks (API instances, the processor's
+  deadline timer), so the cut is a per-client prefix: the hash chain never has a gap;
+- ``--what-if-price ai=2,standard=1``: also fold the entries under other prices
+  (``ledger.whatif``) and print, per client, the old and new balance instead of the
+  accounts.
+
+A progress bar (entries read, rate, share of the topic) goes to stderr, and the
+throughput at the end. The exit status is 1 if any guarantee is violated.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, TopicPartition
 
 from ledger.replay import Replay
+from ledger.whatif import CSV_HEADER, WhatIf, csv_row, parse_pricing
 from maas import logs
 from maas.settings import Settings
 from maas.topic_reader import read_topic
 from maas.topics import Topics
-from schemas.events import parse_entry
+from schemas.events import LedgerEntryUnion, parse_entry
 
-PROGRESS_EVERY = 50_000
+PROGRESS_INTERVAL_S = 0.2
+BAR_WIDTH = 30
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """Where a replay stops. Offsets are exclusive ends; the time is inclusive."""
+
+    offset_all: int | None = None  # every partition
+    offsets: dict[int, int] = field(default_factory=dict)  # per partition, wins over all
+    time_ms: int | None = None
+
+    def offset_limit(self, partition: int) -> int | None:
+        return self.offsets.get(partition, self.offset_all)
+
+
+def parse_offsets(text: str) -> AsOf:
+    """``"1234"`` (every partition) or ``"0:1234,3:99"`` (those partitions)."""
+    if ":" not in text:
+        return AsOf(offset_all=_non_negative(text))
+    offsets = {}
+    for part in text.split(","):
+        partition, sep, offset = part.partition(":")
+        if not sep:
+            raise ValueError(f"expected partition:offset, got {part!r}")
+        offsets[_non_negative(partition)] = _non_negative(offset)
+    return AsOf(offsets=offsets)
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO 8601 time (``2026-11-25T03:00:00Z``; naive = UTC) in ms since the epoch."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"an offset cannot be negative: {text}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="rebuild balances from the ledger topic")
-    replay.add_argument("--client", help="print only this client's account")
+    replay.add_argument("--client", help="fold and print only this client's account")
+    replay.add_argument(
+        "--as-of-offset",
+        metavar="N|P:N,...",
+        help="stop each partition before offset N (or the named partitions at theirs)",
+    )
+    replay.add_argument(
+        "--as-of-time",
+        metavar="ISO",
+        help="per client, entries up to this time (occurred_at_ms <= it; naive = UTC)",
+    )
+    replay.add_argument(
+        "--what-if-price",
+        metavar="KIND=TOKENS,...",
+        help="print old vs new balances under these prices, e.g. ai=2,standard=1",
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=_replay)
 
 
-def replay_ledger(settings: Settings, progress: bool = False) -> Replay:
-    replay = Replay()
-    started = time.monotonic()
-    for msg in read_topic(settings, Topics(settings.region).ledger):
-        replay.apply(parse_entry(msg.value()))
-        if progress and replay.entries % PROGRESS_EVERY == 0:
-            rate = replay.entries / (time.monotonic() - started)
-            print(
-                f"\rreplayed entries={replay.entries} rate={rate:,.0f}/s",
-                end="",
-                file=sys.stderr,
-                flush=True,
+class Progress:
+    """A one-line bar on stderr, redrawn at most every ``PROGRESS_INTERVAL_S``."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.started = time.monotonic()
+        self._next_draw = self.started
+
+    def update(self, read: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_draw:
+            return
+        self._next_draw = now + PROGRESS_INTERVAL_S
+        rate = read / max(now - self.started, 1e-9)
+        if self.total:
+            # The total counts transaction markers too: the share is a close estimate.
+            share = min(read / self.total, 1.0)
+            filled = int(share * BAR_WIDTH)
+            bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:4.0%} "
+        else:
+            bar = ""
+        print(f"\r{bar}entries={read:,} rate={rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+
+def ledger_size(settings: Settings, topic: str, timeout_s: float = 10.0) -> int | None:
+    """Offsets in the topic (entries plus transaction markers); None if unknown."""
+    consumer = Consumer({**settings.kafka_common(), "group.id": "maas-replay-size"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        total = 0
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
             )
+            total += high - low
+        return total
+    except Exception:  # the bar is a nicety: never fail a replay for it
+        return None
+    finally:
+        consumer.close()
+
+
+def replay_ledger(
+    settings: Settings,
+    progress: bool = False,
+    *,
+    client: str | None = None,
+    as_of: AsOf | None = None,
+    sink: Callable[[LedgerEntryUnion], None] | None = None,
+) -> Replay:
+    """Fold the ledger topic (all of it, or up to ``as_of``; one client or all).
+
+    ``sink`` sees every entry that is folded, in order (the what-if fold uses it).
+    """
+    as_of = as_of or AsOf()
+    topic = Topics(settings.region).ledger
+    bar = Progress(ledger_size(settings, topic)) if progress else None
+    replay = Replay()
+    key = client.encode() if client is not None else None
+    limited = as_of.offset_all is not None or bool(as_of.offsets)
+    stopped: set[str] = set()  # clients past the time cut
+    read = 0
+    for msg in read_topic(settings, topic):
+        read += 1
+        if bar is not None:
+            bar.update(read)
+        if limited:
+            limit = as_of.offset_limit(msg.partition())
+            if limit is not None and msg.offset() >= limit:
+                continue
+        if key is not None and msg.key() != key:
+            continue
+        entry = parse_entry(msg.value())
+        if as_of.time_ms is not None:
+            if entry.client_id in stopped:
+                continue
+            if entry.occurred_at_ms > as_of.time_ms:
+                stopped.add(entry.client_id)
+                continue
+        replay.apply(entry)
+        if sink is not None:
+            sink(entry)
+    if bar is not None:
+        bar.update(read, force=True)
+        print(file=sys.stderr)
     return replay
 
 
 def _replay(args: argparse.Namespace) -> int:
     logs.configure("replay")
     settings = Settings.from_env()
+    try:
+        as_of = parse_offsets(args.as_of_offset) if args.as_of_offset else AsOf()
+        if args.as_of_time:
+            as_of = AsOf(as_of.offset_all, as_of.offsets, parse_time_ms(args.as_of_time))
+        whatif = WhatIf(parse_pricing(args.what_if_price)) if args.what_if_price else None
+    except ValueError as exc:
+        print(f"maas replay: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
-    replay = replay_ledger(settings, progress=True)
+    replay = replay_ledger(
+        settings,
+        progress=not args.quiet,
+        client=args.client,
+        as_of=as_of,
+        sink=whatif.apply if whatif is not None else None,
+    )
     seconds = time.monotonic() - started
     print(
-        f"\nentries={replay.entries} clients={len(replay.accounts)} seconds={seconds:.2f} "
+        f"entries={replay.entries} clients={len(replay.accounts)} seconds={seconds:.2f} "
         f"rate={replay.entries / max(seconds, 1e-9):,.0f}/s",
         file=sys.stderr,
     )
-    accounts = sorted(replay.accounts.values(), key=lambda a: a.client_id)
-    if args.client:
-        accounts = [a for a in accounts if a.client_id == args.client]
-    print("client_id,balance,credited,charged,refunded,delivered,seq")
-    for a in accounts:
-        print(
-            f"{a.client_id},{a.balance},{a.tokens_credited},{a.tokens_charged},"
-            f"{a.tokens_refunded},{a.memes_delivered},{a.seq}"
-        )
+    if whatif is not None:
+        print(CSV_HEADER)
+        for c in sorted(whatif.clients.values(), key=lambda c: c.client_id):
+            print(csv_row(c))
+        print(csv_row(whatif.totals()))
+    else:
+        print("client_id,balance,credited,charged,refunded,delivered,seq")
+        for a in sorted(replay.accounts.values(), key=lambda a: a.client_id):
+            print(
+                f"{a.client_id},{a.balance},{a.tokens_credited},{a.tokens_charged},"
+                f"{a.tokens_refunded},{a.memes_delivered},{a.seq}"
+            )
     problems = replay.violations + replay.conservation()
     for problem in problems:
         print(f"VIOLATION {problem}", file=sys.stderr)
