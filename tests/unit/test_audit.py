@@ -1,0 +1,193 @@
+"""``ledger.audit``: a clean log verifies; each kind of tampering is named with client/seq."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.audit import (
+    Finding,
+    Logged,
+    chain_head,
+    sign_checkpoint,
+    verify,
+    verify_checkpoint,
+    verify_checkpoints,
+)
+from ledger.memory import MemoryLedger
+from schemas.events import (
+    ClientRegistered,
+    LedgerEntryUnion,
+    MemeFailed,
+    MemeGenerated,
+    MemeRequested,
+    TokensCharged,
+    TokensPurchased,
+)
+
+KEY = "test-signing-key"
+TOPIC = "t.ledger"
+
+
+def _log() -> list[LedgerEntryUnion]:
+    """Two clients, interleaved: open, credit 3, three memes (one failed -> refund)."""
+    ledger = MemoryLedger()
+    common = {"region": "t", "occurred_at_ms": 1_000, "reply_to": 0}
+    for client in ("alice", "bob"):
+        ledger.handle(
+            ClientRegistered(
+                event_id=f"reg-{client}", client_id=client, api_key_sha256="a" * 64, **common
+            )
+        )
+        ledger.handle(
+            TokensPurchased(
+                event_id=f"buy-{client}", client_id=client, purchase_id="p1", tokens=3, **common
+            )
+        )
+    for n in range(3):
+        for client in ("alice", "bob"):
+            request_id = f"{client}-r{n}"
+            ledger.handle(
+                MemeRequested(
+                    event_id=f"req-{request_id}",
+                    client_id=client,
+                    request_id=request_id,
+                    fingerprint="0" * 16,
+                    lat=0,
+                    lon=0,
+                    query="food",
+                    deadline_ms=10_000,
+                    **common,
+                )
+            )
+            done = {"region": "t", "occurred_at_ms": 1_500, "client_id": client}
+            if n == 1:
+                ledger.handle(
+                    MemeFailed(
+                        event_id=f"fail-{request_id}",
+                        request_id=request_id,
+                        kind="standard",
+                        error="boom",
+                        **done,
+                    )
+                )
+            else:
+                ledger.handle(
+                    MemeGenerated(
+                        event_id=f"gen-{request_id}",
+                        request_id=request_id,
+                        meme_id="m",
+                        kind="standard",
+                        template="t",
+                        caption="c",
+                        image_key="k",
+                        **done,
+                    )
+                )
+    return ledger.entries
+
+
+@pytest.fixture
+def log() -> list[LedgerEntryUnion]:
+    return _log()
+
+
+def _index(log: list[LedgerEntryUnion], client: str, seq: int) -> int:
+    return next(i for i, e in enumerate(log) if e.client_id == client and e.seq == seq)
+
+
+def _kinds(findings: list[Finding]) -> set[tuple[str, str | None, int | None]]:
+    return {(f.kind, f.client_id, f.seq) for f in findings}
+
+
+def test_clean_log_verifies(log: list[LedgerEntryUnion]) -> None:
+    report = verify(log)
+    assert report.ok, [f.line() for f in report.findings]
+    assert report.entries == len(log)
+    assert report.clients == 2
+
+
+def test_deleted_entry_is_one_gap_at_its_seq(log: list[LedgerEntryUnion]) -> None:
+    del log[_index(log, "alice", 4)]
+    assert _kinds(verify(log).findings) == {("gap", "alice", 4)}
+
+
+def test_swapped_entries_of_one_client_are_reordered(log: list[LedgerEntryUnion]) -> None:
+    i, j = _index(log, "bob", 3), _index(log, "bob", 4)
+    log[i], log[j] = log[j], log[i]
+    assert _kinds(verify(log).findings) == {("reordered", "bob", 4)}
+
+
+def test_edited_amount_is_a_balance_mismatch_and_breaks_the_next_link(
+    log: list[LedgerEntryUnion],
+) -> None:
+    i = _index(log, "alice", 3)
+    assert isinstance(log[i], TokensCharged)
+    log[i] = log[i].model_copy(update={"tokens": 2})
+    assert _kinds(verify(log).findings) == {("balance", "alice", 3), ("altered", "alice", 3)}
+
+
+def test_edit_with_consistent_balance_is_still_caught_by_the_chain(
+    log: list[LedgerEntryUnion],
+) -> None:
+    i = _index(log, "alice", 3)
+    log[i] = log[i].model_copy(update={"request_id": "someone-else"})
+    findings = verify(log).findings
+    assert ("altered", "alice", 3) in _kinds(findings)
+
+
+def test_duplicate_entry_is_reported(log: list[LedgerEntryUnion]) -> None:
+    i = _index(log, "bob", 2)
+    log.insert(i + 3, log[i])
+    (finding,) = verify(log).findings
+    assert (finding.kind, finding.client_id, finding.seq) == ("duplicate", "bob", 2)
+    assert "identical" in finding.detail
+
+
+def test_partition_offsets_going_backwards_are_reordered(log: list[LedgerEntryUnion]) -> None:
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    # Swap two entries of different clients: each chain is intact, the partition is not.
+    assert (log[1].client_id, log[2].client_id) == ("alice", "bob")
+    logged[1], logged[2] = logged[2], logged[1]
+    findings = verify(logged).findings
+    assert [(f.kind, f.partition, f.offset) for f in findings] == [("reordered", 0, 1)]
+
+
+def _checkpoint(logged: list[Logged], upto: int, key: str = KEY):
+    covered = [item for item in logged if item.offset <= upto]
+    return sign_checkpoint(TOPIC, 0, upto, chain_head(covered), key)
+
+
+def test_checkpoint_of_an_intact_log_verifies(log: list[LedgerEntryUnion]) -> None:
+    logged = [Logged(0, offset * 2, e) for offset, e in enumerate(log)]  # markers between
+    checkpoints = [_checkpoint(logged, 10), _checkpoint(logged, logged[-1].offset)]
+    assert verify_checkpoints(checkpoints, logged, KEY) == []
+
+
+def test_truncation_after_a_checkpoint_is_reported(log: list[LedgerEntryUnion]) -> None:
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    checkpoint = _checkpoint(logged, logged[-1].offset)
+    # Cut the last three entries: every chain is still valid on its own...
+    assert verify(logged[:-3]).ok
+    # ...but the checkpoint shows the cut.
+    (finding,) = verify_checkpoint(checkpoint, logged[:-3], KEY)
+    assert (finding.kind, finding.partition, finding.offset) == ("truncated", 0, len(log) - 1)
+
+
+def test_entry_removed_below_a_checkpoint_changes_the_head(log: list[LedgerEntryUnion]) -> None:
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    checkpoint = _checkpoint(logged, 12)
+    del logged[5]
+    (finding,) = verify_checkpoint(checkpoint, logged, KEY)
+    assert finding.kind == "checkpoint_head"
+
+
+def test_forged_checkpoint_signature_is_reported(log: list[LedgerEntryUnion]) -> None:
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    forged = _checkpoint(logged[:-3], logged[-4].offset, key="not-the-key")
+    (finding,) = verify_checkpoint(forged, logged[:-3], KEY)
+    assert (finding.kind, finding.partition) == ("checkpoint_signature", 0)
+
+
+def test_empty_partition_checkpoint() -> None:
+    empty = sign_checkpoint(TOPIC, 3, -1, chain_head([]), KEY)
+    assert verify_checkpoint(empty, [], KEY) == []
