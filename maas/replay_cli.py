@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -147,6 +147,38 @@ def ledger_size(settings: Settings, topic: str, timeout_s: float = 10.0) -> int 
         consumer.close()
 
 
+def select_entries(
+    records: Iterable[tuple[int, int, bytes | None, bytes]],
+    as_of: AsOf | None = None,
+    client: str | None = None,
+) -> Iterator[LedgerEntryUnion]:
+    """The entries a replay folds, from (partition, offset, key, value) in topic order.
+
+    Pure, so the cut rules are tested without a broker (``tests/unit/test_replay_asof``).
+    """
+    as_of = as_of or AsOf()
+    key = client.encode() if client is not None else None
+    limited = as_of.offset_all is not None or bool(as_of.offsets)
+    stopped: set[str] = set()  # clients past the time cut
+    for partition, offset, record_key, value in records:
+        if limited:
+            limit = as_of.offset_limit(partition)
+            if limit is not None and offset >= limit:
+                continue
+        if key is not None and record_key != key:
+            continue
+        entry = parse_entry(value)
+        if client is not None and entry.client_id != client:
+            continue  # a key that is not the client id: trust the entry
+        if as_of.time_ms is not None:
+            if entry.client_id in stopped:
+                continue
+            if entry.occurred_at_ms > as_of.time_ms:
+                stopped.add(entry.client_id)
+                continue
+        yield entry
+
+
 def replay_ledger(
     settings: Settings,
     progress: bool = False,
@@ -159,31 +191,20 @@ def replay_ledger(
 
     ``sink`` sees every entry that is folded, in order (the what-if fold uses it).
     """
-    as_of = as_of or AsOf()
     topic = Topics(settings.region).ledger
     bar = Progress(ledger_size(settings, topic)) if progress else None
-    replay = Replay()
-    key = client.encode() if client is not None else None
-    limited = as_of.offset_all is not None or bool(as_of.offsets)
-    stopped: set[str] = set()  # clients past the time cut
     read = 0
-    for msg in read_topic(settings, topic):
-        read += 1
-        if bar is not None:
-            bar.update(read)
-        if limited:
-            limit = as_of.offset_limit(msg.partition())
-            if limit is not None and msg.offset() >= limit:
-                continue
-        if key is not None and msg.key() != key:
-            continue
-        entry = parse_entry(msg.value())
-        if as_of.time_ms is not None:
-            if entry.client_id in stopped:
-                continue
-            if entry.occurred_at_ms > as_of.time_ms:
-                stopped.add(entry.client_id)
-                continue
+
+    def records() -> Iterator[tuple[int, int, bytes | None, bytes]]:
+        nonlocal read
+        for msg in read_topic(settings, topic):
+            read += 1
+            if bar is not None:
+                bar.update(read)
+            yield msg.partition(), msg.offset(), msg.key(), msg.value()
+
+    replay = Replay()
+    for entry in select_entries(records(), as_of, client):
         replay.apply(entry)
         if sink is not None:
             sink(entry)
