@@ -16,7 +16,8 @@ not a cascade. Kinds:
 - ``balance``: ``balance_after`` does not follow from the previous balance and the
   entry (an edited amount);
 - ``duplicate``: a seq appears twice (``detail`` says whether the copies differ);
-- ``outcome``: a request charged twice, ended twice or ended without a charge.
+- ``outcome``: a request charged twice, ended twice or ended without a charge;
+- ``unreadable``: a record that does not parse as a ledger entry (the caller reports it).
 
 What the chain cannot show is a cut at the end: dropping the last entries of a client
 leaves a valid, shorter chain. Checkpoints cover that: ``chain_head`` is a rolling
@@ -55,6 +56,7 @@ FindingKind = Literal[
     "truncated",
     "checkpoint_head",
     "checkpoint_signature",
+    "unreadable",  # a record of the log that is not a ledger entry (found by the reader)
 ]
 
 

@@ -1,0 +1,258 @@
+"""Auditor scope, read-only: a client's ledger and the reconciliation of all accounts.
+
+Every route needs the auditor token (``MAAS_AUDITOR_TOKEN``) as a bearer token; the
+billing token is not an auditor token, and the auditor token opens no billing route.
+Nothing here appends to Kafka: the routes read the committed log (``api.ledger_reader``,
+which says what that costs) and answer from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, Field
+
+from api import ledger_reader
+from api.deps import AppSettings
+from api.errors import InvalidParameter, NotFound, Unauthorized
+from maas.settings import Settings
+from schemas.events import ENTRY_ADAPTER, LedgerEntryUnion, entry_hash
+
+MAX_PAGE = 1000
+MAX_IDS_LISTED = 100  # per list in the reconciliation; the counts are always complete
+
+EntryType = Literal[
+    "AccountOpened",
+    "TokensCredited",
+    "TokensCharged",
+    "MemeRejected",
+    "MemeDelivered",
+    "TokensRefunded",
+    "SubscriptionChanged",
+]
+CSV_COLUMNS = (
+    "seq",
+    "type",
+    "occurred_at",
+    "occurred_at_ms",
+    "event_id",
+    "tokens",
+    "balance_after",
+    "purchase_id",
+    "request_id",
+    "kind",
+    "reason",
+    "prev_hash",
+    "hash",
+)
+
+_auditor_bearer = HTTPBearer(
+    scheme_name="AuditorToken",
+    description="The auditors' token (`MAAS_AUDITOR_TOKEN`), read-only.",
+    auto_error=False,
+)
+
+
+def auditor_scope(
+    request: Request,
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_auditor_bearer)],
+) -> None:
+    if credentials is None or not credentials.credentials:
+        if "authorization" not in request.headers:
+            raise Unauthorized("missing Authorization header")
+        raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+    expected = settings.auditor_token.get_secret_value()
+    # Constant time: the token is a shared secret compared in full.
+    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise Unauthorized("wrong auditor token")
+
+
+router = APIRouter(tags=["audit"], dependencies=[Depends(auditor_scope)])
+
+ClientPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+class LedgerPage(BaseModel):
+    client_id: str
+    entries: list[LedgerEntryUnion]
+    next_cursor: int | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(value: datetime | None) -> int | None:
+    # Integer arithmetic: a float timestamp can land one millisecond short.
+    return None if value is None else (value - EPOCH) // timedelta(milliseconds=1)
+
+
+def _csv(entries: list[LedgerEntryUnion]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        row: dict[str, Any] = ENTRY_ADAPTER.dump_python(entry, mode="json")
+        row["occurred_at"] = datetime.fromtimestamp(entry.occurred_at_ms / 1000, UTC).isoformat()
+        row["hash"] = entry_hash(entry)
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+@router.get(
+    "/v1/clients/{client_id}/ledger",
+    response_model=LedgerPage,
+    summary="One client's ledger entries, filtered and paginated (JSON or CSV)",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_client_ledger(
+    settings: AppSettings,
+    response: Response,
+    client_id: ClientPath,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="Entries at or after this time (ISO 8601, with zone)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="Entries before this time (ISO 8601, with zone)")
+    ] = None,
+    type_: Annotated[
+        list[EntryType] | None, Query(alias="type", description="Only these types; repeatable")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[int, Query(ge=0, description="The `next_cursor` of the last page")] = 0,
+    format_: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Any:
+    """Entries in seq order with ``seq > cursor``. The time filter uses
+    ``occurred_at_ms``; ``next_cursor`` (also the ``X-Next-Cursor`` header) is the seq of
+    the page's last entry when more entries match."""
+    from_ms, to_ms = _ms(from_), _ms(to)
+    if from_ms is not None and to_ms is not None and to_ms <= from_ms:
+        raise InvalidParameter("to", "must be after from")
+    entries = await asyncio.to_thread(ledger_reader.client_ledger, settings, client_id)
+    if not entries:
+        raise NotFound("no ledger entries for this client")
+    types = set(type_ or ())
+    matching = [
+        e
+        for e in entries
+        if e.seq > cursor
+        and (not types or e.type in types)
+        and (from_ms is None or e.occurred_at_ms >= from_ms)
+        and (to_ms is None or e.occurred_at_ms < to_ms)
+    ]
+    page = matching[:limit]
+    next_cursor = page[-1].seq if len(matching) > limit else None
+    headers = {} if next_cursor is None else {"X-Next-Cursor": str(next_cursor)}
+    if format_ == "csv":
+        return Response(_csv(page), media_type="text/csv; charset=utf-8", headers=headers)
+    response.headers.update(headers)
+    return LedgerPage(client_id=client_id, entries=page, next_cursor=next_cursor)
+
+
+class Identity(BaseModel):
+    credited: int
+    charged: int
+    refunded: int
+    balance: int
+    holds: bool = Field(description="credited - charged + refunded == balance")
+
+
+class ClientReconciliation(Identity):
+    client_id: str
+    purchases_received: int
+    purchases_credited: int
+    purchases_not_credited: list[str] = Field(
+        description="Received on the purchases topic, no credit (conflict, or in flight)"
+    )
+    credits_without_purchase: list[str] = Field(description="Credited, never received")
+    purchases_credited_twice: list[str]
+    requests_received: int
+    requests_open: list[str] = Field(description="Charged, no outcome yet (in flight)")
+    requests_without_outcome: list[str] = Field(
+        description="Received, neither charged nor rejected"
+    )
+    requests_with_several_outcomes: list[str]
+    ok: bool
+
+
+class Reconciliation(BaseModel):
+    clients: list[ClientReconciliation]
+    total: Identity
+    ok: bool = Field(description="Every identity holds and no id is credited or ended twice")
+
+
+def _ids(ids: Any) -> list[str]:
+    return sorted(ids)[:MAX_IDS_LISTED]
+
+
+def _reconcile(settings: Settings) -> Reconciliation:
+    facts = ledger_reader.reconciliation_facts(settings)
+    rows = []
+    for client_id, account in sorted(facts.replay.accounts.items()):
+        c = facts.clients[client_id]
+        credited_ids = set(c.purchases_credited)
+        several = {r for r, n in c.outcomes.items() if n > 1}
+        twice = {p for p, n in c.purchases_credited.items() if n > 1}
+        without_purchase = credited_ids - c.purchases_received
+        identity = (
+            account.tokens_credited - account.tokens_charged + account.tokens_refunded
+            == account.balance
+        )
+        rows.append(
+            ClientReconciliation(
+                client_id=client_id,
+                credited=account.tokens_credited,
+                charged=account.tokens_charged,
+                refunded=account.tokens_refunded,
+                balance=account.balance,
+                holds=identity,
+                purchases_received=len(c.purchases_received),
+                purchases_credited=len(credited_ids),
+                purchases_not_credited=_ids(c.purchases_received - credited_ids),
+                credits_without_purchase=_ids(without_purchase),
+                purchases_credited_twice=_ids(twice),
+                requests_received=len(c.requests_received),
+                requests_open=_ids(r for r in c.requests_charged if c.outcomes[r] == 0),
+                requests_without_outcome=_ids(
+                    r
+                    for r in c.requests_received
+                    if r not in c.requests_charged and c.outcomes[r] == 0
+                ),
+                requests_with_several_outcomes=_ids(several),
+                ok=identity and not several and not twice and not without_purchase,
+            )
+        )
+    credited = sum(r.credited for r in rows)
+    charged = sum(r.charged for r in rows)
+    refunded = sum(r.refunded for r in rows)
+    balance = sum(r.balance for r in rows)
+    total = Identity(
+        credited=credited,
+        charged=charged,
+        refunded=refunded,
+        balance=balance,
+        holds=credited - charged + refunded == balance,
+    )
+    ok = total.holds and all(r.ok for r in rows) and not facts.replay.violations
+    return Reconciliation(clients=rows, total=total, ok=ok)
+
+
+@router.get(
+    "/v1/audit/reconciliation",
+    response_model=Reconciliation,
+    summary="Per client and in total: credited - charged + refunded = balance, and ids",
+)
+async def get_reconciliation(settings: AppSettings) -> Reconciliation:
+    """Folds the whole ledger and reads the purchases and requests topics (see
+    ``api.ledger_reader`` for the cost)."""
+    return await asyncio.to_thread(_reconcile, settings)

@@ -1,0 +1,252 @@
+"""``maas audit``: verify the ledger's hash chains and signed checkpoints.
+
+- ``maas audit dump --file PATH``: the ledger topic as JSON lines,
+  ``{"partition": P, "offset": O, "entry": {...}}``, in log order per partition;
+- ``maas audit verify [--file PATH]``: every client's chain (``ledger.audit.verify``)
+  and every checkpoint of ``<region>.ledger-checkpoints``, over the ledger topic or a
+  dump of it. One ``finding kind=... client_id=... seq=...`` line per problem on stdout,
+  a summary line last; exit status 1 if anything was found;
+- ``maas audit checkpoint``: read the ledger topic to its end and append one signed
+  checkpoint per partition (``MAAS_AUDIT_SIGNING_KEY``) to ``<region>.ledger-checkpoints``,
+  created on first use (one partition, kept forever, not compacted: every checkpoint
+  ever signed stays, so an old one still shows a later cut).
+
+Progress (entries read, rate) goes to stderr every ``PROGRESS_EVERY`` entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import ValidationError
+
+from ledger.audit import (
+    Checkpoint,
+    Finding,
+    Logged,
+    chain_head,
+    sign_checkpoint,
+    verify,
+    verify_checkpoints,
+)
+from maas import logs
+from maas.admin import FOREVER
+from maas.settings import DEFAULT_AUDIT_SIGNING_KEY, Settings
+from maas.topic_reader import read_topic
+from maas.topics import Topics
+from schemas.events import ENTRY_ADAPTER, dump, parse_entry
+
+PROGRESS_EVERY = 50_000
+METADATA_TIMEOUT_S = 30.0
+
+
+def checkpoints_topic(settings: Settings) -> str:
+    return f"{settings.region}.ledger-checkpoints"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="verify the ledger's hash chains and checkpoints")
+    commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify_cmd = commands.add_parser("verify", help="check every chain and checkpoint")
+    verify_cmd.add_argument("--file", type=Path, help="a dump (maas audit dump) instead of Kafka")
+    verify_cmd.add_argument("--no-checkpoints", action="store_true", help="check the chains only")
+    verify_cmd.set_defaults(func=_verify)
+    dump_cmd = commands.add_parser("dump", help="the ledger topic as JSON lines")
+    dump_cmd.add_argument("--file", type=Path, required=True)
+    dump_cmd.set_defaults(func=_dump)
+    checkpoint_cmd = commands.add_parser("checkpoint", help="sign each partition's head")
+    checkpoint_cmd.set_defaults(func=_checkpoint)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.started = time.monotonic()
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % PROGRESS_EVERY == 0:
+            rate = self.count / max(time.monotonic() - self.started, 1e-9)
+            print(
+                f"\r{self.what} entries={self.count} rate={rate:,.0f}/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def done(self) -> None:
+        if self.count >= PROGRESS_EVERY:
+            print(file=sys.stderr)
+
+
+def _unreadable(partition: int, offset: int, error: Exception) -> Finding:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return Finding(
+        kind="unreadable", partition=partition, offset=offset, detail=detail.replace('"', "'")
+    )
+
+
+def _topic_entries(settings: Settings, unreadable: list[Finding]) -> Iterator[Logged]:
+    for msg in read_topic(settings, Topics(settings.region).ledger):
+        try:
+            entry = parse_entry(msg.value())
+        except ValidationError as exc:
+            unreadable.append(_unreadable(msg.partition(), msg.offset(), exc))
+            continue
+        yield Logged(msg.partition(), msg.offset(), entry)
+
+
+def _file_entries(path: Path, unreadable: list[Finding]) -> Iterator[Logged]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                yield Logged(
+                    int(record["partition"]),
+                    int(record["offset"]),
+                    ENTRY_ADAPTER.validate_python(record["entry"]),
+                )
+            except (ValueError, KeyError, TypeError, ValidationError) as exc:
+                # A line is not an offset we can trust: name its line number instead.
+                unreadable.append(_unreadable(-1, number, exc))
+
+
+def _topic_exists(settings: Settings, topic: str) -> bool:
+    admin = AdminClient(settings.kafka_common())
+    return topic in admin.list_topics(timeout=METADATA_TIMEOUT_S).topics
+
+
+def _read_checkpoints(settings: Settings) -> list[Checkpoint]:
+    topic = checkpoints_topic(settings)
+    if not _topic_exists(settings, topic):
+        return []
+    return [Checkpoint.model_validate_json(msg.value()) for msg in read_topic(settings, topic)]
+
+
+def _signing_key(settings: Settings) -> str:
+    key = getattr(settings, "audit_signing_key", None)
+    return key.get_secret_value() if key is not None else DEFAULT_AUDIT_SIGNING_KEY
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def _dump(args: argparse.Namespace) -> int:
+    logs.configure("audit")
+    settings = Settings.from_env()
+    progress = _Progress("dumped")
+    started = time.monotonic()
+    with args.file.open("wb") as out:
+        for msg in read_topic(settings, Topics(settings.region).ledger):
+            entry = json.loads(msg.value())  # as written: a dump is a copy, not a rewrite
+            line = {"partition": msg.partition(), "offset": msg.offset(), "entry": entry}
+            out.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+            progress.tick()
+    progress.done()
+    print(
+        f"audit dump file={args.file} entries={progress.count} "
+        f"seconds={time.monotonic() - started:.2f}"
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    logs.configure("audit")
+    settings = Settings.from_env()
+    started = time.monotonic()
+    unreadable: list[Finding] = []
+    source: Iterable[Logged] = (
+        _file_entries(args.file, unreadable) if args.file else _topic_entries(settings, unreadable)
+    )
+    progress = _Progress("verified")
+    logged: list[Logged] = []  # kept for the checkpoints: one pass over Kafka, not two
+    for item in source:
+        logged.append(item)
+        progress.tick()
+    progress.done()
+    report = verify(logged)
+    findings = unreadable + report.findings
+    checkpoints: list[Checkpoint] = []
+    if not args.no_checkpoints:
+        ledger_topic = Topics(settings.region).ledger
+        checkpoints = [cp for cp in _read_checkpoints(settings) if cp.topic == ledger_topic]
+        findings += verify_checkpoints(checkpoints, logged, _signing_key(settings))
+    for finding in findings:
+        print(f"finding {finding.line()}")
+    print(
+        f"audit verify source={args.file or 'kafka'} entries={report.entries} "
+        f"clients={report.clients} checkpoints={len(checkpoints)} findings={len(findings)} "
+        f"seconds={time.monotonic() - started:.2f} result={'ok' if not findings else 'FAILED'}"
+    )
+    return 1 if findings else 0
+
+
+def _ensure_checkpoints_topic(settings: Settings) -> str:
+    topic = checkpoints_topic(settings)
+    admin = AdminClient(settings.kafka_common())
+    rf = settings.replication_factor
+    config = {**FOREVER, "cleanup.policy": "delete", "min.insync.replicas": str(min(2, rf))}
+    future = admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=rf, config=config)],
+        operation_timeout=METADATA_TIMEOUT_S,
+    )[topic]
+    try:
+        future.result()
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+    return topic
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    logs.configure("audit")
+    settings = Settings.from_env()
+    ledger_topic = Topics(settings.region).ledger
+    admin = AdminClient(settings.kafka_common())
+    metadata = admin.list_topics(ledger_topic, timeout=METADATA_TIMEOUT_S).topics[ledger_topic]
+    if metadata.error is not None:
+        raise KafkaException(metadata.error)
+    by_partition: dict[int, list[Logged]] = {p: [] for p in metadata.partitions}
+    progress = _Progress("read")
+    for msg in read_topic(settings, ledger_topic):
+        by_partition[msg.partition()].append(
+            Logged(msg.partition(), msg.offset(), parse_entry(msg.value()))
+        )
+        progress.tick()
+    progress.done()
+    topic = _ensure_checkpoints_topic(settings)
+    producer = Producer({**settings.kafka_common(), "acks": "all", "enable.idempotence": True})
+    key = _signing_key(settings)
+    failed: list[str] = []
+
+    def delivered(error: KafkaError | None, _msg: object) -> None:
+        if error is not None:
+            failed.append(error.name())
+
+    for partition, logged in sorted(by_partition.items()):
+        offset = logged[-1].offset if logged else -1
+        checkpoint = sign_checkpoint(ledger_topic, partition, offset, chain_head(logged), key)
+        producer.produce(
+            topic, key=str(partition).encode(), value=dump(checkpoint), on_delivery=delivered
+        )
+        print(
+            f"audit checkpoint topic={ledger_topic} partition={partition} offset={offset} "
+            f"entries={len(logged)} head={checkpoint.head}"
+        )
+    if producer.flush(METADATA_TIMEOUT_S) != 0 or failed:
+        print(f"audit checkpoint error=not_delivered kafka_codes={failed}", file=sys.stderr)
+        return 1
+    return 0
