@@ -13,7 +13,11 @@ as the processor writes them (``schemas.events.dump``), so the bytes are what
 - **replay**: ``parse_entry`` + ``ledger.replay.Replay.apply``, the path of ``maas
   replay`` (``evolve`` with its seq, balance and hash-chain checks, plus the request
   state machine);
-- **apply**: ``Replay.apply`` alone over pre-parsed entries, to split the cost.
+- **apply**: ``Replay.apply`` alone over pre-parsed entries, to split the cost;
+- with ``--kafka``, **maas replay**: the entries are produced to the ledger topic of a
+  fresh region (the broker of ``KAFKA_BOOTSTRAP_SERVERS``, else a private local one, as
+  in the other benchmarks) and ``maas.replay_cli.replay_ledger`` reads and folds them:
+  the command's own path, consumer included. Its CPU time includes librdkafka's threads.
 
 Rates are entries per second of CPU time (``time.process_time``), so the figure is per
 core whatever else the machine is doing; wall-clock rates are printed beside them. The
@@ -23,6 +27,7 @@ ratio to the baseline and whether 1M entries fit in 15 s, and writes
 replay path over the first 100k entries.
 
     python benchmarks/replay_bench.py [--entries 1000000] [--clients 10000] [--profile]
+                                      [--kafka]
 """
 
 from __future__ import annotations
@@ -216,6 +221,61 @@ def measure_apply(raws: Sequence[bytes], repeats: int) -> dict[str, object]:
     return measure("apply", lambda: Replay().apply_all(parsed), len(raws), repeats)
 
 
+def measure_kafka(raws: Sequence[bytes], balances: dict[str, int]) -> dict[str, object]:
+    """Produce the entries to a fresh ledger topic, then time ``maas replay``'s fold."""
+    import uuid
+
+    from common import delete_topics, kafka, say
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from maas.replay_cli import replay_ledger
+    from maas.settings import Settings
+    from maas.topics import Topics
+
+    with kafka() as cluster:
+        settings = Settings(
+            region="bench" + uuid.uuid4().hex[:8], bootstrap_servers=cluster.bootstrap
+        )
+        topic = Topics(settings.region).ledger
+        admin = AdminClient(settings.kafka_common())
+        admin.create_topics([NewTopic(topic, settings.partitions, 1)])[topic].result()
+        try:
+            producer = Producer(
+                {
+                    **settings.kafka_common(),
+                    "enable.idempotence": True,
+                    "linger.ms": 20,
+                    "compression.type": "lz4",
+                }
+            )
+            started = time.perf_counter()
+            for raw in raws:
+                key = json.loads(raw)["client_id"].encode()
+                while True:
+                    try:
+                        producer.produce(topic, raw, key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                producer.poll(0)
+            producer.flush()
+            say(f"produced {len(raws)} entries in {time.perf_counter() - started:.1f}s")
+            holder: list[Replay] = []
+            result = measure(
+                "maas replay",
+                lambda: holder.append(replay_ledger(settings)),
+                len(raws),
+                1,
+            )
+            replay = holder[0]
+            assert replay.violations == [], replay.violations[:3]
+            assert {c: a.balance for c, a in replay.accounts.items()} == balances
+            return result
+        finally:
+            delete_topics(cluster.bootstrap, settings.region)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=TARGET_ENTRIES)
@@ -223,6 +283,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--kafka", action="store_true", help="also time maas replay's path")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -256,6 +317,9 @@ def main() -> int:
         f"{'fits' if fits else 'does NOT fit'} in {TARGET_SECONDS:.0f}s",
         flush=True,
     )
+
+    if args.kafka:
+        results.append(measure_kafka(raws, balances))
 
     profile_text = ""
     if args.profile:
