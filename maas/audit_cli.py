@@ -90,8 +90,10 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _unreadable(partition: int, offset: int, error: Exception) -> Finding:
-    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+def _unreadable(
+    error: Exception, partition: int | None = None, offset: int | None = None, where: str = ""
+) -> Finding:
+    detail = where + (str(error).splitlines()[0] if str(error) else type(error).__name__)
     return Finding(
         kind="unreadable", partition=partition, offset=offset, detail=detail.replace('"', "'")
     )
@@ -102,7 +104,7 @@ def _topic_entries(settings: Settings, unreadable: list[Finding]) -> Iterator[Lo
         try:
             entry = parse_entry(msg.value())
         except ValidationError as exc:
-            unreadable.append(_unreadable(msg.partition(), msg.offset(), exc))
+            unreadable.append(_unreadable(exc, msg.partition(), msg.offset()))
             continue
         yield Logged(msg.partition(), msg.offset(), entry)
 
@@ -120,8 +122,8 @@ def _file_entries(path: Path, unreadable: list[Finding]) -> Iterator[Logged]:
                     ENTRY_ADAPTER.validate_python(record["entry"]),
                 )
             except (ValueError, KeyError, TypeError, ValidationError) as exc:
-                # A line is not an offset we can trust: name its line number instead.
-                unreadable.append(_unreadable(-1, number, exc))
+                # Its partition and offset cannot be trusted: name the line instead.
+                unreadable.append(_unreadable(exc, where=f"line {number}: "))
 
 
 def _topic_exists(settings: Settings, topic: str) -> bool:

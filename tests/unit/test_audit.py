@@ -191,3 +191,16 @@ def test_forged_checkpoint_signature_is_reported(log: list[LedgerEntryUnion]) ->
 def test_empty_partition_checkpoint() -> None:
     empty = sign_checkpoint(TOPIC, 3, -1, chain_head([]), KEY)
     assert verify_checkpoint(empty, [], KEY) == []
+
+
+def test_a_second_different_entry_for_a_seq_is_a_fork(log: list[LedgerEntryUnion]) -> None:
+    i = _index(log, "bob", 5)
+    log.append(log[i].model_copy(update={"event_id": "forged"}))
+    (finding,) = verify(log).findings
+    assert (finding.kind, finding.client_id, finding.seq) == ("duplicate", "bob", 5)
+    assert "different" in finding.detail
+
+
+def test_a_chain_without_its_first_entry_is_a_gap_at_seq_1(log: list[LedgerEntryUnion]) -> None:
+    del log[_index(log, "alice", 1)]
+    assert _kinds(verify(log).findings) == {("gap", "alice", 1)}
