@@ -146,12 +146,14 @@ class _Verifier:
                         f"offset {item.offset} after offset {last} in partition {item.partition}",
                     )
                 )
-            self.last_offset[item.partition] = max(item.offset, last or item.offset)
+            if last is None or item.offset > last:
+                self.last_offset[item.partition] = item.offset
         chain = self.chains[entry.client_id]
         account = self.report.replay.accounts.get(entry.client_id)
         expected = (account.seq if account else 0) + 1
         if entry.seq < expected or entry.seq in chain.ahead:
-            first = chain.hashes.get(entry.seq) or entry_hash(chain.ahead[entry.seq].entry)
+            waiting = chain.ahead.get(entry.seq)
+            first = entry_hash(waiting.entry) if waiting else chain.hashes.get(entry.seq)
             same = entry_hash(entry) == first
             self.report.findings.append(
                 _finding(
@@ -266,11 +268,9 @@ class _Verifier:
                 expected = (account.seq if account else 0) + 1
                 resume = min(chain.ahead)
                 item = chain.ahead.pop(resume)
-                missing = (
-                    f"seq {expected}"
-                    if resume == expected + 1
-                    else (f"seqs {expected}..{resume - 1}")
-                )
+                missing = f"seqs {expected}..{resume - 1}"
+                if resume == expected + 1:
+                    missing = f"seq {expected}"
                 self.report.findings.append(
                     _finding("gap", item, f"{missing} missing before seq {resume}", seq=expected)
                 )

@@ -93,7 +93,8 @@ class _Progress:
 def _unreadable(
     error: Exception, partition: int | None = None, offset: int | None = None, where: str = ""
 ) -> Finding:
-    detail = where + (str(error).splitlines()[0] if str(error) else type(error).__name__)
+    text = str(error).splitlines()[0] if str(error) else ""
+    detail = f"{where}{type(error).__name__}: {text}"
     return Finding(
         kind="unreadable", partition=partition, offset=offset, detail=detail.replace('"', "'")
     )
