@@ -204,3 +204,34 @@ def test_a_second_different_entry_for_a_seq_is_a_fork(log: list[LedgerEntryUnion
 def test_a_chain_without_its_first_entry_is_a_gap_at_seq_1(log: list[LedgerEntryUnion]) -> None:
     del log[_index(log, "alice", 1)]
     assert _kinds(verify(log).findings) == {("gap", "alice", 1)}
+
+
+def test_any_one_deleted_entry_but_a_chains_last_is_exactly_one_gap() -> None:
+    clean = _log()
+    last = {e.client_id: e.seq for e in clean}
+    for i, entry in enumerate(clean):
+        if entry.seq == last[entry.client_id]:
+            continue  # a cut at the end of a chain: only a checkpoint shows it
+        log = clean[:i] + clean[i + 1 :]
+        kinds = _kinds(verify(log).findings)
+        assert ("gap", entry.client_id, entry.seq) in kinds, i
+        # A deleted charge also leaves its delivery or refund without one: said as such.
+        others = kinds - {("gap", entry.client_id, entry.seq)}
+        assert all(k[:2] == ("outcome", entry.client_id) for k in others), (i, kinds)
+        assert len(others) <= (1 if isinstance(entry, TokensCharged) else 0), (i, kinds)
+
+
+def test_any_one_entry_moved_to_the_end_makes_the_later_ones_early() -> None:
+    clean = _log()
+    last = {e.client_id: e.seq for e in clean}
+    for i, entry in enumerate(clean):
+        log = clean[:i] + clean[i + 1 :] + [entry]
+        kinds = _kinds(verify(log).findings)
+        if entry.seq == last[entry.client_id]:
+            assert kinds == set(), i  # still in its chain's order
+        else:
+            # Every later entry of the client came early; none is reported missing.
+            later = {
+                s for e in clean if e.client_id == entry.client_id and (s := e.seq) > entry.seq
+            }
+            assert kinds == {("reordered", entry.client_id, s) for s in later}, i
