@@ -19,7 +19,7 @@ from api import policy as api_policy
 from api.bridge import KafkaBridge
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
-from api.routes import billing, health, images, me, memes
+from api.routes import audit, billing, health, images, me, memes
 from maas.settings import Settings
 from processors.generators.blobstore import make_blob_store
 from processors.generators.formats import ConvertedCache
@@ -80,6 +80,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
     errors.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    for module in (memes, me, billing, images, health):
+    for module in (memes, me, billing, audit, images, health):
         app.include_router(module.router)
     return app

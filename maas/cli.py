@@ -14,12 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from api import cli as api_cli
-    from maas import broker_cli, replay_cli, service_cli
+    from maas import audit_cli, broker_cli, export_cli, replay_cli, service_cli
 
     broker_cli.register(sub)
     service_cli.register(sub)
-    replay_cli.register(sub)
     api_cli.register(sub)
+    replay_cli.register(sub)
+    audit_cli.register(sub)
+    export_cli.register(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
