@@ -33,6 +33,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         spec(t.purchases, n, FOREVER),
         spec(t.outcomes, n, {}),
         spec(t.ledger, n, FOREVER),
+        spec(t.ledger_checkpoints, 1, FOREVER),
         spec(t.ledger_changelog, n, COMPACTED),
         spec(t.clients, n, COMPACTED),
         spec(t.approved("standard"), n, {}),

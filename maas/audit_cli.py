@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from ledger.audit import (
@@ -37,18 +37,13 @@ from ledger.audit import (
     verify_checkpoints,
 )
 from maas import logs
-from maas.admin import FOREVER
-from maas.settings import DEFAULT_AUDIT_SIGNING_KEY, Settings
+from maas.settings import Settings
 from maas.topic_reader import read_topic
 from maas.topics import Topics
 from schemas.events import ENTRY_ADAPTER, dump, parse_entry
 
 PROGRESS_EVERY = 50_000
 METADATA_TIMEOUT_S = 30.0
-
-
-def checkpoints_topic(settings: Settings) -> str:
-    return f"{settings.region}.ledger-checkpoints"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -133,15 +128,14 @@ def _topic_exists(settings: Settings, topic: str) -> bool:
 
 
 def _read_checkpoints(settings: Settings) -> list[Checkpoint]:
-    topic = checkpoints_topic(settings)
+    topic = Topics(settings.region).ledger_checkpoints
     if not _topic_exists(settings, topic):
         return []
     return [Checkpoint.model_validate_json(msg.value()) for msg in read_topic(settings, topic)]
 
 
 def _signing_key(settings: Settings) -> str:
-    key = getattr(settings, "audit_signing_key", None)
-    return key.get_secret_value() if key is not None else DEFAULT_AUDIT_SIGNING_KEY
+    return settings.audit_signing_key.get_secret_value()
 
 
 # --- commands --------------------------------------------------------------------------
@@ -197,23 +191,6 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
-def _ensure_checkpoints_topic(settings: Settings) -> str:
-    topic = checkpoints_topic(settings)
-    admin = AdminClient(settings.kafka_common())
-    rf = settings.replication_factor
-    config = {**FOREVER, "cleanup.policy": "delete", "min.insync.replicas": str(min(2, rf))}
-    future = admin.create_topics(
-        [NewTopic(topic, num_partitions=1, replication_factor=rf, config=config)],
-        operation_timeout=METADATA_TIMEOUT_S,
-    )[topic]
-    try:
-        future.result()
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
-    return topic
-
-
 def _checkpoint(args: argparse.Namespace) -> int:
     logs.configure("audit")
     settings = Settings.from_env()
@@ -230,7 +207,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         )
         progress.tick()
     progress.done()
-    topic = _ensure_checkpoints_topic(settings)
+    topic = Topics(settings.region).ledger_checkpoints
     producer = Producer({**settings.kafka_common(), "acks": "all", "enable.idempotence": True})
     key = _signing_key(settings)
     failed: list[str] = []

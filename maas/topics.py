@@ -44,6 +44,11 @@ class Topics:
         """Compacted changelog of the ledger processor's RocksDB state."""
         return f"{self.region}.ledger-state-changelog"
 
+    @property
+    def ledger_checkpoints(self) -> str:
+        """Signed chain heads of the ledger's partitions (``maas audit checkpoint``), forever."""
+        return f"{self.region}.ledger-checkpoints"
+
     def approved(self, kind: str) -> str:
         """Approved work for the generator pool of ``kind`` (standard or ai)."""
         return f"{self.region}.approved.{kind}"
