@@ -171,6 +171,7 @@ def _banner(base_url: str, settings: Settings) -> str:
     return f"""
 MaaS Ledger is up: {base_url}  (region {settings.region}, Kafka {settings.bootstrap_servers})
 Billing token: {token}{note}
+Auditor token: {settings.auditor_token.get_secret_value()}
 Logs: {Path(settings.data_dir) / "logs"}/   OpenAPI: {base_url}/docs   Stop: Ctrl-C
 
 Try it:
