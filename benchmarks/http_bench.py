@@ -556,6 +556,9 @@ def plot(results: dict[str, Any], path: Path, slo: dict[str, Any]) -> None:
             ax.plot(rates, [s["p99_ms"] for s in steps], "s-", label="p99")
             ax.axhline(slo["p99_ms"], color="red", lw=0.8, ls=":", label="SLO p99")
             ax.set_yscale("log")
+            low = min([s["p50_ms"] for s in steps] + [slo["p99_ms"]])
+            high = max([s["p99_ms"] for s in steps] + [slo["p99_ms"]])
+            ax.set_ylim(low / 1.5, high * 1.5)
             ax.set_xlabel("offered rate (req/s)")
             ax.set_ylabel("latency (ms, log)")
             ax.set_title("rate ladder (service)")
@@ -564,7 +567,15 @@ def plot(results: dict[str, Any], path: Path, slo: dict[str, Any]) -> None:
             ax2.plot(rates, [s["achieved_rps"] for s in steps], "^:", color="gray")
             ax2.set_ylabel("achieved ok/s (gray)")
             ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"GET /memes: service vs bare FastAPI, {results['machine']['nproc']} cores")
+    title = f"GET /memes: service vs bare FastAPI, {results['machine']['nproc']} cores"
+    others = [
+        run["cpu"]["others_percent_of_machine"]
+        for run in [*results.get("slo_run", {}).values(), *results.get("ladder", [])]
+        if isinstance(run, dict) and run.get("cpu")
+    ]
+    if others and max(others) > 10:
+        title += f" (PRELIMINARY: up to {max(others):.0f}% of the machine used by other work)"
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
