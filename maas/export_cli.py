@@ -260,7 +260,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m maas.export_cli``: the same command before it is wired into ``maas``."""
+    """``python -m maas.export_cli``: the same command without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="maas export", description=__doc__.split("\n\n")[0])
     _arguments(parser)
     return _export(parser.parse_args(argv))

@@ -44,9 +44,9 @@ class Traffic:
     final_balances: dict[str, int]
 
 
-def maas(stack: Stack, *args: str, module: str = "maas.cli") -> subprocess.CompletedProcess[str]:
+def maas(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "maas.cli", *args],
         env=stack.env,
         capture_output=True,
         text=True,
@@ -153,7 +153,7 @@ def test_export_is_readable_by_duckdb_and_matches_the_ledger(
 ) -> None:
     replay = maas(stack, "replay", "--quiet")
     entries = int(re.search(r"entries=(\d+)", replay.stderr).group(1))
-    maas(stack, "--out", str(tmp_path), module="maas.export_cli")
+    maas(stack, "export", "--out", str(tmp_path))
 
     ledger = f"read_parquet('{tmp_path}/ledger/*/*.parquet', hive_partitioning=true)"
     assert duckdb.sql(f"SELECT count(*) FROM {ledger}").fetchall()[0][0] == entries
@@ -181,7 +181,7 @@ def test_export_is_readable_by_duckdb_and_matches_the_ledger(
     failed = duckdb.sql(f"SELECT count(*) FROM {outcomes} WHERE type = 'MemeFailed'").fetchall()[0]
     assert failed[0] >= 1
 
-    maas(stack, "--out", str(tmp_path / "csv"), "--format", "csv", module="maas.export_cli")
+    maas(stack, "export", "--out", str(tmp_path / "csv"), "--format", "csv")
     csv_rows = duckdb.sql(
         f"SELECT count(*) FROM read_csv('{tmp_path}/csv/ledger/*/*.csv', hive_partitioning=true)"
     ).fetchall()[0][0]
