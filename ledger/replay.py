@@ -31,8 +31,8 @@ from schemas.events import (
 @dataclass
 class Replay:
     accounts: dict[str, Account] = field(default_factory=dict)
-    # request id -> "charged" | "delivered" | "refunded" | "rejected"
-    requests: dict[str, str] = field(default_factory=dict)
+    # (client id, request id) -> "charged" | "delivered" | "refunded" | "rejected"
+    requests: dict[tuple[str, str], str] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     entries: int = 0
 
@@ -45,13 +45,13 @@ class Replay:
             return
         match entry:
             case TokensCharged():
-                self._transition(entry.request_id, (None,), "charged", entry)
+                self._transition((None,), "charged", entry)
             case MemeRejected():
-                self._transition(entry.request_id, (None,), "rejected", entry)
+                self._transition((None,), "rejected", entry)
             case MemeDelivered():
-                self._transition(entry.request_id, ("charged",), "delivered", entry)
+                self._transition(("charged",), "delivered", entry)
             case TokensRefunded():
-                self._transition(entry.request_id, ("charged",), "refunded", entry)
+                self._transition(("charged",), "refunded", entry)
 
     def apply_all(self, entries: Iterable[LedgerEntryUnion]) -> Replay:
         for entry in entries:
@@ -60,21 +60,21 @@ class Replay:
 
     def _transition(
         self,
-        request_id: str,
         allowed_from: tuple[str | None, ...],
         to: str,
-        entry: LedgerEntryUnion,
+        entry: TokensCharged | MemeRejected | MemeDelivered | TokensRefunded,
     ) -> None:
-        current = self.requests.get(request_id)
+        key = (entry.client_id, entry.request_id)  # request ids are scoped per client
+        current = self.requests.get(key)
         if current not in allowed_from:
             self.violations.append(
-                f"request {request_id}: {entry.type} (seq {entry.seq} of client "
+                f"request {entry.request_id}: {entry.type} (seq {entry.seq} of client "
                 f"{entry.client_id}) after {current or 'nothing'}"
             )
             return
-        self.requests[request_id] = to
+        self.requests[key] = to
 
-    def open_requests(self) -> set[str]:
+    def open_requests(self) -> set[tuple[str, str]]:
         return {r for r, status in self.requests.items() if status == "charged"}
 
     def conservation(self) -> list[str]:

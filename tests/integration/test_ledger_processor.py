@@ -131,7 +131,8 @@ def verify_exactly_once(
     if final is not None:
         for event in requests:
             outcome = final[event.event_id].outcome
-            assert outcome == replay.requests[event.request_id], (event.request_id, outcome)
+            ended = replay.requests[event.client_id, event.request_id]
+            assert outcome == ended, (event.request_id, outcome)
     live = driver.accounts(clients)
     for client in clients:
         assert live[client] == replay.accounts[client].view(), client
