@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,7 @@ import httpx
 from maas.admin import ensure_topics
 from maas.broker import LocalBroker, free_port
 from maas.settings import Settings
+from maas.supervisor import process_command
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -153,17 +153,7 @@ class Region:
         say(f"region {self.name}: topics created ({self.settings.partitions} partitions)")
 
     def command(self, name: str) -> list[str]:
-        maas = [sys.executable, "-m", "maas.cli"]
-        match name:
-            case "processor":
-                return [*maas, "processor"]
-            case "generator-standard":
-                return [*maas, "generator", "--kind", "standard"]
-            case "generator-ai":
-                return [*maas, "generator", "--kind", "ai"]
-            case "api":
-                return [*maas, "api", "--host", "127.0.0.1", "--port", str(self.port)]
-        raise KeyError(name)
+        return process_command(name, port=self.port)
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
