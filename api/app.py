@@ -20,6 +20,7 @@ from api.bridge import KafkaBridge
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
+from api.routes import console as audit_console
 from maas.settings import Settings
 from processors.generators.blobstore import make_blob_store
 from processors.generators.formats import ConvertedCache
@@ -82,4 +83,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     for module in (memes, me, billing, audit, images, health):
         app.include_router(module.router)
+    app.include_router(audit_console.router)  # the auditors' web page, /audit/console
     return app
