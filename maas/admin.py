@@ -28,16 +28,19 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             name, num_partitions=partitions, replication_factor=rf, config={**durable, **config}
         )
 
+    # Topics that carry personal request details (coordinates, query, caption) keep them
+    # only this long: see docs/data-retention.md.
+    personal = {"retention.ms": str(settings.personal_data_retention_ms)}
     return [
-        spec(t.requests, n, {}),
+        spec(t.requests, n, personal),
         spec(t.purchases, n, FOREVER),
-        spec(t.outcomes, n, {}),
+        spec(t.outcomes, n, personal),
         spec(t.ledger, n, FOREVER),
         spec(t.ledger_checkpoints, 1, FOREVER),
         spec(t.ledger_changelog, n, COMPACTED),
         spec(t.clients, n, COMPACTED),
-        spec(t.approved("standard"), n, {}),
-        spec(t.approved("ai"), n, {}),
+        spec(t.approved("standard"), n, personal),
+        spec(t.approved("ai"), n, personal),
         spec(t.replies, settings.reply_partitions, {"retention.ms": str(3_600_000)}),
     ]
 

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
     reply_partitions: int = Field(default=16, ge=1, le=1024)
 
+    # Retention of topics with personal request details. It must outlast any processor
+    # outage: an input deleted before the ledger folded it would be lost.
+    personal_data_retention_ms: int = Field(default=7 * 86_400_000, ge=86_400_000)
+
     # ledger processor
     instance_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     commit_interval_ms: int = Field(default=20, ge=1)
