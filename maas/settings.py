@@ -8,7 +8,6 @@ misconfigured process refuses to start instead of misbehaving under load.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -103,7 +102,3 @@ class Settings(BaseModel):
 
     def kafka_common(self) -> dict[str, object]:
         return {"bootstrap.servers": self.bootstrap_servers}
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
