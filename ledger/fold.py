@@ -27,6 +27,7 @@ arrive after the end are ignored: "when in doubt, the client gets a free meme".
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -231,22 +232,14 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
             status="rejected",
             reject_reason=RejectReason.INSUFFICIENT_TOKENS,
         )
-        return Decision(
-            entries=(rejected,),
-            account=account,
-            request=record,
-            replies=(
-                (
-                    event.reply_to,
-                    Reply(
-                        correlation_id=event.event_id,
-                        outcome="rejected",
-                        balance=account.balance,
-                        entry=rejected,
-                        reason=RejectReason.INSUFFICIENT_TOKENS,
-                    ),
-                ),
-            ),
+        return _reply(
+            event.reply_to,
+            event.event_id,
+            "rejected",
+            changes=Decision(entries=(rejected,), account=account, request=record),
+            balance=account.balance,
+            entry=rejected,
+            reason=RejectReason.INSUFFICIENT_TOKENS,
         )
 
     kind = "ai" if account.ai_entitled(event.occurred_at_ms) else "standard"
@@ -443,21 +436,13 @@ def _tokens_purchased(state: StateView, event: TokensPurchased) -> Decision:
         tokens=event.tokens,
         credited=credited,
     )
-    return Decision(
-        entries=(credited,),
-        account=account,
-        purchase=purchase,
-        replies=(
-            (
-                event.reply_to,
-                Reply(
-                    correlation_id=event.event_id,
-                    outcome="credited",
-                    balance=account.balance,
-                    entry=credited,
-                ),
-            ),
-        ),
+    return _reply(
+        event.reply_to,
+        event.event_id,
+        "credited",
+        changes=Decision(entries=(credited,), account=account, purchase=purchase),
+        balance=account.balance,
+        entry=credited,
     )
 
 
@@ -482,21 +467,14 @@ def _client_registered(state: StateView, event: ClientRegistered) -> Decision:
         api_key_sha256=event.api_key_sha256,
     )
     account = evolve(None, opened)
-    return Decision(
-        entries=(opened,),
-        account=account,
-        replies=(
-            (
-                event.reply_to,
-                Reply(
-                    correlation_id=event.event_id,
-                    outcome="registered",
-                    balance=0,
-                    entry=opened,
-                    account=account.view(),
-                ),
-            ),
-        ),
+    return _reply(
+        event.reply_to,
+        event.event_id,
+        "registered",
+        changes=Decision(entries=(opened,), account=account),
+        balance=0,
+        entry=opened,
+        account=account.view(),
     )
 
 
@@ -512,21 +490,14 @@ def _subscription_requested(state: StateView, event: SubscriptionRequested) -> D
         active=event.active,
         until_ms=event.until_ms if event.active else None,
     )
-    return Decision(
-        entries=(changed,),
-        account=account,
-        replies=(
-            (
-                event.reply_to,
-                Reply(
-                    correlation_id=event.event_id,
-                    outcome="subscription",
-                    balance=account.balance,
-                    entry=changed,
-                    account=account.view(),
-                ),
-            ),
-        ),
+    return _reply(
+        event.reply_to,
+        event.event_id,
+        "subscription",
+        changes=Decision(entries=(changed,), account=account),
+        balance=account.balance,
+        entry=changed,
+        account=account.view(),
     )
 
 
@@ -572,7 +543,14 @@ def _append_at(
     return entry, evolve(account, entry)
 
 
-def _reply(reply_to: int, correlation_id: str, outcome: str, **fields: object) -> Decision:
-    return Decision(
-        replies=((reply_to, Reply(correlation_id=correlation_id, outcome=outcome, **fields)),)
-    )
+def _reply(
+    reply_to: int,
+    correlation_id: str,
+    outcome: str,
+    *,
+    changes: Decision = NOTHING,
+    **fields: object,
+) -> Decision:
+    """``changes`` plus the one reply that answers the input."""
+    reply = Reply(correlation_id=correlation_id, outcome=outcome, **fields)
+    return dataclasses.replace(changes, replies=((reply_to, reply),))
