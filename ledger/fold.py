@@ -16,13 +16,17 @@ Checks for a meme request, in order (the first that applies decides):
 1. unknown client -> rejected (reason 1), nothing stored;
 2. request id seen before with other parameters -> rejected (reason 2), nothing stored;
 3. request id seen before -> the first outcome again, or wait for it; nothing charged;
-4. balance below the price -> ``MemeRejected`` (reason 3);
-5. otherwise ``TokensCharged``: the work goes to the ``ai`` pool if the subscription is
-   active at the request's time, else to the ``standard`` pool.
+4. the kind is ``ai`` if the subscription is active at the request's time, else
+   ``standard``; balance below that kind's price -> ``MemeRejected`` (reason 3);
+5. otherwise ``TokensCharged`` of the price; the work goes to the kind's pool.
 
 A charged request ends exactly once: ``MemeDelivered`` (meme made) or
-``TokensRefunded`` (generator failed, or no outcome by the deadline). Outcomes that
-arrive after the end are ignored: "when in doubt, the client gets a free meme".
+``TokensRefunded`` of what was charged (generator failed, or no outcome by the
+deadline). Outcomes that arrive after the end are ignored: "when in doubt, the client
+gets a free meme".
+
+The price is a parameter (``Pricing``): the live processor charges the list price, and
+the what-if replay (``ledger.whatif``) re-decides the same history under another one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from schemas.events import (
     AccountQueried,
     ClientRegistered,
     InputEvent,
+    Kind,
     LedgerEntryUnion,
     MemeApproved,
     MemeDelivered,
@@ -65,7 +70,23 @@ from schemas.events import (
     entry_hash,
 )
 
-PRICE_TOKENS = 1
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """Tokens one meme costs, by kind."""
+
+    standard: int = 1
+    ai: int = 1
+
+    def __post_init__(self) -> None:
+        if self.standard < 1 or self.ai < 1:
+            raise ValueError(f"a meme costs at least 1 token: {self}")
+
+    def of(self, kind: Kind) -> int:
+        return self.ai if kind == "ai" else self.standard
+
+
+LIST_PRICE = Pricing()
 
 
 def derived_id(*parts: object) -> str:
@@ -111,10 +132,10 @@ class Decision:
 NOTHING = Decision()
 
 
-def decide(state: StateView, event: InputEvent | Expire) -> Decision:
+def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST_PRICE) -> Decision:
     match event:
         case MemeRequested():
-            return _meme_requested(state, event)
+            return _meme_requested(state, event, pricing)
         case MemeGenerated():
             return _meme_generated(state, event)
         case MemeFailed():
@@ -205,7 +226,7 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
 # --- rules ----------------------------------------------------------------------------
 
 
-def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
+def _meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> Decision:
     account = state.account(event.client_id)
     if account is None:
         return _reply(
@@ -216,7 +237,9 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
     if seen is not None:
         return _repeated_request(seen, event, account)
 
-    if account.balance < PRICE_TOKENS:
+    kind: Kind = "ai" if account.ai_entitled(event.occurred_at_ms) else "standard"
+    price = pricing.of(kind)
+    if account.balance < price:
         rejected, account = _append(
             account,
             MemeRejected,
@@ -242,14 +265,13 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
             reason=RejectReason.INSUFFICIENT_TOKENS,
         )
 
-    kind = "ai" if account.ai_entitled(event.occurred_at_ms) else "standard"
     charged, account = _append(
         account,
         TokensCharged,
         event,
-        -PRICE_TOKENS,
+        -price,
         request_id=event.request_id,
-        tokens=PRICE_TOKENS,
+        tokens=price,
         kind=kind,
     )
     record = RequestRecord(
@@ -258,6 +280,7 @@ def _meme_requested(state: StateView, event: MemeRequested) -> Decision:
         fingerprint=event.fingerprint,
         status="charged",
         kind=kind,
+        tokens=price,
         deadline_ms=event.deadline_ms,
         waiters=(Waiter(reply_to=event.reply_to, correlation_id=event.event_id),),
     )
@@ -368,9 +391,9 @@ def _end_with_refund(
         cause.request_id,
         cause.region,
         now_ms,
-        PRICE_TOKENS,
+        record.tokens,
         request_id=cause.request_id,
-        tokens=PRICE_TOKENS,
+        tokens=record.tokens,
         reason=reason,
     )
     ended = record.model_copy(update={"status": "refunded", "refund_reason": reason, "waiters": ()})

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from ledger.fold import Decision, Expire, decide
+from ledger.fold import LIST_PRICE, Decision, Expire, Pricing, decide
 from ledger.state import KeyValueState, record_writes
 from schemas.events import InputEvent, LedgerEntryUnion
 
 
 class MemoryLedger:
-    def __init__(self) -> None:
+    def __init__(self, pricing: Pricing = LIST_PRICE) -> None:
+        self.pricing = pricing
         self.records: dict[bytes, bytes] = {}
         self.state = KeyValueState(self.records.get)
         self.entries: list[LedgerEntryUnion] = []
 
     def handle(self, event: InputEvent | Expire) -> Decision:
-        decision = decide(self.state, event)
+        decision = decide(self.state, event, self.pricing)
         for key, value in record_writes(decision.account, decision.request, decision.purchase):
             if value is None:
                 self.records.pop(key, None)

@@ -80,6 +80,9 @@ class RequestRecord(BaseModel):
     fingerprint: str
     status: RequestStatus
     kind: Kind | None = None
+    # Tokens charged, what a refund gives back. Records written before the price was a
+    # parameter of the fold have none: they were all charged 1 token.
+    tokens: int = 1
     deadline_ms: int = 0
     waiters: tuple[Waiter, ...] = ()
     reject_reason: RejectReason | None = None

@@ -14,7 +14,7 @@ import itertools
 import pytest
 from pydantic import TypeAdapter
 
-from ledger.fold import PRICE_TOKENS, Decision, Expire, LedgerCorrupt, evolve
+from ledger.fold import Decision, Expire, LedgerCorrupt, Pricing, evolve
 from ledger.memory import MemoryLedger
 from ledger.state import (
     MAX_WAITERS,
@@ -67,8 +67,8 @@ class Script:
     replies of that one step.
     """
 
-    def __init__(self) -> None:
-        self.ledger = MemoryLedger()
+    def __init__(self, pricing: Pricing | None = None) -> None:
+        self.ledger = MemoryLedger() if pricing is None else MemoryLedger(pricing)
         self._ids = itertools.count(1)
         self.last_event_id = ""
         self.last_input: InputEvent | None = None
@@ -419,7 +419,7 @@ def test_meme_request_charges_one_token_and_approves_standard_work(funded: Scrip
     (charged,) = decision.entries
     assert isinstance(charged, TokensCharged)
     assert (charged.seq, charged.balance_after) == (3, 2)
-    assert (charged.request_id, charged.tokens, charged.kind) == ("r1", PRICE_TOKENS, "standard")
+    assert (charged.request_id, charged.tokens, charged.kind) == ("r1", 1, "standard")
     approved = decision.approved
     assert approved is not None
     assert (approved.request_id, approved.kind, approved.client_id) == ("r1", "standard", "c1")
@@ -806,7 +806,7 @@ def test_generator_failure_refunds_the_token_with_reason_1(funded: Script) -> No
 
     (refunded,) = decision.entries
     assert isinstance(refunded, TokensRefunded)
-    assert (refunded.seq, refunded.balance_after, refunded.tokens) == (4, 3, PRICE_TOKENS)
+    assert (refunded.seq, refunded.balance_after, refunded.tokens) == (4, 3, 1)
     assert refunded.reason == RefundReason.GENERATOR_FAILED == 1
     _, reply = only_reply(decision)
     assert (reply.outcome, reply.reason, reply.entry, reply.balance) == (
@@ -818,6 +818,37 @@ def test_generator_failure_refunds_the_token_with_reason_1(funded: Script) -> No
     account = funded.account("c1")
     assert (account.balance, account.tokens_refunded) == (3, 1)
     assert funded.record("r1").refund_reason == RefundReason.GENERATOR_FAILED
+
+
+def test_the_price_is_a_parameter_and_a_refund_returns_what_was_charged() -> None:
+    """Scenario: AI memes cost 3 tokens, standard ones 1; a subscribed client with 4
+    tokens asks twice (the second is unaffordable), the first fails, then the
+    subscription ends and a standard meme is asked for.
+    We expect: 3 charged, then a rejection at balance 1, a refund of 3, then 1 charged."""
+    script = Script(Pricing(standard=1, ai=3))
+    script.register("c1")
+    script.buy("c1", "p1", tokens=4)
+    script.subscribe("c1", active=True)
+
+    (charged,) = script.request("c1", "r1").entries
+    (rejected,) = script.request("c1", "r2", fingerprint=FINGERPRINT_B).entries
+    (refunded,) = script.failed("c1", "r1").entries
+    script.subscribe("c1", active=False)
+    (standard,) = script.request("c1", "r3").entries
+
+    assert isinstance(charged, TokensCharged) and (charged.tokens, charged.kind) == (3, "ai")
+    assert isinstance(rejected, MemeRejected) and rejected.balance_after == 1
+    assert isinstance(refunded, TokensRefunded) and refunded.tokens == 3
+    assert isinstance(standard, TokensCharged) and (standard.tokens, standard.kind) == (
+        1,
+        "standard",
+    )
+    assert script.account("c1").balance == 3
+
+
+def test_a_meme_costs_at_least_one_token() -> None:
+    with pytest.raises(ValueError, match="at least 1 token"):
+        Pricing(ai=0)
 
 
 def test_expiry_refunds_the_token_with_reason_2(funded: Script) -> None:
