@@ -8,8 +8,9 @@ from schemas.events import InputEvent, LedgerEntryUnion
 
 
 class MemoryLedger:
-    def __init__(self, pricing: Pricing = LIST_PRICE) -> None:
+    def __init__(self, pricing: Pricing = LIST_PRICE, *, keep_entries: bool = True) -> None:
         self.pricing = pricing
+        self.keep_entries = keep_entries
         self.records: dict[bytes, bytes] = {}
         self.state = KeyValueState(self.records.get)
         self.entries: list[LedgerEntryUnion] = []
@@ -21,5 +22,6 @@ class MemoryLedger:
                 self.records.pop(key, None)
             else:
                 self.records[key] = value
-        self.entries.extend(decision.entries)
+        if self.keep_entries:
+            self.entries.extend(decision.entries)
         return decision

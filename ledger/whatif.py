@@ -2,51 +2,72 @@
 
 Pure: ledger entries in, per-client figures out; no I/O.
 
-**An approximation, on ledger entries.** The exact answer would re-decide the raw inputs
-(``<region>.requests``, ``.purchases``, ``.outcomes``) with ``decide`` under the other
-price, in the order the ledger recorded them. ``decide`` takes its price from the
-constant ``ledger.fold.PRICE_TOKENS``, so until the price is a parameter of the fold,
-this module re-prices what the ledger recorded instead, client by client, in ``seq``
-order:
+**Re-decided with the live fold.** The ledger records every input that changed an
+account, in the order the processor decided it. ``ledger_inputs`` turns each entry
+back into the input that caused it, and ``WhatIf`` feeds those inputs, in the same
+order, to ``decide`` under the other ``Pricing``:
 
-- ``TokensCredited`` adds its tokens, as recorded;
-- ``TokensCharged`` costs ``pricing[kind]`` instead of its recorded tokens; the kind
-  (standard or ai) is the one recorded, since the subscription does not depend on the
-  price. If the re-priced balance is below the new price, the charge becomes a
-  rejection for insufficient tokens (``rejected``), and that request's later
-  ``MemeDelivered`` / ``TokensRefunded`` change nothing;
-- ``TokensRefunded`` gives back what the request was charged under the new price;
-- ``MemeRejected``, ``MemeDelivered``, ``AccountOpened``, ``SubscriptionChanged`` keep
-  their (zero) effect on the balance.
+=========================================  ============================================
+entry                                      input re-decided
+=========================================  ============================================
+``AccountOpened``                          ``ClientRegistered``
+``TokensCredited``                         ``TokensPurchased``
+``SubscriptionChanged``                    ``SubscriptionRequested``
+``TokensCharged``, ``MemeRejected``        ``MemeRequested``
+``MemeDelivered``                          ``MemeGenerated``
+``TokensRefunded`` (generator failed)      ``MemeFailed``
+``TokensRefunded`` (deadline)              the deadline timer (``Expire``)
+=========================================  ============================================
 
-What this does not capture: a request the ledger rejected for insufficient tokens stays
-rejected even if it would have been affordable at a lower price (it was never sent to a
-generator, so its outcome is unknown); and a client who would have been rejected might
-in reality have bought tokens earlier or retried. Purchases, outcomes and their order
-are taken as they happened.
+So every rule applies as it did live: a charge the new price makes unaffordable is a
+rejection, and that request's later outcome changes nothing; a refund gives back what
+the request was charged under the new price; the subscription decides the kind at the
+request's time. Under the list price the re-decided ledger is the live one, entry for
+entry (a property test checks it on random histories).
+
+One thing the ledger cannot know: the outcome of a request it rejected for want of
+tokens that the new price makes affordable (it never reached a generator). Such a
+request is counted in ``newly_charged`` and its charge stands, as if it was delivered.
+Inputs that changed nothing live (repeats, queries, unknown clients) are not in the
+ledger and are not needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ledger.fold import Expire, Pricing
+from ledger.memory import MemoryLedger
+from ledger.state import request_key
 from schemas.events import (
     AccountOpened,
+    ClientRegistered,
+    InputEvent,
+    Kind,
     LedgerEntryUnion,
     MemeDelivered,
+    MemeFailed,
+    MemeGenerated,
+    MemeRejected,
+    MemeRequested,
+    RefundReason,
+    SubscriptionChanged,
+    SubscriptionRequested,
     TokensCharged,
     TokensCredited,
+    TokensPurchased,
     TokensRefunded,
 )
 
 KINDS = ("standard", "ai")
+_FINGERPRINT = "0" * 16  # re-decided requests are never repeats: any fingerprint will do
 
 
-def parse_pricing(text: str) -> dict[str, int]:
-    """``"ai=2,standard=1"`` -> ``{"ai": 2, "standard": 1}``; a kind not named keeps
-    the price the ledger recorded for it (see ``WhatIf``)."""
-    pricing: dict[str, int] = {}
+def parse_pricing(text: str) -> Pricing:
+    """``"ai=2,standard=1"`` -> ``Pricing(standard=1, ai=2)``; a kind not named keeps
+    the list price."""
+    prices: dict[str, int] = {}
     for part in text.split(","):
         if not part.strip():
             continue
@@ -54,13 +75,68 @@ def parse_pricing(text: str) -> dict[str, int]:
         kind = kind.strip()
         if not sep or kind not in KINDS:
             raise ValueError(f"expected kind=tokens with kind in {KINDS}, got {part!r}")
-        tokens = int(value)
-        if tokens < 0:
-            raise ValueError(f"a price cannot be negative: {part!r}")
-        pricing[kind] = tokens
-    if not pricing:
+        try:
+            prices[kind] = int(value)
+        except ValueError:
+            raise ValueError(f"a price is a whole number of tokens: {part!r}") from None
+    if not prices:
         raise ValueError("no price given")
-    return pricing
+    return Pricing(**prices)
+
+
+def ledger_inputs(
+    entry: LedgerEntryUnion, kind_of: dict[tuple[str, str], Kind]
+) -> InputEvent | Expire | None:
+    """The input that caused ``entry``, as the fold needs it; None for an entry that
+    no price can change. ``kind_of`` remembers the kind of each charged request until
+    it ends, for its ``MemeFailed``."""
+    envelope = {
+        "event_id": entry.event_id,
+        "client_id": entry.client_id,
+        "region": entry.region,
+        "occurred_at_ms": entry.occurred_at_ms,
+    }
+    match entry:
+        case AccountOpened():
+            return ClientRegistered(**envelope, api_key_sha256=entry.api_key_sha256, reply_to=0)
+        case TokensCredited():
+            return TokensPurchased(
+                **envelope, purchase_id=entry.purchase_id, tokens=entry.tokens, reply_to=0
+            )
+        case SubscriptionChanged():
+            return SubscriptionRequested(
+                **envelope, active=entry.active, until_ms=entry.until_ms, reply_to=0
+            )
+        case TokensCharged() | MemeRejected():
+            if isinstance(entry, TokensCharged):
+                kind_of[(entry.client_id, entry.request_id)] = entry.kind
+            return MemeRequested(
+                **envelope,
+                request_id=entry.request_id,
+                fingerprint=_FINGERPRINT,
+                lat=0.0,
+                lon=0.0,
+                query="-",
+                deadline_ms=0,  # so the recorded expiry is never early
+                reply_to=0,
+            )
+        case MemeDelivered():
+            kind_of.pop((entry.client_id, entry.request_id), None)
+            return MemeGenerated(
+                **envelope,
+                request_id=entry.request_id,
+                meme_id=entry.meme_id,
+                kind=entry.kind,
+                template=entry.template,
+                caption=entry.caption or "",
+                image_key=entry.image_key,
+            )
+        case TokensRefunded():
+            kind = kind_of.pop((entry.client_id, entry.request_id), "standard")
+            if entry.reason == RefundReason.DEADLINE_EXPIRED:
+                return Expire(entry.client_id, entry.request_id, entry.region, entry.occurred_at_ms)
+            return MemeFailed(**envelope, request_id=entry.request_id, kind=kind, error="-")
+    return None
 
 
 @dataclass
@@ -68,12 +144,13 @@ class ClientWhatIf:
     client_id: str
     old_balance: int = 0
     new_balance: int = 0
-    old_charged: int = 0  # tokens, net of nothing: what TokensCharged recorded
+    old_charged: int = 0  # tokens
     new_charged: int = 0
     old_refunded: int = 0
     new_refunded: int = 0
     requests_charged: int = 0  # charges the ledger recorded
     rejected: int = 0  # of those, rejected under the new price for insufficient tokens
+    newly_charged: int = 0  # recorded rejections the new price makes affordable
 
     @property
     def difference(self) -> int:
@@ -82,13 +159,15 @@ class ClientWhatIf:
 
 @dataclass
 class WhatIf:
-    """Folds ledger entries under ``pricing`` (kind -> tokens per meme)."""
+    """Re-decides the inputs behind ledger entries under ``pricing``, entry by entry."""
 
-    pricing: Mapping[str, int]
+    pricing: Pricing
     clients: dict[str, ClientWhatIf] = field(default_factory=dict)
-    # (client, request) -> tokens charged under the new price (0: rejected under it);
-    # dropped when the request ends, so only open requests are held.
-    _open: dict[tuple[str, str], int] = field(default_factory=dict)
+    _ledger: MemoryLedger = field(init=False)
+    _kind_of: dict[tuple[str, str], Kind] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._ledger = MemoryLedger(self.pricing, keep_entries=False)
 
     def apply(self, entry: LedgerEntryUnion) -> None:
         client = self.clients.get(entry.client_id)
@@ -97,27 +176,31 @@ class WhatIf:
                 return  # a prefix that starts mid-client: nothing to compare against
             client = self.clients[entry.client_id] = ClientWhatIf(entry.client_id)
         client.old_balance = entry.balance_after
+        event = ledger_inputs(entry, self._kind_of)
+        if event is None:
+            return
+        decision = self._ledger.handle(event)
+        new = decision.entries[0] if decision.entries else None
+        if new is not None:
+            client.new_balance = new.balance_after
         match entry:
-            case TokensCredited():
-                client.new_balance += entry.tokens
             case TokensCharged():
                 client.old_charged += entry.tokens
                 client.requests_charged += 1
-                price = self.pricing.get(entry.kind, entry.tokens)
-                if client.new_balance >= price:
-                    client.new_balance -= price
-                    client.new_charged += price
-                    self._open[(entry.client_id, entry.request_id)] = price
-                else:
-                    client.rejected += 1
-                    self._open[(entry.client_id, entry.request_id)] = 0
+                client.rejected += isinstance(new, MemeRejected)
+            case MemeRejected():
+                client.newly_charged += isinstance(new, TokensCharged)
             case TokensRefunded():
                 client.old_refunded += entry.tokens
-                price = self._open.pop((entry.client_id, entry.request_id), entry.tokens)
-                client.new_balance += price
-                client.new_refunded += price
-            case MemeDelivered():
-                self._open.pop((entry.client_id, entry.request_id), None)
+        match new:
+            case TokensCharged():
+                client.new_charged += new.tokens
+            case TokensRefunded():
+                client.new_refunded += new.tokens
+        if isinstance(new, MemeRejected) or isinstance(entry, MemeDelivered | TokensRefunded):
+            # Ended, or never started: no later input needs the record; drop it so a
+            # long replay holds only the requests still open.
+            self._ledger.records.pop(request_key(entry.client_id, entry.request_id), None)
 
     def apply_all(self, entries: Iterable[LedgerEntryUnion]) -> WhatIf:
         for entry in entries:
@@ -135,17 +218,19 @@ class WhatIf:
             total.new_refunded += c.new_refunded
             total.requests_charged += c.requests_charged
             total.rejected += c.rejected
+            total.newly_charged += c.newly_charged
         return total
 
 
 CSV_HEADER = (
     "client_id,old_balance,new_balance,difference,old_charged,new_charged,"
-    "old_refunded,new_refunded,requests_charged,rejected_under_new_price"
+    "old_refunded,new_refunded,requests_charged,rejected_under_new_price,newly_charged"
 )
 
 
 def csv_row(c: ClientWhatIf) -> str:
     return (
         f"{c.client_id},{c.old_balance},{c.new_balance},{c.difference},{c.old_charged},"
-        f"{c.new_charged},{c.old_refunded},{c.new_refunded},{c.requests_charged},{c.rejected}"
+        f"{c.new_charged},{c.old_refunded},{c.new_refunded},{c.requests_charged},"
+        f"{c.rejected},{c.newly_charged}"
     )

@@ -12,9 +12,9 @@ every entry with), so a replay of the whole topic equals the live state. Options
   ``occurred_at_ms`` after the time (a naive time is UTC). A client's entries are in
   ``seq`` order but their times come from several clocks (API instances, the processor's
   deadline timer), so the cut is a per-client prefix: the hash chain never has a gap;
-- ``--what-if-price ai=2,standard=1``: also fold the entries under other prices
-  (``ledger.whatif``) and print, per client, the old and new balance instead of the
-  accounts.
+- ``--what-if-price ai=2,standard=1``: also re-decide the history under other prices
+  with the live fold (``ledger.whatif``) and print, per client, the old and new
+  figures instead of the accounts.
 
 A progress bar (entries read, rate, share of the topic) goes to stderr, and the
 throughput at the end. The exit status is 1 if any guarantee is violated.

@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 from ledger.fold import Decision, Expire, evolve
 from ledger.memory import MemoryLedger
 from ledger.state import MAX_WAITERS, PENDING_PREFIX, Account, parse_pending
+from ledger.whatif import ledger_inputs
 from schemas.events import (
     AccountOpened,
     AccountQueried,
@@ -800,6 +801,22 @@ class LedgerMachine(RuleBasedStateMachine):
         assert set(replayed) == set(live)
         for client_id, account in live.items():
             assert replayed[client_id].model_dump() == account.model_dump(), client_id
+
+    @invariant()
+    def redeciding_the_ledger_at_list_price_reproduces_it(self) -> None:
+        """What-if pricing rests on this: the inputs read back from the entries, decided
+        again in order, give the same entries (ids aside, as the inputs' ids differ)."""
+        again = MemoryLedger()
+        kinds: dict[Key, str] = {}
+        for entry in self.ledger.entries:
+            event = ledger_inputs(entry, kinds)
+            assert event is not None, entry
+            again.handle(event)
+
+        def shape(e: LedgerEntryUnion) -> tuple[object, ...]:
+            return (e.type, e.client_id, e.seq, e.balance_after, getattr(e, "tokens", None))
+
+        assert [shape(e) for e in again.entries] == [shape(e) for e in self.ledger.entries]
 
     @invariant()
     def entries_have_gapless_seq_per_client(self) -> None:
