@@ -25,6 +25,9 @@ A charged request ends exactly once: ``MemeDelivered`` (meme made) or
 deadline). Outcomes that arrive after the end are ignored: "when in doubt, the client
 gets a free meme".
 
+A delivered meme's caption is kept in the request record, never in the ledger entry;
+``ErasureRequested`` erases it there (``docs/data-retention.md``).
+
 The price is a parameter (``Pricing``): the live processor charges the list price, and
 the what-if replay (``ledger.whatif``) re-decides the same history under another one.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +51,8 @@ from schemas.events import (
     AccountOpened,
     AccountQueried,
     ClientRegistered,
+    ErasureRequested,
+    ErasureView,
     InputEvent,
     Kind,
     LedgerEntryUnion,
@@ -56,6 +62,7 @@ from schemas.events import (
     MemeGenerated,
     MemeRejected,
     MemeRequested,
+    PersonalDataErased,
     PurchaseRejectReason,
     RefundReason,
     RejectReason,
@@ -105,6 +112,9 @@ class StateView(Protocol):
     def account(self, client_id: str) -> Account | None: ...
     def request(self, client_id: str, request_id: str) -> RequestRecord | None: ...
     def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None: ...
+    def requests_of(
+        self, client_id: str, after_request_id: str = ""
+    ) -> Iterator[RequestRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +133,7 @@ class Decision:
 
     entries: tuple[LedgerEntryUnion, ...] = ()
     account: Account | None = None
-    request: RequestRecord | None = None
+    requests: tuple[RequestRecord, ...] = ()
     purchase: PurchaseRecord | None = None
     approved: MemeApproved | None = None
     replies: tuple[tuple[int, Reply], ...] = ()
@@ -156,6 +166,8 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
             return _client_registered(state, event)
         case SubscriptionRequested():
             return _subscription_requested(state, event)
+        case ErasureRequested():
+            return _erasure_requested(state, event)
         case AccountQueried():
             account = state.account(event.client_id)
             if account is None:
@@ -259,7 +271,7 @@ def _meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) ->
             event.reply_to,
             event.event_id,
             "rejected",
-            changes=Decision(entries=(rejected,), account=account, request=record),
+            changes=Decision(entries=(rejected,), account=account, requests=(record,)),
             balance=account.balance,
             entry=rejected,
             reason=RejectReason.INSUFFICIENT_TOKENS,
@@ -297,7 +309,7 @@ def _meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) ->
         query=event.query,
         deadline_ms=event.deadline_ms,
     )
-    return Decision(entries=(charged,), account=account, request=record, approved=approved)
+    return Decision(entries=(charged,), account=account, requests=(record,), approved=approved)
 
 
 def _repeated_request(seen: RequestRecord, event: MemeRequested, account: Account) -> Decision:
@@ -313,7 +325,7 @@ def _repeated_request(seen: RequestRecord, event: MemeRequested, account: Accoun
         ):
             return NOTHING
         waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
-        return Decision(request=seen.model_copy(update={"waiters": (*seen.waiters, waiter)}))
+        return Decision(requests=(seen.model_copy(update={"waiters": (*seen.waiters, waiter)}),))
     return Decision(
         replies=((event.reply_to, _final_reply(seen, event.event_id, account.balance)),)
     )
@@ -327,6 +339,7 @@ def _final_reply(record: RequestRecord, correlation_id: str, balance: int) -> Re
                 outcome="delivered",
                 balance=balance,
                 entry=record.meme,
+                caption=record.caption,
             )
         case "refunded":
             return Reply(
@@ -357,10 +370,11 @@ def _meme_generated(state: StateView, event: MemeGenerated) -> Decision:
         meme_id=event.meme_id,
         kind=event.kind,
         template=event.template,
-        caption=event.caption,
         image_key=event.image_key,
     )
-    ended = record.model_copy(update={"status": "delivered", "meme": delivered, "waiters": ()})
+    ended = record.model_copy(
+        update={"status": "delivered", "meme": delivered, "caption": event.caption, "waiters": ()}
+    )
     replies = tuple(
         (
             w.reply_to,
@@ -369,11 +383,12 @@ def _meme_generated(state: StateView, event: MemeGenerated) -> Decision:
                 outcome="delivered",
                 balance=account.balance,
                 entry=delivered,
+                caption=event.caption,
             ),
         )
         for w in record.waiters
     )
-    return Decision(entries=(delivered,), account=account, request=ended, replies=replies)
+    return Decision(entries=(delivered,), account=account, requests=(ended,), replies=replies)
 
 
 def _end_with_refund(
@@ -410,7 +425,7 @@ def _end_with_refund(
         )
         for w in record.waiters
     )
-    return Decision(entries=(refunded,), account=account, request=ended, replies=replies)
+    return Decision(entries=(refunded,), account=account, requests=(ended,), replies=replies)
 
 
 def _open_request(
@@ -521,6 +536,59 @@ def _subscription_requested(state: StateView, event: SubscriptionRequested) -> D
         balance=account.balance,
         entry=changed,
         account=account.view(),
+    )
+
+
+ERASE_BATCH = 500  # request records per ErasureRequested: bounds a transaction and a reply
+
+
+def _erasure_requested(state: StateView, event: ErasureRequested) -> Decision:
+    """Erase the captions of one batch of the client's request records.
+
+    Balances, entries and the hash chain are untouched; a ``PersonalDataErased`` entry
+    records the batch if it erased anything. The reply lists the image of every
+    delivered request in the batch, erased now or before, so that a repeated erasure
+    deletes images a crashed caller had not deleted yet.
+    """
+    account = state.account(event.client_id)
+    if account is None:
+        return _reply(event.reply_to, event.event_id, "not_found")
+    seen: list[RequestRecord] = []
+    more = False
+    for record in state.requests_of(event.client_id, event.after_request_id):
+        if len(seen) == ERASE_BATCH:
+            more = True
+            break
+        seen.append(record)
+    erased = tuple(r.model_copy(update={"caption": None}) for r in seen if r.caption is not None)
+    view = ErasureView(
+        requests_seen=len(seen),
+        requests_erased=len(erased),
+        image_keys=tuple(r.meme.image_key for r in seen if r.meme is not None),
+        in_flight=sum(r.status == "charged" for r in seen),
+        next_after_request_id=seen[-1].request_id if more else None,
+    )
+    if not erased:
+        return _reply(
+            event.reply_to, event.event_id, "erased", balance=account.balance, erasure=view
+        )
+    entry, account = _append(
+        account,
+        PersonalDataErased,
+        event,
+        0,
+        requests_erased=len(erased),
+        first_request_id=erased[0].request_id,
+        last_request_id=erased[-1].request_id,
+    )
+    return _reply(
+        event.reply_to,
+        event.event_id,
+        "erased",
+        changes=Decision(entries=(entry,), account=account, requests=erased),
+        balance=account.balance,
+        entry=entry,
+        erasure=view,
     )
 
 

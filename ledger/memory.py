@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.fold import LIST_PRICE, Decision, Expire, Pricing, decide
-from ledger.state import KeyValueState, record_writes
+from ledger.state import KeyValueState, record_writes, scan_dict
 from schemas.events import InputEvent, LedgerEntryUnion
 
 
@@ -12,12 +12,12 @@ class MemoryLedger:
         self.pricing = pricing
         self.keep_entries = keep_entries
         self.records: dict[bytes, bytes] = {}
-        self.state = KeyValueState(self.records.get)
+        self.state = KeyValueState(self.records.get, scan_dict(self.records))
         self.entries: list[LedgerEntryUnion] = []
 
     def handle(self, event: InputEvent | Expire) -> Decision:
         decision = decide(self.state, event, self.pricing)
-        for key, value in record_writes(decision.account, decision.request, decision.purchase):
+        for key, value in record_writes(decision.account, decision.requests, decision.purchase):
             if value is None:
                 self.records.pop(key, None)
             else:

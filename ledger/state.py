@@ -8,7 +8,7 @@ and the answer to "what happened to request X".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -88,6 +88,9 @@ class RequestRecord(BaseModel):
     reject_reason: RejectReason | None = None
     refund_reason: RefundReason | None = None
     meme: MemeDelivered | None = None
+    # The delivered meme's caption: personal data, so here and not in the ledger entry;
+    # None once erased.
+    caption: str | None = None
 
     def view(self) -> RequestView:
         return RequestView(
@@ -97,6 +100,7 @@ class RequestRecord(BaseModel):
             reject_reason=self.reject_reason,
             refund_reason=self.refund_reason,
             meme=self.meme,
+            caption=self.caption,
         )
 
 
@@ -138,13 +142,31 @@ def purchase_key(client_id: str, purchase_id: str) -> bytes:
     return b"p/" + client_id.encode() + b"/" + purchase_id.encode()
 
 
+Scan = Callable[[bytes], Iterator[tuple[bytes, bytes]]]
+
+
+def scan_dict(records: dict[bytes, bytes]) -> Scan:
+    """``Scan`` over a dict: sorts on every call, fine for tests and small replays."""
+
+    def scan(start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in records if k >= start):
+            yield key, records[key]
+
+    return scan
+
+
 class KeyValueState:
-    """``StateView`` over any byte store: a dict in tests and replay, RocksDB live."""
+    """``StateView`` over any byte store: a dict in tests and replay, RocksDB live.
 
-    __slots__ = ("_get",)
+    ``get`` reads one key; ``scan(start)`` yields (key, value) in key order from
+    ``start`` on (the caller stops reading where its prefix ends).
+    """
 
-    def __init__(self, get: Callable[[bytes], bytes | None]) -> None:
+    __slots__ = ("_get", "_scan")
+
+    def __init__(self, get: Callable[[bytes], bytes | None], scan: Scan) -> None:
         self._get = get
+        self._scan = scan
 
     def account(self, client_id: str) -> Account | None:
         raw = self._get(account_key(client_id))
@@ -158,15 +180,27 @@ class KeyValueState:
         raw = self._get(purchase_key(client_id, purchase_id))
         return None if raw is None else PurchaseRecord.model_validate_json(raw)
 
+    def requests_of(self, client_id: str, after_request_id: str = "") -> Iterator[RequestRecord]:
+        """The client's request records in request-id order, after ``after_request_id``."""
+        prefix = request_key(client_id, "")
+        # Ids never hold a NUL byte, so key + NUL is the first key after it.
+        start = request_key(client_id, after_request_id) + b"\0" if after_request_id else prefix
+        for key, raw in self._scan(start):
+            if not key.startswith(prefix):
+                return
+            yield RequestRecord.model_validate_json(raw)
+
 
 def record_writes(
-    account: Account | None, request: RequestRecord | None, purchase: PurchaseRecord | None
+    account: Account | None,
+    requests: tuple[RequestRecord, ...],
+    purchase: PurchaseRecord | None,
 ) -> list[tuple[bytes, bytes | None]]:
     """The (key, value) pairs that persist a decision's records; None deletes a key."""
     writes: list[tuple[bytes, bytes | None]] = []
     if account is not None:
         writes.append((account_key(account.client_id), account.model_dump_json().encode()))
-    if request is not None:
+    for request in requests:
         key = request_key(request.client_id, request.request_id)
         writes.append((key, request.model_dump_json().encode()))
         pending = pending_key(request.client_id, request.request_id)

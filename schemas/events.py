@@ -5,8 +5,8 @@ Three families, one envelope (``event_id``, ``type``, ``schema_version``, ``clie
 
 - **Inputs** appended by the API and the generator pools; the ledger processor folds them:
   ``ClientRegistered``, ``TokensPurchased``, ``SubscriptionRequested``, ``MemeRequested``,
-  ``MemeGenerated``, ``MemeFailed``, and the read-only ``AccountQueried`` /
-  ``RequestQueried``.
+  ``MemeGenerated``, ``MemeFailed``, ``ErasureRequested``, and the read-only
+  ``AccountQueried`` / ``RequestQueried``.
 - **Ledger entries** written by the ledger processor only, to ``<region>.ledger``, kept
   forever. Each carries the client's ``seq`` (1, 2, 3, ... with no gap) and the
   ``balance_after`` it. Their fold rebuilds every balance.
@@ -121,6 +121,18 @@ class MemeFailed(Envelope):
     error: str = Field(max_length=500)
 
 
+class ErasureRequested(Envelope):
+    """Billing asks to erase a client's personal request details (``docs/data-retention.md``).
+
+    One batch of the client's request records, in request-id order after
+    ``after_request_id``; the reply says whether more follow.
+    """
+
+    type: Literal["ErasureRequested"] = "ErasureRequested"
+    after_request_id: str = Field(default="", max_length=128)
+    reply_to: int = Field(ge=0)
+
+
 class AccountQueried(Envelope):
     type: Literal["AccountQueried"] = "AccountQueried"
     reply_to: int = Field(ge=0)
@@ -139,6 +151,7 @@ GENESIS_HASH = "0" * 64
 
 
 class LedgerEntry(Envelope):
+    schema_version: int = 2  # v2: prev_hash
     seq: int = Field(ge=1)
     balance_after: int = Field(ge=0)
     # sha256 of the client's previous entry (``entry_hash``), GENESIS_HASH for the first:
@@ -176,12 +189,16 @@ class MemeRejected(LedgerEntry):
 
 
 class MemeDelivered(LedgerEntry):
+    """v1 carried the caption; from v2 the ledger, kept forever, holds no personal
+    request detail: the caption is in the reply and the request record, which erasure
+    rewrites. Old entries keep theirs (their hash covers it)."""
+
     type: Literal["MemeDelivered"] = "MemeDelivered"
     request_id: Id
     meme_id: str
     kind: Kind
     template: str
-    caption: str
+    caption: str | None = None
     image_key: str
 
 
@@ -196,6 +213,18 @@ class SubscriptionChanged(LedgerEntry):
     type: Literal["SubscriptionChanged"] = "SubscriptionChanged"
     active: bool
     until_ms: int | None = None
+
+
+class PersonalDataErased(LedgerEntry):
+    """Balance-neutral: the captions of ``requests_erased`` request records (ids
+    ``first_request_id`` to ``last_request_id``) were erased. Keeps the chain going and
+    makes the erasure itself auditable."""
+
+    schema_version: int = 1
+    type: Literal["PersonalDataErased"] = "PersonalDataErased"
+    requests_erased: int = Field(ge=1)
+    first_request_id: Id
+    last_request_id: Id
 
 
 # --- work and replies ---------------------------------------------------------------
@@ -223,6 +252,7 @@ ReplyOutcome = Literal[
     "subscription",
     "account",
     "request",
+    "erased",  # `erasure` says what one batch erased
     "not_found",
 ]
 
@@ -251,6 +281,19 @@ class RequestView(BaseModel):
     reject_reason: RejectReason | None = None
     refund_reason: RefundReason | None = None
     meme: MemeDelivered | None = None
+    caption: str | None = None  # None once erased
+
+
+class ErasureView(BaseModel):
+    """What one ``ErasureRequested`` batch did."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_seen: int
+    requests_erased: int  # records that still had a caption
+    image_keys: tuple[str, ...]  # images of every delivered request seen, to delete
+    in_flight: int  # charged requests still waiting for their outcome
+    next_after_request_id: str | None  # None: this was the last batch
 
 
 class Reply(BaseModel):
@@ -258,6 +301,7 @@ class Reply(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    schema_version: int = 2  # v2: caption, erasure
     correlation_id: str  # event_id of the input that the API appended
     outcome: ReplyOutcome
     balance: int | None = None
@@ -265,6 +309,8 @@ class Reply(BaseModel):
     reason: int | None = None
     account: AccountView | None = None
     request: RequestView | None = None
+    caption: str | None = None  # of a delivered meme
+    erasure: ErasureView | None = None
 
 
 InputEvent = Annotated[
@@ -274,6 +320,7 @@ InputEvent = Annotated[
     | MemeRequested
     | MemeGenerated
     | MemeFailed
+    | ErasureRequested
     | AccountQueried
     | RequestQueried,
     Field(discriminator="type"),
@@ -285,7 +332,8 @@ LedgerEntryUnion = Annotated[
     | MemeRejected
     | MemeDelivered
     | TokensRefunded
-    | SubscriptionChanged,
+    | SubscriptionChanged
+    | PersonalDataErased,
     Field(discriminator="type"),
 ]
 Reply.model_rebuild()

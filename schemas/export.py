@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from schemas import events
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
-DEFAULT_SCHEMA_VERSION = 1  # for models without an envelope (``Reply``)
+DEFAULT_SCHEMA_VERSION = 1  # for a model without a schema_version field
 
 PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     # inputs
@@ -33,6 +33,7 @@ PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     events.MemeRequested,
     events.MemeGenerated,
     events.MemeFailed,
+    events.ErasureRequested,
     events.AccountQueried,
     events.RequestQueried,
     # ledger entries
@@ -43,6 +44,7 @@ PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     events.MemeDelivered,
     events.TokensRefunded,
     events.SubscriptionChanged,
+    events.PersonalDataErased,
     # work and replies
     events.MemeApproved,
     events.Reply,

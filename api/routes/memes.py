@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import Bridge, ClientId, IdempotencyKey
 from api.errors import (
@@ -35,7 +35,9 @@ POLL_HINT = "poll GET /v1/requests/{request_id}; the token is refunded if no mem
 class Meme(BaseModel):
     request_id: str
     meme_id: str
-    caption: str
+    caption: str | None = Field(
+        description="Null when answering a repeat after the client's personal data was erased"
+    )
     template: str
     kind: Kind
     image_url: str
@@ -105,7 +107,7 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
             return Meme(
                 request_id=request_id,
                 meme_id=meme.meme_id,
-                caption=meme.caption,
+                caption=reply.caption,
                 template=meme.template,
                 kind=meme.kind,
                 image_url=f"/v1/images/{meme.image_key}",

@@ -250,11 +250,14 @@ class LedgerProcessor:
 
     def _view(self, partition: int) -> KeyValueState:
         store = self.stores[partition]
-        return KeyValueState(lambda key: self.overlay.get(partition, store, key))
+        return KeyValueState(
+            lambda key: self.overlay.get(partition, store, key),
+            lambda start: self.overlay.scan(partition, store, start),
+        )
 
     def _apply(self, partition: int, decision: Decision) -> None:
         self.decisions += 1
-        for key, value in record_writes(decision.account, decision.request, decision.purchase):
+        for key, value in record_writes(decision.account, decision.requests, decision.purchase):
             self.overlay.put(partition, key, value)
             self._produce(
                 self.topics.ledger_changelog, partition, key, value, self._on_changelog_delivery

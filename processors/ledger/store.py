@@ -62,6 +62,10 @@ class PartitionStore:
         batch.put(CHANGELOG_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch)
 
+    def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order from ``start`` on."""
+        return self._db.items(from_key=start)
+
     def pending(self) -> Iterator[tuple[str, str, int]]:
         """(client_id, request_id, deadline_ms) of every charged request without outcome."""
         for key, value in self._db.items(from_key=PENDING_PREFIX):
@@ -89,6 +93,27 @@ class Overlay:
         if pending is not None and key in pending:
             return pending[key]
         return store.get(key)
+
+    def scan(
+        self, partition: int, store: PartitionStore, start: bytes
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The store's records from ``start`` on, with this transaction's writes merged
+        in (a write wins over the stored value; a delete hides it)."""
+        writes = sorted((k, v) for k, v in self.writes.get(partition, {}).items() if k >= start)
+        i = 0
+        for key, value in store.scan(start):
+            while i < len(writes) and writes[i][0] <= key:
+                written_key, written = writes[i]
+                i += 1
+                if written is not None:
+                    yield written_key, written
+                if written_key == key:
+                    break
+            else:
+                yield key, value
+        for written_key, written in writes[i:]:
+            if written is not None:
+                yield written_key, written
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         self.writes.setdefault(partition, {})[key] = value

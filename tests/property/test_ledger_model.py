@@ -42,6 +42,7 @@ from schemas.events import (
     AccountOpened,
     AccountQueried,
     ClientRegistered,
+    ErasureRequested,
     InputEvent,
     LedgerEntryUnion,
     MemeApproved,
@@ -50,6 +51,7 @@ from schemas.events import (
     MemeGenerated,
     MemeRejected,
     MemeRequested,
+    PersonalDataErased,
     Reply,
     RequestQueried,
     SubscriptionChanged,
@@ -111,6 +113,7 @@ class RequestModel:
     waiters: list[tuple[int, str]]  # (reply_to, correlation id), charged requests only
     reason: int | None = None  # reject reason or refund reason
     meme_id: str | None = None
+    caption: str | None = None  # of a delivered meme, until erased
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -367,13 +370,13 @@ class LedgerMachine(RuleBasedStateMachine):
         # Checks in the documented order; the first that applies decides.
         if client is None:
             note_path("request: unknown client")
-            assert decision.entries == () and decision.request is None
+            assert decision.entries == () and decision.requests == ()
             reply = self._only_reply(decision, reply_to, event.event_id)
             assert (reply.outcome, reply.reason) == ("rejected", UNKNOWN_CLIENT)
             return
         if seen is not None and seen.fingerprint != event.fingerprint:
             note_path("request: conflict")
-            assert decision.entries == () and decision.request is None
+            assert decision.entries == () and decision.requests == ()
             reply = self._only_reply(decision, reply_to, event.event_id)
             assert (reply.outcome, reply.reason) == ("rejected", IDEMPOTENCY_CONFLICT)
             return
@@ -448,8 +451,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert decision == Decision()  # bounded: the extra retry is not recorded
                 return
             seen.waiters.append((reply_to, correlation_id))
-            assert decision.request is not None
-            waiters = [(w.reply_to, w.correlation_id) for w in decision.request.waiters]
+            (record,) = decision.requests
+            waiters = [(w.reply_to, w.correlation_id) for w in record.waiters]
             assert waiters == seen.waiters
             return
         reply = self._only_reply(decision, reply_to, correlation_id)
@@ -458,6 +461,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert reply.outcome == "delivered"
             assert isinstance(reply.entry, MemeDelivered)
             assert (reply.entry.client_id, reply.entry.meme_id) == (seen.client_id, seen.meme_id)
+            assert reply.caption == seen.caption
         else:
             assert (reply.outcome, reply.reason) == (seen.status, seen.reason)
 
@@ -522,8 +526,47 @@ class LedgerMachine(RuleBasedStateMachine):
             kind,
         )
         assert delivered.balance_after == client.balance
+        assert delivered.caption is None  # never in the ledger
         waiters = self._end(key, "delivered", None, event.meme_id)
+        self.requests[key].caption = event.caption
         self._check_final_replies(decision, waiters, "delivered", None, client.balance)
+        assert all(reply.caption == event.caption for _, reply in decision.replies)
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def erase_personal_data(self, client_id: str) -> None:
+        reply_to = self._next_reply_to()
+        event = ErasureRequested(**self._envelope(client_id), reply_to=reply_to)
+        decision = self._handle(event)
+
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        client = self.clients.get(client_id)
+        if client is None:
+            note_path("erasure: unknown client")
+            assert reply.outcome == "not_found" and decision.entries == ()
+            return
+        mine = [r for (owner, _), r in sorted(self.requests.items()) if owner == client_id]
+        with_caption = [r for r in mine if r.caption is not None]
+        erasure = reply.erasure
+        assert reply.outcome == "erased" and erasure is not None
+        assert erasure.next_after_request_id is None  # one batch holds a small history
+        assert erasure.requests_seen == len(mine)
+        assert erasure.requests_erased == len(with_caption)
+        assert erasure.in_flight == sum(r.status == "charged" for r in mine)
+        assert len(erasure.image_keys) == sum(r.status == "delivered" for r in mine)
+        assert reply.balance == client.balance
+        if with_caption:
+            note_path("erasure: captions erased")
+            erased = self._one_entry(decision, client_id, PersonalDataErased)
+            assert (erased.balance_after, erased.requests_erased) == (
+                client.balance,
+                len(with_caption),
+            )
+        else:
+            note_path("erasure: nothing to erase")
+            assert decision.entries == ()
+        for request in with_caption:
+            request.caption = None
+        assert all(r.caption is None for r in self.ledger.state.requests_of(client_id))
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data())
@@ -630,7 +673,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         decision = self._handle(event)
 
-        assert decision.entries == () and decision.request is None
+        assert decision.entries == () and decision.requests == ()
         reply = self._only_reply(decision, reply_to, event.event_id)
         request = self.requests.get((client_id, request_id))
         if request is None:
@@ -805,18 +848,21 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def redeciding_the_ledger_at_list_price_reproduces_it(self) -> None:
         """What-if pricing rests on this: the inputs read back from the entries, decided
-        again in order, give the same entries (ids aside, as the inputs' ids differ)."""
+        again in order, give the same entries. Ids aside (the inputs' ids differ), and
+        erasures aside (no price changes them, so they are not re-decided, and the seqs
+        after one move down)."""
         again = MemoryLedger()
         kinds: dict[Key, str] = {}
-        for entry in self.ledger.entries:
+        recorded = [e for e in self.ledger.entries if not isinstance(e, PersonalDataErased)]
+        for entry in recorded:
             event = ledger_inputs(entry, kinds)
             assert event is not None, entry
             again.handle(event)
 
         def shape(e: LedgerEntryUnion) -> tuple[object, ...]:
-            return (e.type, e.client_id, e.seq, e.balance_after, getattr(e, "tokens", None))
+            return (e.type, e.client_id, e.balance_after, getattr(e, "tokens", None))
 
-        assert [shape(e) for e in again.entries] == [shape(e) for e in self.ledger.entries]
+        assert [shape(e) for e in again.entries] == [shape(e) for e in recorded]
 
     @invariant()
     def entries_have_gapless_seq_per_client(self) -> None:

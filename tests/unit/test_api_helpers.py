@@ -46,7 +46,7 @@ def reply(outcome: str, **fields: object) -> Reply:
 
 
 def test_delivered_reply_is_the_meme_with_its_image_url() -> None:
-    meme = answer("r1", reply("delivered", balance=4, entry=DELIVERED))
+    meme = answer("r1", reply("delivered", balance=4, entry=DELIVERED, caption="hello"))
     assert meme.model_dump() == {
         "request_id": "r1",
         "meme_id": "m1",

@@ -29,6 +29,7 @@ from schemas.events import (
     AccountOpened,
     AccountQueried,
     ClientRegistered,
+    ErasureRequested,
     Id,
     InputEvent,
     LedgerEntryUnion,
@@ -38,6 +39,7 @@ from schemas.events import (
     MemeGenerated,
     MemeRejected,
     MemeRequested,
+    PersonalDataErased,
     PurchaseRejectReason,
     RefundReason,
     RejectReason,
@@ -217,6 +219,18 @@ class Script:
         assert account is not None, f"no account for {client}"
         return account
 
+    def erase(self, client: str, after_request_id: str = "") -> Decision:
+        return self._handle(
+            ErasureRequested(
+                event_id=self._event_id(),
+                client_id=client,
+                region=REGION,
+                occurred_at_ms=0,
+                after_request_id=after_request_id,
+                reply_to=6,
+            )
+        )
+
     def record(self, request_id: str, client: str = "c1") -> RequestRecord:
         record = self.ledger.state.request(client, request_id)
         assert record is not None, f"no record for {request_id}"
@@ -233,7 +247,7 @@ def writes_nothing(decision: Decision) -> bool:
     return (
         decision.entries == ()
         and decision.account is None
-        and decision.request is None
+        and decision.requests == ()
         and decision.purchase is None
         and decision.approved is None
     )
@@ -491,8 +505,8 @@ def test_retry_while_in_flight_waits_and_both_waiters_get_the_meme(funded: Scrip
     retry_id = funded.last_event_id
 
     assert retry.entries == () and retry.approved is None and retry.replies == ()
-    assert retry.request is not None
-    assert [w.correlation_id for w in retry.request.waiters] == [first_id, retry_id]
+    (record,) = retry.requests
+    assert [w.correlation_id for w in record.waiters] == [first_id, retry_id]
     assert funded.account("c1").balance == 2  # one charge only
 
     outcome = funded.generated("c1", "r1")
@@ -785,17 +799,19 @@ def test_generated_meme_becomes_a_delivered_entry(funded: Script) -> None:
     (delivered,) = decision.entries
     assert isinstance(delivered, MemeDelivered)
     assert (delivered.seq, delivered.balance_after) == (4, 2)
-    assert (delivered.meme_id, delivered.template, delivered.caption, delivered.image_key) == (
+    assert (delivered.meme_id, delivered.template, delivered.image_key) == (
         "m-r1",
         "drake",
-        "top / bottom",
         "img/r1.png",
     )
-    assert delivered.occurred_at_ms == 20
+    assert delivered.caption is None  # personal data: never in the ledger (v2)
+    assert (delivered.schema_version, delivered.occurred_at_ms) == (2, 20)
     reply_to, reply = only_reply(decision)
     assert (reply_to, reply.outcome, reply.entry) == (3, "delivered", delivered)
+    assert reply.caption == "top / bottom"
     record = funded.record("r1")
     assert (record.status, record.meme, record.waiters) == ("delivered", delivered, ())
+    assert record.caption == "top / bottom"
     assert funded.account("c1").memes_delivered == 1
 
 
@@ -1045,6 +1061,76 @@ def test_request_query_of_another_clients_or_unknown_request_is_not_found(
     assert writes_nothing(decision)
     _, reply = only_reply(decision)
     assert (reply.outcome, reply.request) == ("not_found", None)
+
+
+# --- erasure of personal data ----------------------------------------------------------
+
+
+def test_erasure_goes_in_batches_after_a_cursor(
+    funded: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario: 3 delivered requests (r1..r3) and batches of 2.
+    We expect: a first batch r1, r2 that names r2 as the cursor, then r3 as the last;
+    each batch one balance-neutral entry naming its range; no caption left."""
+    monkeypatch.setattr("ledger.fold.ERASE_BATCH", 2)
+    for request_id in ("r1", "r2", "r3"):
+        funded.request("c1", request_id)
+        funded.generated("c1", request_id)
+    balance = funded.account("c1").balance
+
+    first = funded.erase("c1")
+    second = funded.erase("c1", after_request_id="r2")
+
+    batches = []
+    for decision in (first, second):
+        (entry,) = decision.entries
+        assert isinstance(entry, PersonalDataErased) and entry.balance_after == balance
+        _, reply = only_reply(decision)
+        assert reply.outcome == "erased" and reply.erasure is not None
+        batches.append((entry.first_request_id, entry.last_request_id, reply.erasure))
+    (a, b, view1), (c, d, view2) = batches
+    assert (a, b, view1.next_after_request_id, view1.image_keys) == (
+        "r1",
+        "r2",
+        "r2",
+        ("img/r1.png", "img/r2.png"),
+    )
+    assert (c, d, view2.next_after_request_id, view2.requests_erased) == ("r3", "r3", None, 1)
+    assert all(funded.record(r).caption is None for r in ("r1", "r2", "r3"))
+    assert funded.account("c1").balance == balance
+
+
+def test_a_request_in_flight_is_counted_and_erased_by_the_next_erasure(funded: Script) -> None:
+    funded.request("c1", "r1")
+
+    during = funded.erase("c1")
+
+    _, reply = only_reply(during)
+    assert reply.erasure is not None
+    assert (reply.erasure.in_flight, reply.erasure.requests_erased, during.entries) == (1, 0, ())
+    funded.generated("c1", "r1")
+    assert funded.record("r1").caption == "top / bottom"
+    (entry,) = funded.erase("c1").entries
+    assert isinstance(entry, PersonalDataErased)
+    assert funded.record("r1").caption is None
+
+
+def test_erasure_for_an_unknown_client_is_not_found(script: Script) -> None:
+    decision = script.erase("ghost")
+
+    assert writes_nothing(decision)
+    assert only_reply(decision)[1].outcome == "not_found"
+
+
+def test_erasure_touches_only_the_clients_own_records(funded: Script) -> None:
+    funded.register("c2")
+    funded.buy("c2", "p1", tokens=1)
+    funded.request("c2", "r1")
+    funded.generated("c2", "r1")
+
+    funded.erase("c1")
+
+    assert funded.record("r1", client="c2").caption == "top / bottom"
 
 
 # --- entries: sequence, balance, determinism ------------------------------------------

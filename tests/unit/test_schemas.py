@@ -34,12 +34,15 @@ from schemas.events import (
     AccountQueried,
     AccountView,
     ClientRegistered,
+    ErasureRequested,
+    ErasureView,
     MemeApproved,
     MemeDelivered,
     MemeFailed,
     MemeGenerated,
     MemeRejected,
     MemeRequested,
+    PersonalDataErased,
     RefundReason,
     RejectReason,
     Reply,
@@ -52,6 +55,7 @@ from schemas.events import (
     TokensPurchased,
     TokensRefunded,
     dump,
+    entry_hash,
     parse_entry,
     parse_input,
 )
@@ -430,6 +434,7 @@ INPUTS: list[BaseModel] = [
     MemeFailed(**ENVELOPE, request_id="r-1", kind="ai", error="timeout"),
     AccountQueried(**ENVELOPE, reply_to=4),
     RequestQueried(**ENVELOPE, request_id="r-1", reply_to=5),
+    ErasureRequested(**ENVELOPE, after_request_id="r-1", reply_to=6),
 ]
 ENTRIES: list[BaseModel] = [
     AccountOpened(**ENVELOPE, seq=1, balance_after=0, api_key_sha256="ab" * 32),
@@ -446,6 +451,14 @@ ENTRIES: list[BaseModel] = [
         reason=RefundReason.DEADLINE_EXPIRED,
     ),
     SubscriptionChanged(**ENVELOPE, seq=7, balance_after=3, active=False, until_ms=None),
+    PersonalDataErased(
+        **ENVELOPE,
+        seq=8,
+        balance_after=3,
+        requests_erased=2,
+        first_request_id="r-1",
+        last_request_id="r-3",
+    ),
 ]
 OTHERS: list[BaseModel] = [
     MemeApproved(
@@ -475,9 +488,46 @@ OTHERS: list[BaseModel] = [
             ai_active=True,
             ai_until_ms=None,
         ),
-        request=RequestView(request_id="r-1", status="delivered", kind="ai", meme=DELIVERED),
+        request=RequestView(
+            request_id="r-1", status="delivered", kind="ai", meme=DELIVERED, caption="a / b"
+        ),
+        caption="a / b",
+        erasure=ErasureView(
+            requests_seen=3,
+            requests_erased=1,
+            image_keys=("k.png",),
+            in_flight=1,
+            next_after_request_id=None,
+        ),
     ),
 ]
+
+
+def test_an_entry_written_under_v1_keeps_its_bytes_and_hash() -> None:
+    """Scenario: a MemeDelivered written under v1 (caption inside, no prev_hash) is read
+    by today's model.
+    We expect: the same JSON back, so its hash, and the chain through it, still verify."""
+    written = json.dumps(
+        {
+            **ENVELOPE,
+            "schema_version": 1,
+            "seq": 4,
+            "balance_after": 2,
+            "type": "MemeDelivered",
+            "request_id": "r-1",
+            "meme_id": "m-1",
+            "kind": "ai",
+            "template": "drake",
+            "caption": "top / bottom",
+            "image_key": "img/r-1.png",
+        }
+    ).encode()
+
+    entry = parse_entry(written)
+
+    assert (entry.schema_version, entry.caption) == (1, "top / bottom")
+    assert json.loads(dump(entry)) == {**json.loads(written), "prev_hash": events.GENESIS_HASH}
+    assert entry_hash(entry) == entry_hash(parse_entry(dump(entry)))
 
 
 def test_examples_cover_every_published_type() -> None:
