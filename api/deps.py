@@ -8,7 +8,7 @@ start-up. Routes never read ``request.app.state`` themselves.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +17,7 @@ from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
 from maas.settings import Settings
+from processors.generators.blobstore import BlobStore
 
 API_KEY_PREFIX = "mk_"
 MAX_API_KEY_CHARS = 128
@@ -36,12 +37,6 @@ _billing_bearer = HTTPBearer(
 )
 
 
-class BlobReader(Protocol):
-    """What the image route needs of a blob store: bytes by key, ``KeyError`` if absent."""
-
-    def get(self, key: str) -> bytes: ...
-
-
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -54,12 +49,12 @@ def get_keys(request: Request) -> KeyTable:
     return request.app.state.keys
 
 
-def get_blobs(request: Request) -> BlobReader:
+def get_blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
 AppSettings = Annotated[Settings, Depends(get_settings)]
-Blobs = Annotated[BlobReader, Depends(get_blobs)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Bridge = Annotated[KafkaBridge, Depends(get_bridge)]
 Keys = Annotated[KeyTable, Depends(get_keys)]
 

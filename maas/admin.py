@@ -31,13 +31,18 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     # Topics that carry personal request details (coordinates, query, caption) keep them
     # only this long: see docs/data-retention.md.
     personal = {"retention.ms": str(settings.personal_data_retention_ms)}
+    # The changelog keeps only the latest version of a request record, but an older
+    # version (with a caption that was erased since) lives until the cleaner compacts
+    # it: this lag bounds that, and also rolls the active segment, which is never
+    # compacted, at least that often.
+    erasable = {"max.compaction.lag.ms": str(settings.personal_data_retention_ms)}
     return [
         spec(t.requests, n, personal),
         spec(t.purchases, n, FOREVER),
         spec(t.outcomes, n, personal),
         spec(t.ledger, n, FOREVER),
         spec(t.ledger_checkpoints, 1, FOREVER),
-        spec(t.ledger_changelog, n, COMPACTED),
+        spec(t.ledger_changelog, n, {**COMPACTED, **erasable}),
         spec(t.clients, n, COMPACTED),
         spec(t.approved("standard"), n, personal),
         spec(t.approved("ai"), n, personal),

@@ -68,6 +68,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("image_key", "string"),
         ("active", "bool"),
         ("until_ms", "int64"),
+        ("requests_erased", "int64"),
+        ("first_request_id", "string"),
+        ("last_request_id", "string"),
     ],
     "requests": [
         *COMMON,

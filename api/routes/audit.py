@@ -36,6 +36,7 @@ EntryType = Literal[
     "MemeDelivered",
     "TokensRefunded",
     "SubscriptionChanged",
+    "PersonalDataErased",
 ]
 CSV_COLUMNS = (
     "seq",

@@ -1,11 +1,14 @@
-"""Billing scope: register clients, credit purchased tokens, switch Memes AI.
+"""Billing scope: register clients, credit purchased tokens, switch Memes AI, erase
+a client's personal data.
 
-Every route here needs the billing team's token. Each one appends one input event to
+Every route here needs the billing team's token. Each one appends input events to
 ``<region>.purchases`` and answers with what the ledger decided.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -14,12 +17,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from api.deps import BillingScope, Bridge, Keys
+from api.deps import BillingScope, Blobs, Bridge, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
+from processors.generators.blobstore import BlobStore
 from schemas.events import (
     MAX_PURCHASE_TOKENS,
     ClientRegistered,
+    ErasureRequested,
     Id,
     PurchaseRejectReason,
     Reply,
@@ -201,6 +206,76 @@ async def _change_subscription(
         else None
     )
     return Subscription(client_id=client_id, ai_active=account.ai_active, ai_until=ai_until)
+
+
+class Erasure(BaseModel):
+    client_id: str
+    requests_seen: int = Field(description="The client's request records read")
+    requests_erased: int = Field(description="Of those, the ones that still held a caption")
+    images_deleted: int = Field(description="Meme images removed from the blob store")
+    in_flight: int = Field(description="Requests still waiting for their meme")
+    complete: bool = Field(
+        description="False while requests are in flight: their memes are still to come, "
+        "so repeat the call after Retry-After seconds"
+    )
+
+
+@router.delete(
+    "/{client_id}/personal-data",
+    response_model=Erasure,
+    summary="Erase the client's personal request details (captions and meme images)",
+    responses={
+        202: {"description": "Erased so far; requests in flight: repeat after Retry-After"},
+        404: {"description": "Unknown client"},
+        504: {"description": "Not confirmed by the deadline; repeating the call is safe"},
+    },
+)
+async def erase_personal_data(
+    client_id: ClientPath, bridge: Bridge, blobs: Blobs, response: Response
+) -> Erasure:
+    """Balances, ledger entries and their hash chain stay as they are (see
+    docs/data-retention.md). Idempotent: a repeat erases what is new and deletes again
+    any image a failed call left behind."""
+    result = Erasure(
+        client_id=client_id,
+        requests_seen=0,
+        requests_erased=0,
+        images_deleted=0,
+        in_flight=0,
+        complete=True,
+    )
+    after: str | None = ""
+    while after is not None:
+        event = ErasureRequested(
+            **bridge.envelope(client_id),
+            after_request_id=after,
+            reply_to=bridge.settings.api_instance,
+        )
+        reply = await bridge.call(bridge.topics.purchases, event, bridge.deadline_ms())
+        if reply is None:
+            raise DeadlineExceeded("not confirmed by the deadline; repeating the call is safe")
+        if reply.outcome == "not_found":
+            raise NotFound("unknown client")
+        _expect(reply, "erased")
+        batch = reply.erasure
+        assert batch is not None
+        deleted = await asyncio.to_thread(_delete_all, blobs, batch.image_keys)
+        result.requests_seen += batch.requests_seen
+        result.requests_erased += batch.requests_erased
+        result.images_deleted += deleted
+        result.in_flight += batch.in_flight
+        after = batch.next_after_request_id
+    if result.in_flight:
+        settings = bridge.settings
+        wait_s = math.ceil((settings.request_deadline_ms + settings.refund_grace_ms) / 1000)
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Retry-After"] = str(wait_s)
+        result.complete = False
+    return result
+
+
+def _delete_all(blobs: BlobStore, keys: tuple[str, ...]) -> int:
+    return sum(blobs.delete(key) for key in keys)
 
 
 def _expect(reply: Reply, outcome: str) -> None:

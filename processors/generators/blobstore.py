@@ -11,7 +11,8 @@ Two stores behind one ``BlobStore`` protocol, chosen by ``make_blob_store(settin
   ``maas-ledger[s3]`` and imported only when this store is built.
 
 ``get`` raises ``KeyError`` for a missing blob and ``ValueError`` for a malformed key,
-in both stores.
+in both stores. ``delete`` (personal-data erasure) is idempotent: deleting a missing
+blob is not an error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class BlobStore(Protocol):
     def put(self, data: bytes, ext: str = "png") -> str: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the blob; True if it was there."""
+        ...
 
     def __contains__(self, key: object) -> bool: ...
 
@@ -84,6 +89,14 @@ class LocalBlobStore:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+
+    def delete(self, key: str) -> bool:
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def __contains__(self, key: object) -> bool:
         return (
@@ -162,6 +175,11 @@ class S3BlobStore:
         except self._client.exceptions.NoSuchKey:
             raise KeyError(key) from None
         return response["Body"].read()
+
+    def delete(self, key: str) -> bool:
+        existed = key in self
+        self._client.delete_object(Bucket=self.bucket, Key=self.object_name(key))
+        return existed
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:

@@ -37,6 +37,16 @@ def test_put_is_idempotent_and_leaves_no_temp_files(tmp_path: Path) -> None:
     assert files == [store.path(first)]
 
 
+def test_delete_is_idempotent(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = store.put(DATA)
+    assert store.delete(key) is True
+    assert key not in store
+    assert store.delete(key) is False
+    with pytest.raises(ValueError):
+        store.delete("../" + KEY)
+
+
 def test_missing_key_raises_key_error(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     with pytest.raises(KeyError):
@@ -125,6 +135,13 @@ def test_s3_put_is_idempotent(s3_store: S3BlobStore) -> None:
     assert s3_store.put(DATA, "webp") == s3_store.put(DATA, "webp")
     listing = s3_store._client.list_objects_v2(Bucket=s3_store.bucket)
     assert [o["Key"] for o in listing["Contents"]] == ["blobs/" + KEY[:-4] + ".webp"]
+
+
+def test_s3_delete_is_idempotent(s3_store: S3BlobStore) -> None:
+    key = s3_store.put(DATA)
+    assert s3_store.delete(key) is True
+    assert key not in s3_store
+    assert s3_store.delete(key) is False
 
 
 def test_s3_missing_and_invalid_keys(s3_store: S3BlobStore) -> None:

@@ -21,6 +21,11 @@ def test_topics_with_personal_details_keep_them_only_for_the_configured_retentio
         assert configs[name]["retention.ms"] == str(3 * DAY_MS), name
 
 
+def test_an_erased_record_leaves_the_changelog_within_the_retention() -> None:
+    configs = specs(region="eu", personal_data_retention_ms=2 * DAY_MS)
+    assert configs["eu.ledger-state-changelog"]["max.compaction.lag.ms"] == str(2 * DAY_MS)
+
+
 def test_the_ledger_and_purchases_are_kept_forever() -> None:
     configs = specs(region="eu")
     for name in ("eu.ledger", "eu.purchases", "eu.ledger-checkpoints"):
