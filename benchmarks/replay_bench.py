@@ -14,6 +14,9 @@ as the processor writes them (``schemas.events.dump``), so the bytes are what
   replay`` (``evolve`` with its seq, balance and hash-chain checks, plus the request
   state machine);
 - **apply**: ``Replay.apply`` alone over pre-parsed entries, to split the cost;
+- **what-if**: ``parse_entry`` + ``ledger.whatif.WhatIf.apply`` at the list price, the
+  path of ``maas replay --what-if-price``: every entry turned back into its input and
+  re-decided by ``decide``; the run checks it reproduces every balance;
 - with ``--kafka``, **maas replay**: the entries are produced to the ledger topic of a
   fresh region (the broker of ``KAFKA_BOOTSTRAP_SERVERS``, else a private local one, as
   in the other benchmarks) and ``maas.replay_cli.replay_ledger`` reads and folds them:
@@ -49,9 +52,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ledger.fold import Expire  # noqa: E402
+from ledger.fold import LIST_PRICE, Expire  # noqa: E402
 from ledger.memory import MemoryLedger  # noqa: E402
 from ledger.replay import Replay  # noqa: E402
+from ledger.whatif import WhatIf  # noqa: E402
 from schemas.events import (  # noqa: E402
     ClientRegistered,
     MemeFailed,
@@ -216,6 +220,14 @@ def replay_raw(raws: Sequence[bytes]) -> Replay:
     return replay
 
 
+def whatif_raw(raws: Sequence[bytes]) -> WhatIf:
+    whatif = WhatIf(LIST_PRICE)
+    apply = whatif.apply
+    for raw in raws:
+        apply(parse_entry(raw))
+    return whatif
+
+
 def measure_apply(raws: Sequence[bytes], repeats: int) -> dict[str, object]:
     parsed = [parse_entry(r) for r in raws]  # freed on return
     return measure("apply", lambda: Replay().apply_all(parsed), len(raws), repeats)
@@ -318,6 +330,13 @@ def main() -> int:
         flush=True,
     )
 
+    whatifs: list[WhatIf] = []
+    results.append(measure("what-if", lambda: whatifs.append(whatif_raw(raws)), n, args.repeats))
+    redecided = {c: w.new_balance for c, w in whatifs[-1].clients.items()}
+    assert redecided == balances, "re-deciding at the list price changed a balance"
+    whatif_ratio = results[-1]["rate_cpu"] / replayed["rate_cpu"]
+    print(f"what-if/replay={whatif_ratio:.3f}", flush=True)
+
     if args.kafka:
         results.append(measure_kafka(raws, balances))
 
@@ -349,6 +368,7 @@ def main() -> int:
                 "megabytes": round(megabytes, 1),
                 "results": results,
                 "ratio_replay_vs_baseline": ratio,
+                "ratio_whatif_vs_replay": whatif_ratio,
                 "seconds_for_1m": seconds_1m,
                 "fits_target": fits,
                 "profile": profile_text,
