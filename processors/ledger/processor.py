@@ -113,6 +113,9 @@ class LedgerProcessor:
         self.stop_event = threading.Event()
         self.stores: dict[int, PartitionStore] = {}
         self.deadlines: list[tuple[int, int, str, str]] = []  # (deadline, partition, client, req)
+        # What the heap holds: a retry rewrites its request's pending key, and must not
+        # add a second timer for it.
+        self.scheduled: set[tuple[int, str, str]] = set()
         self.overlay = Overlay()
         self.changelog_offsets: dict[int, int] = {}
         self.state_dir = (
@@ -362,7 +365,9 @@ class LedgerProcessor:
         limit = now_ms - self.settings.refund_grace_ms
         due = []
         while self.deadlines and self.deadlines[0][0] < limit:
-            due.append(heapq.heappop(self.deadlines))
+            deadline = heapq.heappop(self.deadlines)
+            self.scheduled.discard(deadline[1:])
+            due.append(deadline)
         return due
 
     def _track_deadlines(
@@ -371,7 +376,9 @@ class LedgerProcessor:
         for key, value in writes:
             if value is not None and key.startswith(PENDING_PREFIX):
                 client_id, request_id, deadline_ms = parse_pending(key, value)
-                heapq.heappush(self.deadlines, (deadline_ms, partition, client_id, request_id))
+                if (partition, client_id, request_id) not in self.scheduled:
+                    self.scheduled.add((partition, client_id, request_id))
+                    heapq.heappush(self.deadlines, (deadline_ms, partition, client_id, request_id))
 
     def _rebuild_deadlines(self) -> None:
         self.deadlines = [
@@ -380,6 +387,7 @@ class LedgerProcessor:
             for client_id, request_id, deadline_ms in store.pending()
         ]
         heapq.heapify(self.deadlines)
+        self.scheduled = {deadline[1:] for deadline in self.deadlines}
 
     # --- rebalance --------------------------------------------------------------------
 
