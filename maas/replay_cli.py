@@ -209,6 +209,7 @@ def replay_ledger(
         if sink is not None:
             sink(entry)
     if bar is not None:
+        bar.total = read  # done: transaction markers no longer make the share look low
         bar.update(read, force=True)
         print(file=sys.stderr)
     return replay
