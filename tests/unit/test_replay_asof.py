@@ -64,7 +64,8 @@ class Inputs:
             )
         )
 
-    def meme(self, client: str, at_ms: int) -> None:
+    def request_only(self, client: str, at_ms: int) -> str:
+        """A request with no outcome (yet); returns its id."""
         request_id = self._id()
         self.ledger.handle(
             MemeRequested(
@@ -81,6 +82,10 @@ class Inputs:
                 reply_to=0,
             )
         )
+        return request_id
+
+    def meme(self, client: str, at_ms: int) -> None:
+        request_id = self.request_only(client, at_ms)
         self.ledger.handle(
             MemeGenerated(
                 event_id=self._id(),

@@ -10,7 +10,7 @@ import pytest
 from ledger.fold import Expire, Pricing
 from ledger.memory import MemoryLedger
 from ledger.whatif import WhatIf, csv_row, parse_pricing
-from schemas.events import MemeFailed, MemeRequested, SubscriptionRequested
+from schemas.events import MemeFailed, SubscriptionRequested
 from tests.unit.test_replay_asof import REGION, Inputs
 
 
@@ -26,26 +26,6 @@ class Day(Inputs):
                 reply_to=0,
             )
         )
-
-    def request_only(self, client: str, at_ms: int) -> str:
-        """A request with no outcome (yet); returns its id."""
-        request_id = self._id()
-        self.ledger.handle(
-            MemeRequested(
-                event_id=self._id(),
-                client_id=client,
-                region=REGION,
-                occurred_at_ms=at_ms,
-                request_id=request_id,
-                fingerprint="0123456789abcdef",
-                lat=0.0,
-                lon=0.0,
-                query="food",
-                deadline_ms=at_ms + 5_000,
-                reply_to=0,
-            )
-        )
-        return request_id
 
     def failed_meme(self, client: str, at_ms: int) -> None:
         """A request whose generator fails: charged, then refunded."""
