@@ -48,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -212,20 +213,15 @@ def measure(name: str, run: Callable[[], object], n: int, repeats: int) -> dict[
     return result
 
 
-def replay_raw(raws: Sequence[bytes]) -> Replay:
-    replay = Replay()
-    apply = replay.apply
-    for raw in raws:
-        apply(parse_entry(raw))
-    return replay
+Fold = TypeVar("Fold", Replay, WhatIf)
 
 
-def whatif_raw(raws: Sequence[bytes]) -> WhatIf:
-    whatif = WhatIf(LIST_PRICE)
-    apply = whatif.apply
+def fold_raw(raws: Sequence[bytes], fold: Fold) -> Fold:
+    """Parse each entry's bytes and apply it, the path of ``maas replay``."""
+    apply = fold.apply
     for raw in raws:
         apply(parse_entry(raw))
-    return whatif
+    return fold
 
 
 def measure_apply(raws: Sequence[bytes], repeats: int) -> dict[str, object]:
@@ -313,7 +309,9 @@ def main() -> int:
         measure("parse", lambda: [parse_entry(r) for r in raws], n, args.repeats),
     ]
     holder: list[Replay] = []
-    results.append(measure("replay", lambda: holder.append(replay_raw(raws)), n, args.repeats))
+    results.append(
+        measure("replay", lambda: holder.append(fold_raw(raws, Replay())), n, args.repeats)
+    )
     results.append(measure_apply(raws, args.repeats))
 
     replay = holder[-1]
@@ -331,7 +329,11 @@ def main() -> int:
     )
 
     whatifs: list[WhatIf] = []
-    results.append(measure("what-if", lambda: whatifs.append(whatif_raw(raws)), n, args.repeats))
+    results.append(
+        measure(
+            "what-if", lambda: whatifs.append(fold_raw(raws, WhatIf(LIST_PRICE))), n, args.repeats
+        )
+    )
     redecided = {c: w.new_balance for c, w in whatifs[-1].clients.items()}
     assert redecided == balances, "re-deciding at the list price changed a balance"
     whatif_ratio = results[-1]["rate_cpu"] / replayed["rate_cpu"]
@@ -345,7 +347,7 @@ def main() -> int:
         sample = raws[:100_000]
         profiler = cProfile.Profile()
         profiler.enable()
-        replay_raw(sample)
+        fold_raw(sample, Replay())
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)

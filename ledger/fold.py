@@ -38,6 +38,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from ledger.state import (
@@ -553,13 +554,9 @@ def _erasure_requested(state: StateView, event: ErasureRequested) -> Decision:
     account = state.account(event.client_id)
     if account is None:
         return _reply(event.reply_to, event.event_id, "not_found")
-    seen: list[RequestRecord] = []
-    more = False
-    for record in state.requests_of(event.client_id, event.after_request_id):
-        if len(seen) == ERASE_BATCH:
-            more = True
-            break
-        seen.append(record)
+    # One record past the batch says whether another batch follows.
+    read = list(islice(state.requests_of(event.client_id, event.after_request_id), ERASE_BATCH + 1))
+    seen, more = read[:ERASE_BATCH], len(read) > ERASE_BATCH
     erased = tuple(r.model_copy(update={"caption": None}) for r in seen if r.caption is not None)
     view = ErasureView(
         requests_seen=len(seen),

@@ -3,7 +3,7 @@
 Pure: ledger entries in, per-client figures out; no I/O.
 
 **Re-decided with the live fold.** The ledger records every input that changed an
-account, in the order the processor decided it. ``ledger_inputs`` turns each entry
+account, in the order the processor decided it. ``input_of`` turns each entry
 back into the input that caused it, and ``WhatIf`` feeds those inputs, in the same
 order, to ``decide`` under the other ``Pricing``:
 
@@ -44,7 +44,6 @@ from schemas.events import (
     AccountOpened,
     ClientRegistered,
     InputEvent,
-    Kind,
     LedgerEntryUnion,
     MemeDelivered,
     MemeFailed,
@@ -84,12 +83,9 @@ def parse_pricing(text: str) -> Pricing:
     return Pricing(**prices)
 
 
-def ledger_inputs(
-    entry: LedgerEntryUnion, kind_of: dict[tuple[str, str], Kind]
-) -> InputEvent | Expire | None:
+def input_of(entry: LedgerEntryUnion) -> InputEvent | Expire | None:
     """The input that caused ``entry``, as the fold needs it; None for an entry that
-    no price can change. ``kind_of`` remembers the kind of each charged request until
-    it ends, for its ``MemeFailed``."""
+    no price can change."""
     envelope = {
         "event_id": entry.event_id,
         "client_id": entry.client_id,
@@ -108,8 +104,6 @@ def ledger_inputs(
                 **envelope, active=entry.active, until_ms=entry.until_ms, reply_to=0
             )
         case TokensCharged() | MemeRejected():
-            if isinstance(entry, TokensCharged):
-                kind_of[(entry.client_id, entry.request_id)] = entry.kind
             return MemeRequested(
                 **envelope,
                 request_id=entry.request_id,
@@ -121,7 +115,6 @@ def ledger_inputs(
                 reply_to=0,
             )
         case MemeDelivered():
-            kind_of.pop((entry.client_id, entry.request_id), None)
             return MemeGenerated(
                 **envelope,
                 request_id=entry.request_id,
@@ -132,10 +125,10 @@ def ledger_inputs(
                 image_key=entry.image_key,
             )
         case TokensRefunded():
-            kind = kind_of.pop((entry.client_id, entry.request_id), "standard")
             if entry.reason == RefundReason.DEADLINE_EXPIRED:
                 return Expire(entry.client_id, entry.request_id, entry.region, entry.occurred_at_ms)
-            return MemeFailed(**envelope, request_id=entry.request_id, kind=kind, error="-")
+            # The fold does not read a failure's kind.
+            return MemeFailed(**envelope, request_id=entry.request_id, kind="standard", error="-")
     return None
 
 
@@ -164,7 +157,6 @@ class WhatIf:
     pricing: Pricing
     clients: dict[str, ClientWhatIf] = field(default_factory=dict)
     _ledger: MemoryLedger = field(init=False)
-    _kind_of: dict[tuple[str, str], Kind] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._ledger = MemoryLedger(self.pricing, keep_entries=False)
@@ -176,7 +168,7 @@ class WhatIf:
                 return  # a prefix that starts mid-client: nothing to compare against
             client = self.clients[entry.client_id] = ClientWhatIf(entry.client_id)
         client.old_balance = entry.balance_after
-        event = ledger_inputs(entry, self._kind_of)
+        event = input_of(entry)
         if event is None:
             return
         decision = self._ledger.handle(event)

@@ -23,8 +23,6 @@ from pydantic import BaseModel
 from schemas import events
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
-DEFAULT_SCHEMA_VERSION = 1  # for a model without a schema_version field
-
 PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     # inputs
     events.ClientRegistered,
@@ -58,8 +56,7 @@ def type_name(model: type[BaseModel]) -> str:
 
 
 def schema_version(model: type[BaseModel]) -> int:
-    field = model.model_fields.get("schema_version")
-    return field.default if field is not None else DEFAULT_SCHEMA_VERSION
+    return model.model_fields["schema_version"].default
 
 
 def current_schemas() -> dict[str, dict]:

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 from ledger.fold import Decision, Expire, evolve
 from ledger.memory import MemoryLedger
 from ledger.state import MAX_WAITERS, PENDING_PREFIX, Account, parse_pending
-from ledger.whatif import ledger_inputs
+from ledger.whatif import input_of
 from schemas.events import (
     AccountOpened,
     AccountQueried,
@@ -852,10 +852,9 @@ class LedgerMachine(RuleBasedStateMachine):
         erasures aside (no price changes them, so they are not re-decided, and the seqs
         after one move down)."""
         again = MemoryLedger()
-        kinds: dict[Key, str] = {}
         recorded = [e for e in self.ledger.entries if not isinstance(e, PersonalDataErased)]
         for entry in recorded:
-            event = ledger_inputs(entry, kinds)
+            event = input_of(entry)
             assert event is not None, entry
             again.handle(event)
 
