@@ -36,7 +36,7 @@ import httpx
 from maas.admin import ensure_topics
 from maas.broker import LocalBroker, free_port
 from maas.settings import Settings
-from maas.supervisor import process_command
+from maas.supervisor import SERVICE, process_command
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -44,7 +44,6 @@ LOGS = RESULTS / "logs"
 IMG = REPO / "docs" / "img"
 STARTUP_TIMEOUT_S = 180.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVICE_PROCESSES = ("processor", "generator-standard", "generator-ai", "api")
 
 
 def say(message: str) -> None:
@@ -169,7 +168,7 @@ class Region:
 
     def start_service(self) -> None:
         """Every process of the region, then wait until the API answers and the ledger folds."""
-        for name in SERVICE_PROCESSES:
+        for name in SERVICE:
             self.start(name)
         self.wait_ready()
         self.wait_serving()

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     generator.add_argument("--kind", choices=["standard", "ai"], required=True)
     generator.set_defaults(func=_generator)
 
+    usage = sub.add_parser("usage", help="run the usage analytics worker (faust)")
+    usage.add_argument("--host", default="127.0.0.1", help="bind address of its web views")
+    usage.set_defaults(func=_usage)
+
     up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     up.add_argument("--host", default="127.0.0.1")
@@ -50,6 +54,14 @@ def _generator(args: argparse.Namespace) -> int:
 
     logs.configure(f"generator-{args.kind}")
     run(Settings.from_env(), args.kind)
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from processors.usage.app import run
+
+    logs.configure("usage")
+    run(Settings.from_env(), args.host)
     return 0
 
 

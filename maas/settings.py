@@ -33,7 +33,7 @@ class Settings(BaseModel):
     # outage: an input deleted before the ledger folded it would be lost.
     personal_data_retention_ms: int = Field(default=7 * 86_400_000, ge=86_400_000)
 
-    # ledger processor
+    # ledger processor (the instance id also names the usage worker's static membership)
     instance_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     commit_interval_ms: int = Field(default=20, ge=1)
     max_batch_size: int = Field(default=500, ge=1)
@@ -64,6 +64,10 @@ class Settings(BaseModel):
     # content policy: classifier score at or above which text is blocked
     policy_query_threshold: float = Field(default=0.95, gt=0, le=1)
     policy_caption_threshold: float = Field(default=0.80, gt=0, le=1)
+
+    # usage analytics (processors/usage: a faust worker counting requests per client, hour)
+    usage_port: int = Field(default=6066, ge=1, le=65535)
+    usage_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
 
     # image blob store: a local folder under data_dir, or an S3-compatible bucket
     blob_store: Literal["local", "s3"] = "local"

@@ -2,9 +2,9 @@
 
 Starts a local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), creates
 the region's topics, then runs each process of the service as a child: the ledger
-processor, both generator pools and the API. A child that dies is restarted after a
-short back-off: that is the "supervisor restarts the process" the ledger processor's
-fatal-error path relies on. Ctrl-C stops everything, the broker last.
+processor, both generator pools, the API and the usage analytics worker. A child that
+dies is restarted after a short back-off: that is the "supervisor restarts the process"
+the ledger processor's fatal-error path relies on. Ctrl-C stops everything, the broker last.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ class Child:
         log.info("started process=%s pid=%d log=%s", self.name, self.process.pid, self.log_path)
 
 
-PROCESSES = ("processor", "generator-standard", "generator-ai", "api")
+# The money path and what serves it; then what only observes it.
+SERVICE = ("processor", "generator-standard", "generator-ai", "api")
+ANALYTICS = ("usage",)
+PROCESSES = SERVICE + ANALYTICS
 
 
 def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
@@ -65,6 +68,8 @@ def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> lis
             return [*maas, "generator", "--kind", "ai"]
         case "api":
             return [*maas, "api", "--host", host, "--port", str(port)]
+        case "usage":
+            return [*maas, "usage", "--host", host]
     raise KeyError(name)
 
 
@@ -173,6 +178,7 @@ MaaS Ledger is up: {base_url}  (region {settings.region}, Kafka {settings.bootst
 Billing token: {token}{note}
 Auditor token: {settings.auditor_token.get_secret_value()}
 Logs: {Path(settings.data_dir) / "logs"}/   OpenAPI: {base_url}/docs   Stop: Ctrl-C
+Usage analytics (requests per client and hour): http://127.0.0.1:{settings.usage_port}/usage/
 
 Try it:
   # 1. billing registers a client (the API key is shown once)

@@ -29,7 +29,7 @@ import pytest
 
 from maas.broker import free_port
 from maas.settings import Settings
-from maas.supervisor import PROCESSES, process_command
+from maas.supervisor import SERVICE, process_command
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -216,7 +216,7 @@ def run_stack(
                 check=True,
                 timeout=120,
             )
-        for name in PROCESSES:
+        for name in SERVICE:
             stack.start(name)
         stack.wait_ready()
         stack.wait_serving()
