@@ -14,12 +14,15 @@ is at least once (a worker killed between its changelog writes and its offset co
 counts the events since that commit again). Billing never reads these numbers: the
 ledger is the record of what was charged; this is demand, live, for dashboards.
 
-HTTP (faust's web server, ``MAAS_USAGE_PORT``, default 6066):
+HTTP (faust's web server, ``MAAS_USAGE_PORT``, default 6066), from this worker's table:
 
-- ``GET /usage/``: requests per hour over the partitions this worker owns, the number of
-  clients and the ten busiest (one worker owns every partition unless you start more);
-- ``GET /usage/{client_id}/``: one client's requests per hour, answered by whichever
-  worker owns the client's partition (faust's table routing).
+- ``GET /usage/``: requests per hour, the number of clients and the ten busiest;
+- ``GET /usage/{client_id}/``: one client's requests per hour.
+
+Both name the ``partitions`` this worker owns: every one, with the single worker that
+``maas up`` runs. faust's table routing (``app.table_route``) is not used, because it
+finds a key's partition with aiokafka's murmur2 partitioner while the API's producer
+(librdkafka) partitions by CRC32: with several workers it would ask the wrong one.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
         web_host=host,
         web_port=settings.usage_port,
     )
-    requests = app.topic(topics.requests, key_serializer="raw", value_serializer="raw")
+    requests_topic = topics.requests
+    requests = app.topic(requests_topic, key_serializer="raw", value_serializer="raw")
     # Keys and values use the app's defaults: raw (the client id) and JSON (the hours).
     hourly = app.Table("hourly", default=dict, partitions=settings.partitions)
     retention_hours = settings.usage_retention_hours
@@ -82,12 +86,17 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
                     hourly[event.client_id], hour_of(event.occurred_at_ms), retention_hours
                 )
 
+    def owned() -> list[int]:
+        return sorted(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == requests_topic
+        )
+
     @app.page("/usage/")
     async def region_usage(web: Any, request: Any) -> Any:
-        return web.json({"region": settings.region, **summarize(hourly.items())})
+        summary = summarize(hourly.items())
+        return web.json({"region": settings.region, "partitions": owned(), **summary})
 
     @app.page("/usage/{client_id}/")
-    @app.table_route(table=hourly, match_info="client_id")
     async def client_usage(web: Any, request: Any, client_id: str) -> Any:
         if not CLIENT_ID.match(client_id):
             return web.json(
@@ -100,6 +109,7 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
                 "client_id": client_id,
                 "hours": dict(sorted(hours.items())),
                 "requests": sum(hours.values()),
+                "partitions": owned(),
             }
         )
 

@@ -75,6 +75,7 @@ def test_usage_counts_every_request_and_survives_kill(stack: Stack) -> None:
     assert set(poor_usage["hours"]) <= hours, poor_usage
     region = usage(stack, "/usage/").json()
     assert region["region"] == stack.settings.region
+    assert region["partitions"] == list(range(stack.settings.partitions)), region  # one worker
     assert region["requests"] == 17 and region["clients"] == 2, region
     assert sum(region["hours"].values()) == 17, region
     assert region["top_clients"][0] == {"client_id": busy, "requests": 12}, region
