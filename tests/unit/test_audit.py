@@ -163,6 +163,16 @@ def test_checkpoint_of_an_intact_log_verifies(log: list[LedgerEntryUnion]) -> No
     assert verify_checkpoints(checkpoints, logged, KEY) == []
 
 
+def test_checkpoints_signed_twice_at_one_offset_verify(log: list[LedgerEntryUnion]) -> None:
+    # Two signing rounds over a partition that did not grow: the same offset twice.
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    checkpoints = [_checkpoint(logged, 10), _checkpoint(logged, 10), _checkpoint(logged, 12)]
+    assert verify_checkpoints(checkpoints, logged, KEY) == []
+    tampered = [*logged[:5], *logged[6:]]
+    findings = verify_checkpoints(checkpoints, tampered, KEY)
+    assert [f.kind for f in findings] == ["checkpoint_head"] * 3
+
+
 def test_truncation_after_a_checkpoint_is_reported(log: list[LedgerEntryUnion]) -> None:
     logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
     checkpoint = _checkpoint(logged, logged[-1].offset)
