@@ -9,7 +9,9 @@
 - ``maas audit checkpoint``: read the ledger topic to its end and append one signed
   checkpoint per partition (``MAAS_AUDIT_SIGNING_KEY``) to ``<region>.ledger-checkpoints``,
   created on first use (one partition, kept forever, not compacted: every checkpoint
-  ever signed stays, so an old one still shows a later cut).
+  ever signed stays, so an old one still shows a later cut). With ``--loop`` it signs
+  again every ``MAAS_AUDIT_CHECKPOINT_INTERVAL_S`` seconds until stopped (``maas up``
+  runs it so), each time only the partitions that grew since its last checkpoint.
 
 Progress (entries read, rate) goes to stderr every ``PROGRESS_EVERY`` entries.
 """
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +47,8 @@ from maas.topic_reader import read_topic
 from maas.topics import Topics
 from schemas.events import ENTRY_ADAPTER, dump, parse_entry
 
+log = logging.getLogger("maas.audit")
+
 PROGRESS_EVERY = 50_000
 METADATA_TIMEOUT_S = 30.0
 
@@ -57,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     dump_cmd.add_argument("--file", type=Path, required=True)
     dump_cmd.set_defaults(func=_dump)
     checkpoint_cmd = commands.add_parser("checkpoint", help="sign each partition's head")
+    checkpoint_cmd.add_argument(
+        "--loop",
+        action="store_true",
+        help="sign again every MAAS_AUDIT_CHECKPOINT_INTERVAL_S seconds, until stopped",
+    )
     checkpoint_cmd.set_defaults(func=_checkpoint)
 
 
@@ -194,6 +206,30 @@ def _verify(args: argparse.Namespace) -> int:
 def _checkpoint(args: argparse.Namespace) -> int:
     logs.configure("audit")
     settings = Settings.from_env()
+    if not args.loop:
+        return 0 if _sign_heads(settings, {}) else 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    interval_s = settings.audit_checkpoint_interval_s
+    log.info("audit checkpoints every interval_s=%d", interval_s)
+    signed: dict[int, int] = {}
+    while not stop.is_set():
+        try:
+            _sign_heads(settings, signed)
+        except KafkaException as exc:
+            # The next round reads the whole log again: a failed one loses nothing.
+            log.error("audit checkpoint round failed error=%s", exc.args[0])
+        stop.wait(interval_s)
+    return 0
+
+
+def _sign_heads(settings: Settings, signed: dict[int, int]) -> bool:
+    """Sign the head of every partition whose last offset differs from ``signed``'s.
+
+    ``signed`` (partition -> offset signed) is updated with what was delivered; an empty
+    one signs every partition. False if a checkpoint was not delivered.
+    """
     ledger_topic = Topics(settings.region).ledger
     admin = AdminClient(settings.kafka_common())
     metadata = admin.list_topics(ledger_topic, timeout=METADATA_TIMEOUT_S).topics[ledger_topic]
@@ -211,6 +247,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
     producer = Producer({**settings.kafka_common(), "acks": "all", "enable.idempotence": True})
     key = _signing_key(settings)
     failed: list[str] = []
+    signing: dict[int, int] = {}
 
     def delivered(error: KafkaError | None, _msg: object) -> None:
         if error is not None:
@@ -218,15 +255,20 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
     for partition, logged in sorted(by_partition.items()):
         offset = logged[-1].offset if logged else -1
+        if signed.get(partition) == offset:
+            continue  # nothing new since this process signed it
         checkpoint = sign_checkpoint(ledger_topic, partition, offset, chain_head(logged), key)
         producer.produce(
             topic, key=str(partition).encode(), value=dump(checkpoint), on_delivery=delivered
         )
+        signing[partition] = offset
         print(
             f"audit checkpoint topic={ledger_topic} partition={partition} offset={offset} "
-            f"entries={len(logged)} head={checkpoint.head}"
+            f"entries={len(logged)} head={checkpoint.head}",
+            flush=True,
         )
     if producer.flush(METADATA_TIMEOUT_S) != 0 or failed:
         print(f"audit checkpoint error=not_delivered kafka_codes={failed}", file=sys.stderr)
-        return 1
-    return 0
+        return False
+    signed.update(signing)
+    return True

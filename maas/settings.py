@@ -46,6 +46,7 @@ class Settings(BaseModel):
     billing_token: SecretStr = SecretStr(DEFAULT_BILLING_TOKEN)
     auditor_token: SecretStr = SecretStr(DEFAULT_AUDITOR_TOKEN)  # read-only auditor scope
     audit_signing_key: SecretStr = SecretStr(DEFAULT_AUDIT_SIGNING_KEY)  # HMAC of checkpoints
+    audit_checkpoint_interval_s: int = Field(default=300, ge=1)  # maas audit checkpoint --loop
 
     # generators
     generator_concurrency: int = Field(default=4, ge=1, le=256)

@@ -2,9 +2,10 @@
 
 Starts a local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), creates
 the region's topics, then runs each process of the service as a child: the ledger
-processor, both generator pools, the API and the usage analytics worker. A child that
-dies is restarted after a short back-off: that is the "supervisor restarts the process"
-the ledger processor's fatal-error path relies on. Ctrl-C stops everything, the broker last.
+processor, both generator pools, the API, the usage analytics worker and the periodic
+audit checkpoints. A child that dies is restarted after a short back-off: that is the
+"supervisor restarts the process" the ledger processor's fatal-error path relies on.
+Ctrl-C stops everything, the broker last.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class Child:
 
 # The money path and what serves it; then what only observes it.
 SERVICE = ("processor", "generator-standard", "generator-ai", "api")
-ANALYTICS = ("usage",)
-PROCESSES = SERVICE + ANALYTICS
+OBSERVERS = ("usage", "checkpointer")
+PROCESSES = SERVICE + OBSERVERS
 
 
 def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
@@ -70,6 +71,8 @@ def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> lis
             return [*maas, "api", "--host", host, "--port", str(port)]
         case "usage":
             return [*maas, "usage", "--host", host]
+        case "checkpointer":
+            return [*maas, "audit", "checkpoint", "--loop"]
     raise KeyError(name)
 
 

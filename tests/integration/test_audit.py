@@ -15,11 +15,14 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from maas.topic_reader import read_topic
+from maas.topics import Topics
 from tests.stack import FAULT_QUERY, Stack
 
 pytestmark = pytest.mark.kafka
@@ -264,3 +267,76 @@ def test_reconciliation_matches_the_balances_clients_see(
     assert total["holds"]
     assert total["balance"] == sum(row["balance"] for row in body["clients"])
     assert total["credited"] - total["charged"] + total["refunded"] == total["balance"]
+
+
+# --- periodic checkpoints ----------------------------------------------------------------
+
+
+def checkpoints(stack: Stack) -> list[dict[str, Any]]:
+    topic = Topics(stack.settings.region).ledger_checkpoints
+    return [json.loads(msg.value()) for msg in read_topic(stack.settings, topic)]
+
+
+def ledger_ends(stack: Stack) -> dict[int, int]:
+    """Offset of the last entry of each partition of the ledger topic."""
+    ends: dict[int, int] = {}
+    for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger):
+        ends[msg.partition()] = max(ends.get(msg.partition(), -1), msg.offset())
+    return ends
+
+
+def wait_for_checkpoints(stack: Stack, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert stack.procs["checkpointer"].poll() is None, stack.tail("checkpointer")
+        signed = checkpoints(stack)
+        if len(signed) >= count:
+            return signed
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} checkpoints:\n{stack.tail('checkpointer')}")
+
+
+def test_the_checkpointer_signs_what_grew_until_stopped(
+    stack: Stack, traffic: dict[str, Any]
+) -> None:
+    """Scenario: ``maas audit checkpoint --loop`` (what ``maas up`` runs) signs every
+    second; after its first round, alice buys a meme; then it gets SIGTERM.
+
+    We expect: its first round signs every partition at the ledger's end; rounds with
+    nothing new sign nothing; after the meme only alice's partition is signed again, at
+    its new end; SIGTERM stops it cleanly; ``maas audit verify`` passes over every
+    checkpoint ever signed.
+    """
+    partitions = stack.settings.partitions
+    before = len(checkpoints(stack))
+    stack.env["MAAS_AUDIT_CHECKPOINT_INTERVAL_S"] = "1"
+    stack.start("checkpointer")
+    first = wait_for_checkpoints(stack, before + partitions)[before:]
+    ends = ledger_ends(stack)
+    assert {c["partition"]: c["offset"] for c in first} == {
+        p: ends.get(p, -1) for p in range(partitions)
+    }
+    time.sleep(3)  # three more rounds, and nothing new to sign
+    assert len(checkpoints(stack)) == before + partitions
+
+    assert stack.meme(traffic["alice_key"], query="audit periodic").status_code == 200
+    alice_partition = next(
+        msg.partition()
+        for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger)
+        if msg.key() == traffic["alice"].encode()
+    )
+    end = ledger_ends(stack)[alice_partition]
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    while True:
+        later = wait_for_checkpoints(stack, before + partitions + 1)[before + partitions :]
+        if later[-1]["offset"] == end or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {c["partition"] for c in later} == {alice_partition}, later
+    assert later[-1]["offset"] == end, (later, end)
+
+    stack.terminate("checkpointer")
+    assert stack.procs["checkpointer"].returncode == 0, stack.tail("checkpointer")
+    code, findings, out = audit(stack, "verify")
+    assert (code, findings) == (0, []), out
+    assert f"checkpoints={before + partitions + len(later)}" in out
