@@ -91,6 +91,7 @@ WATCHDOG_EXIT_CODE = 70
 FATAL_EXIT_CODE = 71
 TXN_CALL_TIMEOUT_S = 10.0
 WATCHDOG_SLACK_S = 5.0  # a call may overrun its own timeout a little before it is "hung"
+STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
 NO_LEADER_YET = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
@@ -392,15 +393,39 @@ class LedgerProcessor:
     # --- rebalance --------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Wait for stable committed offsets first: a zombie's open transaction must be
-        # settled before its changelog records can be read to the end (KIP-447).
-        consumer.committed(partitions, timeout=self.settings.transaction_timeout_ms / 1000)
+        self._wait_stable_offsets(consumer, partitions)
         numbers = sorted({tp.partition for tp in partitions})
         for partition in numbers:
             if partition not in self.stores:
                 self.stores[partition] = self._restore(partition)
         self._rebuild_deadlines()
         log.info("partitions assigned partitions=%s", numbers)
+
+    def _wait_stable_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Wait until the committed offsets are stable: a zombie's open transaction must be
+        settled before its changelog records can be read to the end (KIP-447).
+
+        The broker aborts a timed-out transaction at its next periodic check, so this can
+        take longer than ``transaction_timeout_ms``: a time-out is waited out again, up to
+        ``STABLE_OFFSETS_TIMEOUTS`` times, before it is treated as fatal.
+        """
+        timeout_s = self.settings.transaction_timeout_ms / 1000
+        for attempt in range(1, STABLE_OFFSETS_TIMEOUTS + 1):
+            try:
+                consumer.committed(partitions, timeout=timeout_s)
+                return
+            except KafkaException as exc:
+                if (
+                    exc.args[0].code() != KafkaError._TIMED_OUT
+                    or attempt == STABLE_OFFSETS_TIMEOUTS
+                ):
+                    raise
+                log.warning(
+                    "committed offsets not stable yet attempt=%d timeout_s=%.0f; "
+                    "waiting for an open transaction to be settled",
+                    attempt,
+                    timeout_s,
+                )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
