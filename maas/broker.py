@@ -337,6 +337,10 @@ class LocalBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # A zombie's timed-out transaction is aborted at the broker's next check (every
+            # 10 s by default), and until then read_committed readers of its partitions
+            # wait; checking every 2 s bounds that wait near transaction.timeout.ms.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "2000",
             # After a SIGKILL the restarted controller refuses the broker's new
             # registration until the old session expires (default 9 s); a shorter session
             # makes crash-restart tests quicker while staying far above in-process
