@@ -28,21 +28,20 @@ finds a key's partition with aiokafka's murmur2 partitioner while the API's prod
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import faust
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from maas.settings import Settings
 from maas.topics import Topics
 from processors.usage.counts import add_request, hour_of, summarize
-from schemas.events import MemeRequested, parse_input
+from schemas.events import Id, MemeRequested, parse_input
 
 log = logging.getLogger("maas.usage")
 
-CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # schemas.events.Id
+CLIENT_ID = TypeAdapter(Id)  # the events' own contract for ids
 
 
 def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
@@ -98,12 +97,15 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
 
     @app.page("/usage/{client_id}/")
     async def client_usage(web: Any, request: Any, client_id: str) -> Any:
-        if not CLIENT_ID.match(client_id):
+        try:
+            CLIENT_ID.validate_python(client_id)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"]
             return web.json(
-                {"error": "invalid_request", "field": "client_id", "message": "not a client id"},
+                {"error": "invalid_request", "field": "client_id", "message": message},
                 status=422,
             )
-        hours = hourly.get(client_id) or {}
+        hours = hourly.get(client_id, {})
         return web.json(
             {
                 "client_id": client_id,
