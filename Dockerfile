@@ -6,6 +6,7 @@ WORKDIR /app
 
 # Only what the package needs: tests, the venv and local data stay out of the image.
 COPY pyproject.toml ./
+COPY core ./core
 COPY maas ./maas
 COPY ledger ./ledger
 COPY api ./api

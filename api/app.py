@@ -21,7 +21,7 @@ from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
 from api.routes import console as audit_console
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators.blobstore import make_blob_store
 from processors.generators.formats import ConvertedCache
 

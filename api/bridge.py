@@ -58,8 +58,8 @@ from pydantic import ValidationError
 
 from api.errors import KafkaUnavailable, NotReady
 from api.metrics import Metrics
-from maas.settings import Settings
-from maas.topics import Topics
+from core.settings import Settings
+from core.topics import Topics
 from schemas.events import Envelope, Reply, dump
 
 log = logging.getLogger(__name__)

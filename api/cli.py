@@ -16,8 +16,8 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from maas import logs
-    from maas.settings import Settings
+    from core import logs
+    from core.settings import Settings
 
     settings = Settings.from_env()
     logs.configure(f"api-{settings.api_instance}")

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators.blobstore import BlobStore
 
 API_KEY_PREFIX = "mk_"

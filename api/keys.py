@@ -23,8 +23,8 @@ import threading
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from maas.settings import Settings
-from maas.topics import Topics
+from core.settings import Settings
+from core.topics import Topics
 from schemas.events import AccountOpened, parse_entry
 
 log = logging.getLogger(__name__)

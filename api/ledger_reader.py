@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from core.settings import Settings
+from core.topic_reader import read_topic
+from core.topics import Topics
 from ledger.replay import Replay
-from maas.settings import Settings
-from maas.topic_reader import read_topic
-from maas.topics import Topics
 from schemas.events import (
     LedgerEntryUnion,
     MemeDelivered,

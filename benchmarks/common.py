@@ -33,9 +33,9 @@ from pathlib import Path
 
 import httpx
 
-from maas.admin import ensure_topics
+from core.admin import ensure_topics
+from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.settings import Settings
 from maas.supervisor import SERVICE, process_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,7 +239,7 @@ class Region:
         from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        from maas.topics import Topics
+        from core.topics import Topics
 
         topics = Topics(self.name)
         groups = {

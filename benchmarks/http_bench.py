@@ -306,7 +306,7 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from maas.topics import Topics
+    from core.topics import Topics
 
     topics = Topics(region)
     names = [topics.requests, topics.approved("standard"), topics.approved("ai")]

@@ -67,12 +67,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from api.routes.memes import fingerprint
+from core.admin import ensure_topics
+from core.settings import Settings
+from core.topics import Topics
 from ledger.fold import Decision, decide
 from ledger.memory import MemoryLedger
 from ledger.state import KeyValueState, record_writes
-from maas.admin import ensure_topics
-from maas.settings import Settings
-from maas.topics import Topics
 from processors.batching import take_batch
 from processors.ledger.processor import group_id
 from schemas.events import (

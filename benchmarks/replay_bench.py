@@ -237,9 +237,9 @@ def measure_kafka(raws: Sequence[bytes], balances: dict[str, int]) -> dict[str, 
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from core.settings import Settings
+    from core.topics import Topics
     from maas.replay_cli import replay_ledger
-    from maas.settings import Settings
-    from maas.topics import Topics
 
     with kafka() as cluster:
         settings = Settings(

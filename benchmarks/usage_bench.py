@@ -40,8 +40,8 @@ from common import (
 )
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from core.topics import Topics
 from maas.broker import free_port
-from maas.topics import Topics
 from processors.usage.counts import add_request, hour_of
 from schemas.events import MemeRequested, dump, parse_input
 

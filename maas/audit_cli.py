@@ -32,6 +32,10 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
+from core import logs
+from core.settings import Settings
+from core.topic_reader import read_topic
+from core.topics import Topics
 from ledger.audit import (
     Checkpoint,
     Finding,
@@ -41,10 +45,6 @@ from ledger.audit import (
     verify,
     verify_checkpoints,
 )
-from maas import logs
-from maas.settings import Settings
-from maas.topic_reader import read_topic
-from maas.topics import Topics
 from schemas.events import ENTRY_ADAPTER, dump, parse_entry
 
 log = logging.getLogger("maas.audit")

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.settings import Settings
 from maas.broker import BrokerError, LocalBroker
-from maas.settings import Settings
 
 DEFAULT_PORT = 9092
 

@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maas import logs
-from maas.settings import Settings
-from maas.topic_reader import read_topic
-from maas.topics import Topics
+from core import logs
+from core.settings import Settings
+from core.topic_reader import read_topic
+from core.topics import Topics
 
 ROWS_PER_FILE = 200_000
 # Each table's columns and their types, as names of pyarrow type factories.

@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
 
+from core import logs
+from core.settings import Settings
+from core.topic_reader import read_topic
+from core.topics import Topics
 from ledger.replay import Replay
 from ledger.whatif import CSV_HEADER, WhatIf, csv_row, parse_pricing
-from maas import logs
-from maas.settings import Settings
-from maas.topic_reader import read_topic
-from maas.topics import Topics
 from schemas.events import LedgerEntryUnion, parse_entry
 
 PROGRESS_INTERVAL_S = 0.2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from maas import logs
-from maas.settings import Settings
+from core import logs
+from core.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from maas.admin import ensure_topics
+    from core.admin import ensure_topics
 
     logs.configure("topics")
     ensure_topics(Settings.from_env())

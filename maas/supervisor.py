@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from maas.admin import ensure_topics
+from core.admin import ensure_topics
+from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
-from maas.settings import DEFAULT_BILLING_TOKEN, Settings
 
 log = logging.getLogger("maas.up")
 

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import Settings
 from maas.broker import free_port
-from maas.settings import Settings
 from maas.supervisor import SERVICE, process_command
 
 STARTUP_TIMEOUT_S = 120.0

@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api import ledger_reader
 from api.deps import AppSettings
 from api.errors import InvalidParameter, NotFound, Unauthorized
-from maas.settings import Settings
+from core.settings import Settings
 from schemas.events import ENTRY_ADAPTER, LedgerEntryUnion, entry_hash
 
 MAX_PAGE = 1000

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators import policy
 from processors.generators.place import Place, locate
 from processors.generators.render import RenderedMeme, offline_ai_caption, render_meme

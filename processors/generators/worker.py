@@ -40,8 +40,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from pydantic import ValidationError
 
-from maas.settings import Settings
-from maas.topics import Topics
+from core.settings import Settings
+from core.topics import Topics
 from processors.batching import take_batch
 from processors.generators import place, policy
 from processors.generators.backends import (

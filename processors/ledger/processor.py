@@ -74,10 +74,10 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from core.settings import Settings
+from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
 from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
-from maas.settings import Settings
-from maas.topics import Topics
 from processors.batching import take_batch
 from processors.ledger.store import Overlay, PartitionStore
 from schemas.events import AccountOpened, dump, parse_input

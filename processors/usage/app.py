@@ -34,8 +34,8 @@ from typing import Any
 import faust
 from pydantic import TypeAdapter, ValidationError
 
-from maas.settings import Settings
-from maas.topics import Topics
+from core.settings import Settings
+from core.topics import Topics
 from processors.usage.counts import add_request, hour_of, summarize
 from schemas.events import Id, MemeRequested, parse_input
 

@@ -2,7 +2,7 @@
 
 ``LedgerDriver`` owns one fresh region (topic prefix ``t<hex>``) on a running cluster:
 
-- it creates the region's topics (``maas.admin.ensure_topics``);
+- it creates the region's topics (``core.admin.ensure_topics``);
 - it starts, kills (SIGKILL), terminates (SIGTERM), pauses (SIGSTOP) and resumes
   ``python -m maas.cli processor --instance-id N`` subprocesses, each logging to
   ``<root>/logs/processor-N.log`` (appended across restarts);
@@ -41,11 +41,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from core.admin import ensure_topics, topic_specs
+from core.settings import Settings
+from core.topic_reader import read_topic
+from core.topics import Topics
 from ledger.replay import Replay
-from maas.admin import ensure_topics, topic_specs
-from maas.settings import Settings
-from maas.topic_reader import read_topic
-from maas.topics import Topics
 from schemas.events import (
     AccountQueried,
     AccountView,

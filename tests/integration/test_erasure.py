@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from maas.topic_reader import read_topic
-from maas.topics import Topics
+from core.topic_reader import read_topic
+from core.topics import Topics
 from tests.integration.test_audit import audit
 from tests.stack import FAULT_QUERY, Stack
 

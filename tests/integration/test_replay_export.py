@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from maas.topics import Topics
+from core.topics import Topics
 from tests.stack import FAULT_QUERY, Stack
 
 pytestmark = pytest.mark.kafka

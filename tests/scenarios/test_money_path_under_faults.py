@@ -45,8 +45,8 @@ import httpx
 import pytest
 
 from api.routes.memes import request_id_for
+from core.topic_reader import read_topic
 from ledger.replay import Replay
-from maas.topic_reader import read_topic
 from schemas.events import MemeDelivered, TokensCredited, parse_entry
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]

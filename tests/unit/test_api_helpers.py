@@ -19,7 +19,7 @@ from api.keys import KeyTable, key_hash
 from api.metrics import Metrics
 from api.routes.images import etag_matches
 from api.routes.memes import answer, fingerprint, request_id_for
-from maas.settings import Settings
+from core.settings import Settings
 from schemas.events import AccountOpened, MemeDelivered, RefundReason, RejectReason, Reply, dump
 
 DELIVERED = MemeDelivered(

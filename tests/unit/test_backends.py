@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators.backends import (
     AiBackendBadReply,
     AiBackendTimeout,

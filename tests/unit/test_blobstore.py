@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators.blobstore import BlobStore, LocalBlobStore, S3BlobStore, make_blob_store
 
 DATA = b"\x89PNG fake meme bytes"

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from api import errors
 from api.policy import ScreenedQuery
-from maas.settings import Settings
+from core.settings import Settings
 from processors.generators import policy
 from processors.generators.policy import CAPTION_THRESHOLD, QUERY_THRESHOLD, screen, variants
 

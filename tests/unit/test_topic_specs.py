@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from maas.admin import topic_specs
-from maas.settings import Settings
+from core.admin import topic_specs
+from core.settings import Settings
 
 DAY_MS = 86_400_000
 

@@ -7,8 +7,8 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from maas.settings import Settings
-from maas.topics import Topics
+from core.settings import Settings
+from core.topics import Topics
 
 log = logging.getLogger(__name__)
 

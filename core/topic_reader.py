@@ -14,7 +14,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from maas.settings import Settings
+from core.settings import Settings
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Message]:
