@@ -21,8 +21,8 @@ from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
 from api.routes import console as audit_console
+from core.blobstore import make_blob_store
 from core.settings import Settings
-from processors.generators.blobstore import make_blob_store
 from processors.generators.formats import ConvertedCache
 
 log = logging.getLogger(__name__)

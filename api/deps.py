@@ -16,8 +16,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
+from core.blobstore import BlobStore
 from core.settings import Settings
-from processors.generators.blobstore import BlobStore
 
 API_KEY_PREFIX = "mk_"
 MAX_API_KEY_CHARS = 128

@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from api.deps import BillingScope, Blobs, Bridge, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
-from processors.generators.blobstore import BlobStore
+from core.blobstore import BlobStore
 from schemas.events import (
     MAX_PURCHASE_TOKENS,
     ClientRegistered,

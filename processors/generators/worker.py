@@ -40,6 +40,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from pydantic import ValidationError
 
+from core.blobstore import BlobStore, make_blob_store
 from core.settings import Settings
 from core.topics import Topics
 from processors.batching import take_batch
@@ -51,7 +52,6 @@ from processors.generators.backends import (
     make_ai_meme,
     make_backend,
 )
-from processors.generators.blobstore import BlobStore, make_blob_store
 from processors.generators.render import RenderedMeme, render_meme
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from core.blobstore import LocalBlobStore
 from core.settings import Settings
 from processors.generators.backends import (
     AiBackendBadReply,
@@ -31,7 +32,6 @@ from processors.generators.backends import (
     make_backend,
     parse_caption,
 )
-from processors.generators.blobstore import LocalBlobStore
 from processors.generators.place import locate
 from processors.generators.render import offline_ai_caption, render_meme
 from processors.generators.templates import choose_template

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from core.blobstore import BlobStore, LocalBlobStore, S3BlobStore, make_blob_store
 from core.settings import Settings
-from processors.generators.blobstore import BlobStore, LocalBlobStore, S3BlobStore, make_blob_store
 
 DATA = b"\x89PNG fake meme bytes"
 KEY = hashlib.sha256(DATA).hexdigest() + ".png"
