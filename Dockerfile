@@ -9,6 +9,7 @@ COPY pyproject.toml ./
 COPY core ./core
 COPY maas ./maas
 COPY ledger ./ledger
+COPY memes ./memes
 COPY api ./api
 COPY processors ./processors
 COPY schemas ./schemas

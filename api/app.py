@@ -23,7 +23,7 @@ from api.routes import audit, billing, health, images, me, memes
 from api.routes import console as audit_console
 from core.blobstore import make_blob_store
 from core.settings import Settings
-from processors.generators.formats import ConvertedCache
+from memes.formats import ConvertedCache
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from fastapi import Depends, Query
 
 from api.deps import AppSettings
 from api.errors import ApiError
-from processors.generators import policy
+from memes import policy
 from schemas.events import MAX_QUERY_CHARS
 
 warm_up = policy.warm_up

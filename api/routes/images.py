@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 
 from api.deps import Blobs
 from api.errors import NotFound
-from processors.generators.formats import ConvertedCache, etag_for, negotiate
+from memes.formats import ConvertedCache, etag_for, negotiate
 
 router = APIRouter(prefix="/v1/images", tags=["memes"])
 

@@ -35,10 +35,10 @@ from typing import Any, Protocol
 import httpx
 
 from core.settings import Settings
-from processors.generators import policy
-from processors.generators.place import Place, locate
-from processors.generators.render import RenderedMeme, offline_ai_caption, render_meme
-from processors.generators.templates import Template, choose_template, stable_hash
+from memes import policy
+from memes.place import Place, locate
+from memes.render import RenderedMeme, offline_ai_caption, render_meme
+from memes.templates import Template, choose_template, stable_hash
 
 log = logging.getLogger("maas.generator.ai")
 

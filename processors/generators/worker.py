@@ -43,8 +43,9 @@ from pydantic import ValidationError
 from core.blobstore import BlobStore, make_blob_store
 from core.settings import Settings
 from core.topics import Topics
+from memes import place, policy
+from memes.render import RenderedMeme, render_meme
 from processors.batching import take_batch
-from processors.generators import place, policy
 from processors.generators.backends import (
     AiBackend,
     AiBackendError,
@@ -52,7 +53,6 @@ from processors.generators.backends import (
     make_ai_meme,
     make_backend,
 )
-from processors.generators.render import RenderedMeme, render_meme
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 
 log = logging.getLogger("maas.generator")

@@ -20,6 +20,9 @@ from pydantic import ValidationError
 
 from core.blobstore import LocalBlobStore
 from core.settings import Settings
+from memes.place import locate
+from memes.render import offline_ai_caption, render_meme
+from memes.templates import choose_template
 from processors.generators.backends import (
     AiBackendBadReply,
     AiBackendTimeout,
@@ -32,9 +35,6 @@ from processors.generators.backends import (
     make_backend,
     parse_caption,
 )
-from processors.generators.place import locate
-from processors.generators.render import offline_ai_caption, render_meme
-from processors.generators.templates import choose_template
 from processors.generators.worker import GeneratorPool
 from schemas.events import MemeApproved, MemeFailed, MemeGenerated
 

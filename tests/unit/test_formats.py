@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from processors.generators.formats import (
+from memes.formats import (
     JPEG,
     PNG,
     WEBP,
@@ -19,7 +19,7 @@ from processors.generators.formats import (
     etag_for,
     negotiate,
 )
-from processors.generators.render import render_meme
+from memes.render import render_meme
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "a" * 64 + ".png"
@@ -74,8 +74,8 @@ def test_png_is_passed_through(png: bytes) -> None:
 def test_conversion_is_deterministic_across_processes(png: bytes) -> None:
     script = (
         "import hashlib, sys\n"
-        "from processors.generators.formats import convert\n"
-        "from processors.generators.render import render_meme\n"
+        "from memes.formats import convert\n"
+        "from memes.render import render_meme\n"
         "png = render_meme('req-f', 'stonks', 48.85, 2.35, 'standard').png\n"
         "for t in ('image/webp', 'image/jpeg'):\n"
         "    print(hashlib.sha256(convert(png, t)).hexdigest())\n"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from processors.generators.place import (
+from memes.place import (
     BIG_CITY_RADIUS_KM,
     NEAR_RADIUS_KM,
     Place,

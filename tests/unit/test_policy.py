@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from api import errors
 from api.policy import ScreenedQuery
 from core.settings import Settings
-from processors.generators import policy
-from processors.generators.policy import CAPTION_THRESHOLD, QUERY_THRESHOLD, screen, variants
+from memes import policy
+from memes.policy import CAPTION_THRESHOLD, QUERY_THRESHOLD, screen, variants
 
 
 @pytest.mark.parametrize(

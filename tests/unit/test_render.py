@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from processors.generators.render import (
+from memes.render import (
     RenderedMeme,
     caption_for,
     clean_ai_caption,
@@ -19,7 +19,7 @@ from processors.generators.render import (
     offline_ai_caption,
     render_meme,
 )
-from processors.generators.templates import TEMPLATES, TEMPLATES_BY_NAME, Template, word_forms
+from memes.templates import TEMPLATES, TEMPLATES_BY_NAME, Template, word_forms
 
 NYC = (40.7306, -73.9352)
 PARIS = (48.8534, 2.3488)
@@ -99,7 +99,7 @@ def test_same_request_renders_identically_in_another_process() -> None:
     (hash seeds, cache state, thread timing)."""
     script = (
         "import hashlib, sys\n"
-        "from processors.generators.render import render_meme\n"
+        "from memes.render import render_meme\n"
         "for kind in ('standard', 'ai'):\n"
         "    m = render_meme('req-x', 'Ünïcode pizza ✓', 40.7306, -73.9352, kind)\n"
         "    print(hashlib.sha256(m.png).hexdigest())\n"

@@ -4,7 +4,7 @@ import string
 
 import pytest
 
-from processors.generators.templates import (
+from memes.templates import (
     ASSETS_DIR,
     BASE_SIZE,
     FONT_PATH,

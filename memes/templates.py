@@ -44,7 +44,7 @@ ASSETS_DIR = Path(__file__).with_name("assets")
 FONT_PATH = ASSETS_DIR / "DejaVuSans-Bold.ttf"
 
 DRAWN_HERE = (
-    "drawn in code by this project (processors/generators/templates.py); "
+    "drawn in code by this project (memes/templates.py); "
     "no third-party artwork; same terms as the project's source"
 )
 

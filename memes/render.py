@@ -34,8 +34,8 @@ from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
-from processors.generators.place import Place, locate
-from processors.generators.templates import (
+from memes.place import Place, locate
+from memes.templates import (
     BASE_SIZE,
     FONT_PATH,
     Box,
