@@ -13,8 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from api import cli as api_cli
-    from maas import audit_cli, broker_cli, export_cli, replay_cli, service_cli
+    from maas import api_cli, audit_cli, broker_cli, export_cli, replay_cli, service_cli
 
     broker_cli.register(sub)
     service_cli.register(sub)
