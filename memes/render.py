@@ -34,18 +34,9 @@ from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
+from memes.matching import choose_template, match, stable_hash, tokenize
 from memes.place import Place, locate
-from memes.templates import (
-    BASE_SIZE,
-    FONT_PATH,
-    Box,
-    Slot,
-    Template,
-    choose_template,
-    match,
-    stable_hash,
-    tokenize,
-)
+from memes.templates import BASE_SIZE, FONT_PATH, Box, Slot, Template
 
 Kind = Literal["standard", "ai"]
 KINDS: tuple[Kind, ...] = ("standard", "ai")

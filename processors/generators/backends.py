@@ -36,9 +36,10 @@ import httpx
 
 from core.settings import Settings
 from memes import policy
+from memes.matching import choose_template, stable_hash
 from memes.place import Place, locate
 from memes.render import RenderedMeme, offline_ai_caption, render_meme
-from memes.templates import Template, choose_template, stable_hash
+from memes.templates import Template
 
 log = logging.getLogger("maas.generator.ai")
 

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from core.blobstore import LocalBlobStore
 from core.settings import Settings
+from memes.matching import choose_template
 from memes.place import locate
 from memes.render import offline_ai_caption, render_meme
-from memes.templates import choose_template
 from processors.generators.backends import (
     AiBackendBadReply,
     AiBackendTimeout,

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from memes.catalog import TEMPLATES, TEMPLATES_BY_NAME
+from memes.matching import word_forms
 from memes.render import (
     RenderedMeme,
     caption_for,
@@ -19,7 +21,7 @@ from memes.render import (
     offline_ai_caption,
     render_meme,
 )
-from memes.templates import TEMPLATES, TEMPLATES_BY_NAME, Template, word_forms
+from memes.templates import Template
 
 NYC = (40.7306, -73.9352)
 PARIS = (48.8534, 2.3488)

@@ -4,21 +4,17 @@ import string
 
 import pytest
 
-from memes.templates import (
-    ASSETS_DIR,
-    BASE_SIZE,
-    FONT_PATH,
+from memes.catalog import TEMPLATES, TEMPLATES_BY_NAME
+from memes.matching import (
     NAME_WEIGHT,
     TAG_WEIGHT,
-    TEMPLATES,
-    TEMPLATES_BY_NAME,
-    Template,
     choose_template,
     explain,
     match,
     tokenize,
     word_forms,
 )
+from memes.templates import ASSETS_DIR, BASE_SIZE, FONT_PATH, Template
 
 
 def _unique_name_word(template: Template) -> str:
