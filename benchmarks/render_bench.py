@@ -41,10 +41,7 @@ from PIL import Image
 from memes import place
 from memes.catalog import TEMPLATES
 from memes.formats import JPEG, WEBP, convert
-from memes.render import (
-    IMAGE_SIZE,
-    render_meme,
-)
+from memes.render import IMAGE_SIZE, render_meme
 
 CITIES = [(48.8534, 2.3488), (40.7306, -73.9352), (35.6895, 139.6917), (0.0, -140.0)]
 TOPICS = ["pizza", "stonks", "monday", "coffee", "plan", "cat", "deadline", "crypto"]

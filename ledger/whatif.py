@@ -41,6 +41,7 @@ from ledger.fold import Expire, Pricing
 from ledger.memory import MemoryLedger
 from ledger.state import request_key
 from schemas.events import (
+    KINDS,
     AccountOpened,
     ClientRegistered,
     InputEvent,
@@ -59,7 +60,6 @@ from schemas.events import (
     TokensRefunded,
 )
 
-KINDS = ("standard", "ai")
 _FINGERPRINT = "0" * 16  # re-decided requests are never repeats: any fingerprint will do
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import IntEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -31,6 +31,7 @@ MAX_PURCHASE_TOKENS = 1_000_000_000
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Kind = Literal["standard", "ai"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 class RejectReason(IntEnum):

@@ -36,9 +36,10 @@ import httpx
 
 from core.settings import Settings
 from memes import policy
+from memes.captions import offline_ai_caption
 from memes.matching import choose_template, stable_hash
 from memes.place import Place, locate
-from memes.render import RenderedMeme, offline_ai_caption, render_meme
+from memes.render import RenderedMeme, render_meme
 from memes.templates import Template
 
 log = logging.getLogger("maas.generator.ai")

@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from core.blobstore import LocalBlobStore
 from core.settings import Settings
+from memes.captions import offline_ai_caption
 from memes.matching import choose_template
 from memes.place import locate
-from memes.render import offline_ai_caption, render_meme
+from memes.render import render_meme
 from processors.generators.backends import (
     AiBackendBadReply,
     AiBackendTimeout,

@@ -8,17 +8,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from memes.captions import caption_for, clean_ai_caption, offline_ai_caption
 from memes.catalog import TEMPLATES, TEMPLATES_BY_NAME
 from memes.matching import word_forms
 from memes.render import (
     RenderedMeme,
-    caption_for,
-    clean_ai_caption,
     drawable_text,
     encode_png,
     fit_text,
     mocking_case,
-    offline_ai_caption,
     render_meme,
 )
 from memes.templates import Template
