@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +57,7 @@ from pydantic import ValidationError
 
 from api.errors import KafkaUnavailable, NotReady
 from api.metrics import Metrics
+from core.clock import now_ms
 from core.settings import Settings
 from core.topics import Topics
 from schemas.events import Envelope, Reply, dump
@@ -66,10 +66,6 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

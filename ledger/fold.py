@@ -35,12 +35,12 @@ the what-if replay (``ledger.whatif``) re-decides the same history under another
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
+from core.ids import derived_id
 from ledger.state import (
     MAX_WAITERS,
     Account,
@@ -95,14 +95,6 @@ class Pricing:
 
 
 LIST_PRICE = Pricing()
-
-
-def derived_id(*parts: object) -> str:
-    """A deterministic id for an output, from the ids of what caused it.
-
-    Bounded length whatever the input ids are, so an output id is always valid.
-    """
-    return uuid.uuid5(uuid.NAMESPACE_URL, "maas:" + "/".join(map(str, parts))).hex
 
 
 class LedgerCorrupt(Exception):

@@ -18,6 +18,7 @@ from api.errors import (
     Unauthorized,
 )
 from api.policy import ScreenedQuery
+from core.ids import stable_id
 from schemas.events import (
     Kind,
     MemeDelivered,
@@ -49,7 +50,7 @@ def request_id_for(client_id: str, idempotency_key: str | None) -> str:
     """Derived from the key, so a retry names the same request; random without one."""
     if idempotency_key is None:
         return uuid.uuid4().hex
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"maas:{client_id}:{idempotency_key}").hex
+    return stable_id(f"{client_id}:{idempotency_key}")
 
 
 def fingerprint(lat: float, lon: float, query: str) -> str:

@@ -33,7 +33,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -41,6 +40,8 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from pydantic import ValidationError
 
 from core.blobstore import BlobStore, make_blob_store
+from core.clock import now_ms
+from core.ids import stable_id
 from core.settings import Settings
 from core.topics import Topics
 from memes import place, policy
@@ -184,7 +185,7 @@ class GeneratorPool:
         self.consumer.commit(asynchronous=False)
 
     def _make(self, job: MemeApproved, deadline: float | None) -> MemeGenerated | MemeFailed:
-        if _now_ms() > job.deadline_ms:
+        if now_ms() > job.deadline_ms:
             return _failed(job, "deadline passed before generation")
         fault = self.settings.fault_injection_query
         if fault and fault in job.query:
@@ -192,10 +193,10 @@ class GeneratorPool:
         meme = self._render(job, deadline)
         image_key = self.blobs.put(meme.png, "png")
         return MemeGenerated(
-            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"maas:generated:{job.request_id}").hex,
+            event_id=stable_id(f"generated:{job.request_id}"),
             client_id=job.client_id,
             region=job.region,
-            occurred_at_ms=_now_ms(),
+            occurred_at_ms=now_ms(),
             causation_id=job.request_id,
             request_id=job.request_id,
             meme_id=meme.meme_id,
@@ -225,19 +226,15 @@ class GeneratorPool:
 
 def _failed(job: MemeApproved, error: str) -> MemeFailed:
     return MemeFailed(
-        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"maas:failed:{job.request_id}").hex,
+        event_id=stable_id(f"failed:{job.request_id}"),
         client_id=job.client_id,
         region=job.region,
-        occurred_at_ms=_now_ms(),
+        occurred_at_ms=now_ms(),
         causation_id=job.request_id,
         request_id=job.request_id,
         kind=job.kind,
         error=error,
     )
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def run(settings: Settings, kind: Kind) -> None:

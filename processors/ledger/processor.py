@@ -74,6 +74,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from core.clock import now_ms as _now_ms
 from core.settings import Settings
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
@@ -548,10 +549,6 @@ def _raise_if_fatal(error: KafkaError) -> None:
     the process; the supervisor starts a fresh one, which rejoins cleanly."""
     if error.fatal() or error.code() == KafkaError._FATAL:
         raise KafkaException(error)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def run(settings: Settings) -> None:

@@ -42,6 +42,7 @@ from confluent_kafka import (
 )
 
 from core.admin import ensure_topics, topic_specs
+from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import read_topic
 from core.topics import Topics
@@ -64,10 +65,6 @@ from schemas.events import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAR_FUTURE_MS = 3_600_000  # default request deadline: an hour, so no test expires by accident
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def new_id(prefix: str) -> str:
