@@ -22,11 +22,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api import ledger_reader
 from api.deps import AppSettings
 from api.errors import InvalidParameter, NotFound, Unauthorized
-from core.settings import Settings
+from ledger.reconcile import Reconciliation
 from schemas.events import ENTRY_ADAPTER, LedgerEntryUnion, entry_hash
 
 MAX_PAGE = 1000
-MAX_IDS_LISTED = 100  # per list in the reconciliation; the counts are always complete
 
 EntryType = Literal[
     "AccountOpened",
@@ -160,94 +159,6 @@ async def get_client_ledger(
     return LedgerPage(client_id=client_id, entries=page, next_cursor=next_cursor)
 
 
-class Identity(BaseModel):
-    credited: int
-    charged: int
-    refunded: int
-    balance: int
-    holds: bool = Field(description="credited - charged + refunded == balance")
-
-
-class ClientReconciliation(Identity):
-    client_id: str
-    purchases_received: int
-    purchases_credited: int
-    purchases_not_credited: list[str] = Field(
-        description="Received on the purchases topic, no credit (conflict, or in flight)"
-    )
-    credits_without_purchase: list[str] = Field(description="Credited, never received")
-    purchases_credited_twice: list[str]
-    requests_received: int
-    requests_open: list[str] = Field(description="Charged, no outcome yet (in flight)")
-    requests_without_outcome: list[str] = Field(
-        description="Received, neither charged nor rejected"
-    )
-    requests_with_several_outcomes: list[str]
-    ok: bool
-
-
-class Reconciliation(BaseModel):
-    clients: list[ClientReconciliation]
-    total: Identity
-    ok: bool = Field(description="Every identity holds and no id is credited or ended twice")
-
-
-def _ids(ids: Any) -> list[str]:
-    return sorted(ids)[:MAX_IDS_LISTED]
-
-
-def _reconcile(settings: Settings) -> Reconciliation:
-    facts = ledger_reader.reconciliation_facts(settings)
-    rows = []
-    for client_id, account in sorted(facts.replay.accounts.items()):
-        c = facts.clients[client_id]
-        credited_ids = set(c.purchases_credited)
-        several = {r for r, n in c.outcomes.items() if n > 1}
-        twice = {p for p, n in c.purchases_credited.items() if n > 1}
-        without_purchase = credited_ids - c.purchases_received
-        identity = (
-            account.tokens_credited - account.tokens_charged + account.tokens_refunded
-            == account.balance
-        )
-        rows.append(
-            ClientReconciliation(
-                client_id=client_id,
-                credited=account.tokens_credited,
-                charged=account.tokens_charged,
-                refunded=account.tokens_refunded,
-                balance=account.balance,
-                holds=identity,
-                purchases_received=len(c.purchases_received),
-                purchases_credited=len(credited_ids),
-                purchases_not_credited=_ids(c.purchases_received - credited_ids),
-                credits_without_purchase=_ids(without_purchase),
-                purchases_credited_twice=_ids(twice),
-                requests_received=len(c.requests_received),
-                requests_open=_ids(r for r in c.requests_charged if c.outcomes[r] == 0),
-                requests_without_outcome=_ids(
-                    r
-                    for r in c.requests_received
-                    if r not in c.requests_charged and c.outcomes[r] == 0
-                ),
-                requests_with_several_outcomes=_ids(several),
-                ok=identity and not several and not twice and not without_purchase,
-            )
-        )
-    credited = sum(r.credited for r in rows)
-    charged = sum(r.charged for r in rows)
-    refunded = sum(r.refunded for r in rows)
-    balance = sum(r.balance for r in rows)
-    total = Identity(
-        credited=credited,
-        charged=charged,
-        refunded=refunded,
-        balance=balance,
-        holds=credited - charged + refunded == balance,
-    )
-    ok = total.holds and all(r.ok for r in rows) and not facts.replay.violations
-    return Reconciliation(clients=rows, total=total, ok=ok)
-
-
 @router.get(
     "/v1/audit/reconciliation",
     response_model=Reconciliation,
@@ -256,4 +167,4 @@ def _reconcile(settings: Settings) -> Reconciliation:
 async def get_reconciliation(settings: AppSettings) -> Reconciliation:
     """Folds the whole ledger and reads the purchases and requests topics (see
     ``api.ledger_reader`` for the cost)."""
-    return await asyncio.to_thread(_reconcile, settings)
+    return await asyncio.to_thread(ledger_reader.reconciliation, settings)
