@@ -1,7 +1,8 @@
 """Annotated dependencies: what a route may ask for by naming its type.
 
-``ClientId`` authenticates an API key; ``BillingScope`` authenticates the billing team's
-token; ``Bridge``, ``Keys``, ``Blobs`` and ``AppSettings`` hand out the objects built at
+``ClientId`` authenticates an API key; ``BillingScope`` and ``AuditorScope`` authenticate
+the billing team's and the auditors' tokens; ``IdPath`` is a path parameter that is an
+event ``Id``; ``Bridge``, ``Keys``, ``Blobs`` and ``AppSettings`` hand out the objects built at
 start-up. Routes never read ``request.app.state`` themselves.
 """
 
@@ -10,18 +11,19 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
 from core.blobstore import BlobStore
 from core.settings import Settings
+from schemas.events import ID_MAX_CHARS, ID_PATTERN
 
 API_KEY_PREFIX = "mk_"
 MAX_API_KEY_CHARS = 128
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]+$"
 
 # auto_error=False: a missing or odd header must reach our handler (401 with our body),
 # not FastAPI's default 403.
@@ -33,6 +35,11 @@ _client_bearer = HTTPBearer(
 _billing_bearer = HTTPBearer(
     scheme_name="BillingToken",
     description="The billing team's token (`MAAS_BILLING_TOKEN`).",
+    auto_error=False,
+)
+_auditor_bearer = HTTPBearer(
+    scheme_name="AuditorToken",
+    description="The auditors' token (`MAAS_AUDITOR_TOKEN`), read-only.",
     auto_error=False,
 )
 
@@ -89,23 +96,36 @@ def billing_scope(
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_billing_bearer)],
 ) -> None:
-    token = _bearer_token(request, credentials)
-    expected = settings.billing_token.get_secret_value()
+    _check_secret(_bearer_token(request, credentials), settings.billing_token, "billing")
+
+
+def auditor_scope(
+    request: Request,
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_auditor_bearer)],
+) -> None:
+    _check_secret(_bearer_token(request, credentials), settings.auditor_token, "auditor")
+
+
+def _check_secret(token: str, expected: SecretStr, scope: str) -> None:
     # Constant time: the token is a shared secret compared in full.
-    if not secrets.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("wrong billing token")
+    if not secrets.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized(f"wrong {scope} token")
 
 
 ClientId = Annotated[str, Depends(current_client)]
 BillingScope = Depends(billing_scope)
+AuditorScope = Depends(auditor_scope)
+# The same rules as the events' Id, so a bad id is refused here as the event would refuse it.
+IdPath = Annotated[str, Path(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)]
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=128,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=ID_MAX_CHARS,
+        pattern=ID_PATTERN,
         description=(
             "Retry safely: the same key with the same parameters returns the first "
             "result and charges once; with other parameters it is a 409."

@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 MAX_QUERY_CHARS = 200
 MAX_PURCHASE_TOKENS = 1_000_000_000
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+ID_MAX_CHARS = 128
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)]
 Kind = Literal["standard", "ai"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api import ledger_reader
-from api.deps import AppSettings
-from api.errors import InvalidParameter, NotFound, Unauthorized
+from api.deps import AppSettings, AuditorScope, IdPath
+from api.errors import InvalidParameter, NotFound
 from ledger.reconcile import Reconciliation
 from schemas.events import ENTRY_ADAPTER, LedgerEntryUnion, entry_hash
 
@@ -53,31 +51,7 @@ CSV_COLUMNS = (
     "hash",
 )
 
-_auditor_bearer = HTTPBearer(
-    scheme_name="AuditorToken",
-    description="The auditors' token (`MAAS_AUDITOR_TOKEN`), read-only.",
-    auto_error=False,
-)
-
-
-def auditor_scope(
-    request: Request,
-    settings: AppSettings,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_auditor_bearer)],
-) -> None:
-    if credentials is None or not credentials.credentials:
-        if "authorization" not in request.headers:
-            raise Unauthorized("missing Authorization header")
-        raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
-    expected = settings.auditor_token.get_secret_value()
-    # Constant time: the token is a shared secret compared in full.
-    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise Unauthorized("wrong auditor token")
-
-
-router = APIRouter(tags=["audit"], dependencies=[Depends(auditor_scope)])
-
-ClientPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+router = APIRouter(tags=["audit"], dependencies=[AuditorScope])
 
 
 class LedgerPage(BaseModel):
@@ -117,7 +91,7 @@ def _csv(entries: list[LedgerEntryUnion]) -> str:
 async def get_client_ledger(
     settings: AppSettings,
     response: Response,
-    client_id: ClientPath,
+    client_id: IdPath,
     from_: Annotated[
         AwareDatetime | None,
         Query(alias="from", description="Entries at or after this time (ISO 8601, with zone)"),

@@ -14,10 +14,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from api.deps import BillingScope, Blobs, Bridge, Keys
+from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
 from core.blobstore import BlobStore
@@ -34,8 +34,6 @@ from schemas.events import (
 )
 
 router = APIRouter(prefix="/v1/clients", tags=["billing"], dependencies=[BillingScope])
-
-ClientPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 class NewClient(BaseModel):
@@ -126,7 +124,7 @@ async def register_client(
     },
 )
 async def purchase_tokens(
-    client_id: ClientPath, body: Purchase, bridge: Bridge, response: Response
+    client_id: IdPath, body: Purchase, bridge: Bridge, response: Response
 ) -> Credited:
     event = TokensPurchased(
         **bridge.envelope(client_id),
@@ -166,7 +164,7 @@ async def purchase_tokens(
     responses={404: {"description": "Unknown client"}},
 )
 async def subscribe(
-    client_id: ClientPath, bridge: Bridge, body: SubscriptionChange | None = None
+    client_id: IdPath, bridge: Bridge, body: SubscriptionChange | None = None
 ) -> Subscription:
     until = body.until if body else None
     until_ms = int(until.timestamp() * 1000) if until else None
@@ -179,7 +177,7 @@ async def subscribe(
     summary="Switch Memes AI off",
     responses={404: {"description": "Unknown client"}},
 )
-async def unsubscribe(client_id: ClientPath, bridge: Bridge) -> Subscription:
+async def unsubscribe(client_id: IdPath, bridge: Bridge) -> Subscription:
     return await _change_subscription(bridge, client_id, active=False, until_ms=None)
 
 
@@ -231,7 +229,7 @@ class Erasure(BaseModel):
     },
 )
 async def erase_personal_data(
-    client_id: ClientPath, bridge: Bridge, blobs: Blobs, response: Response
+    client_id: IdPath, bridge: Bridge, blobs: Blobs, response: Response
 ) -> Erasure:
     """Balances, ledger entries and their hash chain stay as they are (see
     docs/data-retention.md). Idempotent: a repeat erases what is new and deletes again

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from api.deps import Bridge, ClientId
+from api.deps import Bridge, ClientId, IdPath
 from api.errors import DeadlineExceeded, NotFound
 from schemas.events import AccountQueried, AccountView, RequestQueried, RequestView
 
@@ -39,7 +37,7 @@ async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
 async def get_request(
     client_id: ClientId,
     bridge: Bridge,
-    request_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")],
+    request_id: IdPath,
 ) -> RequestView:
     event = RequestQueried(
         **bridge.envelope(client_id),
