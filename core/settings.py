@@ -105,5 +105,5 @@ class Settings(BaseModel):
         values.update(overrides)
         return cls.model_validate(values)
 
-    def kafka_common(self) -> dict[str, object]:
+    def kafka_common(self) -> dict[str, str | int | float | bool]:
         return {"bootstrap.servers": self.bootstrap_servers}

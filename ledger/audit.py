@@ -355,8 +355,8 @@ def verify_checkpoints(
                 findings.append(_checkpoint_finding("checkpoint_head", cp, "empty, head set"))
         else:
             todo[cp.partition].append(cp)
-    for pending in todo.values():
-        pending.sort(key=lambda cp: cp.offset, reverse=True)  # next to check at the end
+    for waiting in todo.values():
+        waiting.sort(key=lambda cp: cp.offset, reverse=True)  # next to check at the end
     heads: dict[int, str] = defaultdict(lambda: GENESIS_HASH)
     last: dict[int, Logged] = {}
     for item in entries:

@@ -189,7 +189,10 @@ class WhatIf:
                 client.new_charged += new.tokens
             case TokensRefunded():
                 client.new_refunded += new.tokens
-        if isinstance(new, MemeRejected) or isinstance(entry, MemeDelivered | TokensRefunded):
+        # A rejected request was a meme request: its entry names the request too.
+        if isinstance(entry, TokensCharged | MemeRejected | MemeDelivered | TokensRefunded) and (
+            isinstance(new, MemeRejected) or isinstance(entry, MemeDelivered | TokensRefunded)
+        ):
             # Ended, or never started: no later input needs the record; drop it so a
             # long replay holds only the requests still open.
             self._ledger.records.pop(request_key(entry.client_id, entry.request_id), None)

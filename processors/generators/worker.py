@@ -138,8 +138,11 @@ class GeneratorPool:
             if msg.error():
                 log.error("consume error=%s", msg.error())
                 continue
+            partition, value = msg.partition(), msg.value()
+            if partition is None or value is None:
+                continue  # never so for a consumed record; the client's types allow it
             try:
-                work.append((msg.partition(), MemeApproved.model_validate_json(msg.value())))
+                work.append((partition, MemeApproved.model_validate_json(value)))
             except ValidationError as exc:
                 log.error("invalid work offset=%d error=%s", msg.offset(), exc.errors()[:3])
         # One deadline for the whole batch (AI pool step 2); None for the standard pool.
