@@ -22,7 +22,7 @@ Commit protocol, once per batch (one Kafka transaction):
 6. ``commit_transaction``. Only now is the batch's overlay written to RocksDB, with
    the changelog offset it reaches, in one write batch.
 
-Failure scenarios:
+Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
 
 - *Killed before step 6 returns*: the transaction never commits (or is aborted when the
   restarted instance calls ``init_transactions`` with the same stable

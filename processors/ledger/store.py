@@ -1,6 +1,6 @@
 """The ledger processor's state: one RocksDB per input partition, plus a write overlay.
 
-RocksDB is outside the Kafka transaction (DESIGN pitfall 8). So the local database is
+RocksDB is outside the Kafka transaction (pitfall 8, docs/architecture.md). So the database is
 written only *after* a transaction commits, together with the highest changelog offset
 that commit covered (reserved key ``__changelog_offset``). It can therefore be behind
 the changelog, never ahead of it: on assignment, ``restore`` replays the changelog from
