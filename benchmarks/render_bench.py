@@ -129,7 +129,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per case")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds = 0.1
 
     print(f"loading the place index and painting {len(TEMPLATES)} templates...", file=sys.stderr)
     place.warm_up()

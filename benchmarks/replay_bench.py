@@ -292,7 +292,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--kafka", action="store_true", help="also time maas replay's path")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.entries, args.clients = 2_000, 50
 
     started = time.perf_counter()
     raws, balances = generate(args.entries, args.clients, args.seed)
