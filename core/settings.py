@@ -39,6 +39,11 @@ class Settings(BaseModel):
     max_batch_size: int = Field(default=500, ge=1)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
+    # Tests and drills only: crash or freeze at a commit boundary (processors/ledger/faults.py).
+    fault_point: str = Field(
+        default="",
+        pattern=r"^$|^(after_produce|after_offsets|after_commit)(\+refund)?:(KILL|STOP)$",
+    )
 
     # api
     api_instance: int = Field(default=0, ge=0)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from maas.broker import LocalBroker, free_port
+from tests.integration.ledger_driver import LedgerDriver
 from tests.stack import Stack, run_stack
 
 
@@ -93,3 +95,26 @@ def stack(
 ) -> Iterator[Stack]:
     """A fresh region with every process of the service running (see ``tests/stack.py``)."""
     yield from run_stack(kafka, tmp_path_factory, request)
+
+
+@pytest.fixture
+def make_driver(
+    kafka: KafkaCluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LedgerDriver]]:
+    """Fresh regions with ledger processors driven over Kafka (``ledger_driver``)."""
+    drivers: list[LedgerDriver] = []
+
+    def make(**env: str) -> LedgerDriver:
+        driver = LedgerDriver(kafka.bootstrap, tmp_path / f"driver{len(drivers)}", env=env)
+        drivers.append(driver)
+        return driver
+
+    failed_before = request.session.testsfailed
+    yield make
+    for driver in drivers:
+        driver.close()
+    if request.session.testsfailed > failed_before:
+        for driver in drivers:
+            for instance in driver.procs:
+                print(f"\n----- region {driver.region} processor {instance} (log tail) -----")
+                print(driver.tail(instance, 60))

@@ -10,17 +10,22 @@ Commit protocol, once per batch (one Kafka transaction):
 
 1. Take a batch: wait up to ``commit_interval_ms`` for a first message, then take what
    has arrived, at most ``max_batch_size`` (``processors.batching``). No transaction is
-   open while consuming, so a rebalance never interrupts one.
+   open while consuming, so a rebalance never interrupts one. Only messages of owned
+   partitions, at or past the partition's position, are kept; with none and no
+   deadline due, no transaction is opened.
 2. ``begin_transaction``.
 3. For each message: ``decide`` against the partition's state (RocksDB under an
    overlay of this batch's own writes), then produce in the transaction: ledger
    entries, approved work, replies, ``AccountOpened`` to the clients table, and every
    state write to the changelog (same partition number as the input).
 4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way.
-5. ``send_offsets_to_transaction`` with the next offset of every consumed partition and
-   ``consumer_group_metadata()`` (KIP-447: a zombie from an older generation is fenced).
+5. ``send_offsets_to_transaction`` with the next offset of *every owned* partition
+   (consumed in this batch or not) and ``consumer_group_metadata()``, in every
+   transaction, also one of timer refunds only: the fence. A zombie from an older
+   generation is refused here, and a successor waits for this transaction before it
+   restores (KIP-447; "every transaction is fenced" in ``docs/architecture.md``).
 6. ``commit_transaction``. Only now is the batch's overlay written to RocksDB, with
-   the changelog offset it reaches, in one write batch.
+   the changelog offset it reaches, in one write batch, and the positions advance.
 
 Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
 
@@ -41,6 +46,10 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
 - *Rebalance*: callbacks only run inside ``consume``, between transactions, so there is
   never a transaction to finish on revoke; a partition's store is closed on revoke or
   loss and restored on assignment after the committed offsets are stable (pitfall 4).
+- *Paused past the session timeout* (a zombie with stale state and timers): its next
+  transaction's offsets are refused (stale generation) and it aborts; or, if it was
+  paused after its offsets were accepted, its successor waits for it to commit or to be
+  aborted by the broker (then the zombie's commit is fenced: exit).
 - *Duplicate input* (idempotent producer around leader changes, client retries): the
   fold deduplicates by request id and purchase id in the state (pitfall 7).
 - Every reader of this processor's output uses ``read_committed`` (pitfall 6).
@@ -80,6 +89,7 @@ from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
 from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
 from processors.batching import take_batch
+from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.store import Overlay, PartitionStore
 from schemas.events import AccountOpened, dump, parse_input
 
@@ -120,6 +130,10 @@ class LedgerProcessor:
         self.scheduled: set[tuple[int, str, str]] = set()
         self.overlay = Overlay()
         self.changelog_offsets: dict[int, int] = {}
+        # Next offset to decide of every assigned input partition, as of the last commit.
+        # Every transaction sends all of them with the group metadata (see _process).
+        self.positions: dict[tuple[str, int], int] = {}
+        self.fault = FaultPoint.parse(settings.fault_point)
         self.state_dir = (
             Path(settings.data_dir) / "ledger-state" / settings.region / settings.instance_id
         )
@@ -208,17 +222,30 @@ class LedgerProcessor:
         log.info("ledger processor stopped decisions=%d", self.decisions)
 
     def _process(self, messages: list[Message], due: list[tuple[int, int, str, str]]) -> None:
-        self._txn("begin_transaction", self.producer.begin_transaction)
-        next_offsets: dict[tuple[str, int], int] = {}
+        """One transaction: decide what this instance owns, fenced by the group metadata.
+
+        Only messages of assigned partitions at or past their position are decided: a
+        partition revoked inside ``consume`` (its store is closed) belongs to the next
+        owner, which reads it from the committed offset; a message before the position
+        was decided already (a partition revoked and assigned again in one batch).
+        """
+        inputs = []
         for msg in messages:
             if msg.error():
                 _raise_if_fatal(msg.error())
                 log.error("consume error=%s", msg.error())
                 continue
+            position = self.positions.get((msg.topic(), msg.partition()))
+            if position is not None and position <= msg.offset():
+                inputs.append(msg)
+        expiring = [d for d in due if d[1] in self.stores]
+        if not inputs and not expiring:
+            return
+        self._txn("begin_transaction", self.producer.begin_transaction)
+        next_offsets = dict(self.positions)
+        for msg in inputs:
             partition = msg.partition()
             next_offsets[(msg.topic(), partition)] = msg.offset() + 1
-            if partition not in self.stores:
-                continue
             try:
                 event = parse_input(msg.value())
             except ValidationError as exc:
@@ -233,25 +260,37 @@ class LedgerProcessor:
                 continue
             self._apply(partition, decide(self._view(partition), event))
         now_ms = _now_ms()
-        for _deadline, partition, client_id, request_id in due:
-            if partition in self.stores:
-                expire = Expire(
-                    client_id=client_id,
-                    request_id=request_id,
-                    region=self.settings.region,
-                    now_ms=now_ms,
-                )
-                self._apply(partition, decide(self._view(partition), expire))
-        if next_offsets:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-            self._txn(
-                "send_offsets_to_transaction",
-                lambda: self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
-                ),
+        for _deadline, partition, client_id, request_id in expiring:
+            expire = Expire(
+                client_id=client_id,
+                request_id=request_id,
+                region=self.settings.region,
+                now_ms=now_ms,
             )
+            self._apply(partition, decide(self._view(partition), expire))
+        refunds = bool(expiring)
+        self._fault("after_produce", refunds=refunds)
+        # The fence: every transaction, whatever it holds (inputs, timer refunds, replies
+        # to queries), carries the offsets of every partition this instance owns with
+        # the group metadata. A zombie's stale generation is refused here, before
+        # anything commits; and a successor's wait for stable offsets covers every
+        # partition this transaction may have written (docs/architecture.md).
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        self._txn(
+            "send_offsets_to_transaction",
+            lambda: self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+            ),
+        )
+        self._fault("after_offsets", refunds=refunds)
         self._commit()
+        self._fault("after_commit", refunds=refunds)
+        self.positions = next_offsets
         self._persist()
+
+    def _fault(self, point: Point, *, refunds: bool) -> None:
+        if self.fault is not None:
+            self.fault.reached(point, refunds=refunds)
 
     def _view(self, partition: int) -> KeyValueState:
         store = self.stores[partition]
@@ -352,13 +391,10 @@ class LedgerProcessor:
         self._txn("abort_transaction", lambda: self.producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         self.overlay.clear()
         self.changelog_offsets.clear()
-        consumed = {TopicPartition(m.topic(), m.partition()) for m in messages if not m.error()}
-        if consumed:
-            committed = self.consumer.committed(list(consumed), timeout=30)
-            for tp in committed:
-                if tp.offset < 0:
-                    tp.offset = OFFSET_BEGINNING
-                self.consumer.seek(tp)  # positions do not roll back with the txn (pitfall 3)
+        consumed = {(m.topic(), m.partition()) for m in messages if not m.error()}
+        for topic, partition in consumed & self.positions.keys():
+            # Consumer positions do not roll back with the transaction (pitfall 3).
+            self.consumer.seek(TopicPartition(topic, partition, self.positions[topic, partition]))
         self._rebuild_deadlines()
 
     # --- deadlines --------------------------------------------------------------------
@@ -394,7 +430,11 @@ class LedgerProcessor:
     # --- rebalance --------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._wait_stable_offsets(consumer, partitions)
+        for tp in self._wait_stable_offsets(consumer, partitions):
+            offset = tp.offset
+            if offset < 0:  # nothing committed yet: consumption starts at the earliest
+                offset = self._watermarks(TopicPartition(tp.topic, tp.partition))[0]
+            self.positions[tp.topic, tp.partition] = offset
         numbers = sorted({tp.partition for tp in partitions})
         for partition in numbers:
             if partition not in self.stores:
@@ -402,24 +442,22 @@ class LedgerProcessor:
         self._rebuild_deadlines()
         log.info("partitions assigned partitions=%s", numbers)
 
-    def _wait_stable_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Wait until the committed offsets are stable: a zombie's open transaction must be
-        settled before its changelog records can be read to the end (KIP-447).
+    def _wait_stable_offsets(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """The committed offsets, once stable: a zombie's open transaction must be settled
+        before its changelog records can be read to the end (KIP-447).
 
         The broker aborts a timed-out transaction at its next periodic check, so this can
         take longer than ``transaction_timeout_ms``: a time-out is waited out again, up to
         ``STABLE_OFFSETS_TIMEOUTS`` times, before it is treated as fatal.
         """
         timeout_s = self.settings.transaction_timeout_ms / 1000
-        for attempt in range(1, STABLE_OFFSETS_TIMEOUTS + 1):
+        for attempt in range(1, STABLE_OFFSETS_TIMEOUTS):
             try:
-                consumer.committed(partitions, timeout=timeout_s)
-                return
+                return consumer.committed(partitions, timeout=timeout_s)
             except KafkaException as exc:
-                if (
-                    exc.args[0].code() != KafkaError._TIMED_OUT
-                    or attempt == STABLE_OFFSETS_TIMEOUTS
-                ):
+                if exc.args[0].code() != KafkaError._TIMED_OUT:
                     raise
                 log.warning(
                     "committed offsets not stable yet attempt=%d timeout_s=%.0f; "
@@ -427,9 +465,12 @@ class LedgerProcessor:
                     attempt,
                     timeout_s,
                 )
+        return consumer.committed(partitions, timeout=timeout_s)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
+        for tp in partitions:
+            self.positions.pop((tp.topic, tp.partition), None)
         for partition in numbers:
             store = self.stores.pop(partition, None)
             if store is not None:
@@ -490,11 +531,14 @@ class LedgerProcessor:
         return store
 
     def _changelog_end(self, partition: int) -> int:
-        tp = TopicPartition(self.topics.ledger_changelog, partition)
+        return self._watermarks(TopicPartition(self.topics.ledger_changelog, partition))[1]
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        """(low, high) of a partition, waiting out a leader that is not there yet."""
         give_up = time.monotonic() + 60
         while True:
             try:
-                return self.restorer.get_watermark_offsets(tp, timeout=10)[1]
+                return self.restorer.get_watermark_offsets(tp, timeout=10)
             except KafkaException as exc:
                 # A topic just created, or a broker just restarted, has no leader yet;
                 # librdkafka does not flag these as retriable here.
@@ -502,7 +546,12 @@ class LedgerProcessor:
                 transient = err.retriable() or err.code() in NO_LEADER_YET
                 if not transient or time.monotonic() > give_up:
                     raise
-                log.info("changelog not ready partition=%d error=%s", partition, exc.args[0])
+                log.info(
+                    "partition not ready topic=%s partition=%d error=%s",
+                    tp.topic,
+                    tp.partition,
+                    err,
+                )
                 time.sleep(0.2)
 
 

@@ -337,7 +337,8 @@ class LedgerDriver:
         """The instance's local RocksDB files (one directory per partition below it)."""
         return self.data_dir / "ledger-state" / self.region / instance
 
-    def start(self, instance: str = "0") -> subprocess.Popen[bytes]:
+    def start(self, instance: str = "0", **env: str) -> subprocess.Popen[bytes]:
+        """Start a processor instance; ``env`` adds variables for this process only."""
         old = self.procs.get(instance)
         if old is not None and old.poll() is None:
             raise RuntimeError(f"processor {instance} is still running (pid {old.pid})")
@@ -346,7 +347,7 @@ class LedgerDriver:
             log.flush()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "maas.cli", "processor", "--instance-id", instance],
-                env=self.env,
+                env={**self.env, **env},
                 cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -649,3 +650,31 @@ class LedgerDriver:
         self.replies.close()
         self.producer.flush(10)
         self.producer.close()
+
+
+class Clock:
+    """Prints how long each phase of a test took (visible with ``-s``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = self.last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        print(
+            f"[{self.name}] {phase}: {now - self.last:.1f} s (total {now - self.started:.1f} s)",
+            flush=True,
+        )
+        self.last = now
+
+
+def setup_clients(driver: LedgerDriver, tokens: dict[str, int], timeout_s: float = 60.0) -> None:
+    """Register each client and credit its tokens (one purchase each), through replies."""
+    registered = [driver.register(c) for c in tokens]
+    driver.flush()
+    replies = driver.replies.wait([e.event_id for e in registered], timeout_s)
+    assert all(r.outcome == "registered" for r in replies.values()), replies
+    bought = {driver.purchase(c, n).event_id: c for c, n in tokens.items() if n > 0}
+    driver.flush()
+    replies = driver.replies.wait(bought, timeout_s)
+    assert all(r.outcome == "credited" for r in replies.values()), replies

@@ -14,8 +14,6 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,59 +29,11 @@ from schemas.events import (
     TokensCredited,
     TokensRefunded,
 )
-from tests.integration.ledger_driver import Approval, LedgerDriver, now_ms
+from tests.integration.ledger_driver import Approval, Clock, LedgerDriver, now_ms, setup_clients
 
 pytestmark = pytest.mark.kafka
 
 SETTLE_TIMEOUT_S = 120.0
-
-
-class Clock:
-    """Prints how long each phase of a test took (visible with ``-s``)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.started = self.last = time.monotonic()
-
-    def lap(self, phase: str) -> None:
-        now = time.monotonic()
-        print(
-            f"[{self.name}] {phase}: {now - self.last:.1f} s (total {now - self.started:.1f} s)",
-            flush=True,
-        )
-        self.last = now
-
-
-@pytest.fixture
-def make_driver(kafka, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable]:
-    drivers: list[LedgerDriver] = []
-
-    def make(**env: str) -> LedgerDriver:
-        driver = LedgerDriver(kafka.bootstrap, tmp_path / f"driver{len(drivers)}", env=env)
-        drivers.append(driver)
-        return driver
-
-    failed_before = request.session.testsfailed
-    yield make
-    for driver in drivers:
-        driver.close()
-    if request.session.testsfailed > failed_before:
-        for driver in drivers:
-            for instance in driver.procs:
-                print(f"\n----- region {driver.region} processor {instance} (log tail) -----")
-                print(driver.tail(instance, 60))
-
-
-def setup_clients(driver: LedgerDriver, tokens: dict[str, int], timeout_s: float = 60.0) -> None:
-    """Register each client and credit its tokens (one purchase each), through replies."""
-    registered = [driver.register(c) for c in tokens]
-    driver.flush()
-    replies = driver.replies.wait([e.event_id for e in registered], timeout_s)
-    assert all(r.outcome == "registered" for r in replies.values()), replies
-    bought = {driver.purchase(c, n).event_id: c for c, n in tokens.items() if n > 0}
-    driver.flush()
-    replies = driver.replies.wait(bought, timeout_s)
-    assert all(r.outcome == "credited" for r in replies.values()), replies
 
 
 def assert_ledger_sound(driver: LedgerDriver, clients: list[str]) -> None:
