@@ -83,7 +83,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
-from core.clock import now_ms as _now_ms
+from core.clock import now_ms
 from core.settings import Settings
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
@@ -202,7 +202,7 @@ class LedgerProcessor:
         try:
             while not self.stop_event.is_set():
                 messages = take_batch(self.consumer, self.settings.max_batch_size, wait_s)
-                due = self._due_deadlines(_now_ms())
+                due = self._due_deadlines(now_ms())
                 if not messages and not due:
                     continue
                 try:
@@ -259,13 +259,13 @@ class LedgerProcessor:
                 )
                 continue
             self._apply(partition, decide(self._view(partition), event))
-        now_ms = _now_ms()
+        expired_at_ms = now_ms()
         for _deadline, partition, client_id, request_id in expiring:
             expire = Expire(
                 client_id=client_id,
                 request_id=request_id,
                 region=self.settings.region,
-                now_ms=now_ms,
+                now_ms=expired_at_ms,
             )
             self._apply(partition, decide(self._view(partition), expire))
         refunds = bool(expiring)
@@ -399,8 +399,8 @@ class LedgerProcessor:
 
     # --- deadlines --------------------------------------------------------------------
 
-    def _due_deadlines(self, now_ms: int) -> list[tuple[int, int, str, str]]:
-        limit = now_ms - self.settings.refund_grace_ms
+    def _due_deadlines(self, at_ms: int) -> list[tuple[int, int, str, str]]:
+        limit = at_ms - self.settings.refund_grace_ms
         due = []
         while self.deadlines and self.deadlines[0][0] < limit:
             deadline = heapq.heappop(self.deadlines)

@@ -7,7 +7,7 @@ import signal
 import pytest
 from pydantic import ValidationError
 
-from maas.settings import Settings
+from core.settings import Settings
 from processors.ledger.faults import FaultPoint
 
 
