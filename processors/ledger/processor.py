@@ -90,8 +90,9 @@ from ledger.fold import Decision, Expire, decide
 from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
 from processors.batching import take_batch
 from processors.ledger.faults import FaultPoint, Point
+from processors.ledger.outputs import decision_outputs
 from processors.ledger.store import Overlay, PartitionStore
-from schemas.events import AccountOpened, dump, parse_input
+from schemas.events import parse_input
 
 log = logging.getLogger("maas.ledger")
 
@@ -306,25 +307,9 @@ class LedgerProcessor:
             self._produce(
                 self.topics.ledger_changelog, partition, key, value, self._on_changelog_delivery
             )
-        for entry in decision.entries:
-            key = entry.client_id.encode()
-            value = dump(entry)
-            self._produce(self.topics.ledger, partition, key, value)
-            if isinstance(entry, AccountOpened):
-                self._produce(self.topics.clients, partition, key, value)
-        if decision.approved is not None:
-            approved = decision.approved
-            self._produce(
-                self.topics.approved(approved.kind),
-                partition,
-                approved.client_id.encode(),
-                dump(approved),
-            )
-        for reply_to, reply in decision.replies:
-            if reply_to >= self.settings.reply_partitions:
-                log.error("reply_to out of range reply_to=%d", reply_to)
-                continue
-            self._produce(self.topics.replies, reply_to, reply.correlation_id.encode(), dump(reply))
+        outputs = decision_outputs(self.topics, partition, decision, self.settings.reply_partitions)
+        for topic, out_partition, key, value in outputs:
+            self._produce(topic, out_partition, key, value)
 
     def _produce(
         self,

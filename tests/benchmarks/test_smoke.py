@@ -1,27 +1,59 @@
 """Each benchmark's smoke mode: tiny sizes, a few seconds, the same code path as a full
 run. A benchmark that no longer runs (an import moved, a signature changed) fails here,
-not on the day someone needs its numbers."""
+not on the day someone needs its numbers. Each must exit 0 and print its result line.
+
+The benchmarks that need Kafka get the session's broker through
+``KAFKA_BOOTSTRAP_SERVERS``, so no second broker starts.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 300
 
 pytestmark = pytest.mark.benchmark
 
 
-@pytest.mark.parametrize("script", ["render_bench.py", "replay_bench.py"])
-def test_smoke_mode_runs(script: str) -> None:
+def run_smoke(script: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), "--smoke"],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT_S,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+# The last line each benchmark prints with its figures, as a pattern.
+WITHOUT_KAFKA = {
+    "render_bench.py": r"^\| convert_jpeg \| \d+ .* \| \d+\.\d+x \|$",
+    "replay_bench.py": r"^what-if/replay=\d+\.\d+$",
+}
+WITH_KAFKA = {
+    "processor_bench.py": r"^processor: exactly_once=\d+/s at_least_once=\d+/s ratio=\d+\.\d+",
+}
+
+
+@pytest.mark.parametrize("script", sorted(WITHOUT_KAFKA))
+def test_smoke_mode_runs(script: str) -> None:
+    out = run_smoke(script)
+    assert re.search(WITHOUT_KAFKA[script], out, re.MULTILINE), out[-2000:]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("script", sorted(WITH_KAFKA))
+def test_smoke_mode_runs_on_the_session_broker(script: str, kafka: Any) -> None:
+    out = run_smoke(script, {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap})
+    assert re.search(WITH_KAFKA[script], out, re.MULTILINE), out[-2000:]

@@ -1,0 +1,50 @@
+"""Where a decision's events go: the records the ledger processor produces for it.
+
+Kept apart from the commit protocol so that whatever produces a decision's outputs
+(the processor inside its transaction, the at-least-once baseline of the processor
+benchmark) routes them the same way. State writes to the changelog are not here: they
+also feed the processor's overlay (see ``ledger.state.record_writes``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from core.topics import Topics
+from ledger.fold import Decision
+from schemas.events import AccountOpened, dump
+
+log = logging.getLogger("maas.ledger")
+
+
+class Output(NamedTuple):
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
+def decision_outputs(
+    topics: Topics, partition: int, decision: Decision, reply_partitions: int
+) -> Iterator[Output]:
+    """Ledger entries (and ``AccountOpened`` to the clients table) on the input's
+    partition, approved work to its pool's topic, replies to the partition each waiter
+    reads."""
+    for entry in decision.entries:
+        key = entry.client_id.encode()
+        value = dump(entry)
+        yield Output(topics.ledger, partition, key, value)
+        if isinstance(entry, AccountOpened):
+            yield Output(topics.clients, partition, key, value)
+    if decision.approved is not None:
+        approved = decision.approved
+        yield Output(
+            topics.approved(approved.kind), partition, approved.client_id.encode(), dump(approved)
+        )
+    for reply_to, reply in decision.replies:
+        if reply_to >= reply_partitions:
+            log.error("reply_to out of range reply_to=%d", reply_to)
+            continue
+        yield Output(topics.replies, reply_to, reply.correlation_id.encode(), dump(reply))
