@@ -7,7 +7,8 @@ prints three tables (requests per region per hour, top clients, refund rate) and
 ``docs/img/analysis-overview.png``. ``--demo DIR`` first writes a synthetic two-region day
 into ``DIR/eu`` and ``DIR/us`` without a broker: inputs folded by the real ledger
 (``MemoryLedger``) and written by the real export code (``maas.export_cli.export_table``),
-with the load of each region following its local daytime.
+with the load of each region following its local daytime. ``--smoke`` does the same with
+a tiny day in a temporary folder (the image included), in seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import itertools
 import math
 import random
 import sys
+import tempfile
+import time
 import zlib
 from collections import deque
 from pathlib import Path
@@ -75,12 +78,14 @@ def views(con: object, exports: list[Path]) -> None:
 
 
 def analyse(exports: list[Path], image: Path) -> None:
+    """Print the tables, draw the figure, and a last line: rows read and seconds taken."""
     import duckdb
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    started = time.perf_counter()
     con = duckdb.connect()
     views(con, exports)
     for title, sql in QUERIES.items():
@@ -117,13 +122,21 @@ def analyse(exports: list[Path], image: Path) -> None:
     image.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(image, dpi=90)
     print(f"wrote {image}")
+    ((entries,),) = con.sql("SELECT count(*) FROM ledger").fetchall()
+    print(
+        f"analysis: regions={len(exports)} ledger_entries={entries} "
+        f"seconds={time.perf_counter() - started:.2f}"
+    )
 
 
 # --------------------------------------------------------------------------- demo data
 
 
-def demo_region(root: Path, region: str, utc_offset_h: int, clients: int, seed: int) -> None:
-    """A day of one region through the real fold, exported with the real writer."""
+def demo_region(
+    root: Path, region: str, utc_offset_h: int, clients: int, seed: int, load_scale: float = 1.0
+) -> None:
+    """A day of one region through the real fold, exported with the real writer;
+    ``load_scale`` scales the requests per hour."""
     rng = random.Random(seed)
     ledger = MemoryLedger()
     ids = itertools.count(1)
@@ -170,7 +183,8 @@ def demo_region(root: Path, region: str, utc_offset_h: int, clients: int, seed: 
     pending: deque[tuple[str, str, str, int]] = deque()
     for hour in range(24):
         local = (hour + utc_offset_h) % 24
-        load = 40 + 360 * max(0.0, math.sin(math.pi * (local - 7) / 15))  # 07:00-22:00 busy
+        busy = max(0.0, math.sin(math.pi * (local - 7) / 15))  # 07:00-22:00
+        load = load_scale * (40 + 360 * busy)
         failing = 0.10 if hour == 14 else 0.02  # an hour with a flaky generator
         for _ in range(int(load * rng.uniform(0.85, 1.15))):
             at = DAY_START_MS + hour * HOUR_MS + rng.randrange(HOUR_MS)
@@ -253,7 +267,15 @@ def main() -> int:
     parser.add_argument("exports", nargs="*", type=Path, help="maas export folders")
     parser.add_argument("--demo", type=Path, help="write a synthetic two-region day here first")
     parser.add_argument("--image", type=Path, default=IMG / "analysis-overview.png")
+    parser.add_argument("--smoke", action="store_true", help="a tiny demo day, in seconds")
     args = parser.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            demo = Path(tmp) / "demo"
+            demo_region(demo, "eu", 1, clients=20, seed=1, load_scale=0.05)
+            demo_region(demo, "us", -5, clients=15, seed=2, load_scale=0.05)
+            analyse([demo / "eu", demo / "us"], Path(tmp) / "overview.png")
+        return 0
     exports = list(args.exports)
     if args.demo:
         demo_region(args.demo, "eu", 1, clients=400, seed=1)

@@ -13,7 +13,7 @@ events from ``--clients`` clients, spread over the last ``--hours`` hours. Then:
 
 Prints both rates (wall and per CPU second), the ratio (a)/(b), and what the worker
 costs at the service's objective rate (``slo.toml``); writes
-``benchmarks/results/usage-<timestamp>.json``.
+``benchmarks/results/usage-<timestamp>.json``. ``--smoke`` runs tiny sizes in seconds.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ def parse_args() -> argparse.Namespace:
     # Each poll summarizes the whole table in the worker: not too often.
     parser.add_argument("--poll-ms", type=int, default=500)
     parser.add_argument("--timeout-s", type=float, default=600.0)
-    return parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
+    args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.clients, args.hours, args.poll_ms = 200, 10, 24, 100
+    return args
 
 
 def fill(bootstrap: str, region: str, requests: int, clients: int, hours: int) -> None:

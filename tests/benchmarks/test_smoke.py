@@ -38,11 +38,15 @@ def run_smoke(script: str, env: dict[str, str] | None = None) -> str:
 
 # The last line each benchmark prints with its figures, as a pattern.
 WITHOUT_KAFKA = {
+    "analysis_example.py": r"^analysis: regions=2 ledger_entries=[1-9]\d* seconds=",
     "render_bench.py": r"^\| convert_jpeg \| \d+ .* \| \d+\.\d+x \|$",
     "replay_bench.py": r"^what-if/replay=\d+\.\d+$",
 }
 WITH_KAFKA = {
+    # The open-loop run against the service and the bare app (bare_app.py), compared.
+    "http_bench.py": r"^  service/bare at \d+ req/s: p50 \d+\.\d+x, p99 \d+\.\d+x$",
     "processor_bench.py": r"^processor: exactly_once=\d+/s at_least_once=\d+/s ratio=\d+\.\d+",
+    "usage_bench.py": r"^\(a\)/\(b\): wall \d+\.\d+x, per core \d+\.\d+x$",
 }
 
 
