@@ -5,9 +5,9 @@
   stopped and removed at the end.
 - ``Region``: a fresh region (topic prefix ``bench<hex>``) with its own data dir and
   billing token; starts ``maas processor``, ``maas generator --kind standard|ai`` and
-  ``maas api --port <free port>`` as subprocesses, exactly as ``maas up`` does, with logs
-  in ``benchmarks/results/logs/<region>/``; registers clients through the billing API;
-  stops everything and deletes its topics and data at the end.
+  ``maas api --port <free port>`` as subprocesses through ``maas.processes``, exactly as
+  ``maas up`` does, with logs in ``benchmarks/results/logs/<region>/``; registers clients
+  through the billing API; stops everything and deletes its topics and data at the end.
 - ``CpuMeter``: CPU time of named processes between two instants, from
   ``/proc/<pid>/stat`` (utime + stime of every thread), in % of one core, and the whole
   machine's busy % from ``/proc/stat`` (the machine may be shared: ``others`` is the
@@ -36,7 +36,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.supervisor import SERVICE, process_command
+from maas.processes import SERVICE, start_process
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -151,17 +151,11 @@ class Region:
         ensure_topics(self.settings)
         say(f"region {self.name}: topics created ({self.settings.partitions} partitions)")
 
-    def command(self, name: str) -> list[str]:
-        return process_command(name, port=self.port)
-
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        with self.log_path(name).open("ab") as out:
-            proc = subprocess.Popen(
-                self.command(name), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
-            )
+        proc = start_process(name, self.env, self.log_path(name), port=self.port, cwd=REPO)
         self.procs[name] = proc
         say(f"started {name} pid={proc.pid} log={self.log_path(name)}")
         return proc

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
+from maas.processes import PROCESSES, start_process
 
 log = logging.getLogger("maas.up")
 
@@ -35,53 +35,22 @@ HEALTHY_AFTER_S = 60.0
 @dataclass
 class Child:
     name: str
-    args: list[str]
     log_path: Path
+    host: str
+    port: int
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.args, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+        self.process = start_process(self.name, env, self.log_path, host=self.host, port=self.port)
         self.started_at = time.monotonic()
         log.info("started process=%s pid=%d log=%s", self.name, self.process.pid, self.log_path)
 
 
-# The money path and what serves it; then what only observes it.
-SERVICE = ("processor", "generator-standard", "generator-ai", "api")
-OBSERVERS = ("usage", "checkpointer")
-PROCESSES = SERVICE + OBSERVERS
-
-
-def process_command(name: str, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
-    """The command line of one process of the service, as ``maas up`` runs it."""
-    maas = [sys.executable, "-m", "maas.cli"]
-    match name:
-        case "processor":
-            return [*maas, "processor"]
-        case "generator-standard":
-            return [*maas, "generator", "--kind", "standard"]
-        case "generator-ai":
-            return [*maas, "generator", "--kind", "ai"]
-        case "api":
-            return [*maas, "api", "--host", host, "--port", str(port)]
-        case "usage":
-            return [*maas, "usage", "--host", host]
-        case "checkpointer":
-            return [*maas, "audit", "checkpoint", "--loop"]
-    raise KeyError(name)
-
-
 def children(settings: Settings, host: str, port: int) -> list[Child]:
     logs_dir = Path(settings.data_dir) / "logs"
-    return [
-        Child(name, process_command(name, host, port), logs_dir / f"{name}.log")
-        for name in PROCESSES
-    ]
+    return [Child(name, logs_dir / f"{name}.log", host, port) for name in PROCESSES]
 
 
 def up(settings: Settings, host: str, port: int) -> int:

@@ -1,7 +1,8 @@
 """A whole region as real processes on the session's broker (the ``stack`` fixture).
 
 Each test module gets a fresh region (topic prefix ``t<8 hex>``), data dir and billing
-token, and these processes, started through the ``maas`` CLI as in production:
+token, and these processes, started through the ``maas`` CLI as in production
+(``maas.processes.start_process``, as ``maas up`` starts them):
 ``topics create`` (run to completion first), ``processor``, ``generator --kind
 standard``, ``generator --kind ai`` and ``api --port <free port>``.
 
@@ -29,7 +30,7 @@ import pytest
 
 from core.settings import Settings
 from maas.broker import free_port
-from maas.supervisor import SERVICE, process_command
+from maas.processes import SERVICE, start_process
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -53,15 +54,8 @@ class Stack:
 
     # --- processes -------------------------------------------------------------------
 
-    def command(self, name: str) -> list[str]:
-        return process_command(name, port=self.port)
-
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            self.command(name), env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()  # the child holds its own descriptor
+        proc = start_process(name, self.env, self.log_dir / f"{name}.log", port=self.port)
         self.procs[name] = proc
         return proc
 

@@ -23,7 +23,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from core.settings import Settings
 from core.topic_reader import read_topic
 from core.topics import Topics
 from ledger.replay import Replay
+from maas.processes import start_process
 from schemas.events import (
     AccountQueried,
     AccountView,
@@ -342,16 +342,14 @@ class LedgerDriver:
         old = self.procs.get(instance)
         if old is not None and old.poll() is None:
             raise RuntimeError(f"processor {instance} is still running (pid {old.pid})")
-        with self.log_path(instance).open("ab") as log:
-            log.write(f"----- driver: start processor {instance} -----\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "maas.cli", "processor", "--instance-id", instance],
-                env={**self.env, **env},
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.mark(instance, f"start processor {instance}")
+        proc = start_process(
+            "processor",
+            {**self.env, **env},
+            self.log_path(instance),
+            instance_id=instance,
+            cwd=REPO_ROOT,
+        )
         self.procs[instance] = proc
         return proc
 

@@ -1,0 +1,66 @@
+"""How each process of the service is started: the one place that knows.
+
+``maas up`` (``maas.supervisor``), the tests' stacks and ledger drivers and the
+benchmarks' regions all start processes through ``start_process``, so a process that
+gains an argument or changes its command line changes here only. Each child runs the
+``maas`` command line with this interpreter, takes its settings from ``env`` and appends
+its output (stdout and stderr) to its own log file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+# The money path and what serves it; then what only observes it.
+SERVICE = ("processor", "generator-standard", "generator-ai", "api")
+OBSERVERS = ("usage", "checkpointer")
+PROCESSES = SERVICE + OBSERVERS
+
+
+def process_command(
+    name: str, host: str = "127.0.0.1", port: int = 8000, instance_id: str | None = None
+) -> list[str]:
+    """The command line of one process of the service, as ``maas up`` runs it.
+
+    ``instance_id`` names a ledger processor instance (its stable transactional id);
+    without it the processor takes the settings' default."""
+    maas = [sys.executable, "-m", "maas.cli"]
+    match name:
+        case "processor":
+            instance = ["--instance-id", instance_id] if instance_id is not None else []
+            return [*maas, "processor", *instance]
+        case "generator-standard":
+            return [*maas, "generator", "--kind", "standard"]
+        case "generator-ai":
+            return [*maas, "generator", "--kind", "ai"]
+        case "api":
+            return [*maas, "api", "--host", host, "--port", str(port)]
+        case "usage":
+            return [*maas, "usage", "--host", host]
+        case "checkpointer":
+            return [*maas, "audit", "checkpoint", "--loop"]
+    raise KeyError(name)
+
+
+def start_process(
+    name: str,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    instance_id: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start one process of the service, its output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:  # the child holds its own descriptor
+        return subprocess.Popen(
+            process_command(name, host, port, instance_id),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
