@@ -1072,7 +1072,7 @@ def test_erasure_goes_in_batches_after_a_cursor(
     """Scenario: 3 delivered requests (r1..r3) and batches of 2.
     We expect: a first batch r1, r2 that names r2 as the cursor, then r3 as the last;
     each batch one balance-neutral entry naming its range; no caption left."""
-    monkeypatch.setattr("ledger.fold.ERASE_BATCH", 2)
+    monkeypatch.setattr("ledger.account_rules.ERASE_BATCH", 2)
     for request_id in ("r1", "r2", "r3"):
         funded.request("c1", request_id)
         funded.generated("c1", request_id)

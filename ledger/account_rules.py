@@ -1,0 +1,171 @@
+"""The rules of an account: registration, purchases, the subscription, erasure."""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from core.ids import derived_id
+from ledger.decision import Decision, StateView, answer, append, evolve
+from ledger.state import PurchaseRecord
+from schemas.events import (
+    AccountOpened,
+    ClientRegistered,
+    ErasureRequested,
+    ErasureView,
+    PersonalDataErased,
+    PurchaseRejectReason,
+    SubscriptionChanged,
+    SubscriptionRequested,
+    TokensCredited,
+    TokensPurchased,
+)
+
+
+def tokens_purchased(state: StateView, event: TokensPurchased) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return answer(
+            event.reply_to,
+            event.event_id,
+            "purchase_rejected",
+            reason=PurchaseRejectReason.UNKNOWN_CLIENT,
+        )
+    seen = state.purchase(event.client_id, event.purchase_id)
+    if seen is not None:
+        if seen.tokens != event.tokens:
+            return answer(
+                event.reply_to,
+                event.event_id,
+                "purchase_rejected",
+                balance=account.balance,
+                reason=PurchaseRejectReason.PURCHASE_CONFLICT,
+            )
+        return answer(
+            event.reply_to, event.event_id, "credited", balance=account.balance, entry=seen.credited
+        )
+    credited, account = append(
+        account,
+        TokensCredited,
+        event,
+        event.tokens,
+        purchase_id=event.purchase_id,
+        tokens=event.tokens,
+    )
+    purchase = PurchaseRecord(
+        purchase_id=event.purchase_id,
+        client_id=event.client_id,
+        tokens=event.tokens,
+        credited=credited,
+    )
+    return answer(
+        event.reply_to,
+        event.event_id,
+        "credited",
+        changes=Decision(entries=(credited,), account=account, purchase=purchase),
+        balance=account.balance,
+        entry=credited,
+    )
+
+
+def client_registered(state: StateView, event: ClientRegistered) -> Decision:
+    account = state.account(event.client_id)
+    if account is not None:
+        return answer(
+            event.reply_to,
+            event.event_id,
+            "registered",
+            balance=account.balance,
+            account=account.view(),
+        )
+    opened = AccountOpened(
+        event_id=derived_id(event.event_id, 1),
+        client_id=event.client_id,
+        region=event.region,
+        occurred_at_ms=event.occurred_at_ms,
+        causation_id=event.event_id,
+        seq=1,
+        balance_after=0,
+        api_key_sha256=event.api_key_sha256,
+    )
+    account = evolve(None, opened)
+    return answer(
+        event.reply_to,
+        event.event_id,
+        "registered",
+        changes=Decision(entries=(opened,), account=account),
+        balance=0,
+        entry=opened,
+        account=account.view(),
+    )
+
+
+def subscription_requested(state: StateView, event: SubscriptionRequested) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return answer(event.reply_to, event.event_id, "not_found")
+    changed, account = append(
+        account,
+        SubscriptionChanged,
+        event,
+        0,
+        active=event.active,
+        until_ms=event.until_ms if event.active else None,
+    )
+    return answer(
+        event.reply_to,
+        event.event_id,
+        "subscription",
+        changes=Decision(entries=(changed,), account=account),
+        balance=account.balance,
+        entry=changed,
+        account=account.view(),
+    )
+
+
+ERASE_BATCH = 500  # request records per ErasureRequested: bounds a transaction and a reply
+
+
+def erasure_requested(state: StateView, event: ErasureRequested) -> Decision:
+    """Erase the captions of one batch of the client's request records.
+
+    Balances, entries and the hash chain are untouched; a ``PersonalDataErased`` entry
+    records the batch if it erased anything. The reply lists the image of every
+    delivered request in the batch, erased now or before, so that a repeated erasure
+    deletes images a crashed caller had not deleted yet.
+    """
+    account = state.account(event.client_id)
+    if account is None:
+        return answer(event.reply_to, event.event_id, "not_found")
+    # One record past the batch says whether another batch follows.
+    read = list(islice(state.requests_of(event.client_id, event.after_request_id), ERASE_BATCH + 1))
+    seen, more = read[:ERASE_BATCH], len(read) > ERASE_BATCH
+    erased = tuple(r.model_copy(update={"caption": None}) for r in seen if r.caption is not None)
+    view = ErasureView(
+        requests_seen=len(seen),
+        requests_erased=len(erased),
+        image_keys=tuple(r.meme.image_key for r in seen if r.meme is not None),
+        in_flight=sum(r.status == "charged" for r in seen),
+        next_after_request_id=seen[-1].request_id if more else None,
+    )
+    if not erased:
+        return answer(
+            event.reply_to, event.event_id, "erased", balance=account.balance, erasure=view
+        )
+    entry, account = append(
+        account,
+        PersonalDataErased,
+        event,
+        0,
+        requests_erased=len(erased),
+        first_request_id=erased[0].request_id,
+        last_request_id=erased[-1].request_id,
+    )
+    return answer(
+        event.reply_to,
+        event.event_id,
+        "erased",
+        changes=Decision(entries=(entry,), account=account, requests=erased),
+        balance=account.balance,
+        entry=entry,
+        erasure=view,
+    )

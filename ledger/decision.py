@@ -1,0 +1,191 @@
+"""What a decision is, and how the rules make ledger entries.
+
+``Decision`` is what one input changes; ``evolve`` applies one ledger entry to an
+account and is the only place a balance changes; ``append`` builds the next entry of an
+account through ``evolve``, so every entry a rule decides replays to the same balance.
+The rules (``ledger.request_rules``, ``ledger.account_rules``) and the entry point
+(``ledger.fold``) are built on these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.ids import derived_id
+from ledger.state import Account, PurchaseRecord, RequestRecord
+from schemas.events import (
+    AccountOpened,
+    InputEvent,
+    Kind,
+    LedgerEntryUnion,
+    MemeApproved,
+    MemeDelivered,
+    MemeRejected,
+    Reply,
+    SubscriptionChanged,
+    TokensCharged,
+    TokensCredited,
+    TokensRefunded,
+    entry_hash,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """Tokens one meme costs, by kind."""
+
+    standard: int = 1
+    ai: int = 1
+
+    def __post_init__(self) -> None:
+        if self.standard < 1 or self.ai < 1:
+            raise ValueError(f"a meme costs at least 1 token: {self}")
+
+    def of(self, kind: Kind) -> int:
+        return self.ai if kind == "ai" else self.standard
+
+
+LIST_PRICE = Pricing()
+
+
+class LedgerCorrupt(Exception):
+    """An entry does not follow from the account it is applied to."""
+
+
+class StateView(Protocol):
+    def account(self, client_id: str) -> Account | None: ...
+    def request(self, client_id: str, request_id: str) -> RequestRecord | None: ...
+    def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None: ...
+    def requests_of(
+        self, client_id: str, after_request_id: str = ""
+    ) -> Iterator[RequestRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Timer input: the request's deadline has passed without an outcome."""
+
+    client_id: str
+    request_id: str
+    region: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one input changes. The processor writes all of it in one transaction."""
+
+    entries: tuple[LedgerEntryUnion, ...] = ()
+    account: Account | None = None
+    requests: tuple[RequestRecord, ...] = ()
+    purchase: PurchaseRecord | None = None
+    approved: MemeApproved | None = None
+    replies: tuple[tuple[int, Reply], ...] = ()
+
+
+NOTHING = Decision()
+
+
+def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
+    """Apply one ledger entry; the only place a balance changes."""
+    if account is None:
+        if not isinstance(entry, AccountOpened):
+            raise LedgerCorrupt(f"{entry.type} for client {entry.client_id} before AccountOpened")
+        account = Account(client_id=entry.client_id, api_key_sha256=entry.api_key_sha256)
+    elif isinstance(entry, AccountOpened) or entry.client_id != account.client_id:
+        raise LedgerCorrupt(
+            f"{entry.type} of client {entry.client_id} applied to account "
+            f"{account.client_id} (seq {account.seq})"
+        )
+    if entry.seq != account.seq + 1:
+        raise LedgerCorrupt(f"client {entry.client_id}: seq {entry.seq} follows {account.seq}")
+    if entry.prev_hash != account.last_hash:
+        raise LedgerCorrupt(
+            f"client {entry.client_id} seq {entry.seq}: prev_hash does not match the hash of "
+            f"seq {account.seq}"
+        )
+    changes: dict[str, object] = {"seq": entry.seq}
+    balance = account.balance
+    match entry:
+        case TokensCredited():
+            balance += entry.tokens
+            changes["tokens_credited"] = account.tokens_credited + entry.tokens
+        case TokensCharged():
+            balance -= entry.tokens
+            changes["tokens_charged"] = account.tokens_charged + entry.tokens
+            changes["memes_requested"] = account.memes_requested + 1
+        case MemeRejected():
+            changes["memes_requested"] = account.memes_requested + 1
+        case MemeDelivered():
+            changes["memes_delivered"] = account.memes_delivered + 1
+        case TokensRefunded():
+            balance += entry.tokens
+            changes["tokens_refunded"] = account.tokens_refunded + entry.tokens
+        case SubscriptionChanged():
+            changes["ai_active"] = entry.active
+            changes["ai_until_ms"] = entry.until_ms
+    if balance != entry.balance_after or balance < 0:
+        raise LedgerCorrupt(
+            f"client {entry.client_id} seq {entry.seq}: balance {balance}, "
+            f"entry says {entry.balance_after}"
+        )
+    changes["balance"] = balance
+    changes["last_hash"] = entry_hash(entry)
+    return account.model_copy(update=changes)
+
+
+def append(
+    account: Account, entry_type: type, cause: InputEvent, delta: int, **fields: object
+) -> tuple[LedgerEntryUnion, Account]:
+    """The account's next entry, caused by an input, and the account after it."""
+    return append_at(
+        account,
+        entry_type,
+        cause.event_id,
+        getattr(cause, "request_id", None) or cause.event_id,
+        cause.region,
+        cause.occurred_at_ms,
+        delta,
+        **fields,
+    )
+
+
+def append_at(
+    account: Account,
+    entry_type: type,
+    cause_id: str,
+    causation_id: str,
+    region: str,
+    now_ms: int,
+    delta: int,
+    **fields: object,
+) -> tuple[LedgerEntryUnion, Account]:
+    """The account's next entry with its id, time and cause given (a timer has no input)."""
+    entry = entry_type(
+        event_id=derived_id(cause_id, account.seq + 1),
+        client_id=account.client_id,
+        region=region,
+        occurred_at_ms=now_ms,
+        causation_id=causation_id,
+        seq=account.seq + 1,
+        balance_after=account.balance + delta,
+        prev_hash=account.last_hash,
+        **fields,
+    )
+    return entry, evolve(account, entry)
+
+
+def answer(
+    reply_to: int,
+    correlation_id: str,
+    outcome: str,
+    *,
+    changes: Decision = NOTHING,
+    **fields: object,
+) -> Decision:
+    """``changes`` plus the one reply that answers the input."""
+    reply = Reply(correlation_id=correlation_id, outcome=outcome, **fields)
+    return dataclasses.replace(changes, replies=((reply_to, reply),))

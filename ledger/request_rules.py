@@ -1,0 +1,230 @@
+"""The rules of a meme request and of its one outcome (checks 1-5 of ``ledger.fold``)."""
+
+from __future__ import annotations
+
+from core.ids import derived_id
+from ledger.decision import (
+    NOTHING,
+    Decision,
+    Expire,
+    Pricing,
+    StateView,
+    answer,
+    append,
+    append_at,
+)
+from ledger.state import MAX_WAITERS, Account, RequestRecord, Waiter
+from schemas.events import (
+    Kind,
+    MemeApproved,
+    MemeDelivered,
+    MemeFailed,
+    MemeGenerated,
+    MemeRejected,
+    MemeRequested,
+    RefundReason,
+    RejectReason,
+    Reply,
+    TokensCharged,
+    TokensRefunded,
+)
+
+
+def meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return answer(
+            event.reply_to, event.event_id, "rejected", reason=RejectReason.UNKNOWN_CLIENT
+        )
+
+    seen = state.request(event.client_id, event.request_id)
+    if seen is not None:
+        return repeated_request(seen, event, account)
+
+    kind: Kind = "ai" if account.ai_entitled(event.occurred_at_ms) else "standard"
+    price = pricing.of(kind)
+    if account.balance < price:
+        rejected, account = append(
+            account,
+            MemeRejected,
+            event,
+            0,
+            request_id=event.request_id,
+            reason=RejectReason.INSUFFICIENT_TOKENS,
+        )
+        record = RequestRecord(
+            request_id=event.request_id,
+            client_id=event.client_id,
+            fingerprint=event.fingerprint,
+            status="rejected",
+            reject_reason=RejectReason.INSUFFICIENT_TOKENS,
+        )
+        return answer(
+            event.reply_to,
+            event.event_id,
+            "rejected",
+            changes=Decision(entries=(rejected,), account=account, requests=(record,)),
+            balance=account.balance,
+            entry=rejected,
+            reason=RejectReason.INSUFFICIENT_TOKENS,
+        )
+
+    charged, account = append(
+        account,
+        TokensCharged,
+        event,
+        -price,
+        request_id=event.request_id,
+        tokens=price,
+        kind=kind,
+    )
+    record = RequestRecord(
+        request_id=event.request_id,
+        client_id=event.client_id,
+        fingerprint=event.fingerprint,
+        status="charged",
+        kind=kind,
+        tokens=price,
+        deadline_ms=event.deadline_ms,
+        waiters=(Waiter(reply_to=event.reply_to, correlation_id=event.event_id),),
+    )
+    approved = MemeApproved(
+        event_id=derived_id(event.event_id, "approved"),
+        client_id=event.client_id,
+        region=event.region,
+        occurred_at_ms=event.occurred_at_ms,
+        causation_id=event.request_id,
+        request_id=event.request_id,
+        kind=kind,
+        lat=event.lat,
+        lon=event.lon,
+        query=event.query,
+        deadline_ms=event.deadline_ms,
+    )
+    return Decision(entries=(charged,), account=account, requests=(record,), approved=approved)
+
+
+def repeated_request(seen: RequestRecord, event: MemeRequested, account: Account) -> Decision:
+    if seen.fingerprint != event.fingerprint:
+        return answer(
+            event.reply_to, event.event_id, "rejected", reason=RejectReason.IDEMPOTENCY_CONFLICT
+        )
+    if seen.status == "charged":
+        # A redelivered input (same event id) is already waiting; beyond MAX_WAITERS a
+        # retry gets no reply and its API answers 504 with the request id to poll.
+        if len(seen.waiters) >= MAX_WAITERS or any(
+            w.correlation_id == event.event_id for w in seen.waiters
+        ):
+            return NOTHING
+        waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
+        return Decision(requests=(seen.model_copy(update={"waiters": (*seen.waiters, waiter)}),))
+    return Decision(
+        replies=((event.reply_to, _finalanswer(seen, event.event_id, account.balance)),)
+    )
+
+
+def _finalanswer(record: RequestRecord, correlation_id: str, balance: int) -> Reply:
+    match record.status:
+        case "delivered":
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="delivered",
+                balance=balance,
+                entry=record.meme,
+                caption=record.caption,
+            )
+        case "refunded":
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="refunded",
+                balance=balance,
+                reason=record.refund_reason,
+            )
+        case _:
+            return Reply(
+                correlation_id=correlation_id,
+                outcome="rejected",
+                balance=balance,
+                reason=record.reject_reason,
+            )
+
+
+def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
+    record, account = open_request(state, event.client_id, event.request_id)
+    if record is None or account is None:
+        return NOTHING
+    delivered, account = append(
+        account,
+        MemeDelivered,
+        event,
+        0,
+        request_id=event.request_id,
+        meme_id=event.meme_id,
+        kind=event.kind,
+        template=event.template,
+        image_key=event.image_key,
+    )
+    ended = record.model_copy(
+        update={"status": "delivered", "meme": delivered, "caption": event.caption, "waiters": ()}
+    )
+    replies = tuple(
+        (
+            w.reply_to,
+            Reply(
+                correlation_id=w.correlation_id,
+                outcome="delivered",
+                balance=account.balance,
+                entry=delivered,
+                caption=event.caption,
+            ),
+        )
+        for w in record.waiters
+    )
+    return Decision(entries=(delivered,), account=account, requests=(ended,), replies=replies)
+
+
+def end_with_refund(
+    state: StateView, cause: MemeFailed | Expire, reason: RefundReason, cause_id: str, now_ms: int
+) -> Decision:
+    record, account = open_request(state, cause.client_id, cause.request_id)
+    if record is None or account is None:
+        return NOTHING
+    if isinstance(cause, Expire) and cause.now_ms < record.deadline_ms:
+        return NOTHING  # an early timer: the outcome may still come
+    refunded, account = append_at(
+        account,
+        TokensRefunded,
+        cause_id,
+        cause.request_id,
+        cause.region,
+        now_ms,
+        record.tokens,
+        request_id=cause.request_id,
+        tokens=record.tokens,
+        reason=reason,
+    )
+    ended = record.model_copy(update={"status": "refunded", "refund_reason": reason, "waiters": ()})
+    replies = tuple(
+        (
+            w.reply_to,
+            Reply(
+                correlation_id=w.correlation_id,
+                outcome="refunded",
+                balance=account.balance,
+                entry=refunded,
+                reason=reason,
+            ),
+        )
+        for w in record.waiters
+    )
+    return Decision(entries=(refunded,), account=account, requests=(ended,), replies=replies)
+
+
+def open_request(
+    state: StateView, client_id: str, request_id: str
+) -> tuple[RequestRecord | None, Account | None]:
+    """The request if it is charged and still waiting for its one outcome."""
+    record = state.request(client_id, request_id)
+    if record is None or record.status != "charged":
+        return None, None
+    return record, state.account(client_id)
