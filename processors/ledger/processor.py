@@ -64,16 +64,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -91,24 +88,18 @@ from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_wr
 from processors.batching import take_batch
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
+from processors.ledger.restore import ChangelogRestorer
 from processors.ledger.store import Overlay, PartitionStore
+from processors.ledger.watchdog import Watchdog
 from schemas.events import parse_input
 
 log = logging.getLogger("maas.ledger")
 
-RESTORE_BATCH = 5_000
-RESTORE_TIMEOUT_S = 300
 RETRY_BACKOFF_S = 0.1
-WATCHDOG_EXIT_CODE = 70
 FATAL_EXIT_CODE = 71
 TXN_CALL_TIMEOUT_S = 10.0
 WATCHDOG_SLACK_S = 5.0  # a call may overrun its own timeout a little before it is "hung"
 STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
-NO_LEADER_YET = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
 
 
 class TransactionAborted(Exception):
@@ -171,16 +162,7 @@ class LedgerProcessor:
                 "retry.backoff.ms": 10,
             }
         )
-        self.restorer = Consumer(
-            {
-                **common,
-                "group.id": f"{group_id(settings.region)}.restore",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 5,
-            }
-        )
+        self.restorer = ChangelogRestorer(settings, group_id(settings.region))
 
     # --- main loop --------------------------------------------------------------------
 
@@ -418,12 +400,14 @@ class LedgerProcessor:
         for tp in self._wait_stable_offsets(consumer, partitions):
             offset = tp.offset
             if offset < 0:  # nothing committed yet: consumption starts at the earliest
-                offset = self._watermarks(TopicPartition(tp.topic, tp.partition))[0]
+                offset = self.restorer.watermarks(TopicPartition(tp.topic, tp.partition))[0]
             self.positions[tp.topic, tp.partition] = offset
         numbers = sorted({tp.partition for tp in partitions})
         for partition in numbers:
             if partition not in self.stores:
-                self.stores[partition] = self._restore(partition)
+                self.stores[partition] = self.restorer.restore(
+                    partition, self.state_dir / str(partition)
+                )
         self._rebuild_deadlines()
         log.info("partitions assigned partitions=%s", numbers)
 
@@ -462,120 +446,6 @@ class LedgerProcessor:
                 store.close()
         self._rebuild_deadlines()
         log.info("partitions revoked partitions=%s", numbers)
-
-    def _restore(self, partition: int) -> PartitionStore:
-        """Open the partition's RocksDB and replay the changelog past its stored offset."""
-        path = self.state_dir / str(partition)
-        store = PartitionStore(path)
-        high = self._changelog_end(partition)
-        if store.changelog_offset >= high:
-            # Local files ahead of the changelog belong to another history (the topic
-            # was recreated): never trust them, rebuild from the changelog.
-            log.warning(
-                "local state ahead of changelog partition=%d stored=%d end=%d; rebuilding",
-                partition,
-                store.changelog_offset,
-                high,
-            )
-            store.destroy()
-            store = PartitionStore(path)
-        start = store.changelog_offset + 1 if store.changelog_offset >= 0 else OFFSET_BEGINNING
-        tp = TopicPartition(self.topics.ledger_changelog, partition, start)
-        self.restorer.assign([tp])
-        applied = 0
-        batch: list[tuple[bytes, bytes | None]] = []
-        last_offset = store.changelog_offset
-        started = time.monotonic()
-        while True:
-            msg = self.restorer.poll(1.0)
-            if msg is None:
-                if time.monotonic() - started > RESTORE_TIMEOUT_S:
-                    raise TimeoutError(f"changelog partition {partition} not readable to its end")
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    break
-                raise KafkaException(msg.error())
-            batch.append((msg.key(), msg.value()))
-            last_offset = msg.offset()
-            if len(batch) >= RESTORE_BATCH:
-                store.apply(batch, last_offset)
-                applied += len(batch)
-                batch = []
-        if batch:
-            store.apply(batch, last_offset)
-            applied += len(batch)
-        self.restorer.unassign()
-        log.info(
-            "partition restored partition=%d records=%d from_offset=%s seconds=%.2f",
-            partition,
-            applied,
-            start,
-            time.monotonic() - started,
-        )
-        return store
-
-    def _changelog_end(self, partition: int) -> int:
-        return self._watermarks(TopicPartition(self.topics.ledger_changelog, partition))[1]
-
-    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
-        """(low, high) of a partition, waiting out a leader that is not there yet."""
-        give_up = time.monotonic() + 60
-        while True:
-            try:
-                return self.restorer.get_watermark_offsets(tp, timeout=10)
-            except KafkaException as exc:
-                # A topic just created, or a broker just restarted, has no leader yet;
-                # librdkafka does not flag these as retriable here.
-                err = exc.args[0]
-                transient = err.retriable() or err.code() in NO_LEADER_YET
-                if not transient or time.monotonic() > give_up:
-                    raise
-                log.info(
-                    "partition not ready topic=%s partition=%d error=%s",
-                    tp.topic,
-                    tp.partition,
-                    err,
-                )
-                time.sleep(0.2)
-
-
-class Watchdog:
-    """Ends the process when a guarded call outlives its limit (see failure scenarios).
-
-    One daemon thread checks a single deadline, so guarding a call costs two
-    assignments, not a timer per call.
-    """
-
-    def __init__(self) -> None:
-        self.limit_s = 0.0
-        self.what = ""
-        self.deadline: float | None = None
-        threading.Thread(target=self._watch, name="txn-watchdog", daemon=True).start()
-
-    @contextmanager
-    def guard(self, limit_s: float, what: str) -> Iterator[None]:
-        self.limit_s = limit_s
-        self.what = what
-        self.deadline = time.monotonic() + limit_s
-        try:
-            yield
-        finally:
-            self.deadline = None
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(1.0)
-            deadline = self.deadline
-            if deadline is not None and time.monotonic() > deadline:
-                log.critical(
-                    "transactional call hung call=%s limit_s=%.0f; exiting so that a restart "
-                    "fences the transaction",
-                    self.what,
-                    self.limit_s,
-                )
-                logging.shutdown()
-                os._exit(WATCHDOG_EXIT_CODE)
 
 
 def _raise_if_fatal(error: KafkaError) -> None:

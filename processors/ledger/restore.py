@@ -1,0 +1,129 @@
+"""Restoring a partition's state from the changelog, on assignment (pitfall 8).
+
+RocksDB is outside the Kafka transaction, so on assignment the ledger processor opens the
+partition's store and replays the compacted changelog from the store's own offset to the
+changelog's end (``read_committed``: only committed transactions' writes), after the
+committed offsets are stable (``processors.ledger.processor``, commit protocol).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from core.settings import Settings
+from core.topics import Topics
+from processors.ledger.store import PartitionStore
+
+log = logging.getLogger("maas.ledger")
+
+RESTORE_BATCH = 5_000
+RESTORE_TIMEOUT_S = 300
+NO_LEADER_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+class ChangelogRestorer:
+    """Reads the changelog (its own consumer, assigned one partition at a time)."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.changelog_topic = Topics(settings.region).ledger_changelog
+        self.consumer = Consumer(
+            {
+                **settings.kafka_common(),
+                "group.id": f"{group}.restore",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def restore(self, partition: int, path: Path) -> PartitionStore:
+        """Open the partition's RocksDB at ``path`` and replay the changelog past its
+        stored offset."""
+        store = PartitionStore(path)
+        high = self.changelog_end(partition)
+        if store.changelog_offset >= high:
+            # Local files ahead of the changelog belong to another history (the topic
+            # was recreated): never trust them, rebuild from the changelog.
+            log.warning(
+                "local state ahead of changelog partition=%d stored=%d end=%d; rebuilding",
+                partition,
+                store.changelog_offset,
+                high,
+            )
+            store.destroy()
+            store = PartitionStore(path)
+        start = store.changelog_offset + 1 if store.changelog_offset >= 0 else OFFSET_BEGINNING
+        tp = TopicPartition(self.changelog_topic, partition, start)
+        self.consumer.assign([tp])
+        applied = 0
+        batch: list[tuple[bytes, bytes | None]] = []
+        last_offset = store.changelog_offset
+        started = time.monotonic()
+        while True:
+            msg = self.consumer.poll(1.0)
+            if msg is None:
+                if time.monotonic() - started > RESTORE_TIMEOUT_S:
+                    raise TimeoutError(f"changelog partition {partition} not readable to its end")
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                raise KafkaException(error)
+            key, offset = msg.key(), msg.offset()
+            # Every changelog record is a state write, keyed; a consumed record has an offset.
+            assert key is not None and offset is not None
+            batch.append((key, msg.value()))
+            last_offset = offset
+            if len(batch) >= RESTORE_BATCH:
+                store.apply(batch, last_offset)
+                applied += len(batch)
+                batch = []
+        if batch:
+            store.apply(batch, last_offset)
+            applied += len(batch)
+        self.consumer.unassign()
+        log.info(
+            "partition restored partition=%d records=%d from_offset=%s seconds=%.2f",
+            partition,
+            applied,
+            start,
+            time.monotonic() - started,
+        )
+        return store
+
+    def changelog_end(self, partition: int) -> int:
+        return self.watermarks(TopicPartition(self.changelog_topic, partition))[1]
+
+    def watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        """(low, high) of a partition, waiting out a leader that is not there yet."""
+        give_up = time.monotonic() + 60
+        while True:
+            try:
+                return self.consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException as exc:
+                # A topic just created, or a broker just restarted, has no leader yet;
+                # librdkafka does not flag these as retriable here.
+                err = exc.args[0]
+                transient = err.retriable() or err.code() in NO_LEADER_YET
+                if not transient or time.monotonic() > give_up:
+                    raise
+                log.info(
+                    "partition not ready topic=%s partition=%d error=%s",
+                    tp.topic,
+                    tp.partition,
+                    err,
+                )
+                time.sleep(0.2)
