@@ -214,12 +214,14 @@ class LedgerProcessor:
         """
         inputs = []
         for msg in messages:
-            if msg.error():
-                _raise_if_fatal(msg.error())
-                log.error("consume error=%s", msg.error())
+            error = msg.error()
+            if error is not None:
+                _raise_if_fatal(error)
+                log.error("consume error=%s", error)
                 continue
-            position = self.positions.get((msg.topic(), msg.partition()))
-            if position is not None and position <= msg.offset():
+            topic, partition, offset = _position(msg)
+            position = self.positions.get((topic, partition))
+            if position is not None and position <= offset:
                 inputs.append(msg)
         expiring = [d for d in due if d[1] in self.stores]
         if not inputs and not expiring:
@@ -227,17 +229,18 @@ class LedgerProcessor:
         self._txn("begin_transaction", self.producer.begin_transaction)
         next_offsets = dict(self.positions)
         for msg in inputs:
-            partition = msg.partition()
-            next_offsets[(msg.topic(), partition)] = msg.offset() + 1
+            topic, partition, offset = _position(msg)
+            next_offsets[(topic, partition)] = offset + 1
             try:
-                event = parse_input(msg.value())
+                # A record without a value fails validation like any other broken input.
+                event = parse_input(msg.value() or b"")
             except ValidationError as exc:
                 # Not ours to fix here: the producer broke the contract. Skip, loudly.
                 log.error(
                     "invalid input topic=%s partition=%d offset=%d error=%s",
-                    msg.topic(),
+                    topic,
                     partition,
-                    msg.offset(),
+                    offset,
                     exc.errors()[:3],
                 )
                 continue
@@ -299,7 +302,7 @@ class LedgerProcessor:
         partition: int,
         key: bytes,
         value: bytes | None,
-        on_delivery: object = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         while True:
             try:
@@ -312,9 +315,9 @@ class LedgerProcessor:
 
     def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            partition = msg.partition()
+            _topic, partition, offset = _position(msg)
             self.changelog_offsets[partition] = max(
-                self.changelog_offsets.get(partition, -1), msg.offset()
+                self.changelog_offsets.get(partition, -1), offset
             )
 
     def _commit(self) -> None:
@@ -358,7 +361,7 @@ class LedgerProcessor:
         self._txn("abort_transaction", lambda: self.producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         self.overlay.clear()
         self.changelog_offsets.clear()
-        consumed = {(m.topic(), m.partition()) for m in messages if not m.error()}
+        consumed = {_position(m)[:2] for m in messages if not m.error()}
         for topic, partition in consumed & self.positions.keys():
             # Consumer positions do not roll back with the transaction (pitfall 3).
             self.consumer.seek(TopicPartition(topic, partition, self.positions[topic, partition]))
@@ -446,6 +449,14 @@ class LedgerProcessor:
                 store.close()
         self._rebuild_deadlines()
         log.info("partitions revoked partitions=%s", numbers)
+
+
+def _position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed or delivered record without error:
+    librdkafka sets all three on those; its types leave them optional for the rest."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def _raise_if_fatal(error: KafkaError) -> None:

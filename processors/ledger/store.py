@@ -64,11 +64,15 @@ class PartitionStore:
 
     def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) in key order from ``start`` on."""
-        return self._db.items(from_key=start)
+        for key, value in self._db.items(from_key=start):
+            # Opened in raw mode: every key and value is bytes (rocksdict's types allow
+            # any scalar for its other modes).
+            assert isinstance(key, bytes) and isinstance(value, bytes)
+            yield key, value
 
     def pending(self) -> Iterator[tuple[str, str, int]]:
         """(client_id, request_id, deadline_ms) of every charged request without outcome."""
-        for key, value in self._db.items(from_key=PENDING_PREFIX):
+        for key, value in self.scan(PENDING_PREFIX):
             if not key.startswith(PENDING_PREFIX):
                 break
             yield parse_pending(key, value)
