@@ -132,6 +132,7 @@ def _finalanswer(record: RequestRecord, correlation_id: str, balance: int) -> Re
                 balance=balance,
                 entry=record.meme,
                 caption=record.caption,
+                tokens_charged=record.tokens,
             )
         case "refunded":
             return Reply(
@@ -176,6 +177,7 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
                 balance=account.balance,
                 entry=delivered,
                 caption=event.caption,
+                tokens_charged=record.tokens,
             ),
         )
         for w in record.waiters

@@ -304,7 +304,7 @@ class Reply(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 2  # v2: caption, erasure
+    schema_version: int = 3  # v2: caption, erasure; v3: tokens_charged
     correlation_id: str  # event_id of the input that the API appended
     outcome: ReplyOutcome
     balance: int | None = None
@@ -313,6 +313,8 @@ class Reply(BaseModel):
     account: AccountView | None = None
     request: RequestView | None = None
     caption: str | None = None  # of a delivered meme
+    # What the fold charged for a delivered meme (absent before v3, and on other outcomes).
+    tokens_charged: int | None = None
     erasure: ErasureView | None = None
 
 

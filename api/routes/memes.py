@@ -19,6 +19,7 @@ from api.errors import (
 )
 from api.policy import ScreenedQuery
 from core.ids import stable_id
+from ledger.fold import LIST_PRICE
 from schemas.events import (
     Kind,
     MemeDelivered,
@@ -98,6 +99,15 @@ async def get_meme(
     return answer(request_id, reply)
 
 
+def tokens_charged(reply: Reply, meme: MemeDelivered) -> int:
+    """The price the fold charged for this meme, from its reply. A reply written before
+    schema v3 (an older processor, during an upgrade) does not carry it; such a processor
+    charged the list price."""
+    if reply.tokens_charged is not None:
+        return reply.tokens_charged
+    return LIST_PRICE.of(meme.kind)
+
+
 def answer(request_id: str, reply: Reply | None) -> Meme:
     """The ledger's outcome as the client sees it."""
     if reply is None:
@@ -112,7 +122,7 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
                 template=meme.template,
                 kind=meme.kind,
                 image_url=f"/v1/images/{meme.image_key}",
-                tokens_charged=1,
+                tokens_charged=tokens_charged(reply, meme),
                 balance_after=reply.balance if reply.balance is not None else meme.balance_after,
             )
         case "rejected", RejectReason.INSUFFICIENT_TOKENS:

@@ -20,6 +20,7 @@ from api.metrics import Metrics
 from api.routes.images import etag_matches
 from api.routes.memes import answer, fingerprint, request_id_for
 from core.settings import Settings
+from ledger.fold import LIST_PRICE
 from schemas.events import AccountOpened, MemeDelivered, RefundReason, RejectReason, Reply, dump
 
 DELIVERED = MemeDelivered(
@@ -46,7 +47,9 @@ def reply(outcome: str, **fields: object) -> Reply:
 
 
 def test_delivered_reply_is_the_meme_with_its_image_url() -> None:
-    meme = answer("r1", reply("delivered", balance=4, entry=DELIVERED, caption="hello"))
+    meme = answer(
+        "r1", reply("delivered", balance=4, entry=DELIVERED, caption="hello", tokens_charged=3)
+    )
     assert meme.model_dump() == {
         "request_id": "r1",
         "meme_id": "m1",
@@ -54,9 +57,15 @@ def test_delivered_reply_is_the_meme_with_its_image_url() -> None:
         "template": "drake",
         "kind": "ai",
         "image_url": f"/v1/images/{'a' * 64}.png",
-        "tokens_charged": 1,
+        "tokens_charged": 3,
         "balance_after": 4,
     }
+
+
+def test_a_reply_without_tokens_charged_was_charged_the_list_price() -> None:
+    """A v2 reply (a processor from before v3) does not say what it charged."""
+    meme = answer("r1", reply("delivered", balance=4, entry=DELIVERED, caption="hello"))
+    assert meme.tokens_charged == LIST_PRICE.of("ai")
 
 
 @pytest.mark.parametrize(

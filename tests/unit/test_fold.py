@@ -808,7 +808,7 @@ def test_generated_meme_becomes_a_delivered_entry(funded: Script) -> None:
     assert (delivered.schema_version, delivered.occurred_at_ms) == (2, 20)
     reply_to, reply = only_reply(decision)
     assert (reply_to, reply.outcome, reply.entry) == (3, "delivered", delivered)
-    assert reply.caption == "top / bottom"
+    assert (reply.caption, reply.tokens_charged) == ("top / bottom", 1)
     record = funded.record("r1")
     assert (record.status, record.meme, record.waiters) == ("delivered", delivered, ())
     assert record.caption == "top / bottom"
@@ -860,6 +860,33 @@ def test_the_price_is_a_parameter_and_a_refund_returns_what_was_charged() -> Non
         "standard",
     )
     assert script.account("c1").balance == 3
+
+
+def test_a_delivered_meme_reply_carries_the_price_charged_also_to_a_retry() -> None:
+    """Scenario: AI memes cost 3 tokens; a subscribed client's AI meme is delivered,
+    then the client retries the same request.
+    We expect: both delivered replies say 3 tokens were charged, the price the fold
+    charged, not a constant."""
+    script = Script(Pricing(standard=1, ai=3))
+    script.register("c1")
+    script.buy("c1", "p1", tokens=4)
+    script.subscribe("c1", active=True)
+    script.request("c1", "r1")
+
+    _, delivered = only_reply(script.generated("c1", "r1", kind="ai"))
+    _, retried = only_reply(script.request("c1", "r1"))
+
+    assert (delivered.outcome, delivered.tokens_charged) == ("delivered", 3)
+    assert (retried.outcome, retried.tokens_charged) == ("delivered", 3)
+
+
+def test_only_a_delivered_meme_reply_carries_tokens_charged(funded: Script) -> None:
+    funded.request("c1", "r1")
+    _, refunded = only_reply(funded.failed("c1", "r1"))
+    _, rejected = only_reply(funded.request("c1", "r1", fingerprint=FINGERPRINT_B))
+
+    assert (refunded.outcome, refunded.tokens_charged) == ("refunded", None)
+    assert (rejected.outcome, rejected.tokens_charged) == ("rejected", None)
 
 
 def test_a_meme_costs_at_least_one_token() -> None:

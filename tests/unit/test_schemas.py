@@ -492,6 +492,7 @@ OTHERS: list[BaseModel] = [
             request_id="r-1", status="delivered", kind="ai", meme=DELIVERED, caption="a / b"
         ),
         caption="a / b",
+        tokens_charged=1,
         erasure=ErasureView(
             requests_seen=3,
             requests_erased=1,
