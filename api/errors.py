@@ -36,6 +36,7 @@ have their handlers here too:
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -228,10 +229,23 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else None
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
+        # The router names the methods of the first route that matched the path only;
+        # a path served by several routes (PUT and DELETE) allows them all.
+        headers["Allow"] = ", ".join(_methods_of(request))
     error = _HTTP_ERRORS.get(exc.status_code, HTTPStatus(exc.status_code).name.lower())
-    return problem(exc.status_code, error, detail, dict(exc.headers or {}))
+    return problem(exc.status_code, error, detail, headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,18 +12,17 @@ import math
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field
 
 from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
+from api.params import Timestamp, TokenCount
 from core.blobstore import BlobStore
 from schemas.events import (
-    MAX_PURCHASE_TOKENS,
     ClientRegistered,
     ErasureRequested,
     Id,
@@ -53,8 +52,7 @@ class RegisteredClient(BaseModel):
 
 class Purchase(BaseModel):
     purchase_id: Id = Field(description="Billing's id; a repeat is credited once")
-    # strict: a JSON integer only, never "5" or 5.0 (no float touches a balance)
-    tokens: int = Field(ge=1, le=MAX_PURCHASE_TOKENS, strict=True)
+    tokens: TokenCount
 
 
 class Credited(BaseModel):
@@ -64,28 +62,8 @@ class Credited(BaseModel):
     seq: int
 
 
-def _iso_text_only(value: object) -> object:
-    # Pydantic would read a JSON number as Unix seconds: "until": 12 is a mistake, not 1970.
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 datetime string with a time zone")
-    return value
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _not_before_epoch(value: datetime) -> datetime:
-    # The ledger keeps times as Unix milliseconds, which start in 1970.
-    if value < EPOCH:
-        raise ValueError("must be 1970-01-01T00:00:00Z or later")
-    return value
-
-
-Until = Annotated[AwareDatetime, BeforeValidator(_iso_text_only), AfterValidator(_not_before_epoch)]
-
-
 class SubscriptionChange(BaseModel):
-    until: Until | None = Field(
+    until: Timestamp | None = Field(
         default=None, description="ISO 8601 with a time zone, 1970 or later; open-ended if absent"
     )
 

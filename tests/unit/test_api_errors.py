@@ -17,11 +17,14 @@ from api.errors import MAX_BODY_BYTES
 from core.settings import Settings
 
 BILLING = {"Authorization": "Bearer test-billing-token"}
+AUDITOR = "Bearer test-auditor-token"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    app = create_app(Settings(billing_token="test-billing-token"))
+    app = create_app(
+        Settings(billing_token="test-billing-token", auditor_token="test-auditor-token")
+    )
     app.state.bridge = None
     app.state.keys = None
     yield TestClient(app, raise_server_exceptions=False)
@@ -40,10 +43,16 @@ def test_an_unknown_route_is_a_404_problem(client: TestClient) -> None:
     assert body["detail"] == "no route GET /v1/nothing-here"
 
 
-def test_a_wrong_method_is_a_405_problem_with_allow(client: TestClient) -> None:
-    response = client.post("/memes")
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("POST", "/memes", "GET"), ("OPTIONS", "/v1/clients/c1/subscription", "DELETE, PUT")],
+)
+def test_a_wrong_method_is_a_405_problem_with_allow(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    response = client.request(method, path)
     problem(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == allow
 
 
 def test_malformed_json_is_a_400_problem(client: TestClient) -> None:
@@ -90,7 +99,7 @@ def test_an_out_of_range_date_is_a_422_naming_the_field(
     assert message in fields[0]["message"]
 
 
-@pytest.mark.parametrize("tokens", [2**64, -(2**63) - 1, 10**30])
+@pytest.mark.parametrize("tokens", [2**64, -(2**63) - 1, 10**30, 5.5, "5", True])
 def test_an_integer_beyond_64_bits_is_a_422_naming_the_field(
     client: TestClient, tokens: int
 ) -> None:
@@ -99,6 +108,15 @@ def test_an_integer_beyond_64_bits_is_a_422_naming_the_field(
     )
     fields = problem(response, 422, "invalid_request")["fields"]
     assert [f["field"] for f in fields] == ["tokens"], fields
+
+
+@pytest.mark.parametrize("to", ["0.5", "1700000000", "1969-12-31T00:00:00Z"])
+def test_a_query_date_must_be_iso_8601_from_1970(client: TestClient, to: str) -> None:
+    response = client.get(
+        "/v1/clients/c1/ledger", params={"to": to}, headers={"Authorization": AUDITOR}
+    )
+    fields = problem(response, 422, "invalid_request")["fields"]
+    assert [f["field"] for f in fields] == ["to"], fields
 
 
 def test_missing_credentials_are_a_401_problem(client: TestClient) -> None:
