@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api import policy as api_policy
 from api.bridge import KafkaBridge
 from api.keys import KeyTable
@@ -35,8 +35,8 @@ to **Memes AI** get AI memes.
   `Idempotency-Key`: the same key never charges twice and returns the first result.
 * **Billing** authenticates with its own bearer token and registers clients, credits
   purchases (idempotent by `purchase_id`) and switches Memes AI on and off.
-* Every error body is JSON with a machine-readable `error`; 422 bodies name each
-  invalid field.
+* Every error is an RFC 9457 problem (`application/problem+json`) with a
+  machine-readable `error` code; 422 bodies name each invalid field in `fields`.
 """
 
 
@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.blobs = make_blob_store(settings)
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     for module in (memes, me, billing, audit, images, health):
         app.include_router(module.router)

@@ -16,18 +16,72 @@
 Rejections are data in the ledger (``MemeRejected`` with a numbered reason); they only
 become exceptions here, at the HTTP edge, so that routes stay straight-line code.
 
-Request validation (FastAPI's ``RequestValidationError``) has its own handler that
-renders every violation as ``{"error": "invalid_request", "fields": [...]}`` naming the
-query parameter, header, path parameter or body field at fault.
+Every error, ours or the framework's, has one shape: an RFC 9457 problem
+(``application/problem+json``) with ``type``, ``title``, ``status``, the machine-readable
+``error`` code, an optional ``detail`` and the error's own fields (``request_id``,
+``balance``, ``fields``...); the ``Problem`` model documents it in OpenAPI. The edge cases
+have their handlers here too:
+
+- request validation (``RequestValidationError``): 422 ``invalid_request`` with
+  ``fields``, each naming the query parameter, header, path parameter or body field;
+- the framework's HTTP errors: an unknown route 404 ``not_found``, a wrong method 405
+  ``method_not_allowed`` (with ``Allow``), a body that cannot be parsed 400
+  ``malformed_body``;
+- ``BodyGuard`` (middleware): a body over ``MAX_BODY_BYTES`` 413 ``body_too_large``, a
+  body that is not JSON 415 ``unsupported_media_type``;
+- anything unexpected: 500 ``internal_error``, logged with its traceback, never a stack
+  trace to the client.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024  # the largest body a route takes is a few hundred bytes
+
+
+class Problem(BaseModel):
+    """The body of every error answer (RFC 9457), with the error's own fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(default="about:blank", description="Always about:blank: see `error`")
+    title: str = Field(description="The HTTP status phrase")
+    status: int
+    error: str = Field(description="Machine-readable code, e.g. `insufficient_tokens`")
+    detail: str | None = Field(default=None, description="What went wrong, for people")
+
+
+def problem(
+    status: int,
+    error: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "error": error,
+        **fields,
+    }
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 class ApiError(Exception):
@@ -41,11 +95,8 @@ class ApiError(Exception):
         self.detail = detail
         self.fields = fields
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.error, **self.fields}
-        if self.detail:
-            body["detail"] = self.detail
-        return body
+    def response(self) -> JSONResponse:
+        return problem(self.status_code, self.error, self.detail, self.headers(), **self.fields)
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -121,7 +172,7 @@ class NotReady(ApiError):
 async def handle_api_error(_: Request, exc: Exception) -> JSONResponse:
     """The single mapping from domain errors to HTTP answers."""
     assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+    return exc.response()
 
 
 # Headers arrive lower-cased in FastAPI's error locations; answer with the name a
@@ -145,6 +196,14 @@ def field_name(loc: tuple[int | str, ...]) -> str:
 
 async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            # A syntax error, not a field's value: the body as a whole is refused.
+            position = error.get("loc", ("body", "?"))[-1]
+            reason = error.get("ctx", {}).get("error", "invalid JSON")
+            return problem(
+                400, "malformed_body", f"the body is not valid JSON: {reason} at {position}"
+            )
     fields = []
     for error in exc.errors():
         name = field_name(tuple(error.get("loc", ())))
@@ -153,9 +212,95 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
         else:
             message = str(error.get("msg", "invalid value"))
         fields.append({"field": name, "message": message})
-    return JSONResponse({"error": "invalid_request", "fields": fields}, status_code=422)
+    return problem(422, "invalid_request", fields=fields)
+
+
+_HTTP_ERRORS = {
+    400: "malformed_body",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own answers (no route, wrong method, unparsable body)."""
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+        # The router names the methods of the first route that matched the path only;
+        # a path served by several routes (PUT and DELETE) allows them all.
+        headers["Allow"] = ", ".join(_methods_of(request))
+    error = _HTTP_ERRORS.get(exc.status_code, HTTPStatus(exc.status_code).name.lower())
+    return problem(exc.status_code, error, detail, headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error method=%s path=%s", request.method, request.url.path)
+    return problem(500, "internal_error", "an unexpected error; it has been logged")
+
+
+class BodyGuard:
+    """Refuses what no route takes before a byte of it is parsed: a body over
+    ``MAX_BODY_BYTES`` (413, whether announced or streamed) and one that is not JSON
+    (415). Bodies are counted as they arrive, so a missing ``Content-Length`` does not
+    get past it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response = problem(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+            await response(scope, receive, send)
+            return
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if length != b"0" and media_type and not _is_json(media_type):
+            response = problem(
+                415,
+                "unsupported_media_type",
+                f"the body must be application/json, not {media_type.decode(errors='replace')}",
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _is_json(media_type: bytes) -> bool:
+    return media_type == b"application/json" or media_type.endswith(b"+json")
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(HTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_middleware(BodyGuard)

@@ -12,17 +12,17 @@ import math
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field
 
 from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
+from api.openapi import CALLS_LEDGER
+from api.params import Timestamp, TokenCount
 from core.blobstore import BlobStore
 from schemas.events import (
-    MAX_PURCHASE_TOKENS,
     ClientRegistered,
     ErasureRequested,
     Id,
@@ -52,8 +52,7 @@ class RegisteredClient(BaseModel):
 
 class Purchase(BaseModel):
     purchase_id: Id = Field(description="Billing's id; a repeat is credited once")
-    # strict: a JSON integer only, never "5" or 5.0 (no float touches a balance)
-    tokens: int = Field(ge=1, le=MAX_PURCHASE_TOKENS, strict=True)
+    tokens: TokenCount
 
 
 class Credited(BaseModel):
@@ -63,16 +62,9 @@ class Credited(BaseModel):
     seq: int
 
 
-def _iso_text_only(value: object) -> object:
-    # Pydantic would read a JSON number as Unix seconds: "until": 12 is a mistake, not 1970.
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 datetime string with a time zone")
-    return value
-
-
 class SubscriptionChange(BaseModel):
-    until: Annotated[AwareDatetime, BeforeValidator(_iso_text_only)] | None = Field(
-        default=None, description="ISO 8601 with a time zone; open-ended if absent"
+    until: Timestamp | None = Field(
+        default=None, description="ISO 8601 with a time zone, 1970 or later; open-ended if absent"
     )
 
 
@@ -87,6 +79,10 @@ class Subscription(BaseModel):
     status_code=status.HTTP_201_CREATED,
     response_model=RegisteredClient,
     summary="Register a client and issue its API key",
+    responses={
+        503: CALLS_LEDGER[503],
+        202: {"description": "In the log, not confirmed by the deadline: `pending` is true"},
+    },
 )
 async def register_client(
     bridge: Bridge, keys: Keys, response: Response, body: NewClient | None = None
@@ -118,6 +114,7 @@ async def register_client(
     response_model=Credited,
     summary="Credit purchased tokens (idempotent by purchase_id)",
     responses={
+        **CALLS_LEDGER,
         200: {"description": "A repeat of a purchase already credited: the first answer"},
         404: {"description": "Unknown client"},
         409: {"description": "Same purchase_id, different amount"},
@@ -161,7 +158,7 @@ async def purchase_tokens(
     "/{client_id}/subscription",
     response_model=Subscription,
     summary="Switch Memes AI on, optionally until a time",
-    responses={404: {"description": "Unknown client"}},
+    responses={**CALLS_LEDGER, 404: {"description": "Unknown client"}},
 )
 async def subscribe(
     client_id: IdPath, bridge: Bridge, body: SubscriptionChange | None = None
@@ -175,7 +172,7 @@ async def subscribe(
     "/{client_id}/subscription",
     response_model=Subscription,
     summary="Switch Memes AI off",
-    responses={404: {"description": "Unknown client"}},
+    responses={**CALLS_LEDGER, 404: {"description": "Unknown client"}},
 )
 async def unsubscribe(client_id: IdPath, bridge: Bridge) -> Subscription:
     return await _change_subscription(bridge, client_id, active=False, until_ms=None)
@@ -223,6 +220,7 @@ class Erasure(BaseModel):
     response_model=Erasure,
     summary="Erase the client's personal request details (captions and meme images)",
     responses={
+        **CALLS_LEDGER,
         202: {"description": "Erased so far; requests in flight: repeat after Retry-After"},
         404: {"description": "Unknown client"},
         504: {"description": "Not confirmed by the deadline; repeating the call is safe"},

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import Bridge, ClientId, IdPath
 from api.errors import DeadlineExceeded, NotFound
+from api.openapi import CALLS_LEDGER
 from schemas.events import AccountQueried, AccountView, RequestQueried, RequestView
 
 router = APIRouter(prefix="/v1", tags=["account"])
@@ -15,6 +16,7 @@ router = APIRouter(prefix="/v1", tags=["account"])
     "/me",
     response_model=AccountView,
     summary="Balance, usage and Memes AI subscription of the caller",
+    responses=CALLS_LEDGER,
 )
 async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
     """Read from the ledger itself (in order after the caller's earlier requests),
@@ -32,7 +34,7 @@ async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
     "/requests/{request_id}",
     response_model=RequestView,
     summary="What happened to one of the caller's meme requests",
-    responses={404: {"description": "No such request for this client"}},
+    responses={**CALLS_LEDGER, 404: {"description": "No such request for this client"}},
 )
 async def get_request(
     client_id: ClientId,

@@ -15,6 +15,8 @@ from api.errors import (
     DeadlineExceeded,
     GenerationFailed,
     InsufficientTokens,
+    KafkaUnavailable,
+    NotReady,
     Unauthorized,
 )
 from api.policy import ScreenedQuery
@@ -69,7 +71,10 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
         409: {"description": "Idempotency-Key reused with other parameters"},
         422: {"description": "A parameter is out of range; the body names it"},
         502: {"description": "The generator failed; the token was refunded"},
-        503: {"description": "The request could not be recorded; retry after 1 s"},
+        503: {
+            "description": "Not confirmed in the log; it may still be recorded: retry with the "
+            "same Idempotency-Key, or look up `request_id`"
+        },
         504: {"description": "No meme by the deadline; poll /v1/requests/{id}"},
     },
 )
@@ -95,7 +100,13 @@ async def get_meme(
         deadline_ms=deadline_ms,
         reply_to=bridge.settings.api_instance,
     )
-    reply = await bridge.call(bridge.topics.requests, event, deadline_ms)
+    try:
+        reply = await bridge.call(bridge.topics.requests, event, deadline_ms)
+    except (KafkaUnavailable, NotReady) as exc:
+        # The append may still have reached the log (a timed-out produce is ambiguous):
+        # name the request, so that it can be looked up or retried under its key.
+        exc.fields["request_id"] = request_id
+        raise
     return answer(request_id, reply)
 
 

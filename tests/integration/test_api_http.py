@@ -247,7 +247,14 @@ def test_no_tokens_is_402_with_the_balance(stack: Stack) -> None:
     response = stack.meme(api_key)
 
     assert response.status_code == 402, response.text
-    assert response.json() == {"error": "insufficient_tokens", "balance": 0}
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Payment Required",
+        "status": 402,
+        "error": "insufficient_tokens",
+        "balance": 0,
+    }
     assert stack.balance(api_key) == 0
     assert stack.account(api_key)["memes_requested"] == 2
 

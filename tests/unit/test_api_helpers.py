@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 import pytest
 
 from api.errors import (
+    ApiError,
     Conflict,
     DeadlineExceeded,
     GenerationFailed,
@@ -37,6 +40,13 @@ DELIVERED = MemeDelivered(
     caption="hello",
     image_key="a" * 64 + ".png",
 )
+
+
+def body(error: ApiError) -> dict[str, Any]:
+    """The problem document the client receives for ``error``."""
+    response = error.response()
+    assert response.media_type == "application/problem+json"
+    return json.loads(response.body)
 
 
 def reply(outcome: str, **fields: object) -> Reply:
@@ -89,31 +99,37 @@ def test_each_ledger_outcome_has_its_status(
 def test_insufficient_tokens_carries_the_balance() -> None:
     with pytest.raises(InsufficientTokens) as raised:
         answer("r1", reply("rejected", reason=RejectReason.INSUFFICIENT_TOKENS, balance=0))
-    assert raised.value.body() == {"error": "insufficient_tokens", "balance": 0}
+    assert body(raised.value) == {
+        "type": "about:blank",
+        "title": "Payment Required",
+        "status": 402,
+        "error": "insufficient_tokens",
+        "balance": 0,
+    }
 
 
 def test_refunds_say_so_and_name_the_request() -> None:
     for reason in RefundReason:
         with pytest.raises((GenerationFailed, DeadlineExceeded)) as raised:
             answer("r1", reply("refunded", reason=reason))
-        assert raised.value.body()["refunded"] is True
-        assert raised.value.body()["request_id"] == "r1"
+        assert body(raised.value)["refunded"] is True
+        assert body(raised.value)["request_id"] == "r1"
 
 
 def test_no_reply_is_a_504_that_tells_where_to_poll() -> None:
     with pytest.raises(DeadlineExceeded) as raised:
         answer("r1", None)
-    body = raised.value.body()
-    assert body["request_id"] == "r1"
-    assert "GET /v1/requests/r1" in body["detail"]
-    assert "refunded" not in body
+    answered = body(raised.value)
+    assert answered["request_id"] == "r1"
+    assert "GET /v1/requests/r1" in answered["detail"]
+    assert "refunded" not in answered
 
 
 def test_kafka_unavailable_keeps_the_kafka_code_and_asks_to_retry() -> None:
     error = KafkaUnavailable("broker down", kafka_code="_MSG_TIMED_OUT")
     assert error.status_code == 503
     assert error.headers() == {"Retry-After": "1"}
-    assert error.body()["kafka_code"] == "_MSG_TIMED_OUT"
+    assert body(error)["kafka_code"] == "_MSG_TIMED_OUT"
 
 
 # --- ids --------------------------------------------------------------------------------

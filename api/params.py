@@ -1,0 +1,65 @@
+"""Value types of request parameters and bodies that more than one route takes.
+
+Each is as strict as its OpenAPI schema says, no more and no less, so a generated
+client and the server agree on what is valid:
+
+- ``Timestamp``: an ISO 8601 date-time with a time zone, 1970 or later (the ledger
+  keeps Unix milliseconds). Pydantic alone would also read a number, or a numeric
+  string in a query, as Unix seconds: ``?to=0.5`` is a mistake, not 1970.
+- ``TokenCount``: a whole number of tokens. JSON Schema's ``integer`` includes ``5.0``,
+  so an integral number is taken as the integer it is; ``"5"``, ``true`` and ``5.5`` are
+  refused. No float ever reaches a balance.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
+
+from schemas.events import MAX_PURCHASE_TOKENS
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_8601_text(value: object) -> object:
+    if not isinstance(value, str) or _is_number(value):
+        raise ValueError("expected an ISO 8601 date-time with a time zone")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_before_epoch(value: datetime) -> datetime:
+    if value < EPOCH:
+        raise ValueError("must be 1970-01-01T00:00:00Z or later")
+    return value
+
+
+def _whole_number(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_8601_text),
+    AfterValidator(_not_before_epoch),
+    # What the validators say, for the schema: a year from 1970 on.
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}
+    ),
+]
+TokenCount = Annotated[
+    int, Field(ge=1, le=MAX_PURCHASE_TOKENS, strict=True), BeforeValidator(_whole_number)
+]
