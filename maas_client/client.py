@@ -129,13 +129,11 @@ class _Service:
                 error = _error_from(response)
             failed_attempts += 1
             retryable = _retryable(error) if idempotent else _service_did_not_act(error)
-            delay_s = (
-                self._retry.delay_s(
-                    failed_attempts, time.monotonic() - started_s, error.retry_after_s, self._rng
-                )
-                if retryable
-                else None
-            )
+            if not retryable:
+                raise error
+            elapsed_s = time.monotonic() - started_s
+            retry_after_s = error.retry_after_s
+            delay_s = self._retry.delay_s(failed_attempts, elapsed_s, retry_after_s, self._rng)
             if delay_s is None:
                 raise error
             time.sleep(delay_s)
