@@ -6,6 +6,7 @@
     ├── Unauthorized              401  missing / malformed / unknown key, wrong billing token
     ├── NotFound                  404  unknown client, request or image
     ├── Conflict                  409  same id, different body (idempotency, purchase)
+    │   └── RequestInProgress     409  a retry of a request still in progress; Retry-After
     ├── InsufficientTokens        402  the ledger rejected the request: balance too low
     ├── InvalidParameter          422  a value the ledger's contract refuses (one field)
     ├── GenerationFailed          502  the generator failed; the token was refunded
@@ -118,6 +119,15 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status_code = 409
     error = "conflict"
+
+
+class RequestInProgress(Conflict):
+    """A retry of a request the ledger is still deciding, beyond the retries it waits on."""
+
+    error = "request_in_progress"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class InsufficientTokens(ApiError):

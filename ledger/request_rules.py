@@ -110,20 +110,21 @@ def repeated_request(seen: RequestRecord, event: MemeRequested, account: Account
             event.reply_to, event.event_id, "rejected", reason=RejectReason.IDEMPOTENCY_CONFLICT
         )
     if seen.status == "charged":
-        # A redelivered input (same event id) is already waiting; beyond MAX_WAITERS a
-        # retry gets no reply and its API answers 504 with the request id to poll.
-        if len(seen.waiters) >= MAX_WAITERS or any(
-            w.correlation_id == event.event_id for w in seen.waiters
-        ):
+        # A redelivered input (same event id) is already waiting. Beyond MAX_WAITERS a
+        # retry is told at once that the request is still in progress (its API answers
+        # 409 with Retry-After), instead of waiting out its deadline unanswered.
+        if any(w.correlation_id == event.event_id for w in seen.waiters):
             return NOTHING
+        if len(seen.waiters) >= MAX_WAITERS:
+            return answer(event.reply_to, event.event_id, "in_progress")
         waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
         return Decision(requests=(seen.model_copy(update={"waiters": (*seen.waiters, waiter)}),))
     return Decision(
-        replies=((event.reply_to, _finalanswer(seen, event.event_id, account.balance)),)
+        replies=((event.reply_to, _final_reply(seen, event.event_id, account.balance)),)
     )
 
 
-def _finalanswer(record: RequestRecord, correlation_id: str, balance: int) -> Reply:
+def _final_reply(record: RequestRecord, correlation_id: str, balance: int) -> Reply:
     match record.status:
         case "delivered":
             return Reply(

@@ -247,6 +247,7 @@ class MemeApproved(Envelope):
 
 ReplyOutcome = Literal[
     "delivered",  # meme made; `entry` is the MemeDelivered
+    "in_progress",  # a retry of a charged request the ledger cannot also wait on (v3)
     "rejected",  # `entry` is the MemeRejected (or a reason-only rejection, see `reason`)
     "refunded",  # `entry` is the TokensRefunded
     "credited",  # `entry` is the TokensCredited (also for a repeated purchase id)
@@ -304,7 +305,7 @@ class Reply(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 3  # v2: caption, erasure; v3: tokens_charged
+    schema_version: int = 3  # v2: caption, erasure; v3: tokens_charged, in_progress
     correlation_id: str  # event_id of the input that the API appended
     outcome: ReplyOutcome
     balance: int | None = None

@@ -17,6 +17,7 @@ from api.errors import (
     InsufficientTokens,
     KafkaUnavailable,
     NotReady,
+    RequestInProgress,
     Unauthorized,
 )
 from api.policy import ScreenedQuery
@@ -68,7 +69,10 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
     responses={
         401: {"description": "Missing, malformed or unknown API key"},
         402: {"description": "Not enough tokens; the body carries the balance"},
-        409: {"description": "Idempotency-Key reused with other parameters"},
+        409: {
+            "description": "Idempotency-Key reused with other parameters (`conflict`); or a "
+            "retry of a request still in progress (`request_in_progress`, with Retry-After)"
+        },
         422: {"description": "A parameter is out of range; the body names it"},
         502: {"description": "The generator failed; the token was refunded"},
         503: {
@@ -143,6 +147,11 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
         case "rejected", RejectReason.IDEMPOTENCY_CONFLICT:
             raise Conflict(
                 "Idempotency-Key was used before with other parameters",
+                request_id=request_id,
+            )
+        case "in_progress", _:
+            raise RequestInProgress(
+                "this request is still being made; retry with the same Idempotency-Key",
                 request_id=request_id,
             )
         case "refunded", RefundReason.GENERATOR_FAILED:

@@ -7,7 +7,11 @@ malformed request is followed by a ``/v1/me`` that proves the balance did not mo
 from __future__ import annotations
 
 import re
+import signal
+import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -257,6 +261,42 @@ def test_no_tokens_is_402_with_the_balance(stack: Stack) -> None:
     }
     assert stack.balance(api_key) == 0
     assert stack.account(api_key)["memes_requested"] == 2
+
+
+def test_concurrent_retries_beyond_what_the_ledger_waits_on_get_409_at_once(
+    stack: Stack,
+) -> None:
+    """Scenario: ten identical requests (one Idempotency-Key) at once, while the meme is
+    still being made (the standard generator is paused).
+
+    We expect: the ledger waits on eight of them; the other two are answered at once
+    with 409 ``request_in_progress`` and ``Retry-After``, not a 504 at the deadline; once
+    the generator goes on, the eight get the same meme, and one token was charged.
+    """
+    _, api_key = stack.new_client(tokens=5)
+    key = f"burst-{uuid.uuid4().hex}"
+    generator = stack.procs["generator-standard"]
+    generator.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            started = time.monotonic()
+            futures = [pool.submit(stack.meme, api_key, idempotency_key=key) for _ in range(10)]
+            while sum(f.done() for f in futures) < 2 and time.monotonic() - started < 4:
+                time.sleep(0.02)
+            early = [f.result() for f in futures if f.done()]
+            generator.send_signal(signal.SIGCONT)
+            responses = [f.result() for f in futures]
+    finally:
+        generator.send_signal(signal.SIGCONT)
+
+    assert [r.status_code for r in early] == [409, 409], [r.text for r in early]
+    for response in early:
+        assert response.json()["error"] == "request_in_progress"
+        assert response.headers["retry-after"] == "1"
+    assert Counter(r.status_code for r in responses) == {200: 8, 409: 2}
+    memes = {r.json()["meme_id"] for r in responses if r.status_code == 200}
+    assert len(memes) == 1
+    assert stack.balance(api_key) == 4
 
 
 # --- 422 ------------------------------------------------------------------------------

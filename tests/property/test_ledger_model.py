@@ -441,15 +441,18 @@ class LedgerMachine(RuleBasedStateMachine):
         """Same client, same request id, same parameters: never charged again."""
         assert decision.entries == () and decision.approved is None
         if seen.status == "charged":
-            assert decision.replies == ()
             if any(c == correlation_id for _, c in seen.waiters):
                 note_path("request: redelivered while waiting")
                 assert decision == Decision()  # already a waiter: no duplicate reply
                 return
             if len(seen.waiters) >= MAX_WAITERS:
                 note_path("request: waiters full")
-                assert decision == Decision()  # bounded: the extra retry is not recorded
+                # bounded: the extra retry is not recorded, and is told "in progress"
+                reply = self._only_reply(decision, reply_to, correlation_id)
+                assert reply.outcome == "in_progress"
+                assert decision.requests == () and decision.entries == ()
                 return
+            assert decision.replies == ()
             seen.waiters.append((reply_to, correlation_id))
             (record,) = decision.requests
             waiters = [(w.reply_to, w.correlation_id) for w in record.waiters]

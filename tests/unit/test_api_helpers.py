@@ -15,6 +15,7 @@ from api.errors import (
     GenerationFailed,
     InsufficientTokens,
     KafkaUnavailable,
+    RequestInProgress,
     Unauthorized,
     field_name,
 )
@@ -241,3 +242,12 @@ def test_ledger_counters_are_labelled_by_kind_and_reason_name() -> None:
     assert 'maas_charges_total{kind="ai"} 1.0' in text
     assert 'maas_rejections_total{reason="insufficient_tokens"} 1.0' in text
     assert 'maas_refunds_total{reason="deadline_expired"} 1.0' in text
+
+
+def test_a_retry_the_ledger_cannot_wait_on_is_a_409_to_retry_later() -> None:
+    with pytest.raises(RequestInProgress) as raised:
+        answer("r1", reply("in_progress"))
+    assert raised.value.status_code == 409
+    assert raised.value.headers() == {"Retry-After": "1"}
+    answered = body(raised.value)
+    assert (answered["error"], answered["request_id"]) == ("request_in_progress", "r1")

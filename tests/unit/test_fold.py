@@ -521,9 +521,9 @@ def test_retry_while_in_flight_waits_and_both_waiters_get_the_meme(funded: Scrip
     assert first.entries[0].seq + 1 == delivered.seq
 
 
-def test_retry_while_in_flight_beyond_max_waiters_is_dropped(funded: Script) -> None:
-    # Current rule: the waiter list is bounded; a retry past the bound is not recorded
-    # and gets no reply of its own (its API instance answers from its own deadline).
+def test_retry_while_in_flight_beyond_max_waiters_is_told_in_progress(funded: Script) -> None:
+    # The waiter list is bounded; a retry past the bound is not recorded, and is told
+    # at once that the request is in progress (the API answers 409 with Retry-After).
     funded.request("c1", "r1")
     for _ in range(MAX_WAITERS - 1):
         funded.request("c1", "r1")
@@ -531,7 +531,9 @@ def test_retry_while_in_flight_beyond_max_waiters_is_dropped(funded: Script) -> 
 
     decision = funded.request("c1", "r1")
 
-    assert decision == Decision()
+    assert decision.entries == () and decision.requests == () and decision.approved is None
+    ((_, reply),) = decision.replies
+    assert reply.outcome == "in_progress"
     assert len(funded.record("r1").waiters) == MAX_WAITERS
 
 
