@@ -16,8 +16,9 @@ Each API instance reads only its own reply partition (group-less ``assign``), so
 routing costs nothing per instance however many instances run. The consumer starts at
 the partition's end offset, resolved explicitly at start-up: an ``OFFSET_END`` left
 for the first fetch to resolve could skip replies to requests sent in between.
-``fetch.wait.max.ms`` is a few ms because librdkafka's 500 ms default would sit in
-every reply's latency.
+The reply consumer long-polls (librdkafka's default ``fetch.wait.max.ms`` of 500 ms):
+the broker answers a fetch as soon as a reply is there, so the wait costs no latency,
+and polling every few ms would only keep the broker busy at idle.
 
 Failure scenarios:
 
@@ -213,7 +214,6 @@ class KafkaBridge:
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "latest",
-                "fetch.wait.max.ms": 5,
                 "fetch.min.bytes": 1,
                 "fetch.error.backoff.ms": 50,
                 "socket.nagle.disable": True,

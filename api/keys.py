@@ -96,7 +96,6 @@ class KeyTable:
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,  # tells us when the first read-through ends
-                "fetch.wait.max.ms": 50,
             }
         )
         try:

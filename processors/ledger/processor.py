@@ -143,7 +143,9 @@ class LedgerProcessor:
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
+                # fetch.wait.max.ms stays at librdkafka's 500 ms: a fetch is a long poll
+                # that the broker answers as soon as a record is there, so waiting costs
+                # no latency, and a few ms would make the broker spin at idle.
                 "session.timeout.ms": 10_000,
             }
         )

@@ -41,6 +41,8 @@ class ChangelogRestorer:
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                # A restore reads to the end and stops there: the end is known only when
+                # a fetch comes back empty, so a short wait; idle, nothing is assigned.
                 "fetch.wait.max.ms": 5,
             }
         )
