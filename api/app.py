@@ -41,6 +41,7 @@ to **Memes AI** get AI memes.
 
 
 def create_app(settings: Settings) -> FastAPI:
+    settings.require_secrets("billing_token", "auditor_token")
     metrics = Metrics()
 
     @asynccontextmanager

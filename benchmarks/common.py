@@ -133,6 +133,7 @@ class Region:
             "MAAS_REGION": self.name,
             "MAAS_DATA_DIR": str(self.data_dir),
             "MAAS_BILLING_TOKEN": self.billing_token,
+            "MAAS_DEV_MODE": "1",  # a throwaway region: the other secrets may be defaults
             "PYTHONUNBUFFERED": "1",
         }
         self.settings = Settings.from_env(self.env)

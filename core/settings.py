@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 DEFAULT_BILLING_TOKEN = "dev-billing-token"
 DEFAULT_AUDITOR_TOKEN = "dev-auditor-token"
 DEFAULT_AUDIT_SIGNING_KEY = "dev-audit-signing-key"
+_DEVELOPMENT_SECRETS = {
+    "billing_token": DEFAULT_BILLING_TOKEN,
+    "auditor_token": DEFAULT_AUDITOR_TOKEN,
+    "audit_signing_key": DEFAULT_AUDIT_SIGNING_KEY,
+}
 
 
 class Settings(BaseModel):
@@ -48,6 +53,10 @@ class Settings(BaseModel):
     # api
     api_instance: int = Field(default=0, ge=0)
     request_deadline_ms: int = Field(default=5_000, ge=100)
+    # Development mode (./run sets it): the three secrets below may keep their development
+    # defaults. Anywhere else, a process that uses one refuses to start with its default
+    # (``require_secrets``): a forgotten variable must not leave a door open.
+    dev_mode: bool = False
     billing_token: SecretStr = SecretStr(DEFAULT_BILLING_TOKEN)
     auditor_token: SecretStr = SecretStr(DEFAULT_AUDITOR_TOKEN)  # read-only auditor scope
     audit_signing_key: SecretStr = SecretStr(DEFAULT_AUDIT_SIGNING_KEY)  # HMAC of checkpoints
@@ -109,6 +118,21 @@ class Settings(BaseModel):
                 values[name] = env[key]
         values.update(overrides)
         return cls.model_validate(values)
+
+    def require_secrets(self, *names: str) -> None:
+        """Refuse to start, outside development mode, with a secret left at its default."""
+        if self.dev_mode:
+            return
+        unset = [
+            f"MAAS_{name.upper()}"
+            for name in names
+            if getattr(self, name).get_secret_value() in ("", _DEVELOPMENT_SECRETS[name])
+        ]
+        if unset:
+            raise ValueError(
+                f"{', '.join(unset)} must be set to a secret of your own; the development "
+                "defaults are accepted only with MAAS_DEV_MODE=1 (as ./run sets it)"
+            )
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         return {"bootstrap.servers": self.bootstrap_servers}

@@ -147,6 +147,7 @@ def _read_checkpoints(settings: Settings) -> list[Checkpoint]:
 
 
 def _signing_key(settings: Settings) -> str:
+    settings.require_secrets("audit_signing_key")
     return settings.audit_signing_key.get_secret_value()
 
 

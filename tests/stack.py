@@ -185,6 +185,7 @@ def run_stack(
         "MAAS_DATA_DIR": str(root / "data"),
         "MAAS_BILLING_TOKEN": billing_token,
         "MAAS_AUDITOR_TOKEN": f"auditor-{billing_token}",
+        "MAAS_AUDIT_SIGNING_KEY": f"signing-{billing_token}",
         "MAAS_FAULT_INJECTION_QUERY": FAULT_QUERY,
         "PYTHONUNBUFFERED": "1",
     }
