@@ -3,9 +3,11 @@
 Starts a local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), creates
 the region's topics, then runs each process of the service as a child: the ledger
 processor, both generator pools, the API, the usage analytics worker and the periodic
-audit checkpoints. A child that dies is restarted after a short back-off: that is the
-"supervisor restarts the process" the ledger processor's fatal-error path relies on.
-Ctrl-C stops everything, the broker last.
+audit checkpoints. A child that dies is restarted at once: that is the "supervisor
+restarts the process" the ledger processor's fatal-error path relies on, and a killed
+processor is back in about a second. Only a crash loop backs off (``restart_delay_s``),
+so a broken set-up shows one clear error in its log, not a restart storm. Ctrl-C stops
+everything, the broker last.
 """
 
 from __future__ import annotations
@@ -27,9 +29,25 @@ from maas.processes import PROCESSES, start_process
 
 log = logging.getLogger("maas.up")
 
-RESTART_BACKOFF_S = 1.0
+CRASH_LOOP_S = 5.0  # an exit this soon after a start counts towards a crash loop
+FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-HEALTHY_AFTER_S = 60.0
+POLL_S = 0.1
+
+
+def restart_delay_s(lived_s: float, quick_exits: int) -> tuple[float, int]:
+    """How long to wait before restarting a child that lived ``lived_s`` and had
+    ``quick_exits`` exits in a row soon after a start; returns (delay, quick exits now).
+
+    A child that ran for a while (killed, fenced, a watchdog exit) restarts at once. One
+    that dies right after starting, again and again, waits 0.5 s, 1 s, 2 s... up to 30 s.
+    """
+    if lived_s >= CRASH_LOOP_S:
+        return 0.0, 0
+    quick_exits += 1
+    if quick_exits == 1:
+        return 0.0, quick_exits
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (quick_exits - 2)), quick_exits
 
 
 @dataclass
@@ -39,8 +57,9 @@ class Child:
     host: str
     port: int
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    quick_exits: int = 0
     started_at: float = field(default=0.0)
+    restart_at: float | None = None  # set while a restart waits out its delay
 
     def start(self, env: dict[str, str]) -> None:
         self.process = start_process(self.name, env, self.log_path, host=self.host, port=self.port)
@@ -84,25 +103,8 @@ def up(settings: Settings, host: str, port: int) -> int:
     try:
         while not stopping:
             for child in procs:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is not None and not stopping:
-                    # A process that dies soon after start backs off exponentially, so a
-                    # broken set-up shows one clear error in its log, not a restart storm.
-                    quick = time.monotonic() - child.started_at < HEALTHY_AFTER_S
-                    child.restarts = child.restarts + 1 if quick else 1
-                    backoff_s = min(MAX_BACKOFF_S, RESTART_BACKOFF_S * 2 ** (child.restarts - 1))
-                    log.warning(
-                        "process exited process=%s code=%s restarts=%d backoff_s=%.0f log=%s",
-                        child.name,
-                        code,
-                        child.restarts,
-                        backoff_s,
-                        child.log_path,
-                    )
-                    time.sleep(backoff_s)
-                    child.start(env)
-            time.sleep(0.5)
+                supervise(child, env, time.monotonic())
+            time.sleep(POLL_S)
     finally:
         for child in reversed(procs):
             if child.process and child.process.poll() is None:
@@ -117,6 +119,28 @@ def up(settings: Settings, host: str, port: int) -> int:
             log.info("stopping local kafka")
             broker.stop()
     return 0
+
+
+def supervise(child: Child, env: dict[str, str], now: float) -> None:
+    """One look at a child: notice an exit, and restart when its delay is over."""
+    assert child.process is not None
+    if child.restart_at is None:
+        code = child.process.poll()
+        if code is None:
+            return
+        delay_s, child.quick_exits = restart_delay_s(now - child.started_at, child.quick_exits)
+        child.restart_at = now + delay_s
+        log.warning(
+            "process exited process=%s code=%s quick_exits=%d restart_in_s=%.1f log=%s",
+            child.name,
+            code,
+            child.quick_exits,
+            delay_s,
+            child.log_path,
+        )
+    if now >= child.restart_at:
+        child.restart_at = None
+        child.start(env)
 
 
 def _wait_ready(
