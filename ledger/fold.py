@@ -20,10 +20,11 @@ Checks for a meme request, in order (the first that applies decides):
    ``standard``; balance below that kind's price -> ``MemeRejected`` (reason 3);
 5. otherwise ``TokensCharged`` of the price; the work goes to the kind's pool.
 
-A charged request ends exactly once: ``MemeDelivered`` (meme made) or
-``TokensRefunded`` of what was charged (generator failed, or no outcome by the
-deadline). Outcomes that arrive after the end are ignored: "when in doubt, the client
-gets a free meme".
+A charged request ends exactly once: ``MemeDelivered`` (meme made by the deadline) or
+``TokensRefunded`` of what was charged (generator failed, a meme made after the
+deadline, or no outcome by the deadline plus the grace). "By the deadline" is judged by
+the ``MemeGenerated``'s event time, never by when it is folded. Outcomes that arrive
+after the end are ignored: "when in doubt, the client gets a free meme".
 
 A delivered meme's caption is kept in the request record, never in the ledger entry;
 ``ErasureRequested`` erases it there (``docs/data-retention.md``).

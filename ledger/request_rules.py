@@ -155,6 +155,17 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
     record, account = open_request(state, event.client_id, event.request_id)
     if record is None or account is None:
         return NOTHING
+    if event.occurred_at_ms > record.deadline_ms:
+        # Judged by event time, so that the decision is the same whenever the outcome is
+        # folded: a meme made after the deadline is not delivered, and the charge is
+        # refunded now, as the deadline's timer would have (same entry id).
+        return end_with_refund(
+            state,
+            event,
+            RefundReason.DEADLINE_EXPIRED,
+            derived_id(event.client_id, event.request_id, "expired"),
+            event.occurred_at_ms,
+        )
     delivered, account = append(
         account,
         MemeDelivered,
@@ -187,7 +198,11 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
 
 
 def end_with_refund(
-    state: StateView, cause: MemeFailed | Expire, reason: RefundReason, cause_id: str, now_ms: int
+    state: StateView,
+    cause: MemeFailed | MemeGenerated | Expire,
+    reason: RefundReason,
+    cause_id: str,
+    now_ms: int,
 ) -> Decision:
     record, account = open_request(state, cause.client_id, cause.request_id)
     if record is None or account is None:

@@ -23,7 +23,9 @@ So every rule applies as it did live: a charge the new price makes unaffordable 
 rejection, and that request's later outcome changes nothing; a refund gives back what
 the request was charged under the new price; the subscription decides the kind at the
 request's time. Under the list price the re-decided ledger is the live one, entry for
-entry (a property test checks it on random histories).
+entry in type, tokens and balance (a property test checks it on random histories); a
+re-decided delivery is stamped at its reconstructed deadline, since the ledger does
+not record deadlines and the fold judges a meme by its time against it.
 
 One thing the ledger cannot know: the outcome of a request it rejected for want of
 tokens that the new price makes affordable (it never reached a generator). Such a
@@ -115,8 +117,10 @@ def input_of(entry: LedgerEntryUnion) -> InputEvent | Expire | None:
                 reply_to=0,
             )
         case MemeDelivered():
+            # Delivered live, so made by its deadline: at the reconstructed request's
+            # deadline (0), whatever the live time, so that the re-decision delivers it.
             return MemeGenerated(
-                **envelope,
+                **{**envelope, "occurred_at_ms": 0},
                 request_id=entry.request_id,
                 meme_id=entry.meme_id,
                 kind=entry.kind,

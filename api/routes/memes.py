@@ -34,6 +34,8 @@ from schemas.events import (
 
 router = APIRouter(tags=["memes"])
 
+SETTLE_SLACK_MS = 500  # the refund timer's own lag and the reply's hops
+
 POLL_HINT = "poll GET /v1/requests/{request_id}; the token is refunded if no meme was made"
 
 
@@ -79,7 +81,10 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
             "description": "Not confirmed in the log; it may still be recorded: retry with the "
             "same Idempotency-Key, or look up `request_id`"
         },
-        504: {"description": "No meme by the deadline; poll /v1/requests/{id}"},
+        504: {
+            "description": "The ledger did not answer by the deadline plus the refund grace; "
+            "poll /v1/requests/{id}, or retry with the same Idempotency-Key"
+        },
     },
 )
 async def get_meme(
@@ -104,8 +109,13 @@ async def get_meme(
         deadline_ms=deadline_ms,
         reply_to=bridge.settings.api_instance,
     )
+    # The ledger's final word on this request comes by its deadline plus the refund
+    # grace (a meme made in time, or the deadline's refund): wait for that word, so that
+    # what the client is told is what the ledger decided. A 504 then means the ledger
+    # itself did not answer, and says where to look.
+    settled_by_ms = deadline_ms + bridge.settings.refund_grace_ms + SETTLE_SLACK_MS
     try:
-        reply = await bridge.call(bridge.topics.requests, event, deadline_ms)
+        reply = await bridge.call(bridge.topics.requests, event, settled_by_ms)
     except (KafkaUnavailable, NotReady) as exc:
         # The append may still have reached the log (a timed-out produce is ambiguous):
         # name the request, so that it can be looked up or retried under its key.

@@ -45,6 +45,9 @@ WITHOUT_KAFKA = {
 WITH_KAFKA = {
     # The open-loop run against the service and the bare app (bare_app.py), compared.
     "http_bench.py": r"^  service/bare at \d+ req/s: p50 \d+\.\d+x, p99 \d+\.\d+x$",
+    # Idle CPU of the whole service against the broker alone (no broker figure here:
+    # the session's broker is not the benchmark's own).
+    "idle_bench.py": r"^idle: total=\d+\.\d% of one core broker\(b\)/broker\(a\)=(n/a|\d+\.\d+x)$",
     "processor_bench.py": r"^processor: exactly_once=\d+/s at_least_once=\d+/s ratio=\d+\.\d+",
     "usage_bench.py": r"^\(a\)/\(b\): wall \d+\.\d+x, per core \d+\.\d+x$",
 }

@@ -517,6 +517,10 @@ class LedgerMachine(RuleBasedStateMachine):
             note_path("generated: ignored")
             assert decision == Decision()  # duplicate, late, foreign or rejected: ignored
             return
+        if event.occurred_at_ms > self.requests[key].deadline_ms:
+            note_path("generated: after the deadline, refunded")
+            self._check_refund(decision, key, DEADLINE_EXPIRED)
+            return
         note_path(f"generated: delivered to {len(self.requests[key].waiters)} waiters")
         if client_id != owner:
             note_path("generated: for the same id of another client")

@@ -65,16 +65,16 @@ class Pause:
 
 
 PAUSES = [
-    Pause("between-20s", 20),
+    Pause("between-14s", 14),
     Pause("between-4s", 4),
     # Inside the refund transaction, before its offsets and group metadata are sent; the
     # transaction outlives the pause, so the offsets are what fences it.
-    Pause("before-offsets-20s", 20, "after_produce+refund:STOP", 30_000, "aborted"),
+    Pause("before-offsets-14s", 14, "after_produce+refund:STOP", 30_000, "aborted"),
     # After the offsets, before the commit: the broker aborts the frozen transaction
     # (timeout 10 s) before instance 0 resumes...
-    Pause("before-commit-20s-aborted", 20, "after_offsets+refund:STOP", 10_000, "fenced"),
+    Pause("before-commit-14s-aborted", 14, "after_offsets+refund:STOP", 10_000, "fenced"),
     # ... or the transaction outlives the pause: instance 1 waits for it, then reads it.
-    Pause("before-commit-20s-committed", 20, "after_offsets+refund:STOP", 30_000, "committed"),
+    Pause("before-commit-14s-committed", 14, "after_offsets+refund:STOP", 30_000, "committed"),
 ]
 
 

@@ -960,6 +960,33 @@ def test_expiry_before_the_deadline_is_ignored_and_the_meme_can_still_come(
     assert only_reply(outcome)[1].outcome == "delivered"
 
 
+@pytest.mark.parametrize(("made_after_ms", "ends"), [(0, "delivered"), (1, "refunded")])
+def test_a_meme_made_after_the_deadline_is_refunded_whenever_it_is_folded(
+    funded: Script, made_after_ms: int, ends: str
+) -> None:
+    """Scenario: the generator makes the meme at the deadline, or 1 ms after it.
+    We expect: judged by the MemeGenerated's event time, not by when it is folded: at
+    the deadline it is delivered; after it, not delivered, and the charge refunded at
+    once (DEADLINE_EXPIRED, as the timer would), which is what the client was told."""
+    funded.request("c1", "r1", at_ms=100)
+    deadline_ms = 100 + DEADLINE_AFTER_MS
+
+    decision = funded.generated("c1", "r1", at_ms=deadline_ms + made_after_ms)
+
+    (_, reply) = only_reply(decision)
+    assert reply.outcome == ends
+    if ends == "refunded":
+        assert [(e.type, e.occurred_at_ms) for e in decision.entries] == [
+            ("TokensRefunded", deadline_ms + 1)
+        ]
+        assert reply.reason == RefundReason.DEADLINE_EXPIRED
+        assert funded.record("r1").status == "refunded"
+        assert funded.account("c1").balance == 3
+        assert funded.expire("c1", "r1", now_ms=deadline_ms + 2_000) == Decision()
+    else:
+        assert [e.type for e in decision.entries] == ["MemeDelivered"]
+
+
 def test_early_expiry_then_expiry_at_the_deadline_refunds_once(funded: Script) -> None:
     funded.request("c1", "r1", at_ms=100)
     deadline_ms = 100 + DEADLINE_AFTER_MS
