@@ -130,19 +130,26 @@ class KafkaBridge:
     # --- request / reply -------------------------------------------------------------
 
     def envelope(self, client_id: str) -> dict[str, Any]:
-        """The fields every input event of this instance carries."""
+        """The fields every input event of this instance carries, the reply's partition
+        (``reply_to``) included: every event the API appends waits for its reply."""
         return {
             "event_id": uuid.uuid4().hex,
             "client_id": client_id,
             "region": self.settings.region,
             "occurred_at_ms": now_ms(),
+            "reply_to": self.settings.api_instance,
         }
 
     def deadline_ms(self) -> int:
         return now_ms() + self.settings.request_deadline_ms
 
-    async def call(self, topic: str, event: Envelope, deadline_ms: int) -> Reply | None:
-        """Append ``event`` and wait for its reply; ``None`` if none came by the deadline."""
+    async def call(
+        self, topic: str, event: Envelope, deadline_ms: int | None = None
+    ) -> Reply | None:
+        """Append ``event`` and wait for its reply; ``None`` if none came by the deadline
+        (by default the request deadline from now)."""
+        if deadline_ms is None:
+            deadline_ms = self.deadline_ms()
         if not self.replies_positioned:
             raise NotReady("reply consumer is not positioned yet")
         loop = asyncio.get_running_loop()

@@ -94,9 +94,8 @@ async def register_client(
         **bridge.envelope(client_id),
         api_key_sha256=digest,
         name=body.name if body else "",
-        reply_to=bridge.settings.api_instance,
     )
-    reply = await bridge.call(bridge.topics.purchases, event, bridge.deadline_ms())
+    reply = await bridge.call(bridge.topics.purchases, event)
     # The event is in the log either way: the key is valid now on this instance, and
     # once the ledger has folded it, on every instance.
     keys.add(digest, client_id)
@@ -127,9 +126,8 @@ async def purchase_tokens(
         **bridge.envelope(client_id),
         purchase_id=body.purchase_id,
         tokens=body.tokens,
-        reply_to=bridge.settings.api_instance,
     )
-    reply = await bridge.call(bridge.topics.purchases, event, bridge.deadline_ms())
+    reply = await bridge.call(bridge.topics.purchases, event)
     if reply is None:
         raise DeadlineExceeded(
             "not confirmed by the deadline; repeat the same purchase to learn the outcome",
@@ -185,9 +183,8 @@ async def _change_subscription(
         **bridge.envelope(client_id),
         active=active,
         until_ms=until_ms,
-        reply_to=bridge.settings.api_instance,
     )
-    reply = await bridge.call(bridge.topics.purchases, event, bridge.deadline_ms())
+    reply = await bridge.call(bridge.topics.purchases, event)
     if reply is None:
         raise DeadlineExceeded("not confirmed by the deadline; repeating the call is safe")
     if reply.outcome == "not_found":
@@ -245,9 +242,8 @@ async def erase_personal_data(
         event = ErasureRequested(
             **bridge.envelope(client_id),
             after_request_id=after,
-            reply_to=bridge.settings.api_instance,
         )
-        reply = await bridge.call(bridge.topics.purchases, event, bridge.deadline_ms())
+        reply = await bridge.call(bridge.topics.purchases, event)
         if reply is None:
             raise DeadlineExceeded("not confirmed by the deadline; repeating the call is safe")
         if reply.outcome == "not_found":

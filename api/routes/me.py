@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v1", tags=["account"])
 async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
     """Read from the ledger itself (in order after the caller's earlier requests),
     so a balance read right after a meme already reflects its charge."""
-    event = AccountQueried(**bridge.envelope(client_id), reply_to=bridge.settings.api_instance)
-    reply = await bridge.call(bridge.topics.requests, event, bridge.deadline_ms())
+    event = AccountQueried(**bridge.envelope(client_id))
+    reply = await bridge.call(bridge.topics.requests, event)
     if reply is None:
         raise DeadlineExceeded("the ledger did not answer in time; retry")
     if reply.outcome != "account" or reply.account is None:
@@ -44,9 +44,8 @@ async def get_request(
     event = RequestQueried(
         **bridge.envelope(client_id),
         request_id=request_id,
-        reply_to=bridge.settings.api_instance,
     )
-    reply = await bridge.call(bridge.topics.requests, event, bridge.deadline_ms())
+    reply = await bridge.call(bridge.topics.requests, event)
     if reply is None:
         raise DeadlineExceeded("the ledger did not answer in time; retry")
     if reply.outcome != "request" or reply.request is None:

@@ -107,7 +107,6 @@ async def get_meme(
         lon=lon,
         query=query,
         deadline_ms=deadline_ms,
-        reply_to=bridge.settings.api_instance,
     )
     # The ledger's final word on this request comes by its deadline plus the refund
     # grace (a meme made in time, or the deadline's refund): wait for that word, so that
