@@ -42,6 +42,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         spec(t.outcomes, n, personal),
         spec(t.ledger, n, FOREVER),
         spec(t.ledger_checkpoints, 1, FOREVER),
+        spec(t.dead_letters, n, personal),
         spec(t.ledger_changelog, n, {**COMPACTED, **erasable}),
         spec(t.clients, n, COMPACTED),
         spec(t.approved("standard"), n, personal),

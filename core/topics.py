@@ -45,6 +45,12 @@ class Topics:
         return f"{self.region}.ledger-state-changelog"
 
     @property
+    def dead_letters(self) -> str:
+        """Inputs the ledger processor could not decide, as they were, with headers naming
+        where they came from and why; same key and partition as the input."""
+        return f"{self.region}.ledger-dead-letters"
+
+    @property
     def ledger_checkpoints(self) -> str:
         """Signed chain heads of the ledger's partitions (``maas audit checkpoint``), forever."""
         return f"{self.region}.ledger-checkpoints"

@@ -50,6 +50,11 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
   transaction's offsets are refused (stale generation) and it aborts; or, if it was
   paused after its offsets were accepted, its successor waits for it to commit or to be
   aborted by the broker (then the zombie's commit is fenced: exit).
+- *An input this version cannot read* (a broken producer, or a newer writer's contract
+  during a rolling deploy): never skipped silently. It goes, as it was, to
+  ``<region>.ledger-dead-letters`` in the same transaction that moves the offset past
+  it, with headers naming where it came from and why, and an ERROR log; an operator
+  replays it once the processor can read it.
 - *Duplicate input* (idempotent producer around leader changes, client retries): the
   fold deduplicates by request id and purchase id in the state (pitfall 7).
 - Every reader of this processor's output uses ``read_committed`` (pitfall 6).
@@ -237,14 +242,10 @@ class LedgerProcessor:
                 # A record without a value fails validation like any other broken input.
                 event = parse_input(msg.value() or b"")
             except ValidationError as exc:
-                # Not ours to fix here: the producer broke the contract. Skip, loudly.
-                log.error(
-                    "invalid input topic=%s partition=%d offset=%d error=%s",
-                    topic,
-                    partition,
-                    offset,
-                    exc.errors()[:3],
-                )
+                # Not ours to fix here (a broken producer, or a newer writer's contract
+                # this version cannot read), and not ours to drop: the input goes to the
+                # dead-letter topic in this transaction, so it is kept, and said loudly.
+                self._dead_letter(msg, str(exc.errors()[:3]))
                 continue
             self._apply(partition, decide(self._view(partition), event))
         expired_at_ms = now_ms()
@@ -298,6 +299,30 @@ class LedgerProcessor:
         for topic, out_partition, key, value in outputs:
             self._produce(topic, out_partition, key, value)
 
+    def _dead_letter(self, msg: Message, error: str) -> None:
+        topic, partition, offset = _position(msg)
+        log.error(
+            "invalid input dead-lettered topic=%s partition=%d offset=%d dead_letters=%s error=%s",
+            topic,
+            partition,
+            offset,
+            self.topics.dead_letters,
+            error,
+        )
+        headers: dict[str, str | bytes | None] = {
+            "source_topic": topic,
+            "source_partition": str(partition),
+            "source_offset": str(offset),
+            "error": error[:1000],
+        }
+        self._produce(
+            self.topics.dead_letters,
+            partition,
+            msg.key() or b"",
+            msg.value(),
+            headers=headers,
+        )
+
     def _produce(
         self,
         topic: str,
@@ -305,11 +330,17 @@ class LedgerProcessor:
         key: bytes,
         value: bytes | None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        headers: dict[str, str | bytes | None] | None = None,
     ) -> None:
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=key, partition=partition, on_delivery=on_delivery
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=partition,
+                    on_delivery=on_delivery,
+                    headers=headers,
                 )
                 return
             except BufferError:

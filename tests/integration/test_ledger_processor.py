@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 
+from core.topic_reader import read_topic
 from ledger.replay import Replay
 from schemas.events import (
     LedgerEntryUnion,
@@ -584,14 +585,16 @@ def test_deadline_refund_and_late_outcome_ignored(make_driver) -> None:
 # --- 6 --------------------------------------------------------------------------------
 
 
-def test_bad_input_is_skipped_and_processing_goes_on(make_driver) -> None:
+def test_bad_input_is_dead_lettered_and_processing_goes_on(make_driver) -> None:
     """Scenario: on the requests topic a non-JSON value, invalid UTF-8 and an empty
     (tombstone) value; on the purchases topic a TokensPurchased with negative tokens and
     one with a missing field; each keyed by a real client. Valid events follow.
 
-    We expect: each bad message is skipped with an ``invalid input`` error log naming its
-    topic; the processor keeps running; the valid events after them are processed; no
-    balance changed because of the bad ones.
+    We expect: each bad message is dead-lettered, as it was, on the same partition of
+    ``<region>.ledger-dead-letters`` with headers naming its topic, partition, offset and
+    error, and with an ``invalid input`` error log; nothing vanishes; the processor keeps
+    running; the valid events after them are processed; no balance changed because of
+    the bad ones.
     """
     clock = Clock("bad-input")
     d = make_driver()
@@ -631,9 +634,17 @@ def test_bad_input_is_skipped_and_processing_goes_on(make_driver) -> None:
 
     assert d.running("0"), d.tail("0")
     log = d.log_text("0")
-    assert log.count(f"invalid input topic={d.topics.requests} ") == 3, log[-3000:]
-    assert log.count(f"invalid input topic={d.topics.purchases} ") == 2, log[-3000:]
+    assert log.count(f"invalid input dead-lettered topic={d.topics.requests} ") == 3, log
+    assert log.count(f"invalid input dead-lettered topic={d.topics.purchases} ") == 2, log
     assert "level=ERROR" in log
+    dead = list(read_topic(d.settings, d.topics.dead_letters))
+    sources = sorted(dict(m.headers() or [])["source_topic"].decode() for m in dead)
+    assert sources == [d.topics.purchases] * 2 + [d.topics.requests] * 3, sources
+    assert {m.key() for m in dead} == {key}
+    assert b"this is not json {" in [m.value() for m in dead]
+    for message in dead:
+        headers = dict(message.headers() or [])
+        assert {"source_partition", "source_offset", "error"} <= headers.keys(), headers
     entries = [e for e in d.read_entries() if e.client_id == client]
     assert [e.type for e in entries] == [
         "AccountOpened",

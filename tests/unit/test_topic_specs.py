@@ -17,7 +17,8 @@ def specs(**overrides: object) -> dict[str, dict[str, str]]:
 
 def test_topics_with_personal_details_keep_them_only_for_the_configured_retention() -> None:
     configs = specs(region="eu", personal_data_retention_ms=3 * DAY_MS)
-    for name in ("eu.requests", "eu.outcomes", "eu.approved.standard", "eu.approved.ai"):
+    personal = ("eu.requests", "eu.outcomes", "eu.approved.standard", "eu.approved.ai")
+    for name in (*personal, "eu.ledger-dead-letters"):
         assert configs[name]["retention.ms"] == str(3 * DAY_MS), name
 
 
