@@ -1,0 +1,115 @@
+"""Where a request's time goes in ``http_bench.py``: stages from Kafka timestamps.
+
+After an open-loop run against the service, its topics are read back and each answered
+request is joined across its events and the client's receive time of the response.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from common import percentile
+
+STAGES = (
+    ("append_to_decision", "api append -> ledger decision (approval produced)"),
+    ("decision_to_meme", "decision -> meme made (txn commit, generator fetch, render)"),
+    ("meme_to_reply", "meme made -> reply decided (outcome fetch, next batch)"),
+    ("reply_to_response", "reply decided -> HTTP response (txn commit, api fetch)"),
+    ("append_to_response", "total: api append -> HTTP response"),
+)
+
+
+def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> dict[str, Any]:
+    """Where a request's time goes, from the Kafka timestamps of its events.
+
+    Every message carries the time its producer called ``produce`` (CreateTime, ms):
+    the API's ``MemeRequested``, the ledger's ``MemeApproved`` (in its transaction),
+    the generator's ``MemeGenerated`` and the ledger's ``Reply``. Joined by request id
+    (and the reply's correlation id), with the client's receive time of the response.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from core.topics import Topics
+
+    topics = Topics(region)
+    names = [topics.requests, topics.approved("standard"), topics.approved("ai")]
+    names += [topics.outcomes, topics.replies]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-stages-{os.getpid()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    requested: dict[str, tuple[int, str]] = {}  # request_id -> (ms, event_id)
+    approved: dict[str, int] = {}
+    made: dict[str, int] = {}
+    replied: dict[str, int] = {}  # correlation_id -> ms
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        assignment = [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for name in names
+            for p in metadata.topics[name].partitions
+        ]
+        consumer.assign(assignment)
+        pending = {(tp.topic, tp.partition) for tp in assignment}
+        give_up = time.monotonic() + 120
+        while pending and time.monotonic() < give_up:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard((msg.topic(), msg.partition()))
+                    continue
+                event = json.loads(msg.value())
+                ms = msg.timestamp()[1]
+                topic = msg.topic()
+                if topic == topics.requests:
+                    if event.get("type") == "MemeRequested":
+                        requested[event["request_id"]] = (ms, event["event_id"])
+                elif topic == topics.outcomes:
+                    made.setdefault(event["request_id"], ms)
+                elif topic == topics.replies:
+                    replied.setdefault(event["correlation_id"], ms)
+                else:
+                    approved.setdefault(event["request_id"], ms)
+    finally:
+        consumer.close()
+    series: dict[str, list[float]] = {key: [] for key, _ in STAGES}
+    for request_id, done in done_at.items():
+        if request_id not in requested:
+            continue
+        t_req, event_id = requested[request_id]
+        t_appr, t_made, t_reply = (
+            approved.get(request_id),
+            made.get(request_id),
+            replied.get(event_id),
+        )
+        if t_appr is None or t_made is None or t_reply is None:
+            continue
+        done_ms = done * 1000
+        series["append_to_decision"].append(t_appr - t_req)
+        series["decision_to_meme"].append(t_made - t_appr)
+        series["meme_to_reply"].append(t_reply - t_made)
+        series["reply_to_response"].append(done_ms - t_reply)
+        series["append_to_response"].append(done_ms - t_req)
+    out: dict[str, Any] = {"requests_joined": len(series["append_to_response"])}
+    for key, values in series.items():
+        values.sort()
+        out[key] = {f"p{q}_ms": round(percentile(values, q), 1) for q in (50, 90, 99)}
+    return out
+
+
+def print_stages(stages: dict[str, Any]) -> None:
+    print(f"    where the time goes ({stages['requests_joined']} requests, Kafka timestamps):")
+    for key, label in STAGES:
+        s = stages[key]
+        print(
+            f"      {label:62} p50 {s['p50_ms']:7.1f}  p90 {s['p90_ms']:7.1f}  "
+            f"p99 {s['p99_ms']:7.1f} ms"
+        )
