@@ -40,7 +40,6 @@ purchases, the subscription, erasure), and ``ledger.decision`` (``Decision``,
 
 from __future__ import annotations
 
-from core.ids import derived_id
 from ledger.account_rules import (
     client_registered,
     erasure_requested,
@@ -58,7 +57,12 @@ from ledger.decision import (
     answer,
     evolve,
 )
-from ledger.request_rules import end_with_refund, meme_generated, meme_requested
+from ledger.request_rules import (
+    deadline_refund,
+    end_with_refund,
+    meme_generated,
+    meme_requested,
+)
 from schemas.events import (
     AccountQueried,
     ClientRegistered,
@@ -98,13 +102,7 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
                 state, event, RefundReason.GENERATOR_FAILED, event.event_id, event.occurred_at_ms
             )
         case Expire():
-            return end_with_refund(
-                state,
-                event,
-                RefundReason.DEADLINE_EXPIRED,
-                derived_id(event.client_id, event.request_id, "expired"),
-                event.now_ms,
-            )
+            return deadline_refund(state, event, event.now_ms)
         case TokensPurchased():
             return tokens_purchased(state, event)
         case ClientRegistered():

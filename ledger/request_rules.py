@@ -159,13 +159,7 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
         # Judged by event time, so that the decision is the same whenever the outcome is
         # folded: a meme made after the deadline is not delivered, and the charge is
         # refunded now, as the deadline's timer would have (same entry id).
-        return end_with_refund(
-            state,
-            event,
-            RefundReason.DEADLINE_EXPIRED,
-            derived_id(event.client_id, event.request_id, "expired"),
-            event.occurred_at_ms,
-        )
+        return deadline_refund(state, event, event.occurred_at_ms)
     delivered, account = append(
         account,
         MemeDelivered,
@@ -195,6 +189,18 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
         for w in record.waiters
     )
     return Decision(entries=(delivered,), account=account, requests=(ended,), replies=replies)
+
+
+def deadline_refund(state: StateView, cause: MemeGenerated | Expire, at_ms: int) -> Decision:
+    """The refund of a request whose deadline has passed: by its timer, or by a meme made
+    too late. One entry id for both, so whichever comes first is the one refund."""
+    return end_with_refund(
+        state,
+        cause,
+        RefundReason.DEADLINE_EXPIRED,
+        derived_id(cause.client_id, cause.request_id, "expired"),
+        at_ms,
+    )
 
 
 def end_with_refund(

@@ -1,8 +1,4 @@
-"""Painters of the character memes: animals, cartoon heads, scenes.
-
-Each painter draws one template's background at ``BASE_SIZE``, from Pillow primitives
-only, and deterministically: a random choice uses a seeded ``random.Random``.
-"""
+"""Painters of the character memes: animals, cartoon heads, scenes."""
 
 from __future__ import annotations
 

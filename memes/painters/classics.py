@@ -1,8 +1,4 @@
-"""Painters of the classic image macros (the first templates of the catalog).
-
-Each painter draws one template's background at ``BASE_SIZE``, from Pillow primitives
-only, and deterministically: a random choice uses a seeded ``random.Random``.
-"""
+"""Painters of the classic image macros (the first templates of the catalog)."""
 
 from __future__ import annotations
 
