@@ -69,13 +69,11 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
     response_model=Meme,
     summary="Get a meme (costs one token)",
     responses={
-        401: {"description": "Missing, malformed or unknown API key"},
         402: {"description": "Not enough tokens; the body carries the balance"},
         409: {
             "description": "Idempotency-Key reused with other parameters (`conflict`); or a "
             "retry of a request still in progress (`request_in_progress`, with Retry-After)"
         },
-        422: {"description": "A parameter is out of range; the body names it"},
         502: {"description": "The generator failed; the token was refunded"},
         503: {
             "description": "Not confirmed in the log; it may still be recorded: retry with the "

@@ -219,7 +219,7 @@ class LedgerProcessor:
         owner, which reads it from the committed offset; a message before the position
         was decided already (a partition revoked and assigned again in one batch).
         """
-        inputs = []
+        inputs: list[tuple[Message, str, int, int]] = []
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -229,14 +229,13 @@ class LedgerProcessor:
             topic, partition, offset = _position(msg)
             position = self.positions.get((topic, partition))
             if position is not None and position <= offset:
-                inputs.append(msg)
+                inputs.append((msg, topic, partition, offset))
         expiring = [d for d in due if d[1] in self.stores]
         if not inputs and not expiring:
             return
         self._txn("begin_transaction", self.producer.begin_transaction)
         next_offsets = dict(self.positions)
-        for msg in inputs:
-            topic, partition, offset = _position(msg)
+        for msg, topic, partition, offset in inputs:
             next_offsets[(topic, partition)] = offset + 1
             try:
                 # A record without a value fails validation like any other broken input.
@@ -245,7 +244,7 @@ class LedgerProcessor:
                 # Not ours to fix here (a broken producer, or a newer writer's contract
                 # this version cannot read), and not ours to drop: the input goes to the
                 # dead-letter topic in this transaction, so it is kept, and said loudly.
-                self._dead_letter(msg, str(exc.errors()[:3]))
+                self._dead_letter(msg, topic, partition, offset, str(exc.errors()[:3]))
                 continue
             self._apply(partition, decide(self._view(partition), event))
         expired_at_ms = now_ms()
@@ -299,8 +298,9 @@ class LedgerProcessor:
         for topic, out_partition, key, value in outputs:
             self._produce(topic, out_partition, key, value)
 
-    def _dead_letter(self, msg: Message, error: str) -> None:
-        topic, partition, offset = _position(msg)
+    def _dead_letter(
+        self, msg: Message, topic: str, partition: int, offset: int, error: str
+    ) -> None:
         log.error(
             "invalid input dead-lettered topic=%s partition=%d offset=%d dead_letters=%s error=%s",
             topic,
