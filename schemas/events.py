@@ -73,21 +73,34 @@ class Envelope(BaseModel):
 # --- inputs -------------------------------------------------------------------------
 
 
-class ClientRegistered(Envelope):
+class Input(Envelope):
+    """An input the ledger processor folds: unknown fields are ignored, not refused.
+
+    During a rolling deploy a newer API or generator may add an optional field; an older
+    processor must still decide the purchase or request, not dead-letter it. A change an
+    older reader must not ignore is a new event ``type`` instead, which that reader
+    cannot parse and dead-letters (``docs/architecture.md``). Ledger entries stay strict:
+    their hash covers every field, so a reader that dropped one could not verify it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ClientRegistered(Input):
     type: Literal["ClientRegistered"] = "ClientRegistered"
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     name: str = Field(default="", max_length=200)
     reply_to: int = Field(ge=0)
 
 
-class TokensPurchased(Envelope):
+class TokensPurchased(Input):
     type: Literal["TokensPurchased"] = "TokensPurchased"
     purchase_id: Id
     tokens: int = Field(ge=1, le=MAX_PURCHASE_TOKENS)
     reply_to: int = Field(ge=0)
 
 
-class SubscriptionRequested(Envelope):
+class SubscriptionRequested(Input):
     """Billing switches Memes AI on (``active``, optionally until a time) or off."""
 
     type: Literal["SubscriptionRequested"] = "SubscriptionRequested"
@@ -96,7 +109,7 @@ class SubscriptionRequested(Envelope):
     reply_to: int = Field(ge=0)
 
 
-class MemeRequested(Envelope):
+class MemeRequested(Input):
     type: Literal["MemeRequested"] = "MemeRequested"
     request_id: Id
     fingerprint: str = Field(pattern=r"^[0-9a-f]{16,64}$")  # hash of lat, lon, query
@@ -107,7 +120,7 @@ class MemeRequested(Envelope):
     reply_to: int = Field(ge=0)  # partition of <region>.replies the API instance reads
 
 
-class MemeGenerated(Envelope):
+class MemeGenerated(Input):
     type: Literal["MemeGenerated"] = "MemeGenerated"
     request_id: Id
     meme_id: str
@@ -117,14 +130,14 @@ class MemeGenerated(Envelope):
     image_key: str
 
 
-class MemeFailed(Envelope):
+class MemeFailed(Input):
     type: Literal["MemeFailed"] = "MemeFailed"
     request_id: Id
     kind: Kind
     error: str = Field(max_length=500)
 
 
-class ErasureRequested(Envelope):
+class ErasureRequested(Input):
     """Billing asks to erase a client's personal request details (``docs/data-retention.md``).
 
     One batch of the client's request records, in request-id order after
@@ -136,12 +149,12 @@ class ErasureRequested(Envelope):
     reply_to: int = Field(ge=0)
 
 
-class AccountQueried(Envelope):
+class AccountQueried(Input):
     type: Literal["AccountQueried"] = "AccountQueried"
     reply_to: int = Field(ge=0)
 
 
-class RequestQueried(Envelope):
+class RequestQueried(Input):
     type: Literal["RequestQueried"] = "RequestQueried"
     request_id: Id
     reply_to: int = Field(ge=0)

@@ -50,8 +50,9 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
   transaction's offsets are refused (stale generation) and it aborts; or, if it was
   paused after its offsets were accepted, its successor waits for it to commit or to be
   aborted by the broker (then the zombie's commit is fenced: exit).
-- *An input this version cannot read* (a broken producer, or a newer writer's contract
-  during a rolling deploy): never skipped silently. It goes, as it was, to
+- *An input this version cannot read* (a broken producer, or an event type of a newer
+  writer during a rolling deploy; a newer writer's extra optional fields are ignored by
+  the input models, so those inputs are decided): never skipped silently. It goes, as it was, to
   ``<region>.ledger-dead-letters`` in the same transaction that moves the offset past
   it, with headers naming where it came from and why, and an ERROR log; an operator
   replays it once the processor can read it.
@@ -241,7 +242,7 @@ class LedgerProcessor:
                 # A record without a value fails validation like any other broken input.
                 event = parse_input(msg.value() or b"")
             except ValidationError as exc:
-                # Not ours to fix here (a broken producer, or a newer writer's contract
+                # Not ours to fix here (a broken producer, or a newer writer's event type
                 # this version cannot read), and not ours to drop: the input goes to the
                 # dead-letter topic in this transaction, so it is kept, and said loudly.
                 self._dead_letter(msg, topic, partition, offset, str(exc.errors()[:3]))

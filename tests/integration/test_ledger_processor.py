@@ -588,7 +588,9 @@ def test_deadline_refund_and_late_outcome_ignored(make_driver) -> None:
 def test_bad_input_is_dead_lettered_and_processing_goes_on(make_driver) -> None:
     """Scenario: on the requests topic a non-JSON value, invalid UTF-8 and an empty
     (tombstone) value; on the purchases topic a TokensPurchased with negative tokens and
-    one with a missing field; each keyed by a real client. Valid events follow.
+    one with a missing field, and an event of a type this version does not know; each
+    keyed by a real client. Valid events follow, the first from a newer writer that adds
+    a field this version does not know (a rolling deploy).
 
     We expect: each bad message is dead-lettered, as it was, on the same partition of
     ``<region>.ledger-dead-letters`` with headers naming its topic, partition, offset and
@@ -615,15 +617,20 @@ def test_bad_input_is_dead_lettered_and_processing_goes_on(make_driver) -> None:
     missing = d.purchase(client, 1, send=False).model_dump(mode="json")
     del missing["purchase_id"]
     d.send_raw(d.topics.purchases, key, json.dumps(missing).encode())
+    unknown_type = d.purchase(client, 1, send=False).model_dump(mode="json")
+    unknown_type["type"] = "TokensGifted"
+    d.send_raw(d.topics.purchases, key, json.dumps(unknown_type).encode())
     d.flush()
 
     # Same topic and partition, produced after the bad ones: their replies prove the bad
     # ones were consumed (and skipped) first.
     after = d.accounts([client])[client]
     assert after == before
-    credited = d.purchase(client, 3)
+    newer = d.purchase(client, 3, send=False).model_dump(mode="json")
+    newer["promotion"] = "winter-sale"  # an optional field of a newer writer: ignored
+    d.send_raw(d.topics.purchases, key, json.dumps(newer).encode())
     d.flush()
-    reply = d.replies.wait([credited.event_id], 30)[credited.event_id]
+    reply = d.replies.wait([newer["event_id"]], 30)[newer["event_id"]]
     assert reply.outcome == "credited" and reply.balance == 13, reply
     d.serve_outcomes()
     meme = d.request_meme(client)
@@ -635,11 +642,11 @@ def test_bad_input_is_dead_lettered_and_processing_goes_on(make_driver) -> None:
     assert d.running("0"), d.tail("0")
     log = d.log_text("0")
     assert log.count(f"invalid input dead-lettered topic={d.topics.requests} ") == 3, log
-    assert log.count(f"invalid input dead-lettered topic={d.topics.purchases} ") == 2, log
+    assert log.count(f"invalid input dead-lettered topic={d.topics.purchases} ") == 3, log
     assert "level=ERROR" in log
     dead = list(read_topic(d.settings, d.topics.dead_letters))
     sources = sorted(dict(m.headers() or [])["source_topic"].decode() for m in dead)
-    assert sources == [d.topics.purchases] * 2 + [d.topics.requests] * 3, sources
+    assert sources == [d.topics.purchases] * 3 + [d.topics.requests] * 3, sources
     assert {m.key() for m in dead} == {key}
     assert b"this is not json {" in [m.value() for m in dead]
     for message in dead:
