@@ -21,6 +21,7 @@ from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
 from api.routes import console as audit_console
+from api.settled import SettledRequests
 from core.blobstore import make_blob_store
 from core.settings import Settings
 from memes.formats import ConvertedCache
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     # The store the generators write to (local by default), read by the image route.
     app.state.blobs = make_blob_store(settings)
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
+    app.state.settled = SettledRequests()  # final answers, for idempotent retries
     errors.install(app)
     openapi.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)

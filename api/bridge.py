@@ -25,8 +25,11 @@ Failure scenarios:
 - broker down at start-up: the reply thread retries; until it is positioned the
   bridge is not ready and calls answer ``NotReady`` (503) instead of waiting blind;
 - broker down later: produce keeps retrying inside librdkafka until
-  ``message.timeout.ms`` (= the request deadline), then the delivery report fails;
-  the caller got 503 at its deadline at the latest;
+  ``message.timeout.ms`` (= the request deadline), then the delivery report fails. The
+  bridge waits for that report, never less, so librdkafka cannot deliver an event
+  after its caller was told 503. A message that timed out while in flight may still be
+  in the log; its reply is then waited for until the call's deadline, and answered if it
+  comes; otherwise 503, naming the request so that it can be looked up or retried;
 - delivered but no reply (processor down or slow): the caller gets ``None`` at the
   deadline; the ledger refunds the charge if no meme is made in time, and the client
   can ask ``GET /v1/requests/{id}`` or retry with the same ``Idempotency-Key``.
@@ -67,6 +70,9 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
+# librdkafka reports every message by message.timeout.ms; this only guards against a
+# report that never comes (a bug), so that no request waits forever.
+DELIVERY_REPORT_SLACK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,16 +162,28 @@ class KafkaBridge:
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
         try:
-            await self.append(topic, event, deadline_ms)
             try:
-                return await asyncio.wait_for(future, timeout=_seconds_until(deadline_ms))
-            except TimeoutError:
-                return None
+                await self.append(topic, event)
+            except KafkaUnavailable as exc:
+                # A message that timed out in flight may still be in the log (librdkafka
+                # cannot tell): if it is, the ledger's reply is the truth, so wait for it
+                # until the deadline before saying "unavailable".
+                if exc.kafka_code != "_MSG_TIMED_OUT":
+                    raise
+                reply = await _wait(future, deadline_ms)
+                if reply is None:
+                    raise
+                return reply
+            return await _wait(future, deadline_ms)
         finally:
             self._waiting.pop(event.event_id, None)
 
-    async def append(self, topic: str, event: Envelope, deadline_ms: int) -> None:
-        """Produce and wait for the delivery report (the event is then in the log)."""
+    async def append(self, topic: str, event: Envelope) -> None:
+        """Produce and wait for the delivery report (the event is then in the log).
+
+        The wait is librdkafka's own: ``message.timeout.ms`` from now, plus slack for the
+        report to come back. Giving up earlier would answer "unavailable" for an event
+        that librdkafka still delivers afterwards."""
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[KafkaError | None] = loop.create_future()
 
@@ -185,8 +203,9 @@ class KafkaBridge:
         except KafkaException as exc:
             error = exc.args[0]
             raise KafkaUnavailable(error.str(), kafka_code=error.name()) from exc
+        report_s = self.settings.request_deadline_ms / 1000 + DELIVERY_REPORT_SLACK_S
         try:
-            err = await asyncio.wait_for(delivered, timeout=_seconds_until(deadline_ms))
+            err = await asyncio.wait_for(delivered, timeout=report_s)
         except TimeoutError as exc:
             raise KafkaUnavailable(
                 "no delivery report by the deadline", kafka_code="_MSG_TIMED_OUT"
@@ -337,6 +356,14 @@ def _lag(probe: Consumer, partitions: list[TopicPartition]) -> int:
         position = tp.offset if tp.offset >= 0 else low
         lag += max(0, high - position)
     return lag
+
+
+async def _wait(future: asyncio.Future[Reply], deadline_ms: int) -> Reply | None:
+    """The reply, or ``None`` if none came by the deadline."""
+    try:
+        return await asyncio.wait_for(future, timeout=_seconds_until(deadline_ms))
+    except TimeoutError:
+        return None
 
 
 def _seconds_until(deadline_ms: int) -> float:

@@ -2,8 +2,8 @@
 
 ``ClientId`` authenticates an API key; ``BillingScope`` and ``AuditorScope`` authenticate
 the billing team's and the auditors' tokens; ``IdPath`` is a path parameter that is an
-event ``Id``; ``Bridge``, ``Keys``, ``Blobs`` and ``AppSettings`` hand out the objects built at
-start-up. Routes never read ``request.app.state`` themselves.
+event ``Id``; ``Bridge``, ``Keys``, ``Blobs``, ``Settled`` and ``AppSettings`` hand out the
+objects built at start-up. Routes never read ``request.app.state`` themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
+from api.settled import SettledRequests
 from core.blobstore import BlobStore
 from core.settings import Settings
 from schemas.events import ID_MAX_CHARS, ID_PATTERN
@@ -60,10 +61,15 @@ def get_blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
+def get_settled(request: Request) -> SettledRequests:
+    return request.app.state.settled
+
+
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Bridge = Annotated[KafkaBridge, Depends(get_bridge)]
 Keys = Annotated[KeyTable, Depends(get_keys)]
+Settled = Annotated[SettledRequests, Depends(get_settled)]
 
 
 def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:

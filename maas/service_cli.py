@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--processors",
+        type=_positive,
+        default=2,
+        help="ledger processor instances (default 2: one keeps deciding while another restarts)",
+    )
     up.set_defaults(func=_up)
 
 
@@ -69,4 +75,11 @@ def _up(args: argparse.Namespace) -> int:
     from maas.supervisor import up
 
     logs.configure("up")
-    return up(Settings.from_env(), host=args.host, port=args.port)
+    return up(Settings.from_env(), host=args.host, port=args.port, processors=args.processors)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

@@ -56,23 +56,48 @@ class Child:
     log_path: Path
     host: str
     port: int
+    instance_id: str | None = None  # of a ledger processor instance
     process: subprocess.Popen[bytes] | None = None
     quick_exits: int = 0
     started_at: float = field(default=0.0)
     restart_at: float | None = None  # set while a restart waits out its delay
 
+    @property
+    def label(self) -> str:
+        return self.name if self.instance_id is None else f"{self.name}-{self.instance_id}"
+
     def start(self, env: dict[str, str]) -> None:
-        self.process = start_process(self.name, env, self.log_path, host=self.host, port=self.port)
+        self.process = start_process(
+            self.name,
+            env,
+            self.log_path,
+            host=self.host,
+            port=self.port,
+            instance_id=self.instance_id,
+        )
         self.started_at = time.monotonic()
-        log.info("started process=%s pid=%d log=%s", self.name, self.process.pid, self.log_path)
+        log.info("started process=%s pid=%d log=%s", self.label, self.process.pid, self.log_path)
 
 
-def children(settings: Settings, host: str, port: int) -> list[Child]:
+def children(settings: Settings, host: str, port: int, processors: int = 2) -> list[Child]:
+    """Every process of the service, with ``processors`` ledger processor instances.
+
+    Two by default: while one restarts after a crash, the other keeps deciding its own
+    partitions, and a stopped (hung) one's partitions move to the other after the
+    session timeout."""
     logs_dir = Path(settings.data_dir) / "logs"
-    return [Child(name, logs_dir / f"{name}.log", host, port) for name in PROCESSES]
+    procs = []
+    for name in PROCESSES:
+        if name == "processor":
+            for instance in range(processors):
+                log_path = logs_dir / f"{name}-{instance}.log"
+                procs.append(Child(name, log_path, host, port, instance_id=str(instance)))
+        else:
+            procs.append(Child(name, logs_dir / f"{name}.log", host, port))
+    return procs
 
 
-def up(settings: Settings, host: str, port: int) -> int:
+def up(settings: Settings, host: str, port: int, processors: int = 2) -> int:
     env = dict(os.environ)
     broker = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -94,7 +119,7 @@ def up(settings: Settings, host: str, port: int) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    procs = children(settings, host, port)
+    procs = children(settings, host, port, processors)
     for child in procs:
         child.start(env)
     base_url = f"http://{host}:{port}"
@@ -132,7 +157,7 @@ def supervise(child: Child, env: dict[str, str], now: float) -> None:
         child.restart_at = now + delay_s
         log.warning(
             "process exited process=%s code=%s quick_exits=%d restart_in_s=%.1f log=%s",
-            child.name,
+            child.label,
             code,
             child.quick_exits,
             delay_s,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys
+from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys, Settled
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
@@ -224,11 +224,12 @@ class Erasure(BaseModel):
     },
 )
 async def erase_personal_data(
-    client_id: IdPath, bridge: Bridge, blobs: Blobs, response: Response
+    client_id: IdPath, bridge: Bridge, blobs: Blobs, settled: Settled, response: Response
 ) -> Erasure:
     """Balances, ledger entries and their hash chain stay as they are (see
     docs/data-retention.md). Idempotent: a repeat erases what is new and deletes again
     any image a failed call left behind."""
+    settled.forget_client(client_id)
     result = Erasure(
         client_id=client_id,
         requests_seen=0,

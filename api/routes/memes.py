@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Bridge, ClientId, IdempotencyKey
+from api.deps import Bridge, ClientId, IdempotencyKey, Settled
 from api.errors import (
     Conflict,
     DeadlineExceeded,
@@ -21,6 +21,7 @@ from api.errors import (
     Unauthorized,
 )
 from api.policy import ScreenedQuery
+from core.clock import now_ms
 from core.ids import stable_id
 from ledger.fold import LIST_PRICE
 from schemas.events import (
@@ -88,6 +89,7 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
 async def get_meme(
     client_id: ClientId,
     bridge: Bridge,
+    settled: Settled,
     lat: Annotated[float, Query(ge=-90, le=90, description="Latitude in degrees")],
     lon: Annotated[float, Query(ge=-180, le=180, description="Longitude in degrees")],
     query: ScreenedQuery,
@@ -96,11 +98,19 @@ async def get_meme(
     """Charges one token and returns a meme: an AI meme for clients subscribed to
     Memes AI, a standard one otherwise. The token is refunded if no meme is made."""
     request_id = request_id_for(client_id, idempotency_key)
+    parameters = fingerprint(lat, lon, query)
+    if idempotency_key is not None and (known := settled.get(request_id, now_ms())):
+        # A retry of a request this instance answered: the ledger would say the same.
+        if known.fingerprint != parameters:
+            raise Conflict(
+                "Idempotency-Key was used before with other parameters", request_id=request_id
+            )
+        return answer(request_id, known.reply)
     deadline_ms = bridge.deadline_ms()
     event = MemeRequested(
         **bridge.envelope(client_id),
         request_id=request_id,
-        fingerprint=fingerprint(lat, lon, query),
+        fingerprint=parameters,
         lat=lat,
         lon=lon,
         query=query,
@@ -118,6 +128,8 @@ async def get_meme(
         # name the request, so that it can be looked up or retried under its key.
         exc.fields["request_id"] = request_id
         raise
+    if reply is not None:
+        settled.put(request_id, client_id, parameters, reply, now_ms())
     return answer(request_id, reply)
 
 

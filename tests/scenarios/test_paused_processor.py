@@ -9,7 +9,7 @@ no outcomes), so 2 requests per client are charged and wait. Instance 0 is then 
 - *inside a transaction*, by itself, at a commit boundary of the first transaction that
   refunds expired deadlines (``MAAS_FAULT_POINT``, ``processors/ledger/faults.py``).
 
-A pause past the session timeout (10 s) lets instance 1 take the partitions and refund
+A pause past the session timeout (6 s) lets instance 1 take the partitions and refund
 the requests; a shorter one does not. After the pause, the generators answer every
 request late (``MemeGenerated``), and 2 s later instance 0 resumes (SIGCONT) with the
 RocksDB state and deadline timers it had.
@@ -47,7 +47,7 @@ CLIENTS = 12
 REQUESTS_PER_CLIENT = 2
 DEADLINE_MS = 3_000
 SETTLE_TIMEOUT_S = 90.0
-SESSION_TIMEOUT_S = 10  # the processor's session.timeout.ms
+SESSION_TIMEOUT_S = 6  # the processor's session.timeout.ms
 
 
 @dataclass(frozen=True)
