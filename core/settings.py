@@ -38,7 +38,8 @@ class Settings(BaseModel):
     # outage: an input deleted before the ledger folded it would be lost.
     personal_data_retention_ms: int = Field(default=7 * 86_400_000, ge=86_400_000)
 
-    # ledger processor (the instance id also names the usage worker's static membership)
+    # ledger processor (the instance id also names the static membership of the usage
+    # worker and of the generator pools)
     instance_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     commit_interval_ms: int = Field(default=20, ge=1)
     max_batch_size: int = Field(default=500, ge=1)

@@ -106,6 +106,28 @@ def test_a_retry_of_a_settled_request_is_answered_while_the_ledger_is_down(
     assert stack.balance(api_key) == 1
 
 
+def test_a_killed_generator_pool_serves_again_within_the_deadline(stack: Stack) -> None:
+    """Scenario: the standard generator pool is killed (-9) and restarted at once, as
+    the supervisor does, and a client asks for a meme right away.
+
+    We expect: a meme within the request's deadline. The restarted pool is the same
+    static member of its group, so it takes its partitions straight back instead of
+    waiting for the killed one's session to expire.
+    """
+    _, api_key = stack.new_client(tokens=2)
+    assert stack.meme(api_key).status_code == 200
+    stack.kill("generator-standard")
+    stack.start("generator-standard")
+
+    started = time.monotonic()
+    response = stack.meme(api_key)
+    elapsed_s = time.monotonic() - started
+
+    assert response.status_code == 200, response.text
+    assert elapsed_s < stack.settings.request_deadline_ms / 1000
+    assert stack.balance(api_key) == 0
+
+
 def test_api_killed_comes_back_knowing_every_key(stack: Stack) -> None:
     """Scenario: the API is killed (-9) and restarted.
 
