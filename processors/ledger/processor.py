@@ -94,6 +94,7 @@ from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_wr
 from processors.batching import take_batch
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
+from processors.ledger.ownership import offsets_after, owned_inputs, position_of
 from processors.ledger.restore import ChangelogRestorer
 from processors.ledger.store import Overlay, PartitionStore
 from processors.ledger.watchdog import Watchdog
@@ -223,24 +224,21 @@ class LedgerProcessor:
         owner, which reads it from the committed offset; a message before the position
         was decided already (a partition revoked and assigned again in one batch).
         """
-        inputs: list[tuple[Message, str, int, int]] = []
+        consumed = []
         for msg in messages:
             error = msg.error()
-            if error is not None:
-                _raise_if_fatal(error)
-                log.error("consume error=%s", error)
+            if error is None:
+                consumed.append(msg)
                 continue
-            topic, partition, offset = _position(msg)
-            position = self.positions.get((topic, partition))
-            if position is not None and position <= offset:
-                inputs.append((msg, topic, partition, offset))
+            _raise_if_fatal(error)
+            log.error("consume error=%s", error)
+        inputs = owned_inputs(consumed, self.positions)
         expiring = [d for d in due if d[1] in self.stores]
         if not inputs and not expiring:
             return
         self._txn("begin_transaction", self.producer.begin_transaction)
-        next_offsets = dict(self.positions)
+        next_offsets = offsets_after(self.positions, inputs)
         for msg, topic, partition, offset in inputs:
-            next_offsets[(topic, partition)] = offset + 1
             try:
                 # A record without a value fails validation like any other broken input.
                 event = parse_input(msg.value() or b"")
@@ -352,7 +350,7 @@ class LedgerProcessor:
 
     def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            _topic, partition, offset = _position(msg)
+            _topic, partition, offset = position_of(msg)
             self.changelog_offsets[partition] = max(
                 self.changelog_offsets.get(partition, -1), offset
             )
@@ -398,7 +396,7 @@ class LedgerProcessor:
         self._txn("abort_transaction", lambda: self.producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         self.overlay.clear()
         self.changelog_offsets.clear()
-        consumed = {_position(m)[:2] for m in messages if not m.error()}
+        consumed = {position_of(m)[:2] for m in messages if not m.error()}
         for topic, partition in consumed & self.positions.keys():
             # Consumer positions do not roll back with the transaction (pitfall 3).
             self.consumer.seek(TopicPartition(topic, partition, self.positions[topic, partition]))
@@ -486,14 +484,6 @@ class LedgerProcessor:
                 store.close()
         self._rebuild_deadlines()
         log.info("partitions revoked partitions=%s", numbers)
-
-
-def _position(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a consumed or delivered record without error:
-    librdkafka sets all three on those; its types leave them optional for the rest."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None
-    return topic, partition, offset
 
 
 def _raise_if_fatal(error: KafkaError) -> None:
