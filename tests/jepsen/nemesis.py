@@ -78,6 +78,7 @@ class Fault:
     kind: str
     target: str = ""  # a child's or a node's name; "" for the leader of most partitions
     point: str = ""  # for fault_point
+    required: bool = False  # the load goes on until it has happened (see Nemesis.pending)
 
     def describe(self) -> str:
         what = f"{self.kind} {self.target} {self.point}".rstrip()
@@ -184,9 +185,9 @@ def plan_faults(
                 target = rng.choice(["generator-standard", "generator-ai"])
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
-            fault = Fault(round(at_s, 1), kind, target, point)
+            fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
             # Every required fault is planned; an extra only if it ends before the load.
-            if n >= len(required) and at_s + fault.estimate_s > seconds - 5:
+            if not fault.required and at_s + fault.estimate_s > seconds - 5:
                 break
             lane.append(fault)
             at_s += fault.estimate_s + rng.uniform(*GAP_S)
@@ -230,6 +231,13 @@ class Nemesis:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+    def pending(self) -> bool:
+        """A required fault has not happened yet (it may be under way): the load that
+        was planned for it must go on, however slowly the cluster restarts."""
+        with self._lock:
+            happened = {id(d.fault) for d in self.done}
+        return any(f.required and id(f) not in happened for lane in self.plan.lanes for f in lane)
 
     def counts(self) -> Counter[str]:
         with self._lock:

@@ -159,16 +159,19 @@ class Region:
                         raise RuntimeError(f"{child.name} exited:\n{self.tail(child.name)}")
                 try:
                     response = http.get("/readyz")
-                    owned = self.owned_partitions() or {}
-                    covered = sorted(p for parts in owned.values() for p in parts)
-                    if response.status_code == 200 and (
-                        len(owned) == self.processors and covered == list(range(self.partitions))
-                    ):
-                        return
-                    last = f"readyz={response.status_code} owned={owned}"
+                    last = f"readyz={response.status_code}"
+                    # The group is asked only then: each question is a child process.
+                    if response.status_code == 200:
+                        owned = self.owned_partitions() or {}
+                        covered = sorted(p for parts in owned.values() for p in parts)
+                        last += f" owned={owned}"
+                        if len(owned) == self.processors and covered == list(
+                            range(self.partitions)
+                        ):
+                            return
                 except httpx.HTTPError as exc:
                     last = repr(exc)
-                time.sleep(0.5)
+                time.sleep(1.0)
         raise TimeoutError(f"region {self.name} not serving after {timeout_s} s: {last}")
 
     @property

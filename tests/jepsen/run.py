@@ -41,6 +41,9 @@ from tests.jepsen.region import Region
 from tests.jepsen.workload import Workload
 
 PROGRESS_EVERY_S = 10.0
+# The load goes on past --seconds while a fault every run must have is still to come (a
+# broker that restarts slowly on a busy machine), up to this many times --seconds.
+MOST_LOAD_FACTOR = 3.0
 SETTLE_BOUND_S = 120.0
 # The broker aborts a zombie's open transaction after this; a pause past it (and past the
 # session timeout) is the zombie case. 10 s instead of 30 s keeps the pause short.
@@ -58,6 +61,7 @@ class Options:
     mode: Mode = "faults"
     keep: Path | None = None
     bootstrap: str | None = None  # a cluster to use instead of starting one (no broker faults)
+    cluster: Brokers | None = None  # a started cluster of ours to use, left running after
     kill_every_s: float = 10.0  # availability mode
     generator_kill_every_s: float = 15.0  # availability mode
     settle_bound_s: float = SETTLE_BOUND_S
@@ -129,12 +133,15 @@ def run(options: Options) -> RunResult:
         options.generator_kill_every_s,
     )
     say(plan.describe())
-    cluster: Brokers | None = None
-    bootstrap = options.bootstrap
-    if bootstrap is None:
+    cluster = options.cluster
+    own_cluster = cluster is None and options.bootstrap is None
+    bootstrap = cluster.bootstrap if cluster is not None else options.bootstrap
+    if own_cluster:
         cluster = open_cluster(root / "kafka", options.nodes)
         say(f"starting a local cluster of {options.nodes} node(s) in {root / 'kafka'}")
         cluster.start()
+    if bootstrap is None:
+        assert cluster is not None
         bootstrap = cluster.bootstrap
     region = Region(
         bootstrap,
@@ -152,7 +159,7 @@ def run(options: Options) -> RunResult:
         result = _run_in(region, cluster, plan, history, history_path, options, say)
     finally:
         region.stop()
-        if cluster is not None:
+        if own_cluster and cluster is not None:
             cluster.stop()
         _close(history)
     _report(result, region, say)
@@ -196,7 +203,14 @@ def _run_in(
     progress.start()
     try:
         # The schedule's end stops new faults at once; the ones under way finish below.
-        asyncio.run(workload.load(options.seconds, nemesis.request_stop))
+        asyncio.run(
+            workload.load(
+                options.seconds,
+                nemesis.request_stop,
+                go_on=nemesis.pending,
+                most_seconds=options.seconds * MOST_LOAD_FACTOR,
+            )
+        )
     finally:
         nemesis.stop()
         stop_progress.set()

@@ -175,28 +175,39 @@ class Workload:
             await asyncio.gather(*(one(i) for i in range(self.clients)))
         self.say(f"workload: {len(self.accounts)} clients registered and credited")
 
-    async def load(self, seconds: float, on_schedule_end: Callable[[], None]) -> None:
-        """Send at ``rate`` for ``seconds``; then call ``on_schedule_end`` and wait for the
-        ops still in flight (their retries end within ``RETRY_BUDGET_S``)."""
+    async def load(
+        self,
+        seconds: float,
+        on_schedule_end: Callable[[], None],
+        go_on: Callable[[], bool] = lambda: False,
+        most_seconds: float | None = None,
+    ) -> None:
+        """Send at ``rate`` for ``seconds``, and past them while ``go_on()`` (up to
+        ``most_seconds``); then call ``on_schedule_end`` and wait for the ops still in
+        flight (their retries end within ``RETRY_BUDGET_S``)."""
+        most_seconds = most_seconds or seconds
         async with self._client():
             loop = asyncio.get_running_loop()
             start = loop.time() + 0.05
             start_ms = now_ms() + 50
-            total = int(self.rate * seconds)
-            purchases = int(seconds / PURCHASE_EVERY_S)
-            plan = sorted(
-                [(i / self.rate, "meme") for i in range(total)]
-                + [(j * PURCHASE_EVERY_S + 0.5, "purchase") for j in range(purchases)]
-            )
-            for offset, what in plan:
+            memes = purchases = 0
+            while True:
+                meme_at = memes / self.rate
+                purchase_at = purchases * PURCHASE_EVERY_S + 0.5
+                offset = min(meme_at, purchase_at)
+                if offset >= most_seconds or (offset >= seconds and not go_on()):
+                    break
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                scheduled_ms = start_ms + int(offset * 1000)
-                if what == "meme":
-                    self._spawn(self._scheduled_meme(scheduled_ms))
+                if meme_at <= purchase_at:
+                    memes += 1
+                    self._spawn(self._scheduled_meme(start_ms + int(offset * 1000)))
                 else:
+                    purchases += 1
                     self._spawn(self._interleaved_purchase())
+            if offset > seconds:
+                self.say(f"load went on to {offset:.0f}s for the faults still to happen")
             on_schedule_end()
             await self._drain()
 
