@@ -82,6 +82,7 @@ class RunResult:
     gave_up: list[str] = field(default_factory=list)
     unknown_after_settle: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
+    zombies: list[tuple[str, int]] = field(default_factory=list)  # (child, log offset at SIGCONT)
 
     @property
     def ok(self) -> bool:
@@ -245,6 +246,7 @@ def _run_in(
         gave_up=list(workload.gave_up),
         unknown_after_settle=list(workload.unknown_after_settle),
         cpu=cpu,
+        zombies=list(nemesis.zombie_marks),
     )
 
 
@@ -296,11 +298,27 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
         f"max {result.lag_ms['max']:.0f}; cpu during the load: {result.cpu}"
     )
     lines.append("=== what the logs say ===")
+    lines += _zombie_notes(result, region)
     lines += _log_notes(region)
     lines.append("=== verdict ===")
     lines.append(f"  ok={result.verdict.ok} stats={result.verdict.stats}")
     lines += [f"  problem: {p}" for p in result.verdict.problems[:50]]
     say("\n".join(lines))
+
+
+ZOMBIE_SIGNS = ("fatal", "fenced", "aborted", "revoked", "assigned", "hung")
+
+
+def _zombie_notes(result: RunResult, region: Region) -> list[str]:
+    """What each paused instance did once resumed: fenced (exit), aborted, rejoined."""
+    notes = []
+    for name, offset in result.zombies:
+        with region.children[name].log_path.open("rb") as log:
+            log.seek(offset)
+            after = log.read().decode(errors="replace").splitlines()
+        signs = [line[:200] for line in after if any(s in line for s in ZOMBIE_SIGNS)]
+        notes.append(f"  zombie {name} after SIGCONT: {signs[:3] or ['nothing notable']}")
+    return notes
 
 
 def _log_notes(region: Region) -> list[str]:
