@@ -1,0 +1,376 @@
+"""The nemesis: a fault schedule, deterministic from a seed, and the threads that carry it
+out while the workload runs.
+
+Faults (``Fault.kind``):
+
+- ``processor_kill``: kill -9 a processor instance at a random moment;
+- ``fault_point``: kill -9 at a commit boundary: the instance is restarted once with
+  ``MAAS_FAULT_POINT=<point>:KILL`` (``processors/ledger/faults.py``) and kills itself
+  there; the supervisor restarts it without. The ``+refund`` points fire only in a
+  transaction that refunds expired deadlines, so for those the standard generator pool
+  is paused (SIGSTOP) until a deadline passes with no meme;
+- ``processor_pause``: SIGSTOP an instance past the session timeout (10 s) and the
+  transaction timeout, then SIGCONT: a zombie that must be fenced;
+- ``generator_kill``: kill -9 a generator pool;
+- ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
+  start it again a few seconds later;
+- ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
+- ``broker_restart``: a clean restart (SIGTERM, start) of a broker.
+
+Faults mode runs two lanes side by side, the processes' and the brokers', each one fault
+at a time, so a broker can fail while a processor is down: every kind at least once, then
+more while time remains. Availability mode kills a processor instance every X s
+(alternating) and the standard generator every Y s, nothing else.
+
+The plan is printed at the start; each fault is printed with its time as it happens.
+Process faults that kill an instance are kept (``kills``) with the partitions it owned,
+for the recovery times.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tests.jepsen.brokers import Brokers, node_of
+from tests.jepsen.region import Region
+
+Mode = Literal["faults", "availability"]
+
+FAULT_POINTS = (
+    "after_produce",
+    "after_commit",
+    "after_offsets",
+    "after_produce+refund",
+    "after_offsets+refund",
+    "after_commit+refund",
+)
+PROCESS_KINDS = ("processor_kill", "fault_point", "processor_pause", "generator_kill")
+BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
+# What a fault takes, planned: the schedule's times come from these.
+ESTIMATED_S = {
+    "processor_kill": 2.0,
+    "fault_point": 5.0,
+    "fault_point+refund": 12.0,
+    "processor_pause": 15.0,
+    "generator_kill": 2.0,
+    "broker_kill": 10.0,
+    "broker_pause": 7.0,
+    "broker_restart": 10.0,
+}
+SESSION_TIMEOUT_S = 10.0  # the ledger processor's session.timeout.ms
+BROKER_SESSION_TIMEOUT_S = 4.0  # broker.session.timeout.ms of the local brokers
+BROKER_DOWN_S = 4.0
+FAULT_POINT_FIRE_TIMEOUT_S = 25.0
+REFUND_FIRE_TIMEOUT_S = 20.0
+GAP_S = (1.5, 4.0)
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float  # planned start, seconds after the load starts
+    kind: str
+    target: str = ""  # a child's or a node's name; "" for the leader of most partitions
+    point: str = ""  # for fault_point
+    required: bool = False  # the load goes on until it has happened (see Nemesis.pending)
+
+    def describe(self) -> str:
+        what = f"{self.kind} {self.target} {self.point}".rstrip()
+        return f"+{self.at_s:5.1f}s {what}"
+
+    @property
+    def estimate_s(self) -> float:
+        if self.kind == "fault_point" and self.point.endswith("+refund"):
+            return ESTIMATED_S["fault_point+refund"]
+        return ESTIMATED_S[self.kind]
+
+
+@dataclass
+class Done:
+    """A fault as it happened."""
+
+    fault: Fault
+    started_s: float
+    ended_s: float
+    note: str
+    error: str | None = None
+
+
+@dataclass
+class ProcessorKill:
+    """An instance killed (by us or by its fault point), for the recovery time."""
+
+    name: str
+    at_ms: int
+    partitions: set[int]
+    how: str
+
+
+@dataclass
+class Plan:
+    seed: int
+    mode: Mode
+    lanes: list[list[Fault]]
+
+    def describe(self) -> str:
+        lines = [f"nemesis seed={self.seed} mode={self.mode}"]
+        for n, lane in enumerate(self.lanes):
+            lines.append(f"  lane {n}:")
+            lines += [f"    {fault.describe()}" for fault in lane]
+        return "\n".join(lines)
+
+
+def plan_faults(
+    seed: int,
+    seconds: float,
+    mode: Mode,
+    processors: int,
+    nodes: int = 1,
+    kill_every_s: float = 10.0,
+    generator_kill_every_s: float = 15.0,
+) -> Plan:
+    rng = random.Random(seed)
+    instances = [f"processor-{i}" for i in range(processors)]
+    if mode == "availability":
+        lane: list[Fault] = []
+        first = rng.randrange(processors)
+        for k in range(1, int(seconds / kill_every_s) + 1):
+            target = instances[(first + k - 1) % processors]
+            lane.append(Fault(k * kill_every_s, "processor_kill", target))
+        for k in range(1, int(seconds / generator_kill_every_s) + 1):
+            lane.append(Fault(k * generator_kill_every_s, "generator_kill", "generator-standard"))
+        lane = [f for f in lane if f.at_s < seconds]
+        return Plan(seed, mode, [sorted(lane, key=lambda f: f.at_s)])
+
+    # Faults mode: the two fault points every run covers, then the others by seed.
+    points = list(FAULT_POINTS[2:])
+    rng.shuffle(points)
+    points = ["after_produce", "after_commit", *points]
+    process: list[tuple[str, str]] = [
+        ("processor_kill", ""),
+        ("fault_point", points.pop(0)),
+        ("fault_point", points.pop(0)),
+        ("processor_pause", ""),
+        ("generator_kill", ""),
+    ]
+    rng.shuffle(process)
+    broker = [(kind, "") for kind in BROKER_KINDS]
+    rng.shuffle(broker)
+
+    def extras(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+        more = []
+        for _ in range(50):
+            kind = rng.choice(kinds)
+            point = points.pop(0) if kind == "fault_point" and points else ""
+            if kind == "fault_point" and not point:
+                point = rng.choice(FAULT_POINTS)
+            more.append((kind, point))
+        return more
+
+    lanes = []
+    for required, kinds in ((process, PROCESS_KINDS), (broker, BROKER_KINDS)):
+        lane = []
+        at_s = rng.uniform(3.0, 6.0)
+        for n, (kind, point) in enumerate(required + extras(kinds)):
+            target = ""
+            if kind in ("processor_kill", "fault_point", "processor_pause"):
+                target = rng.choice(instances)
+            elif kind == "generator_kill":
+                target = rng.choice(["generator-standard", "generator-ai"])
+            elif kind == "broker_restart":
+                target = f"node-{rng.randint(1, nodes)}"
+            fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
+            # Every required fault is planned; an extra only if it ends before the load.
+            if not fault.required and at_s + fault.estimate_s > seconds - 5:
+                break
+            lane.append(fault)
+            at_s += fault.estimate_s + rng.uniform(*GAP_S)
+        lanes.append(lane)
+    return Plan(seed, mode, lanes)
+
+
+@dataclass
+class Nemesis:
+    plan: Plan
+    region: Region
+    cluster: Brokers | None  # None: the cluster is not ours, no broker fault
+    say: Callable[[str], None] = print
+    done: list[Done] = field(default_factory=list)
+    kills: list[ProcessorKill] = field(default_factory=list)
+    zombie_marks: list[tuple[str, int]] = field(default_factory=list)  # (child, log offset)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self, t0: float) -> None:
+        """``t0``: the load's start (monotonic), the origin of the plan's times."""
+        self._t0 = t0
+        for n, lane in enumerate(self.plan.lanes):
+            thread = threading.Thread(target=self._run_lane, args=(lane,), name=f"nemesis-{n}")
+            thread.start()
+            self._threads.append(thread)
+
+    def request_stop(self) -> None:
+        """No new fault from now on; returns at once."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        """No new fault; the ones under way finish (a paused process is resumed, a killed
+        broker started again) before this returns."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def pending(self) -> bool:
+        """A required fault has not happened yet (it may be under way): the load that
+        was planned for it must go on, however slowly the cluster restarts."""
+        with self._lock:
+            happened = {id(d.fault) for d in self.done}
+        return any(f.required and id(f) not in happened for lane in self.plan.lanes for f in lane)
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(d.fault.kind for d in self.done)
+
+    def skipped(self) -> list[Fault]:
+        with self._lock:
+            happened = {id(d.fault) for d in self.done}
+        return [f for lane in self.plan.lanes for f in lane if id(f) not in happened]
+
+    # --- lanes -------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _run_lane(self, lane: list[Fault]) -> None:
+        for fault in lane:
+            wait_s = fault.at_s - self._elapsed()
+            if self._stop.wait(max(0.0, wait_s)):
+                return
+            started = self._elapsed()
+            self.say(f"fault {fault.kind} {fault.target} {fault.point}".rstrip() + " begins")
+            note, error = "", None
+            try:
+                note = self._carry_out(fault)
+            except Exception as exc:  # reported with the result; the run goes on
+                error = f"{type(exc).__name__}: {exc}"
+            ended = self._elapsed()
+            with self._lock:
+                self.done.append(Done(fault, started, ended, note, error))
+            self.say(
+                f"fault {fault.kind} ends after {ended - started:.1f}s: {note}"
+                + (f" ERROR {error}" if error else "")
+            )
+
+    def _carry_out(self, fault: Fault) -> str:
+        match fault.kind:
+            case "processor_kill":
+                return self._processor_kill(fault.target)
+            case "fault_point":
+                return self._fault_point(fault.target, fault.point)
+            case "processor_pause":
+                return self._processor_pause(fault.target)
+            case "generator_kill":
+                pid = self.region.kill(fault.target)
+                return f"killed pid={pid}"
+            case "broker_kill" | "broker_pause" | "broker_restart":
+                if self.cluster is None:
+                    return "skipped: the cluster is not ours"
+                return self._broker_fault(fault.kind, fault.target, self.cluster)
+        raise ValueError(fault.kind)
+
+    # --- process faults ----------------------------------------------------------------
+
+    def _processor_kill(self, name: str) -> str:
+        partitions = self._owned(name)
+        at_ms = int(time.time() * 1000)
+        pid = self.region.kill(name)
+        self._kept(ProcessorKill(name, at_ms, partitions, "kill -9"))
+        return f"killed pid={pid} partitions={sorted(partitions)}"
+
+    def _fault_point(self, name: str, point: str) -> str:
+        refund = point.endswith("+refund")
+        before = self._owned(name)
+        popen = self.region.restart_with(name, {"MAAS_FAULT_POINT": f"{point}:KILL"})
+        if refund:
+            # No meme, so deadlines expire and a refund transaction comes.
+            self.region.pause("generator-standard")
+        try:
+            code = popen.wait(REFUND_FIRE_TIMEOUT_S if refund else FAULT_POINT_FIRE_TIMEOUT_S)
+        except Exception:  # subprocess.TimeoutExpired: it never reached its point
+            code = None
+        finally:
+            if refund:
+                self.region.resume("generator-standard")
+        if code is None:
+            self.region.restart_with(name, {})  # without the fault: the next one is clean
+            return f"did not fire within the bound; {name} restarted without it"
+        if code != -signal.SIGKILL:
+            # It exited by itself before reaching its point; the supervisor restarts it
+            # without the fault.
+            return f"did not fire: {name} exited first with code {code}"
+        at_ms = int(time.time() * 1000)
+        partitions = self._owned(name) or before
+        self._kept(ProcessorKill(name, at_ms, partitions, f"fault point {point}"))
+        return f"fired: exit code {code} partitions={sorted(partitions)}"
+
+    def _processor_pause(self, name: str) -> str:
+        # Past the session timeout (a rebalance gives its partitions away) and the
+        # transaction timeout (the broker aborts what it had open).
+        pause_s = max(SESSION_TIMEOUT_S, self.region.settings.transaction_timeout_ms / 1000) + 4
+        pid = self.region.pid(name)
+        self.region.pause(name)
+        time.sleep(pause_s)
+        offset = self.region.children[name].log_path.stat().st_size
+        self.region.resume(name)
+        self.zombie_marks.append((name, offset))
+        return f"pid={pid} stopped {pause_s:.0f}s, resumed"
+
+    def _owned(self, name: str) -> set[int]:
+        instance = self.region.children[name].instance_id or ""
+        owned = self.region.owned_partitions()  # None: the coordinator did not answer
+        return owned.get(instance, set()) if owned else set()
+
+    def _kept(self, kill: ProcessorKill) -> None:
+        with self._lock:
+            self.kills.append(kill)
+
+    # --- broker faults -----------------------------------------------------------------
+
+    def _broker_fault(self, kind: str, target: str, cluster: Brokers) -> str:
+        if kind == "broker_restart":
+            node = int(target.removeprefix("node-"))
+            node_of(cluster, node).stop()
+            cluster.restart(node)
+            return f"node {node} stopped cleanly and started again"
+        node, led = self._busiest_leader(cluster)
+        if kind == "broker_kill":
+            cluster.kill(node)
+            time.sleep(BROKER_DOWN_S)
+            cluster.restart(node)
+            down = f"{BROKER_DOWN_S:.0f}s"
+            return f"node {node} (leader of {led} partitions) killed, started {down} later"
+        pause_s = BROKER_SESSION_TIMEOUT_S + 2
+        cluster.pause(node)
+        time.sleep(pause_s)
+        cluster.resume(node)
+        return f"node {node} (leader of {led} partitions) stopped {pause_s:.0f}s, resumed"
+
+    def _busiest_leader(self, cluster: Brokers) -> tuple[int, int]:
+        leaders = Counter(cluster.leaders(self.region.topics.requests).values())
+        leaders.pop(-1, None)
+        if not leaders:
+            return 1, 0
+        node, led = max(leaders.items(), key=lambda item: (item[1], -item[0]))
+        return node, led

@@ -1,0 +1,394 @@
+"""``python -m tests.jepsen.run``: the workload and the nemesis together, then the checker.
+
+    python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2]
+        [--clients 40] [--seed S] [--mode faults|availability] [--keep DIR]
+
+Steps: start the cluster (or use ``$KAFKA_BOOTSTRAP_SERVERS``) and a fresh region; set up
+the clients; run the load and the fault schedule together for ``--seconds``; stop the
+faults (what is down comes back); let everything settle (every request the service
+named reaches a final outcome, within a bound); record one ``GET /v1/me`` per client;
+then ``check()`` the history against the ledger and print the fault schedule, the
+statuses, the verdict, the availability (meme requests answered 2xx within the
+deadline, first attempts) and the recovery time of each processor kill.
+
+Exit code 1 if the verdict fails; the history and the logs are then kept and their paths
+printed (with ``--keep DIR`` they are always kept, in DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.jepsen.brokers import Brokers, open_cluster
+from tests.jepsen.checker import Verdict, check
+from tests.jepsen.history import History
+from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
+from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
+from tests.jepsen.region import Region
+from tests.jepsen.workload import Workload
+
+PROGRESS_EVERY_S = 10.0
+# The load goes on past --seconds while a fault every run must have is still to come (a
+# broker that restarts slowly on a busy machine), up to this many times --seconds.
+MOST_LOAD_FACTOR = 3.0
+SETTLE_BOUND_S = 120.0
+# The broker aborts a zombie's open transaction after this; a pause past it (and past the
+# session timeout) is the zombie case. 10 s instead of 30 s keeps the pause short.
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 60.0
+    rate: float = 30.0
+    nodes: int = 3
+    processors: int = 2
+    clients: int = 40
+    seed: int | None = None
+    mode: Mode = "faults"
+    keep: Path | None = None
+    bootstrap: str | None = None  # a cluster to use instead of starting one (no broker faults)
+    cluster: Brokers | None = None  # a started cluster of ours to use, left running after
+    kill_every_s: float = 10.0  # availability mode
+    generator_kill_every_s: float = 15.0  # availability mode
+    settle_bound_s: float = SETTLE_BOUND_S
+
+
+@dataclass
+class RunResult:
+    seed: int
+    plan: Plan
+    verdict: Verdict
+    statuses: Counter[str]
+    done: list[Done]
+    availability: float
+    recoveries: list[Recovery]
+    lag_ms: dict[str, float]
+    history_path: Path
+    root: Path
+    gave_up: list[str] = field(default_factory=list)
+    unknown_after_settle: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    zombies: list[tuple[str, int]] = field(default_factory=list)  # (child, log offset at SIGCONT)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+    @property
+    def faults(self) -> Counter[str]:
+        return Counter(d.fault.kind for d in self.done if d.error is None)
+
+    @property
+    def recovery_s(self) -> list[float]:
+        """Recovery of each kill; a kill after which a partition never decided again
+        counts as infinitely long."""
+        return [r.seconds if r.seconds is not None else float("inf") for r in self.recoveries]
+
+    @property
+    def recovery_p50_s(self) -> float:
+        return statistics.median(self.recovery_s) if self.recovery_s else 0.0
+
+    @property
+    def recovery_max_s(self) -> float:
+        return max(self.recovery_s, default=0.0)
+
+
+class Say:
+    """Lines on stdout with the seconds since the run started; one thread at a time."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        with self._lock:
+            print(f"[{time.monotonic() - self.t0:6.1f}s] {message}", flush=True)
+
+
+def run(options: Options) -> RunResult:
+    say = Say()
+    seed = options.seed if options.seed is not None else random.randrange(1 << 30)
+    root = options.keep or Path(tempfile.mkdtemp(prefix="jepsen-"))
+    root.mkdir(parents=True, exist_ok=True)
+    plan = plan_faults(
+        seed,
+        options.seconds,
+        options.mode,
+        options.processors,
+        options.nodes,
+        options.kill_every_s,
+        options.generator_kill_every_s,
+    )
+    say(plan.describe())
+    cluster = options.cluster
+    own_cluster = cluster is None and options.bootstrap is None
+    bootstrap = cluster.bootstrap if cluster is not None else options.bootstrap
+    if own_cluster:
+        cluster = open_cluster(root / "kafka", options.nodes)
+        say(f"starting a local cluster of {options.nodes} node(s) in {root / 'kafka'}")
+        cluster.start()
+    if bootstrap is None:
+        assert cluster is not None
+        bootstrap = cluster.bootstrap
+    region = Region(
+        bootstrap,
+        root / "region",
+        processors=options.processors,
+        replication_factor=3 if options.nodes > 1 else 1,
+        extra_env={"MAAS_TRANSACTION_TIMEOUT_MS": str(TRANSACTION_TIMEOUT_MS)},
+        say=say,
+    )
+    history_path = root / "history.jsonl"
+    history = History(history_path)
+    try:
+        say(f"region {region.name} on {bootstrap}: starting, logs in {region.log_dir}")
+        region.start()
+        result = _run_in(region, cluster, plan, history, history_path, options, say)
+    finally:
+        region.stop()
+        if own_cluster and cluster is not None:
+            cluster.stop()
+        _close(history)
+    _report(result, region, say)
+    if result.ok and options.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        say(f"kept: history {history_path}, logs {region.log_dir}")
+    return result
+
+
+def _run_in(
+    region: Region,
+    cluster: Brokers | None,
+    plan: Plan,
+    history: History,
+    history_path: Path,
+    options: Options,
+    say: Say,
+) -> RunResult:
+    workload = Workload(
+        region.base_url,
+        region.billing_token,
+        history,
+        seed=plan.seed,
+        rate=options.rate,
+        clients=options.clients,
+        seconds=options.seconds,
+        mode=options.mode,
+        deadline_ms=region.settings.request_deadline_ms,
+        say=say,
+    )
+    asyncio.run(workload.setup())
+    nemesis = Nemesis(plan, region, cluster, say)
+    stop_progress = threading.Event()
+    progress = threading.Thread(
+        target=_progress, args=(workload, nemesis, say, stop_progress), daemon=True
+    )
+    cpu_before = _cpu_sample()
+    say(f"load: {options.rate:g}/s for {options.seconds:g}s, mode={options.mode}")
+    nemesis.start(time.monotonic())
+    progress.start()
+    try:
+        # The schedule's end stops new faults at once; the ones under way finish below.
+        asyncio.run(
+            workload.load(
+                options.seconds,
+                nemesis.request_stop,
+                go_on=nemesis.pending,
+                most_seconds=options.seconds * MOST_LOAD_FACTOR,
+            )
+        )
+    finally:
+        nemesis.stop()
+        stop_progress.set()
+    cpu = _cpu_since(cpu_before)
+    say("load done, faults stopped; waiting for the region to serve again")
+    region.wait_serving()
+    say(f"settling: {len(workload.open_requests)} named requests without a final outcome")
+    asyncio.run(workload.settle(options.settle_bound_s))
+    asyncio.run(workload.final_mes())
+    say("checking the history")
+    verdict = check(history_path, region.bootstrap, region.name)
+    times = decision_times_ms(region.bootstrap, region.name)
+    deadline_ms = region.settings.request_deadline_ms
+    firsts = workload.first_attempts
+    answered = sum(1 for f in firsts if _ok(f.status) and f.latency_ms <= deadline_ms)
+    lags = sorted(workload.lags_ms) or [0.0]
+    return RunResult(
+        seed=plan.seed,
+        plan=plan,
+        verdict=verdict,
+        statuses=workload.counts(),
+        done=list(nemesis.done),
+        availability=answered / len(firsts) if firsts else 0.0,
+        recoveries=recoveries(times, nemesis.kills),
+        lag_ms={
+            "p50": lags[len(lags) // 2],
+            "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+            "max": lags[-1],
+        },
+        history_path=history_path,
+        root=history_path.parent,
+        gave_up=list(workload.gave_up),
+        unknown_after_settle=list(workload.unknown_after_settle),
+        cpu=cpu,
+        zombies=list(nemesis.zombie_marks),
+    )
+
+
+def _ok(status: int | None) -> bool:
+    return status is not None and 200 <= status < 300
+
+
+def _progress(workload: Workload, nemesis: Nemesis, say: Say, stop: threading.Event) -> None:
+    while not stop.wait(PROGRESS_EVERY_S):
+        counts = workload.counts()
+        memes = sum(n for key, n in counts.items() if key.startswith("meme "))
+        statuses = {k: n for k, n in sorted(counts.items()) if k.startswith("meme ")}
+        say(f"progress: meme attempts={memes} {statuses} faults={dict(nemesis.counts())}")
+
+
+def _report(result: RunResult, region: Region, say: Say) -> None:
+    lines = ["", "=== fault schedule (as it happened) ==="]
+    for d in sorted(result.done, key=lambda d: d.started_s):
+        error = f" ERROR {d.error}" if d.error else ""
+        lines.append(
+            f"  {d.started_s:6.1f}s..{d.ended_s:6.1f}s {d.fault.kind} {d.fault.target} "
+            f"{d.fault.point} -> {d.note}{error}"
+        )
+    happened = {id(d.fault) for d in result.done}
+    skipped = [f for lane in result.plan.lanes for f in lane if id(f) not in happened]
+    if skipped:
+        lines.append(f"  not reached before the load ended: {[f.describe() for f in skipped]}")
+    lines.append("=== attempts by op and status ===")
+    for key, n in sorted(result.statuses.items()):
+        lines.append(f"  {key}: {n}")
+    lines.append(
+        f"  gave up: {len(result.gave_up)}  still open after settling: "
+        f"{len(result.unknown_after_settle)}"
+    )
+    lines.append("=== availability and recovery ===")
+    lines.append(
+        f"  availability (meme first attempts, 2xx within the deadline): {result.availability:.4f}"
+    )
+    for r in result.recoveries:
+        per = {p: (round(s, 2) if s is not None else None) for p, s in r.per_partition_s.items()}
+        lines.append(f"  {r.kill.name} {r.kill.how}: recovery {r.seconds} s  {per}")
+    if result.recoveries:
+        lines.append(
+            f"  recovery over {len(result.recoveries)} kills: p50 {result.recovery_p50_s:.2f} s, "
+            f"max {result.recovery_max_s:.2f} s"
+        )
+    lines.append(
+        f"  load generator lag ms: p50 {result.lag_ms['p50']:.0f} p99 {result.lag_ms['p99']:.0f} "
+        f"max {result.lag_ms['max']:.0f}; cpu during the load: {result.cpu}"
+    )
+    lines.append("=== what the logs say ===")
+    lines += _zombie_notes(result, region)
+    lines += _log_notes(region)
+    lines.append("=== verdict ===")
+    lines.append(f"  ok={result.verdict.ok} stats={result.verdict.stats}")
+    lines += [f"  problem: {p}" for p in result.verdict.problems[:50]]
+    say("\n".join(lines))
+
+
+ZOMBIE_SIGNS = ("fatal", "fenced", "aborted", "revoked", "assigned", "hung")
+
+
+def _zombie_notes(result: RunResult, region: Region) -> list[str]:
+    """What each paused instance did once resumed: fenced (exit), aborted, rejoined."""
+    notes = []
+    for name, offset in result.zombies:
+        with region.children[name].log_path.open("rb") as log:
+            log.seek(offset)
+            after = log.read().decode(errors="replace").splitlines()
+        signs = [line[:200] for line in after if any(s in line for s in ZOMBIE_SIGNS)]
+        notes.append(f"  zombie {name} after SIGCONT: {signs[:3] or ['nothing notable']}")
+    return notes
+
+
+def _log_notes(region: Region) -> list[str]:
+    notes = []
+    for needle in ("Traceback", " ERROR ", "fenced", "watchdog"):
+        for name, found in region.grep(needle).items():
+            example = found[0][:200]
+            notes.append(f"  {name}: {len(found)} lines with {needle.strip()!r}, e.g. {example}")
+    for exit_ in region.exits:
+        notes.append(f"  exit: {exit_.name} code={exit_.code}")
+    return notes or ["  nothing notable"]
+
+
+def _cpu_sample() -> tuple[float, list[int], float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return usage.ru_utime + usage.ru_stime, ticks, time.monotonic()
+
+
+def _cpu_since(before: tuple[float, list[int], float]) -> dict[str, float]:
+    """The load generator's share of one core, and the machine's busy share."""
+    own_before, ticks_before, t_before = before
+    own_after, ticks_after, t_after = _cpu_sample()
+    wall = max(1e-9, t_after - t_before)
+    delta = [a - b for a, b in zip(ticks_after, ticks_before, strict=True)]
+    idle = delta[3] + delta[4]  # idle + iowait
+    total = max(1, sum(delta))
+    return {
+        "load_generator_core_share": round((own_after - own_before) / wall, 3),
+        "machine_busy_share": round(1 - idle / total, 3),
+        "cores": float(os.cpu_count() or 1),
+    }
+
+
+def _close(history: History) -> None:
+    close = getattr(history, "close", None)
+    if close is not None:
+        close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.jepsen.run", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=30.0, help="meme requests per second")
+    parser.add_argument("--nodes", type=int, default=3, help="brokers of the local cluster")
+    parser.add_argument("--processors", type=int, default=2, help="ledger processor instances")
+    parser.add_argument("--clients", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--mode", choices=["faults", "availability"], default="faults")
+    parser.add_argument("--keep", type=Path, default=None, help="keep history and logs here")
+    parser.add_argument("--kill-every-s", type=float, default=10.0)
+    parser.add_argument("--generator-kill-every-s", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    options = Options(
+        seconds=args.seconds,
+        rate=args.rate,
+        nodes=args.nodes,
+        processors=args.processors,
+        clients=args.clients,
+        seed=args.seed,
+        mode=args.mode,
+        keep=args.keep,
+        bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        kill_every_s=args.kill_every_s,
+        generator_kill_every_s=args.generator_kill_every_s,
+    )
+    result = run(options)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
