@@ -1,0 +1,137 @@
+"""The checks of accounts and writes: 4 (seq, chain, conservation, no overdraft; the
+fold checked the seq and chain) and 5 (nothing acknowledged is missing: registrations and
+purchases)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tests.jepsen.checker.context import Context
+from tests.jepsen.checker.fold import VIEW_FIELDS
+from tests.jepsen.checker.model import GENESIS_HASH, Json
+from tests.jepsen.checker.ops import Logical, response_of
+
+
+def check_accounts(ctx: Context) -> None:
+    """Check 4 (the chain and seq were checked by the fold): conservation, and every
+    /v1/me answer equals the fold at the seq it names."""
+    for client_id, account in sorted(ctx.fold.accounts.items()):
+        expected = account.tokens_credited - account.tokens_charged + account.tokens_refunded
+        if expected != account.balance:
+            ctx.problems.add(
+                "account",
+                f"client={client_id}: credited - charged + refunded = {expected}, "
+                f"final balance {account.balance}",
+            )
+    last_me: dict[str, Json] = {}
+    for op in ctx.ops.values():
+        if op.op != "me" or op.client_id is None:
+            continue
+        for attempt in op.attempts:
+            if attempt["status"] == 200:
+                _check_me(ctx, op.client_id, response_of(attempt))
+                latest = last_me.get(op.client_id)
+                if latest is None or attempt["complete_ms"] >= latest["complete_ms"]:
+                    last_me[op.client_id] = attempt
+    for client_id, attempt in last_me.items():
+        final = ctx.fold.accounts.get(client_id)
+        if final and response_of(attempt).get("seq") != final.seq:
+            ctx.stats["me_last_before_final_seq"] += 1  # e.g. a deadline refund came later
+
+
+def _check_me(ctx: Context, client_id: str, view: Json) -> None:
+    ctx.stats["me_answers"] += 1
+    account = ctx.fold.accounts.get(client_id)
+    seq = view.get("seq")
+    folded = account.views.get(seq) if account and isinstance(seq, int) else None
+    if folded is None:
+        ctx.problems.add(
+            "account",
+            f"client={client_id}: /v1/me answered seq {seq}, "
+            f"the ledger has no such entry (last seq {account.seq if account else None})",
+        )
+        return
+    wrong = [
+        f"{name}={view.get(name)} (ledger {value})"
+        for name, value in zip(VIEW_FIELDS, folded, strict=True)
+        if view.get(name) != value
+    ]
+    if wrong:
+        ctx.problems.add("account", f"client={client_id} seq={seq}: /v1/me told {', '.join(wrong)}")
+
+
+def check_checkpoints(ctx: Context, ledger_topic: str) -> None:
+    """Check 4, the partition chains: every checkpoint's head is our roll at its offset."""
+    for checkpoint in ctx.log.checkpoints:
+        if checkpoint.get("topic") != ledger_topic:
+            continue
+        ctx.stats["checkpoints"] += 1
+        partition, offset = checkpoint["partition"], checkpoint["offset"]
+        heads = ctx.fold.heads.get(partition, {})
+        if heads and offset > max(heads):
+            # Signed after this read began: the read stops at the end it saw first.
+            ctx.stats["checkpoints_beyond_read"] += 1
+            continue
+        head = GENESIS_HASH if offset < 0 else heads.get(offset)
+        if head != checkpoint["head"]:
+            found = "no entry at that offset" if head is None else "head differs"
+            ctx.problems.add(
+                "account", f"checkpoint partition={partition} offset={offset}: {found}"
+            )
+
+
+def check_writes(ctx: Context) -> None:
+    """Check 5: acknowledged registrations and purchases are in the ledger, once, as
+    told; and every account and credit answers an input that was sent."""
+    for op in ctx.ops.values():
+        if op.op == "register":
+            _check_register(ctx, op)
+        elif op.op == "purchase":
+            _check_purchase(ctx, op)
+    for client_id in sorted(ctx.fold.accounts):
+        sent = ctx.log.registered.get(client_id, [])
+        opened = ctx.fold.accounts[client_id].api_key_sha256
+        if not any(e.get("api_key_sha256") == opened for e in sent):
+            ctx.problems.add("missing", f"client={client_id}: AccountOpened, no ClientRegistered")
+    for (client_id, purchase_id), credits in sorted(ctx.fold.credits.items()):
+        ctx.stats["credits"] += len(credits)
+        where = f"client={client_id} purchase={purchase_id}"
+        if len(credits) > 1:
+            ctx.problems.add("missing", f"{where}: credited {len(credits)} times")
+        sent = ctx.log.purchased.get((client_id, purchase_id), [])
+        if not any(e["tokens"] == credits[0]["tokens"] for e in sent):
+            ctx.problems.add("missing", f"{where}: credited, no TokensPurchased of that amount")
+
+
+def _check_register(ctx: Context, op: Logical) -> None:
+    for attempt in op.attempts:
+        if attempt["status"] not in (201, 202):  # 202: appended, not confirmed yet
+            continue
+        ctx.stats["registrations_acknowledged"] += 1
+        client_id = response_of(attempt).get("client_id")
+        account = ctx.fold.accounts.get(client_id or "")
+        api_key = response_of(attempt).get("api_key", "")
+        if account is None:
+            ctx.problems.add("missing", f"client={client_id}: told {attempt['status']}, no account")
+        elif account.api_key_sha256 != hashlib.sha256(api_key.encode()).hexdigest():
+            ctx.problems.add("missing", f"client={client_id}: opened with another key's hash")
+
+
+def _check_purchase(ctx: Context, op: Logical) -> None:
+    ctx.stats["purchase_ops"] += 1
+    body = op.attempts[0].get("body") or {}
+    purchase_id, tokens = body.get("purchase_id"), body.get("tokens")
+    credits = ctx.fold.credits.get((op.client_id or "", purchase_id or ""), [])
+    where = f"client={op.client_id} purchase={purchase_id}"
+    for attempt in op.attempts:
+        status, answer = attempt["status"], response_of(attempt)
+        if status in (200, 201):
+            if len(credits) != 1 or credits[0]["tokens"] != tokens:
+                amounts = [c["tokens"] for c in credits]
+                ctx.problems.add("missing", f"{where}: told {status}, {tokens} tokens: {amounts}")
+                continue
+            told_entry = {k: answer.get(k) for k in ("tokens", "balance_after", "seq")}
+            if told_entry != {k: credits[0][k] for k in told_entry}:
+                ctx.problems.add("told", f"{where}: told {told_entry}, ledger {credits[0]}")
+        elif status == 409 and not any(c["tokens"] != tokens for c in credits):
+            ctx.problems.add("told", f"{where}: told 409, but no credit of another amount")

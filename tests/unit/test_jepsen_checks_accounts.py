@@ -1,0 +1,199 @@
+"""The Jepsen checker's checks of accounts, writes and replay on synthetic runs
+(``tests.unit.jepsen_sim``): 4. seq, chain, conservation, no overdraft; 5. nothing
+acknowledged is missing; 7. replay equals live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from tests.jepsen.checker import GENESIS_HASH, Record, roll
+from tests.unit.jepsen_sim import (
+    TOPICS,
+    Json,
+    Sim,
+    assert_only,
+    busy,
+    compact,
+    ledger_bodies,
+    remove,
+)
+
+
+@pytest.fixture
+def sim() -> Sim:
+    return Sim()
+
+
+# --- 4. seq, chain, conservation, no overdraft --------------------------------------------
+
+
+def test_a_missing_entry_breaks_the_seq(sim: Sim) -> None:
+    client, _ = busy(sim)
+    third = next(r for r, body in ledger_bodies(sim) if body["seq"] == 3)
+    remove(sim, lambda r: r == third)
+    assert_only(sim.verdict(), "account", f"client={client} seq=4", "seqs 3..3 missing")
+
+
+def test_an_edited_entry_breaks_the_chain(sim: Sim) -> None:
+    client, _ = busy(sim)
+    record, body = next(rb for rb in ledger_bodies(sim) if rb[1]["seq"] == 3)
+    edited = record._replace(value=compact(body | {"occurred_at_ms": body["occurred_at_ms"] + 1}))
+    sim.records[sim.records.index(record)] = edited
+    verdict = sim.verdict()
+    assert_only(verdict, "account", f"client={client} seq=4", "prev_hash is not the hash of seq 3")
+
+
+def test_a_wrong_balance_after_fails_and_breaks_conservation(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 2)
+    sim.entry(client, "TokensCredited", 1, balance_after=7, purchase_id="p", tokens=1)
+    verdict = sim.verdict()
+    assert_only(verdict, "account", f"client={client} seq=3", "balance_after 7, expected 2 +1 = 3")
+    assert_only(verdict, "account", f"client={client}: credited - charged + refunded = 3")
+
+
+def test_a_negative_balance_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.entry(client, "TokensCharged", -1, request_id="x", tokens=1, kind="standard")
+    assert_only(sim.verdict(), "account", f"client={client} seq=2", "negative balance_after -1")
+
+
+def test_a_first_entry_that_is_not_account_opened_fails(sim: Sim) -> None:
+    client, _ = busy(sim)
+    remove(sim, lambda r: r.topic == TOPICS.ledger and b'"AccountOpened"' in (r.value or b""))
+    assert_only(sim.verdict(), "account", f"client={client} seq=2", "not AccountOpened seq 1")
+
+
+def test_a_me_answer_that_the_ledger_does_not_say_fails(sim: Sim) -> None:
+    client, _ = busy(sim)
+    me = next(h for h in sim.history if h["op"] == "me")
+    me["response"] = me["response"] | {"balance": me["response"]["balance"] + 1}
+    assert_only(sim.verdict(), "account", f"client={client}", "/v1/me told balance=")
+
+
+def test_a_me_answer_beyond_the_ledger_fails(sim: Sim) -> None:
+    client, _ = busy(sim)
+    me = next(h for h in sim.history if h["op"] == "me")
+    me["response"] = me["response"] | {"seq": 99}
+    assert_only(sim.verdict(), "account", f"client={client}", "answered seq 99")
+
+
+def test_checkpoint_heads_are_checked(sim: Sim) -> None:
+    client, _ = busy(sim)
+    entries = [r for r, _ in ledger_bodies(sim) if r.partition == sim.partition(client)]
+    head = GENESIS_HASH
+    for record in entries:
+        head = roll(head, hashlib.sha256(record.value or b"").hexdigest())
+    checkpoint = {
+        "topic": TOPICS.ledger,
+        "partition": entries[-1].partition,
+        "offset": entries[-1].offset,
+        "head": head,
+        "signature": "0" * 64,
+    }
+    sim.append(TOPICS.checkpoints, "00000000", compact(checkpoint))
+    verdict = sim.verdict()
+    assert verdict.ok and verdict.stats["checkpoints"] == 1, verdict.report()
+    sim.append(TOPICS.checkpoints, "00000000", compact(checkpoint | {"head": "f" * 64}))
+    assert_only(sim.verdict(), "account", f"offset={entries[-1].offset}", "head differs")
+
+
+# --- 5. nothing acknowledged is missing ---------------------------------------------------
+
+
+def test_an_acknowledged_registration_without_an_account_fails(sim: Sim) -> None:
+    client = sim.register()
+    remove(sim, lambda r: client.encode() in (r.key or b""))
+    assert_only(sim.verdict(), "missing", f"client={client}", "told 201, no account")
+
+
+def test_an_account_opened_with_another_key_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.history[-1]["response"]["api_key"] = "mk_other"
+    assert_only(sim.verdict(), "missing", f"client={client}", "another key")
+
+
+def test_an_acknowledged_purchase_without_its_credit_fails(sim: Sim) -> None:
+    client = sim.register()
+    line = sim.purchase(client, 4)
+    forged = line | {"logical": "p-ghost", "body": {"purchase_id": "ghost", "tokens": 4}}
+    sim.history.append(forged)
+    assert_only(sim.verdict(), "missing", "purchase=ghost", "told 201")
+
+
+def test_a_purchase_credited_with_other_tokens_fails(sim: Sim) -> None:
+    client = sim.register()
+    line = sim.purchase(client, 4)
+    line["body"] = line["body"] | {"tokens": 5}
+    assert_only(sim.verdict(), "missing", f"client={client}", "told 201, 5 tokens: [4]")
+
+
+def test_a_purchase_credited_twice_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 4, purchase_id="twice")
+    sim.purchase(client, 4, purchase_id="twice")
+    verdict = sim.verdict()
+    assert_only(verdict, "missing", "purchase=twice", "credited 2 times")
+
+
+def test_a_credit_nobody_purchased_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 4, purchase_id="real")
+    remove(sim, lambda r: r.topic == TOPICS.purchases and b"TokensPurchased" in (r.value or b""))
+    assert_only(sim.verdict(), "missing", "purchase=real", "no TokensPurchased")
+
+
+# --- 7. replay equals live ------------------------------------------------------------------
+
+
+def live_record(sim: Sim, key: str) -> tuple[Record, Json]:
+    record = [r for r in sim.records if r.key == key.encode()][-1]
+    return record, json.loads(record.value or b"")
+
+
+def replace_live(sim: Sim, key: str, value: bytes | None) -> None:
+    sim.append(TOPICS.changelog, key.split("/")[1], value, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "change", "words"),
+    [
+        ("a/{client}", {"balance": 42}, "balance: live 42"),
+        ("a/{client}", {"last_hash": "e" * 64}, "last_hash: live"),
+        ("r/{client}/{request}", {"status": "refunded"}, "status: live 'refunded'"),
+        ("r/{client}/{request}", {"fingerprint": "abc"}, "fingerprint: live 'abc'"),
+        ("r/{client}/{request}", {"meme": None}, "meme: live None"),
+    ],
+)
+def test_a_live_record_that_differs_from_the_replay_fails(
+    sim: Sim, key: str, change: Json, words: str
+) -> None:
+    client, delivered = busy(sim)
+    key = key.format(client=client, request=delivered)
+    _, value = live_record(sim, key)
+    replace_live(sim, key, compact(value | change))
+    assert_only(sim.verdict(), "replay", words)
+
+
+def test_a_live_record_deleted_by_a_tombstone_is_missing(sim: Sim) -> None:
+    client, delivered = busy(sim)
+    replace_live(sim, f"r/{client}/{delivered}", None)
+    assert_only(sim.verdict(), "replay", f"request={delivered}", "no live record")
+
+
+def test_a_pending_key_left_after_the_end_fails(sim: Sim) -> None:
+    client, delivered = busy(sim)
+    sim.append(TOPICS.changelog, client, b"1", f"q/{client}/{delivered}")
+    assert_only(sim.verdict(), "replay", f"pending client={client}", "replay says delivered")
+
+
+def test_a_live_purchase_or_request_the_ledger_never_had_fails(sim: Sim) -> None:
+    client, _ = busy(sim)
+    sim.append(TOPICS.changelog, client, b'{"tokens":1}', f"p/{client}/phantom")
+    sim.append(TOPICS.changelog, client, b'{"status":"charged"}', f"r/{client}/phantom")
+    verdict = sim.verdict()
+    assert_only(verdict, "replay", "purchase=phantom", "nothing in the ledger")
+    assert_only(verdict, "replay", "request=phantom", "nothing in the ledger")

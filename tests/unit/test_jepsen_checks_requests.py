@@ -1,0 +1,231 @@
+"""The Jepsen checker's checks of requests on synthetic runs (``tests.unit.jepsen_sim``):
+a clean run passes; 1. every acknowledged request has exactly one final outcome; 2. one
+charge, one end; 3. no charge for a request the clients never sent; 6. what each client
+was told agrees with the ledger."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.jepsen.checker import stable_request_id
+from tests.unit.jepsen_sim import TOPICS, Sim, answer, assert_only, busy, problems, remove
+
+
+@pytest.fixture
+def sim() -> Sim:
+    return Sim()
+
+
+# --- a clean run passes -------------------------------------------------------------------
+
+
+def test_a_clean_history_passes_and_is_counted(sim: Sim) -> None:
+    client, delivered = busy(sim)
+    broke = sim.register(status=202)  # appended, not confirmed: counted as acknowledged
+    sim.meme(broke, "rejected")  # keyless 402: matched to its MemeRequested by query and time
+    sim.purchase(client, 2, purchase_id="order-9")
+    repeat = sim.history[-1] | {"attempt": 2, "status": 200}  # a repeat: 200, same credit
+    sim.history.append(repeat)
+    request_id, logical = sim.meme(client, "delivered", key="k-r", told="none")
+    sim.tell(client, logical, request_id, "503", key="k-r")
+    sim.tell(client, logical, request_id, "200", key="k-r")  # the retry learns the outcome
+    sim.meme(client, "lost", told="none")
+    assert sim.records.pop(-1).topic == TOPICS.requests  # its append failed: never in the log
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    stats = verdict.stats
+    assert stats["clients"] == 2 and stats["meme_ops"] == 7 and stats["retries"] == 3
+    assert stats["told_200"] == 3 and stats["told_402"] == 1 and stats["told_none"] == 2
+    assert stats["outcome_delivered"] == 3 and stats["outcome_refunded"] == 2
+    assert stats["registrations_acknowledged"] == 2 and stats["credits"] == 2
+    assert stats["me_answers"] == 1 and stats["lookups_answered"] == 1
+    assert delivered
+
+
+def test_a_genuine_idempotency_conflict_passes(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 3)
+    request_id, logical = sim.meme(client, "delivered", key="same-key")
+    # The same key, another query: the ledger rejects it without storing anything.
+    sim.request_event(client, request_id, f"jepsen {logical}", lat=1.0)
+    sim.tell(client, logical, request_id, "409_conflict", key="same-key")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["told_409_conflict"] == 1
+
+
+def test_a_request_unknown_to_the_ledger_told_401_has_no_outcome_by_design(sim: Sim) -> None:
+    client = sim.register()
+    sim.meme(client, "lost", told="401")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+
+
+# --- 1. every acknowledged request has exactly one final outcome --------------------------
+
+
+@pytest.mark.parametrize("told", ["200", "402", "502", "504", "409_in_progress"])
+def test_an_acknowledged_request_missing_from_the_log_fails(sim: Sim, told: str) -> None:
+    client = sim.register()
+    request_id = stable_request_id(client, "ghost")
+    status, response = (
+        (200, {"request_id": request_id, "meme_id": "m"})
+        if told == "200"
+        else answer(told, request_id, None)
+    )
+    sim.line(
+        "meme", "ghost", client, path="/memes", idempotency_key="ghost",
+        params={"query": "jepsen ghost"}, status=status, response=response,
+    )  # fmt: skip
+    assert_only(sim.verdict(), "acknowledged", "logical=ghost", f"told {told}")
+
+
+def test_an_acknowledged_keyless_402_without_its_event_fails(sim: Sim) -> None:
+    client = sim.register()
+    _, logical = sim.meme(client, "rejected")
+    remove(sim, lambda r: r.topic == TOPICS.requests)  # the event is gone from the log
+    assert_only(sim.verdict(), "acknowledged", f"logical={logical}", "told 402")
+
+
+def test_a_request_in_the_log_without_any_outcome_fails(sim: Sim) -> None:
+    client = sim.register()
+    request_id, _ = sim.meme(client, "lost", told="503")  # indeterminate, but in the log
+    assert_only(sim.verdict(), "acknowledged", f"request={request_id}", "no outcome")
+
+
+@pytest.mark.parametrize("told", ["504", "409_in_progress"])
+def test_a_request_still_open_fails(sim: Sim, told: str) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, _ = sim.meme(client, "open", told=told, key="k")
+    verdict = sim.verdict()
+    assert_only(verdict, "outcome", f"request={request_id}", "still open")
+    assert_only(verdict, "told", f"request={request_id}", "no single final outcome")
+    assert not problems(verdict, "replay")  # live agrees: the request is pending there too
+
+
+# --- 2. one charge, one end -----------------------------------------------------------------
+
+
+def test_a_second_charge_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 3)
+    request_id, _ = sim.meme(client, "delivered")
+    sim.entry(client, "TokensCharged", -1, request_id=request_id, tokens=1, kind="standard")
+    verdict = sim.verdict()
+    assert_only(verdict, "outcome", f"request={request_id}", "charged 2 times")
+
+
+def test_delivered_and_refunded_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 3)
+    request_id, _ = sim.meme(client, "delivered")
+    sim.entry(client, "TokensRefunded", 1, request_id=request_id, tokens=1, reason=2)
+    assert_only(sim.verdict(), "outcome", f"request={request_id}", "both delivered and refunded")
+
+
+def test_a_charge_after_a_rejection_fails(sim: Sim) -> None:
+    client = sim.register()
+    request_id, _ = sim.meme(client, "rejected", key="k")
+    sim.purchase(client, 1)
+    sim.entry(client, "TokensCharged", -1, request_id=request_id, tokens=1, kind="standard")
+    assert_only(sim.verdict(), "outcome", f"request={request_id}", "rejected and also charged")
+
+
+def test_an_end_without_a_charge_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.entry(client, "TokensRefunded", 1, request_id="nocharge", tokens=1, reason=1)
+    assert_only(sim.verdict(), "outcome", "request=nocharge", "ended without a charge")
+
+
+def test_a_refund_of_another_amount_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, _ = sim.meme(client, "open", told="none")
+    sim.entry(client, "TokensRefunded", 2, request_id=request_id, tokens=2, reason=2)
+    assert_only(sim.verdict(), "outcome", f"request={request_id}", "refunded 2 tokens of 1")
+
+
+# --- 3. no charge for a request the clients never sent ------------------------------------
+
+
+def test_a_charge_nobody_sent_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 2)
+    request_id, _ = sim.meme(client, "delivered", in_history=False)
+    assert_only(sim.verdict(), "unsent", f"request={request_id}", "no meme op of this client")
+
+
+def test_a_charge_for_another_clients_query_fails(sim: Sim) -> None:
+    alice, bob = sim.register(), sim.register()
+    sim.purchase(bob, 2)
+    _, logical = sim.meme(alice, "rejected")
+    request_id, _ = sim.meme(bob, "delivered", in_history=False, query=f"jepsen {logical}")
+    assert_only(sim.verdict(), "unsent", f"client={bob}", f"request={request_id}")
+
+
+def test_a_charge_without_its_event_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 2)
+    request_id, _ = sim.meme(client, "delivered")
+    remove(sim, lambda r: r.topic == TOPICS.requests)
+    assert_only(sim.verdict(), "unsent", f"request={request_id}", "no MemeRequested")
+
+
+# --- 6. what each client was told agrees with the ledger ----------------------------------
+
+
+def test_a_200_with_another_meme_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, _ = sim.meme(client, "delivered")
+    sim.history[-1]["response"]["meme_id"] = "forged"
+    assert_only(sim.verdict(), "told", f"request={request_id}", "meme_id=forged")
+
+
+def test_two_200s_of_one_request_that_disagree_fail(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, logical = sim.meme(client, "delivered", key="k")
+    again = sim.tell(client, logical, request_id, "200", key="k")
+    again["response"] = again["response"] | {"meme_id": "other"}
+    assert_only(sim.verdict(), "told", f"request={request_id}", "different memes")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "told", "words"),
+    [
+        ("delivered", "402", "told 402, ledger says delivered"),
+        ("rejected", "200", "told 200 meme_id=None, ledger says rejected"),
+        ("delivered", "502", "told 502, ledger says delivered"),
+        ("expired", "502", "told 502, ledger says refunded"),
+        ("failed", "504_refunded", "told 504 refunded, ledger says refunded"),
+        ("delivered", "409_conflict", "one fingerprint"),
+    ],
+)
+def test_an_answer_the_ledger_disagrees_with_fails(
+    sim: Sim, outcome: str, told: str, words: str
+) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    if told == "200":
+        request_id, _ = sim.meme(client, outcome, key="k", told="402")
+        line = sim.history[-1]
+        line["status"], line["response"] = 200, {"request_id": request_id, "meme_id": None}
+    else:
+        request_id, _ = sim.meme(client, outcome, key="k", told=told)
+    assert_only(sim.verdict(), "told", f"request={request_id}", words)
+
+
+def test_a_lookup_the_ledger_disagrees_with_fails(sim: Sim) -> None:
+    _, delivered = busy(sim)
+    lookup = next(h for h in sim.history if h["op"] == "lookup")
+    lookup["response"] = lookup["response"] | {"status": "refunded"}
+    assert_only(sim.verdict(), "told", f"request={delivered}", "lookup said refunded")
+
+
+def test_a_purchase_answer_with_another_seq_fails(sim: Sim) -> None:
+    client = sim.register()
+    line = sim.purchase(client, 4)
+    line["response"] = line["response"] | {"seq": 9}
+    assert_only(sim.verdict(), "told", f"client={client}", "'seq': 9")
