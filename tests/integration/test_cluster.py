@@ -294,7 +294,7 @@ def test_paused_leader_loses_leadership_and_rejoins(
     We expect: after the broker session time-out the controller fences it and moves its
     leadership; once resumed it rejoins and every ISR is whole. (Writes while a node is
     down are the killed-leader scenario's; a paused node stalls some clients for longer:
-    see docs/architecture.md, "A local 3-node cluster".)
+    docs/architecture.md, "Decision: a local 3-node cluster for fault tests".)
     """
     topic = f"{unique}.pause"
     create_topics(cluster, {topic: 3})
