@@ -338,7 +338,7 @@ class LocalBroker:
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
-            # A static one-voter quorum: simplest for one node and tolerant of a
+            # Static voters. Alone, a one-voter quorum: simplest, and tolerant of a
             # changed controller port (a dynamic quorum stores endpoints in its log).
             "controller.quorum.voters": self.voters or f"1@127.0.0.1:{self.controller_port}",
             "listeners": (

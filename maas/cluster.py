@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 # How long a node may go on shutting down after it lost its controller quorum (see stop):
-# longer than the 5 s a KRaft leader waits for a successor when it shuts down last.
+# twice the 5 s gap seen in the last node's log before its controller stopped.
 QUORUM_LOST_GRACE_S = 10.0
 
 
@@ -280,7 +280,14 @@ class LocalCluster:
             return None
         except (OSError, ValueError) as exc:
             raise BrokerError(f"{self.state_path} is unreadable: {exc}") from exc
-        return state if isinstance(state, dict) else None
+        if not (
+            isinstance(state, dict)
+            and isinstance(state.get("cluster_id"), str)
+            and isinstance(nodes := state.get("nodes"), list)
+            and all(isinstance(n, list) and len(n) == 2 for n in nodes)
+        ):
+            raise BrokerError(f"{self.state_path} is not a cluster's: {state!r}")
+        return state
 
     def _wait_brokers(self, node_ids: set[int], deadline: float) -> None:
         """Until every running node's own view lists ``node_ids`` as (unfenced) brokers."""

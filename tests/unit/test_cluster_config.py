@@ -66,3 +66,9 @@ def test_cli_picks_the_single_broker_or_the_cluster(
     (tmp_path / "c" / "cluster.json").write_text('{"cluster_id": "x", "nodes": [[1, 2]]}')
     assert broker_cli._cluster_home(_args(home=tmp_path / "c")) == tmp_path / "c"
     assert broker_cli._cluster_home(_args(home=tmp_path / "single")) is None
+
+
+def test_a_broken_cluster_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cluster.json").write_text('["not", "a", "cluster"]')
+    with pytest.raises(BrokerError, match="not a cluster's"):
+        LocalCluster(tmp_path)
