@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -152,12 +153,32 @@ def _tail(path: Path, lines: int) -> list[str]:
 
 
 class LocalBroker:
-    """One KRaft node (broker+controller) with its config, data and logs under ``home``."""
+    """One KRaft node (broker+controller) with its config, data and logs under ``home``.
 
-    def __init__(self, home: Path, port: int = 9092, controller_port: int | None = None) -> None:
+    Alone (the defaults) it is node 1 of a one-voter quorum. As a node of a
+    ``maas.cluster.LocalCluster`` it gets its ``node_id``, the shared ``voters`` string
+    (``controller.quorum.voters``), the shared ``cluster_id`` and cluster-wide
+    ``properties`` that override the single-node ones.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        port: int = 9092,
+        controller_port: int | None = None,
+        *,
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
         self.home = Path(home).resolve()
         self.port = port
         self.controller_port = controller_port
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.properties = dict(properties or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---- paths
@@ -228,7 +249,12 @@ class LocalBroker:
         if not port_is_free(self.port):
             # Otherwise we could "succeed" by talking to whatever already listens there.
             raise BrokerError(f"port {self.port} is in use; is another Kafka running?")
-        if self.controller_port is None or not port_is_free(self.controller_port):
+        if self.voters is not None:
+            # Other nodes know this one by its controller port (their voters list): it
+            # must come back on the same one.
+            if self.controller_port is None or not port_is_free(self.controller_port):
+                raise BrokerError(f"controller port {self.controller_port} is not free")
+        elif self.controller_port is None or not port_is_free(self.controller_port):
             # Static voters (controller.quorum.voters) read the port from config on every
             # start, so a fresh controller port per start is safe.
             self.controller_port = free_port()
@@ -311,10 +337,10 @@ class LocalBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            # A static one-voter quorum: simplest for one node and tolerant of a
+            "node.id": str(self.node_id),
+            # Static voters. Alone, a one-voter quorum: simplest, and tolerant of a
             # changed controller port (a dynamic quorum stores endpoints in its log).
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.voters or f"1@127.0.0.1:{self.controller_port}",
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
@@ -351,6 +377,7 @@ class LocalBroker:
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
             "num.network.threads": "2",
             "num.io.threads": "4",
+            **self.properties,
         }
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
@@ -380,7 +407,7 @@ logger.requestchannel.level = WARN
         (config_dir / "log4j2.properties").write_text(log4j)
 
     def _format(self, java: str, classpath: str) -> None:
-        cluster_id = random_cluster_id()
+        cluster_id = self.cluster_id or random_cluster_id()
         cmd = [
             java,
             "-Xmx256m",
@@ -421,7 +448,9 @@ logger.requestchannel.level = WARN
                     admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
                 try:
                     metadata = admin.list_topics(timeout=2)
-                    if metadata.brokers:
+                    # Listed only once registered and unfenced: alone, that is at once;
+                    # in a cluster, once a quorum of controllers has accepted this node.
+                    if self.node_id in metadata.brokers:
                         return
                 except Exception:  # KafkaException while it finishes starting
                     pass
