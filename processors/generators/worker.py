@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from pydantic import ValidationError
 
 from core.blobstore import BlobStore, make_blob_store
@@ -59,6 +59,13 @@ from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 log = logging.getLogger("maas.generator")
 
 COMMIT_ATTEMPTS = 50
+# While the group coordinator moves to another broker, a commit fails with one of these;
+# librdkafka does not flag them all retriable, and a crash for them would only redo work.
+COORDINATOR_MOVING = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
 
 
 class GeneratorPool:
@@ -189,9 +196,10 @@ class GeneratorPool:
                 self.consumer.commit(asynchronous=False)
                 return
             except KafkaException as exc:
-                if not exc.args[0].retriable():
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in COORDINATOR_MOVING):
                     raise
-                log.warning("offset commit retry error=%s", exc.args[0])
+                log.warning("offset commit retry error=%s", error)
                 time.sleep(0.2)
         self.consumer.commit(asynchronous=False)
 
