@@ -49,14 +49,22 @@ def machine_ticks() -> tuple[int, int]:
 class CpuReport:
     seconds: float
     core_share: dict[str, float]  # process name -> CPU seconds per second (1.0: one core)
-    machine_busy_share: float  # of all cores
+    machine_busy_share: float  # of all cores, whoever used them
     cores: int
+
+    @property
+    def ours_share(self) -> float:
+        """The named processes' part of all cores; ``machine_busy_share`` minus this is
+        what others used (other work on a shared machine, possibly in other containers,
+        whose processes are not visible here)."""
+        return round(sum(self.core_share.values()) / self.cores, 3)
 
     def line(self) -> str:
         shares = " ".join(f"{name}={share:.2f}" for name, share in self.core_share.items())
         return (
             f"cpu over {self.seconds:.0f}s, shares of one core: {shares}; machine busy "
-            f"{self.machine_busy_share:.1%} of {self.cores} cores"
+            f"{self.machine_busy_share:.1%} of {self.cores} cores, the run's processes "
+            f"{self.ours_share:.1%}"
         )
 
 

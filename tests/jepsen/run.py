@@ -117,7 +117,8 @@ class RunResult:
     gave_up: list[str] = field(default_factory=list)
     unknown_after_settle: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
-    machine_busy_share: float = 0.0  # of all cores, during the load
+    machine_busy_share: float = 0.0  # of all cores, during the load, whoever used them
+    ours_share: float = 0.0  # of all cores, the processes in ``cpu``
     zombies: list[tuple[str, int]] = field(default_factory=list)  # (child, log offset at SIGCONT)
 
     @property
@@ -267,6 +268,7 @@ def _run_in(
         unknown_after_settle=list(workload.unknown_after_settle),
         cpu=cpu.core_share,
         machine_busy_share=cpu.machine_busy_share,
+        ours_share=cpu.ours_share,
         zombies=list(nemesis.zombie_marks),
     )
 
@@ -445,7 +447,11 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
     )
     lines.append("=== cpu during the load (shares of one core) ===")
     lines += [f"  {name}: {share:.3f}" for name, share in result.cpu.items()]
-    lines.append(f"  machine busy: {result.machine_busy_share:.1%} of {os.cpu_count()} cores")
+    lines.append(
+        f"  machine busy: {result.machine_busy_share:.1%} of {os.cpu_count()} cores; "
+        f"the processes above: {result.ours_share:.1%}, others: "
+        f"{result.machine_busy_share - result.ours_share:.1%}"
+    )
     lines.append("=== what the logs say ===")
     lines += _zombie_notes(result, region)
     lines += _log_notes(region)
