@@ -5,6 +5,9 @@
 #   3. the local Kafka broker's jars (Maven, cached), unless KAFKA_BOOTSTRAP_SERVERS
 #      names a cluster to use instead. Done here so downloads show up at set-up time,
 #      not as a silent pause inside the first test.
+#   4. the vegeta load generator in .maas/bin (go install, once) when go is on PATH: the
+#      Jepsen availability run drives the service with it (tests/jepsen/vegeta.py);
+#      without go that run falls back to the Python load.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,4 +44,14 @@ from maas.broker import resolve_classpath
 jars = resolve_classpath(quiet=False).split(os.pathsep)
 print(f"bootstrap: kafka broker classpath ready ({len(jars)} jars)")
 ' >&2
+fi
+
+vegeta=.maas/bin/vegeta
+if [[ ! -x $vegeta ]]; then
+  if command -v go >/dev/null; then
+    say "installing vegeta v12.13.0 into .maas/bin with go install (once, ~30 s)"
+    GOBIN="$PWD/.maas/bin" go install github.com/tsenart/vegeta/v12@v12.13.0
+  else
+    say "warning: go is not on PATH, so no vegeta in .maas/bin; the Jepsen availability run uses the Python load instead"
+  fi
 fi

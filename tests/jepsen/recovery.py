@@ -39,7 +39,9 @@ def decision_times_ms(bootstrap: str, region: str) -> dict[int, list[int]]:
     settings = Settings(bootstrap_servers=bootstrap, region=region)
     times: dict[int, list[int]] = defaultdict(list)
     for message in read_topic(settings, Topics(region).ledger_changelog):
-        times[message.partition()].append(message.timestamp()[1])
+        partition = message.partition()
+        if partition is not None:  # always set on a consumed message; typed optional
+            times[partition].append(message.timestamp()[1])
     for values in times.values():
         values.sort()
     return times

@@ -1,7 +1,8 @@
 """``python -m tests.jepsen.run``: the workload and the nemesis together, then the checker.
 
     python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2]
-        [--clients 40] [--seed S] [--mode faults|availability] [--keep DIR]
+        [--clients 40] [--seed S] [--mode faults|availability] [--load vegeta|python]
+        [--keep DIR]
 
 Steps: start the cluster (or use ``$KAFKA_BOOTSTRAP_SERVERS``) and a fresh region; set up
 the clients; run the load and the fault schedule together for ``--seconds``; stop the
@@ -9,7 +10,13 @@ faults (what is down comes back); let everything settle (every request the servi
 named reaches a final outcome, within a bound); record one ``GET /v1/me`` per client;
 then ``check()`` the history against the ledger and print the fault schedule, the
 statuses, the verdict, the availability (meme requests answered 2xx within the
-deadline, first attempts) and the recovery time of each processor kill.
+deadline, first attempts, from the scheduled instant), the recovery time of each
+processor kill, and the CPU each process used during the load.
+
+The load: in availability mode vegeta (``tests/jepsen/vegeta.py``) when
+``.maas/bin/vegeta`` exists, a compiled open-loop generator that leaves the CPU to the
+service it measures; otherwise, and always in faults mode (it retries), the Python load
+(``tests/jepsen/workload.py``).
 
 Exit code 1 if the verdict fails; the history and the logs are then kept and their paths
 printed (with ``--keep DIR`` they are always kept, in DIR).
@@ -21,7 +28,6 @@ import argparse
 import asyncio
 import os
 import random
-import resource
 import shutil
 import statistics
 import sys
@@ -29,16 +35,22 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.checker import Verdict, check
+from tests.jepsen.cpu import CpuMeter, CpuReport
 from tests.jepsen.history import History
 from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
 from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
 from tests.jepsen.region import Region
+from tests.jepsen.vegeta import VegetaLoad, vegeta_binary
 from tests.jepsen.workload import Workload
+
+Load = Literal["vegeta", "python"]
 
 PROGRESS_EVERY_S = 10.0
 # The load goes on past --seconds while a fault every run must have is still to come (a
@@ -65,6 +77,28 @@ class Options:
     kill_every_s: float = 10.0  # availability mode
     generator_kill_every_s: float = 15.0  # availability mode
     settle_bound_s: float = SETTLE_BOUND_S
+    load: Load | None = None  # None: vegeta in availability mode if it is installed
+
+
+def choose_load(mode: Mode, load: Load | None) -> Load:
+    """Faults mode needs the Python load's retries; availability mode takes vegeta when
+    ``.maas/bin/vegeta`` exists."""
+    if mode == "faults":
+        if load == "vegeta":
+            raise ValueError("faults mode needs the Python load (vegeta makes no retries)")
+        return "python"
+    if load == "vegeta" and vegeta_binary() is None:
+        raise ValueError("--load vegeta: .maas/bin/vegeta is missing (scripts/bootstrap.sh)")
+    return load or ("vegeta" if vegeta_binary() is not None else "python")
+
+
+@dataclass
+class LoadResult:
+    """What a load measured: availability over first attempts, and its own lag."""
+
+    availability: float
+    lags_ms: list[float]
+    note: str = ""
 
 
 @dataclass
@@ -79,9 +113,12 @@ class RunResult:
     lag_ms: dict[str, float]
     history_path: Path
     root: Path
+    load: Load = "python"
     gave_up: list[str] = field(default_factory=list)
     unknown_after_settle: list[str] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
+    machine_busy_share: float = 0.0  # of all cores, during the load, whoever used them
+    ours_share: float = 0.0  # of all cores, the processes in ``cpu``
     zombies: list[tuple[str, int]] = field(default_factory=list)  # (child, log offset at SIGCONT)
 
     @property
@@ -122,6 +159,7 @@ class Say:
 def run(options: Options) -> RunResult:
     say = Say()
     seed = options.seed if options.seed is not None else random.randrange(1 << 30)
+    load = choose_load(options.mode, options.load)  # before anything starts
     root = options.keep or Path(tempfile.mkdtemp(prefix="jepsen-"))
     root.mkdir(parents=True, exist_ok=True)
     plan = plan_faults(
@@ -157,7 +195,7 @@ def run(options: Options) -> RunResult:
     try:
         say(f"region {region.name} on {bootstrap}: starting, logs in {region.log_dir}")
         region.start()
-        result = _run_in(region, cluster, plan, history, history_path, options, say)
+        result = _run_in(region, cluster, plan, history, history_path, options, load, say)
     finally:
         region.stop()
         if own_cluster and cluster is not None:
@@ -178,6 +216,7 @@ def _run_in(
     history: History,
     history_path: Path,
     options: Options,
+    load: Load,
     say: Say,
 ) -> RunResult:
     workload = Workload(
@@ -194,12 +233,63 @@ def _run_in(
     )
     asyncio.run(workload.setup())
     nemesis = Nemesis(plan, region, cluster, say)
+    say(f"load: {load}, {options.rate:g}/s for {options.seconds:g}s, mode={options.mode}")
+    if load == "vegeta":
+        measured, cpu = _vegeta_load(region, cluster, workload, nemesis, options, say)
+    else:
+        measured, cpu = _python_load(region, cluster, workload, nemesis, options, say)
+    say(cpu.line())
+    say("load done, faults stopped; waiting for the region to serve again")
+    region.wait_serving()
+    say(f"settling: {len(workload.open_requests)} named requests without a final outcome")
+    asyncio.run(workload.settle(options.settle_bound_s))
+    asyncio.run(workload.final_mes())
+    say("checking the history")
+    verdict = check(history_path, region.bootstrap, region.name)
+    times = decision_times_ms(region.bootstrap, region.name)
+    lags = sorted(measured.lags_ms) or [0.0]
+    return RunResult(
+        seed=plan.seed,
+        plan=plan,
+        verdict=verdict,
+        statuses=workload.counts(),
+        done=list(nemesis.done),
+        availability=measured.availability,
+        recoveries=recoveries(times, nemesis.kills),
+        lag_ms={
+            "p50": lags[len(lags) // 2],
+            "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+            "max": lags[-1],
+        },
+        history_path=history_path,
+        root=history_path.parent,
+        load=load,
+        gave_up=list(workload.gave_up),
+        unknown_after_settle=list(workload.unknown_after_settle),
+        cpu=cpu.core_share,
+        machine_busy_share=cpu.machine_busy_share,
+        ours_share=cpu.ours_share,
+        zombies=list(nemesis.zombie_marks),
+    )
+
+
+def _python_load(
+    region: Region,
+    cluster: Brokers | None,
+    workload: Workload,
+    nemesis: Nemesis,
+    options: Options,
+    say: Say,
+) -> tuple[LoadResult, CpuReport]:
+    """The Python open loop, in this process (so is the nemesis: its CPU is small)."""
+    meter = CpuMeter(_pids(region, cluster, {"load_generator (runner)": os.getpid}))
+    meter.start()
     stop_progress = threading.Event()
     progress = threading.Thread(
-        target=_progress, args=(workload, nemesis, say, stop_progress), daemon=True
+        target=_progress,
+        args=(lambda: _meme_counts(workload), nemesis, meter, say, stop_progress),
+        daemon=True,
     )
-    cpu_before = _cpu_sample()
-    say(f"load: {options.rate:g}/s for {options.seconds:g}s, mode={options.mode}")
     nemesis.start(time.monotonic())
     progress.start()
     try:
@@ -215,51 +305,109 @@ def _run_in(
     finally:
         nemesis.stop()
         stop_progress.set()
-    cpu = _cpu_since(cpu_before)
-    say("load done, faults stopped; waiting for the region to serve again")
-    region.wait_serving()
-    say(f"settling: {len(workload.open_requests)} named requests without a final outcome")
-    asyncio.run(workload.settle(options.settle_bound_s))
-    asyncio.run(workload.final_mes())
-    say("checking the history")
-    verdict = check(history_path, region.bootstrap, region.name)
-    times = decision_times_ms(region.bootstrap, region.name)
+    cpu = meter.stop()
     deadline_ms = region.settings.request_deadline_ms
     firsts = workload.first_attempts
     answered = sum(1 for f in firsts if _ok(f.status) and f.latency_ms <= deadline_ms)
-    lags = sorted(workload.lags_ms) or [0.0]
-    return RunResult(
-        seed=plan.seed,
-        plan=plan,
-        verdict=verdict,
-        statuses=workload.counts(),
-        done=list(nemesis.done),
-        availability=answered / len(firsts) if firsts else 0.0,
-        recoveries=recoveries(times, nemesis.kills),
-        lag_ms={
-            "p50": lags[len(lags) // 2],
-            "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
-            "max": lags[-1],
-        },
-        history_path=history_path,
-        root=history_path.parent,
-        gave_up=list(workload.gave_up),
-        unknown_after_settle=list(workload.unknown_after_settle),
-        cpu=cpu,
-        zombies=list(nemesis.zombie_marks),
+    availability = answered / len(firsts) if firsts else 0.0
+    return LoadResult(availability, list(workload.lags_ms)), cpu
+
+
+def _vegeta_load(
+    region: Region,
+    cluster: Brokers | None,
+    workload: Workload,
+    nemesis: Nemesis,
+    options: Options,
+    say: Say,
+) -> tuple[LoadResult, CpuReport]:
+    """vegeta sends; this process only runs the nemesis and measures."""
+    binary = vegeta_binary()
+    assert binary is not None
+    root = workload.history.path.parent / "vegeta"
+    vegeta = VegetaLoad(workload, root, options.rate, options.seconds, binary, say)
+    count = vegeta.write_targets()
+    say(f"vegeta: {count} targets in {vegeta.targets_path}; {' '.join(vegeta.command())}")
+    meter = CpuMeter(
+        _pids(region, cluster, {"load_generator (vegeta)": lambda: vegeta.pid, "runner": os.getpid})
     )
+    meter.start()
+    stop_progress = threading.Event()
+    progress = threading.Thread(
+        target=_progress,
+        args=(lambda: f"vegeta pid={vegeta.pid}", nemesis, meter, say, stop_progress),
+        daemon=True,
+    )
+    try:
+        vegeta.start()
+        nemesis.start(time.monotonic())
+        progress.start()
+        vegeta.wait(before_reaping=meter.sample)
+    finally:
+        vegeta.stop()
+        nemesis.stop()
+        stop_progress.set()
+    cpu = meter.stop()
+    outcome = vegeta.record(region.settings.request_deadline_ms)
+    note = (
+        f"vegeta sent {outcome.sent} of {outcome.planned}; availability from vegeta's send "
+        f"(its latency alone): {outcome.availability_from_send:.4f}; latency ms "
+        f"{_percentiles(outcome.latencies_ms)}"
+    )
+    say(note)
+    return LoadResult(outcome.availability, outcome.lags_ms, note), cpu
+
+
+def _pids(
+    region: Region, cluster: Brokers | None, load: dict[str, Callable[[], int | None]]
+) -> Callable[[], dict[str, int | None]]:
+    """The pids of every process of the run, by name, as they are now."""
+    nodes = getattr(cluster, "nodes", [])
+
+    def pids() -> dict[str, int | None]:
+        found = {name: child.pid() for name, child in region.children.items()}
+        for n, node in enumerate(nodes, start=1):
+            found[f"broker-{n}"] = node.pid()
+        found.update((name, pid()) for name, pid in load.items())
+        return found
+
+    return pids
 
 
 def _ok(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 
 
-def _progress(workload: Workload, nemesis: Nemesis, say: Say, stop: threading.Event) -> None:
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "none"
+    ordered = sorted(values)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {p50:.0f} p99 {p99:.0f} max {ordered[-1]:.0f}"
+
+
+def _meme_counts(workload: Workload) -> str:
+    counts = workload.counts()
+    memes = sum(n for key, n in counts.items() if key.startswith("meme "))
+    statuses = {k: n for k, n in sorted(counts.items()) if k.startswith("meme ")}
+    return f"meme attempts={memes} {statuses}"
+
+
+def _progress(
+    describe: Callable[[], str],
+    nemesis: Nemesis,
+    meter: CpuMeter,
+    say: Say,
+    stop: threading.Event,
+) -> None:
     while not stop.wait(PROGRESS_EVERY_S):
-        counts = workload.counts()
-        memes = sum(n for key, n in counts.items() if key.startswith("meme "))
-        statuses = {k: n for k, n in sorted(counts.items()) if k.startswith("meme ")}
-        say(f"progress: meme attempts={memes} {statuses} faults={dict(nemesis.counts())}")
+        cpu = meter.report()
+        load = {k: v for k, v in cpu.core_share.items() if k.startswith("load_generator")}
+        say(
+            f"progress: {describe()} faults={dict(nemesis.counts())} cpu: {load} "
+            f"machine busy {cpu.machine_busy_share:.0%}"
+        )
 
 
 def _report(result: RunResult, region: Region, say: Say) -> None:
@@ -294,8 +442,15 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
             f"max {result.recovery_max_s:.2f} s"
         )
     lines.append(
-        f"  load generator lag ms: p50 {result.lag_ms['p50']:.0f} p99 {result.lag_ms['p99']:.0f} "
-        f"max {result.lag_ms['max']:.0f}; cpu during the load: {result.cpu}"
+        f"  load: {result.load}; its lag ms (sent - scheduled): p50 {result.lag_ms['p50']:.0f} "
+        f"p99 {result.lag_ms['p99']:.0f} max {result.lag_ms['max']:.0f}"
+    )
+    lines.append("=== cpu during the load (shares of one core) ===")
+    lines += [f"  {name}: {share:.3f}" for name, share in result.cpu.items()]
+    lines.append(
+        f"  machine busy: {result.machine_busy_share:.1%} of {os.cpu_count()} cores; "
+        f"the processes above: {result.ours_share:.1%}, others: "
+        f"{result.machine_busy_share - result.ours_share:.1%}"
     )
     lines.append("=== what the logs say ===")
     lines += _zombie_notes(result, region)
@@ -332,28 +487,6 @@ def _log_notes(region: Region) -> list[str]:
     return notes or ["  nothing notable"]
 
 
-def _cpu_sample() -> tuple[float, list[int], float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    return usage.ru_utime + usage.ru_stime, ticks, time.monotonic()
-
-
-def _cpu_since(before: tuple[float, list[int], float]) -> dict[str, float]:
-    """The load generator's share of one core, and the machine's busy share."""
-    own_before, ticks_before, t_before = before
-    own_after, ticks_after, t_after = _cpu_sample()
-    wall = max(1e-9, t_after - t_before)
-    delta = [a - b for a, b in zip(ticks_after, ticks_before, strict=True)]
-    idle = delta[3] + delta[4]  # idle + iowait
-    total = max(1, sum(delta))
-    return {
-        "load_generator_core_share": round((own_after - own_before) / wall, 3),
-        "machine_busy_share": round(1 - idle / total, 3),
-        "cores": float(os.cpu_count() or 1),
-    }
-
-
 def _close(history: History) -> None:
     close = getattr(history, "close", None)
     if close is not None:
@@ -372,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="keep history and logs here")
     parser.add_argument("--kill-every-s", type=float, default=10.0)
     parser.add_argument("--generator-kill-every-s", type=float, default=15.0)
+    parser.add_argument(
+        "--load",
+        choices=["vegeta", "python"],
+        default=None,
+        help="availability mode: vegeta if .maas/bin/vegeta exists (the default), else "
+        "python; faults mode always python",
+    )
     args = parser.parse_args(argv)
     options = Options(
         seconds=args.seconds,
@@ -385,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         kill_every_s=args.kill_every_s,
         generator_kill_every_s=args.generator_kill_every_s,
+        load=args.load,
     )
     result = run(options)
     return 0 if result.ok else 1

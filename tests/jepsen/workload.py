@@ -246,7 +246,7 @@ class Workload:
         """Not idempotent: a failed registration is tried again as a new op (a client
         that may exist, unused, is harmless)."""
         for _ in range(MAX_ATTEMPTS):
-            logical = self._logical("r")
+            logical = self.logical("r")
             body = {"name": f"jepsen-{i}"}
             answer = await self._op(
                 "register", logical, None, "POST", "/v1/clients", None, None, body
@@ -260,7 +260,7 @@ class Workload:
 
     async def _purchase(self, account: Account, tokens: int, purchase_id: str) -> None:
         """Idempotent by ``purchase_id``: retried as the same logical op."""
-        logical = self._logical("p")
+        logical = self.logical("p")
         body = {"purchase_id": purchase_id, "tokens": tokens}
         path = f"/v1/clients/{account.client_id}/purchases"
         await self._retried(
@@ -290,14 +290,10 @@ class Workload:
     async def _meme(
         self, account: Account, keyed: bool, scheduled_ms: int | None, resends: int
     ) -> None:
-        logical = self._logical("m")
+        logical = self.logical("m")
         if self.mode == "faults" and self.rng.random() < GENERATOR_FAULT_SHARE:
             logical += f"-{GENERATOR_FAULT_QUERY}"
-        params = {
-            "lat": round(self.rng.uniform(-90, 90), 5),
-            "lon": round(self.rng.uniform(-180, 180), 5),
-            "query": "jepsen " + logical,
-        }
+        params = self.meme_params(logical)
         key = f"{logical}-{self.rng.getrandbits(48):012x}" if keyed else None
 
         async def attempt_once(attempt: int) -> Answer:
@@ -321,7 +317,7 @@ class Workload:
             await self._meme(account, keyed=False, scheduled_ms=None, resends=resends + 1)
 
     async def _lookup(self, account: Account, request_id: str, final_404: bool) -> None:
-        logical = self._logical("l")
+        logical = self.logical("l")
         path = f"/v1/requests/{request_id}"
         answer = await self._op("lookup", logical, account, "GET", path, None, None, None)
         final = answer.status == 200 and answer.field("status") in FINAL_LOOKUP_STATUSES
@@ -329,7 +325,7 @@ class Workload:
             self.open_requests.pop(request_id, None)
 
     async def _me(self, account: Account) -> None:
-        logical = self._logical("me")
+        logical = self.logical("me")
         await self._retried(
             lambda attempt: self._op(
                 "me", logical, account, "GET", "/v1/me", None, None, None, attempt=attempt
@@ -401,8 +397,7 @@ class Workload:
                 "response": parsed,
             }
         )
-        with self._counts_lock:
-            self._counts[f"{op} {status if status is not None else 'error'}"] += 1
+        self.tally(op, status)
         return Answer(status, parsed, error, retry_after_s)
 
     async def _retried(
@@ -424,19 +419,33 @@ class Workload:
             await asyncio.sleep(self._backoff(attempt, answer))
             attempt += 1
 
-    def _learn(self, account: Account, logical: str, answer: Answer) -> None:
-        """Keep track of requests the service named and did not finish; look some up."""
+    def note(self, account: Account, logical: str, answer: Answer) -> str | None:
+        """Keep track of requests the service named and did not finish (``settle`` looks
+        them up); returns the request id if this answer leaves it open."""
         request_id = answer.field("request_id") or self._request_of.get(logical)
         if request_id is None:
-            return
+            return None
         self._request_of[logical] = request_id
         if _open_answer(answer):
             self.open_requests[request_id] = (account, logical)
-            if answer.status in (503, 504) and self.rng.random() < LOOKUP_SHARE:
-                delay_s = self.rng.uniform(0.5, 3.0)
-                self._spawn(self._later(delay_s, self._lookup(account, request_id, False)))
-        elif answer.status is not None:
+            return str(request_id)
+        if answer.status is not None:
             self.open_requests.pop(request_id, None)
+        return None
+
+    def tally(self, op: str, status: int | None) -> None:
+        """Count one attempt, for ``counts()``."""
+        with self._counts_lock:
+            self._counts[f"{op} {status if status is not None else 'error'}"] += 1
+
+    def _learn(self, account: Account, logical: str, answer: Answer) -> None:
+        """``note``, and look some of the open ones up now."""
+        request_id = self.note(account, logical, answer)
+        if request_id is None or answer.status not in (503, 504):
+            return
+        if self.rng.random() < LOOKUP_SHARE:
+            delay_s = self.rng.uniform(0.5, 3.0)
+            self._spawn(self._later(delay_s, self._lookup(account, request_id, False)))
 
     def _backoff(self, attempt: int, answer: Answer) -> float:
         if answer.retry_after_s is not None:
@@ -444,7 +453,17 @@ class Workload:
         ceiling = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
         return self.rng.uniform(ceiling / 2, ceiling)
 
-    def _logical(self, prefix: str) -> str:
+    def meme_params(self, logical: str) -> dict[str, Any]:
+        """A meme request's query parameters: a point anywhere on Earth, and the query
+        that names the logical op (``"jepsen " + logical``) for the checker."""
+        return {
+            "lat": round(self.rng.uniform(-90, 90), 5),
+            "lon": round(self.rng.uniform(-180, 180), 5),
+            "query": "jepsen " + logical,
+        }
+
+    def logical(self, prefix: str) -> str:
+        """A new logical op id: ``prefix`` and a sequence number (``m000017``)."""
         self._sequence[prefix] += 1
         return f"{prefix}{self._sequence[prefix]:06d}"
 

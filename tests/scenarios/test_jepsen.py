@@ -10,13 +10,16 @@ cleanly. We expect the checker's verdict to be ok: no double charge, nothing
 acknowledged lost, no negative balance, every answer matching the ledger.
 
 (b) Availability. One processor instance killed every 10 s (alternating) and the
-standard generator every 15 s. We expect at least 99% of the meme requests answered 2xx
-within the deadline on their first attempt, and each kill's partitions deciding again
-within 2 s (p50) and 5 s (max).
+standard generator every 15 s, the load sent by vegeta (``tests/jepsen/vegeta.py``: a
+compiled generator, so that the load does not take the CPU it measures). We expect at
+least 99% of the meme requests answered 2xx within the deadline on their first attempt,
+and each kill's partitions deciding again within 2 s (p50) and 5 s (max). Without
+``.maas/bin/vegeta`` the form installs it with go, or skips if go is missing.
 
-Both forms share one 3-node cluster of their own (``KAFKA_BOOTSTRAP_SERVERS`` is not
-used: broker faults need brokers we can kill); each run has a fresh region on it. A
-failure prints the seed; ``--seed`` replays the schedule.
+The faults form runs on a 3-node cluster of its own, the availability form on one broker
+of its own (the figures for three are in docs/reliability.md); neither uses
+``KAFKA_BOOTSTRAP_SERVERS`` (broker faults need brokers we can kill). Each run has a
+fresh region. A failure prints the seed; ``--seed`` replays the schedule.
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ import pytest
 
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.run import Options, RunResult, run
+from tests.jepsen.vegeta import install_vegeta, vegeta_binary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
 FAULTS_SECONDS = 60.0  # the load goes on past it until every kind of fault has happened
 FAULTS_RATE = 20.0
-AVAILABILITY_SECONDS = 40.0
-# Not the 100/s of the SLO: this 2-core machine, with three brokers, the region and the
-# Python load generator on it (and other work beside), did not hold 50/s even without a
-# fault; see tests/jepsen/README.md for what was measured.
-AVAILABILITY_RATE = 20.0
+AVAILABILITY_SECONDS = 35.0
+# Not the 100/s of the issue's target: on this 2-core machine the region with one broker
+# held 99% at 40/s for 120 s under the kills, and saturated from 50/s (the broker alone
+# takes ~0.7 of a core at 40/s); three brokers cost more than one. The figures are in
+# docs/reliability.md. The form runs on one broker of its own, at 30/s, for headroom.
+AVAILABILITY_RATE = 30.0
 EVERY_KIND = {
     "processor_kill",
     "fault_point",
@@ -88,28 +93,45 @@ def test_faults_verdict_ok(cluster: Brokers, tmp_path: Path) -> None:
     assert result.gave_up == [] and result.unknown_after_settle == [], _explain(result)
 
 
+@pytest.fixture(scope="module")
+def vegeta() -> Path:
+    """``.maas/bin/vegeta``, installed with go if missing (as scripts/bootstrap.sh does)."""
+    binary = vegeta_binary()
+    if binary is not None:
+        return binary
+    try:
+        return install_vegeta()
+    except RuntimeError as exc:
+        pytest.skip(f"the availability form needs vegeta in .maas/bin: {exc}")
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    reason="a killed generator pool is replaced only after the dead member's session "
-    "(librdkafka's default 45 s: the pool has no static membership), so no standard meme "
-    "is made for ~40 s after each generator kill; see tests/jepsen/README.md",
-    strict=False,
-)
-def test_availability_under_processor_and_generator_kills(cluster: Brokers, tmp_path: Path) -> None:
-    result = run(
-        Options(
-            cluster=cluster,
-            seconds=AVAILABILITY_SECONDS,
-            rate=AVAILABILITY_RATE,
-            nodes=3,
-            processors=2,
-            clients=40,
-            mode="availability",
-            keep=tmp_path / "availability",
-        )
-    )
+def test_availability_under_processor_and_generator_kills(vegeta: Path, tmp_path: Path) -> None:
+    broker = open_cluster(tmp_path / "kafka", nodes=1)
+    broker.start()
+    try:
+        result = _availability(broker, tmp_path)
+    finally:
+        broker.stop()
+    assert result.load == "vegeta"
     assert result.verdict.ok, _explain(result)
     assert len(result.recoveries) >= 3, _explain(result)
     assert result.availability >= 0.99, f"{result.availability:.4f} {_explain(result)}"
     assert result.recovery_p50_s <= 2.0, f"{result.recovery_s} {_explain(result)}"
     assert result.recovery_max_s <= 5.0, f"{result.recovery_s} {_explain(result)}"
+
+
+def _availability(broker: Brokers, tmp_path: Path) -> RunResult:
+    return run(
+        Options(
+            cluster=broker,
+            seconds=AVAILABILITY_SECONDS,
+            rate=AVAILABILITY_RATE,
+            nodes=1,
+            processors=2,
+            clients=40,
+            mode="availability",
+            keep=tmp_path / "availability",
+            load="vegeta",
+        )
+    )
