@@ -25,7 +25,7 @@ TTL_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
+class SettledAnswer:
     client_id: str
     fingerprint: str
     reply: Reply
@@ -44,12 +44,12 @@ class SettledRequests:
     def __init__(self, capacity: int = CAPACITY, ttl_ms: int = TTL_MS) -> None:
         self.capacity = capacity
         self.ttl_ms = ttl_ms
-        self._answers: OrderedDict[str, Settled] = OrderedDict()
+        self._answers: OrderedDict[str, SettledAnswer] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, request_id: str, now_ms: int) -> Settled | None:
+    def get(self, request_id: str, now_ms: int) -> SettledAnswer | None:
         settled = self._answers.get(request_id)
         if settled is None:
             return None
@@ -64,7 +64,7 @@ class SettledRequests:
     ) -> None:
         if not is_final(reply):
             return
-        self._answers[request_id] = Settled(client_id, fingerprint, reply, now_ms)
+        self._answers[request_id] = SettledAnswer(client_id, fingerprint, reply, now_ms)
         self._answers.move_to_end(request_id)
         while len(self._answers) > self.capacity:
             self._answers.popitem(last=False)

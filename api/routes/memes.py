@@ -102,9 +102,7 @@ async def get_meme(
     if idempotency_key is not None and (known := settled.get(request_id, now_ms())):
         # A retry of a request this instance answered: the ledger would say the same.
         if known.fingerprint != parameters:
-            raise Conflict(
-                "Idempotency-Key was used before with other parameters", request_id=request_id
-            )
+            raise _key_reused(request_id)
         return answer(request_id, known.reply)
     deadline_ms = bridge.deadline_ms()
     event = MemeRequested(
@@ -142,6 +140,10 @@ def tokens_charged(reply: Reply, meme: MemeDelivered) -> int:
     return LIST_PRICE.of(meme.kind)
 
 
+def _key_reused(request_id: str) -> Conflict:
+    return Conflict("Idempotency-Key was used before with other parameters", request_id=request_id)
+
+
 def answer(request_id: str, reply: Reply | None) -> Meme:
     """The ledger's outcome as the client sees it."""
     if reply is None:
@@ -164,10 +166,7 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
         case "rejected", RejectReason.UNKNOWN_CLIENT:
             raise Unauthorized("the ledger does not know this client")
         case "rejected", RejectReason.IDEMPOTENCY_CONFLICT:
-            raise Conflict(
-                "Idempotency-Key was used before with other parameters",
-                request_id=request_id,
-            )
+            raise _key_reused(request_id)
         case "in_progress", _:
             raise RequestInProgress(
                 "this request is still being made; retry with the same Idempotency-Key",
