@@ -7,13 +7,14 @@ same way. Then, each against the service and the bare app:
 
 1. **max throughput**: ``wrk`` closed loop (``--threads``/``--connections``/``--duration``)
    with ``benchmarks/memes.lua`` (rotating API keys, varied lat/lon/query);
-2. **SLO run**: open loop at a constant ``--rate`` for ``--seconds`` from an asyncio +
-   httpx generator that schedules every request by the clock and measures latency from
-   its *scheduled* send time, so a stalled server cannot hide its queue (no coordinated
-   omission); the SLOs of ``benchmarks/slo.toml`` are checked on the service's run;
+2. **SLO run**: open loop at a constant ``--rate`` for ``--seconds`` from vegeta
+   (``http_open_loop.py``), latency measured from each request's *scheduled* send time,
+   so a stalled server cannot hide its queue (no coordinated omission), with the
+   requests of ``--workload`` (``workload.py``: ``realistic`` by default, or ``new``,
+   every meme new); the SLOs of ``benchmarks/slo.toml`` are checked on the service's run;
 3. optionally a **rate ladder** (``--ladder 100,200,400``): open-loop steps of
    ``--step-seconds``, each with the CPU % of every process (api, processor, generators,
-   broker JVM, the load generator itself), up to the first step that breaks the SLO.
+   broker JVM, vegeta itself), up to the first step that breaks the SLO.
 
 Prints the service/bare ratios, writes ``benchmarks/results/http-<timestamp>.json`` and
 the plot ``docs/img/http-latency.png``. ``--check`` exits 1 if an SLO fails. ``--smoke``
@@ -23,7 +24,6 @@ runs each part for seconds at tiny sizes (the wrk part only if wrk is installed)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -40,6 +40,7 @@ from common import (
     LOGS,
     REPO,
     RESULTS,
+    Client,
     CpuMeter,
     Kafka,
     Region,
@@ -50,11 +51,12 @@ from common import (
     stop_on_sigterm,
     timestamp,
 )
-from http_open_loop import OpenLoopResult, measured_open_loop, open_loop
+from http_open_loop import OpenLoopResult, measured_open_loop
 from http_report import plot, ratio, warn_if_shared
 from http_slo import check_slo, load_slo, step_passes
 from http_stages import STAGES, print_stages, stage_breakdown
 from http_wrk import find_wrk, run_wrk
+from workload import WORKLOADS, Request, WorkloadClient, ai_count, place_clients, plan
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -94,6 +96,17 @@ def bare_app(log_dir: Path) -> Iterator[tuple[str, int]]:
             proc.wait(15)
 
 
+def subscribe_ai(region: Region, clients: list[Client]) -> None:
+    """Memes AI for ``clients``, through the billing API."""
+    for client in clients:
+        response = region.http.put(
+            f"/v1/clients/{client.client_id}/subscription", headers=region.billing
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"subscribe: {response.status_code} {response.text}")
+    say(f"{len(clients)} clients subscribed to Memes AI")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -102,7 +115,10 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--slo", type=Path, default=BENCH_DIR / "slo.toml")
-    parser.add_argument("--clients", type=int, default=20, help="clients (API keys) to rotate")
+    parser.add_argument("--clients", type=int, default=100, help="clients (API keys)")
+    parser.add_argument(
+        "--workload", choices=WORKLOADS, default="realistic", help="see benchmarks/workload.py"
+    )
     parser.add_argument("--tokens", type=int, default=10_000_000, help="tokens per client")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
@@ -132,7 +148,7 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     if args.smoke:
-        args.clients, args.tokens, args.duration, args.connections = 2, 1_000, 2, 4
+        args.clients, args.tokens, args.duration, args.connections = 5, 1_000, 2, 4
         args.rate, args.seconds, args.warmup, args.idle_seconds = 10.0, 2.0, 0.0, 0.0
         args.ladder = ""
         args.png = RESULTS / "http-smoke.png"  # the documented plot stays as measured
@@ -163,6 +179,8 @@ def main() -> int:
         region.start_service()
         clients = region.register_clients(args.clients, args.tokens)
         keys = [c.api_key for c in clients]
+        subscribe_ai(region, clients[: ai_count(len(clients))])
+        population = place_clients(keys, {c.api_key for c in clients[: ai_count(len(clients))]})
         keys_file = RESULTS / f"keys-{region.name}.txt"
         keys_file.write_text("\n".join(keys) + "\n")
         results["region"] = region.name
@@ -172,8 +190,8 @@ def main() -> int:
                     (None, None) if args.no_bare else stack.enter_context(bare_app(region.log_dir))
                 )
                 failed = run_all(
-                    args, results, slo, rate, seconds, ladder, wrk, cluster, region, keys,
-                    keys_file, bare_url, bare_pid,
+                    args, results, slo, rate, seconds, ladder, wrk, cluster, region,
+                    population, keys_file, bare_url, bare_pid,
                 )  # fmt: skip
         finally:
             keys_file.unlink(missing_ok=True)
@@ -195,7 +213,7 @@ def run_all(
     wrk: str | None,
     cluster: Kafka,
     region: Region,
-    keys: list[str],
+    population: list[WorkloadClient],
     keys_file: Path,
     bare_url: str | None,
     bare_pid: int | None,
@@ -206,9 +224,17 @@ def run_all(
         "bench": os.getpid(),
         "bare": bare_pid,
     }
-    targets = [("service", region.base_url, keys)]
+    targets = [("service", region.base_url)]
     if bare_url:
-        targets.append(("bare", bare_url, []))
+        targets.append(("bare", bare_url))
+    runs_planned = 0
+
+    def requests(step_rate: float, step_seconds: float) -> list[Request]:
+        # Each run its own requests (a seed per run), the same for the service and bare.
+        nonlocal runs_planned
+        runs_planned += 1
+        count = round(step_rate * step_seconds)
+        return plan(population, args.workload, count, step_rate, seed=runs_planned)
 
     if args.idle_seconds > 0:
         say(f"idle: CPU of every process with no traffic for {args.idle_seconds:g} s")
@@ -220,15 +246,16 @@ def run_all(
         results["idle_cpu"] = meter.report.as_dict()
 
     if args.warmup > 0:
-        for name, url, target_keys in targets:
+        warm_requests = requests(rate, args.warmup)
+        for name, url in targets:
             say(f"warm-up {name}: open loop {rate:g}/s for {args.warmup:g} s (not recorded)")
-            warm = asyncio.run(open_loop(url, target_keys, rate, args.warmup, args.timeout))
+            warm = measured_open_loop(url, warm_requests, rate, args.warmup, args.timeout, {})
             print("    " + warm.line())
         region.check_alive()
 
     if wrk:
         results["wrk"] = {"settings": f"-t{args.threads} -c{args.connections} -d{args.duration}s"}
-        for name, url, _ in targets:
+        for name, url in targets:
             region.wait_drained()
             say(f"max throughput, {name}: wrk closed loop")
             results["wrk"][name] = run_wrk(
@@ -238,7 +265,7 @@ def run_all(
         service = results["wrk"]["service"]
         print(f"\n  wrk {results['wrk']['settings']}")
         print(f"  {'':8} {'req/s':>9} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8} {'non-2xx':>8}")
-        for name, _, _ in targets:
+        for name, _ in targets:
             r = results["wrk"][name]
             print(
                 f"  {name:8} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "
@@ -257,10 +284,11 @@ def run_all(
     if not args.skip_slo:
         results["slo_run"] = {}
         runs: dict[str, OpenLoopResult] = {}
-        for name, url, target_keys in targets:
+        slo_requests = requests(rate, seconds)
+        for name, url in targets:
             region.wait_drained()
-            say(f"SLO run, {name}: open loop {rate:g} req/s for {seconds:g} s")
-            runs[name] = measured_open_loop(url, target_keys, rate, seconds, args.timeout, pids)
+            say(f"SLO run, {name}: open loop {rate:g} req/s for {seconds:g} s, {args.workload}")
+            runs[name] = measured_open_loop(url, slo_requests, rate, seconds, args.timeout, pids)
             print("    " + runs[name].line())
             assert runs[name].cpu is not None
             print("    " + runs[name].cpu.line())
@@ -298,7 +326,12 @@ def run_all(
             region.wait_drained()
             say(f"ladder step: open loop {step_rate:g} req/s for {args.step_seconds:g} s")
             step = measured_open_loop(
-                region.base_url, keys, step_rate, args.step_seconds, args.timeout, pids
+                region.base_url,
+                requests(step_rate, args.step_seconds),
+                step_rate,
+                args.step_seconds,
+                args.timeout,
+                pids,
             )
             passed = step_passes(step, slo)
             assert step.cpu is not None

@@ -1,26 +1,51 @@
-"""The open-loop load generator of ``http_bench.py`` and its latency bookkeeping.
+"""The open-loop load of ``http_bench.py``: vegeta, and its latency bookkeeping.
 
-``open_loop`` sends ``GET /memes`` at a constant rate, each request at its scheduled
-instant whether or not earlier ones have been answered, and measures latency from that
-instant, so a stalled server cannot hide its queue (no coordinated omission).
-``OpenLoopResult`` holds what one run saw (latencies, statuses, send lag, the receive time
+vegeta (a compiled load generator, ``scripts/bootstrap.sh`` installs it into
+``.maas/bin``) sends the workload's requests at a constant rate, each at its scheduled
+instant whether or not earlier ones have been answered. A Python generator needed most
+of a core at 100 requests/s on this 2-core machine and fell behind, so it measured
+itself; vegeta needs a few percent, and its own CPU is reported beside the service's.
+
+Latency counts from the *scheduled* instant, so neither a stalled server nor a late
+generator can hide a queue (no coordinated omission): vegeta's pacer schedules request
+``seq`` at ``seq / rate`` after the attack began and stamps a result when a worker
+takes the tick, so its lag is ``timestamp - (began + seq / rate)``, and a request's
+latency is that lag plus vegeta's own latency.
+
+``OpenLoopResult`` holds what one run saw (latencies, statuses, lag, the receive time
 of every answered request for the stage breakdown) and prints and serialises it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
+import base64
+import json
+import os
+import subprocess
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
-import httpx
-from common import CpuMeter, CpuReport, percentile
+from common import REPO, CpuMeter, CpuReport, percentile
+from workload import Request
 
-QUERIES = ["food", "cats", "dogs", "monday", "coffee", "kafka", "rain", "pizza", "deadline"]
+VEGETA = REPO / ".maas" / "bin" / "vegeta"
 SEND_LAG_WARN_MS = 20
+NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
+
+
+def vegeta_binary() -> Path:
+    if not os.access(VEGETA, os.X_OK):
+        raise SystemExit(
+            f"vegeta is not at {VEGETA}: run scripts/bootstrap.sh (it installs vegeta with "
+            "go install when go is on PATH)"
+        )
+    return VEGETA
 
 
 @dataclass
@@ -28,11 +53,12 @@ class OpenLoopResult:
     rate: float
     seconds: float
     sent: int
-    latencies_ms: list[float]  # sorted, every request (errors included)
+    latencies_ms: list[float]  # sorted, every request (errors included), from its schedule
     statuses: Counter[str]
     send_lag_p99_ms: float
     completed_in_s: float  # from the first to the last successful response
     done_at: dict[str, float]  # request_id of a 200 -> wall clock time of its response
+    refusal_latencies_ms: list[float]  # sorted, of the 429 and 503 answers
     cpu: CpuReport | None = None
     stages: dict[str, Any] | None = None
 
@@ -76,6 +102,7 @@ class OpenLoopResult:
     def as_dict(self) -> dict[str, Any]:
         cdf = [[q / 2, round(self.p(q / 2), 3)] for q in range(1, 201)]
         cdf.insert(-1, [99.9, round(self.p(99.9), 3)])
+        refusals = self.refusal_latencies_ms
         return {
             "offered_rps": self.rate,
             "seconds": self.seconds,
@@ -85,6 +112,7 @@ class OpenLoopResult:
             "error_ratio": self.error_ratio,
             "statuses": dict(self.statuses),
             **{f"p{q}_ms": round(self.p(q), 3) for q in (50, 90, 95, 99, 99.9, 100)},
+            "refusals_p99_ms": round(percentile(refusals, 99), 3) if refusals else None,
             "send_lag_p99_ms": round(self.send_lag_p99_ms, 3),
             "latency_percentiles_ms": cdf,
             "cpu": self.cpu.as_dict() if self.cpu else None,
@@ -92,83 +120,117 @@ class OpenLoopResult:
         }
 
 
-async def open_loop(
-    base_url: str, keys: list[str], rate: float, seconds: float, timeout_s: float, seed: int = 1
-) -> OpenLoopResult:
-    """Send ``rate`` requests/s for ``seconds``, each at its scheduled instant.
-
-    Latency is measured from the scheduled instant, not from the actual send: if the
-    generator or the server falls behind, the wait counts. The only sleeps are the
-    waits until the next scheduled send (that is what "open loop" means).
-    """
-    rng = random.Random(seed)
-    total = int(rate * seconds)
-    latencies: list[float] = [0.0] * total
-    statuses: Counter[str] = Counter()
-    lags: list[float] = [0.0] * total
-    done_at: dict[str, float] = {}
-    ok_span = [float("inf"), 0.0]  # loop time of the first and the last 2xx
-    loop = asyncio.get_running_loop()
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
-    timeout = httpx.Timeout(timeout_s, pool=timeout_s)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
-
-        async def one(
-            i: int, scheduled: float, params: dict[str, str], headers: dict[str, str]
-        ) -> None:
-            try:
-                response = await http.get("/memes", params=params, headers=headers)
-                status = str(response.status_code)
-                if response.status_code == 200:
-                    done_at[response.json()["request_id"]] = time.time()
-            except httpx.TimeoutException:
-                status = "timeout"
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            now = loop.time()
-            latencies[i] = (now - scheduled) * 1000
-            statuses[status] += 1
-            if status.startswith("2"):
-                ok_span[0], ok_span[1] = min(ok_span[0], now), max(ok_span[1], now)
-
-        tasks = []
-        start = loop.time() + 0.05
-        for i in range(total):
-            params = {
-                "lat": f"{rng.uniform(-90, 90):.6f}",
-                "lon": f"{rng.uniform(-180, 180):.6f}",
-                "query": rng.choice(QUERIES),
+def write_targets(base_url: str, requests: list[Request], path: Path) -> None:
+    """vegeta's JSON target format, one line per request (every line ends in a newline:
+    vegeta's lazy reader drops a last line without one)."""
+    with path.open("w", encoding="utf-8") as out:
+        for request in requests:
+            header = {"Authorization": [f"Bearer {request.api_key}"]}
+            if request.idempotency_key is not None:
+                header["Idempotency-Key"] = [request.idempotency_key]
+            target = {
+                "method": "GET",
+                "url": f"{base_url}/memes?{urlencode(request.params, quote_via=quote)}",
+                "header": header,
             }
-            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"} if keys else {}
-            scheduled = start + i / rate
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            lags[i] = (loop.time() - scheduled) * 1000
-            tasks.append(asyncio.create_task(one(i, scheduled, params, headers)))
-        await asyncio.gather(*tasks)
-        completed_in = max(0.0, ok_span[1] - ok_span[0])
-    return OpenLoopResult(
-        rate=rate,
-        seconds=seconds,
-        sent=total,
-        latencies_ms=sorted(latencies),
-        statuses=statuses,
-        send_lag_p99_ms=percentile(sorted(lags), 99),
-        completed_in_s=completed_in,
-        done_at=done_at,
-    )
+            out.write(json.dumps(target, separators=(",", ":")) + "\n")
+
+
+def attack_command(
+    targets: Path, results: Path, rate: float, seconds: float, timeout_s: float
+) -> list[str]:
+    # vegeta takes a rate as "<int>/<duration>"
+    fraction = Fraction(rate).limit_denominator(1000)
+    return [
+        str(vegeta_binary()),
+        "attack",
+        "-format=json",
+        "-lazy",
+        f"-targets={targets}",
+        f"-rate={fraction.numerator}/{fraction.denominator}s",
+        f"-duration={seconds:g}s",
+        f"-timeout={timeout_s:g}s",
+        # every request of a timeout window may be in flight at once: open loop
+        f"-max-workers={int(rate * timeout_s) + 100}",
+        f"-output={results}",
+    ]
 
 
 def measured_open_loop(
     base_url: str,
-    keys: list[str],
+    requests: list[Request],
     rate: float,
     seconds: float,
     timeout_s: float,
     pids: dict[str, int | None],
 ) -> OpenLoopResult:
-    with CpuMeter(pids) as meter:
-        result = asyncio.run(open_loop(base_url, keys, rate, seconds, timeout_s))
-    result.cpu = meter.report
+    """Offer ``rate``/s for ``seconds`` from ``requests`` (in order), with the CPU of
+    every process in ``pids`` and of vegeta itself."""
+    count = round(rate * seconds)
+    if len(requests) < count:
+        raise ValueError(f"{len(requests)} requests planned, {count} needed")
+    with tempfile.TemporaryDirectory(prefix="vegeta-") as scratch:
+        root = Path(scratch)
+        write_targets(base_url, requests[:count], root / "targets.jsonl")
+        command = attack_command(
+            root / "targets.jsonl", root / "results.bin", rate, seconds, timeout_s
+        )
+        with (root / "vegeta.log").open("wb") as log:
+            vegeta = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        meter = CpuMeter({**pids, "vegeta": vegeta.pid})
+        meter.start()
+        # vegeta's CPU times are read while it is a zombie, before it is reaped
+        os.waitid(os.P_PID, vegeta.pid, os.WEXITED | os.WNOWAIT)
+        cpu = meter.stop()
+        if vegeta.wait() != 0:
+            raise RuntimeError(f"vegeta attack failed: {(root / 'vegeta.log').read_text()}")
+        encoded = subprocess.run(
+            [str(vegeta_binary()), "encode", "--to", "json", str(root / "results.bin")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    result = summarise([json.loads(line) for line in encoded.splitlines()], rate, seconds)
+    result.cpu = cpu
     return result
+
+
+def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> OpenLoopResult:
+    """One run's figures from vegeta's JSON results."""
+    results = [r for r in results if r["url"] or r["error"] != NO_TARGETS]
+    sent_s = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in results]
+    scheduled_starts = (s - int(r["seq"]) / rate for s, r in zip(sent_s, results, strict=True))
+    began_s = min(scheduled_starts, default=0.0)
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    lags: list[float] = []
+    refusals: list[float] = []
+    done_at: dict[str, float] = {}
+    ok_span = [float("inf"), 0.0]  # completion time of the first and the last 2xx
+    for sent, r in zip(sent_s, results, strict=True):
+        lag_ms = (sent - began_s - int(r["seq"]) / rate) * 1000
+        latency_ms = lag_ms + r["latency"] / 1e6
+        done = sent + r["latency"] / 1e9
+        code = int(r["code"])
+        status = str(code) if code else ("timeout" if "timeout" in r["error"] else "error")
+        statuses[status] += 1
+        lags.append(lag_ms)
+        latencies.append(latency_ms)
+        if code in (429, 503):
+            refusals.append(latency_ms)
+        if 200 <= code < 300:
+            ok_span[0], ok_span[1] = min(ok_span[0], done), max(ok_span[1], done)
+            body = json.loads(base64.b64decode(r["body"])) if r.get("body") else {}
+            if "request_id" in body:
+                done_at[body["request_id"]] = done
+    return OpenLoopResult(
+        rate=rate,
+        seconds=seconds,
+        sent=len(results),
+        latencies_ms=sorted(latencies),
+        statuses=statuses,
+        send_lag_p99_ms=percentile(sorted(lags), 99) if lags else 0.0,
+        completed_in_s=max(0.0, ok_span[1] - ok_span[0]),
+        done_at=done_at,
+        refusal_latencies_ms=sorted(refusals),
+    )

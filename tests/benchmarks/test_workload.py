@@ -1,0 +1,116 @@
+"""The benchmark's workload and its open-loop bookkeeping, without a service.
+
+``benchmarks/`` holds scripts that import their siblings by name, so the folder is put
+on the path here as the scripts put it there by being run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from http_open_loop import summarise
+from workload import (
+    AI_SHARE,
+    KEYED_SHARE,
+    RETRY_AFTER_S,
+    RETRY_SHARE,
+    VOCABULARY,
+    ai_count,
+    cities,
+    place_clients,
+    plan,
+)
+
+pytestmark = pytest.mark.benchmark
+
+KEYS = [f"mk_{n}" for n in range(200)]
+
+
+def population() -> list:
+    return place_clients(KEYS, set(KEYS[: ai_count(len(KEYS))]))
+
+
+def test_clients_live_where_people_live() -> None:
+    clients = population()
+    assert sum(c.ai for c in clients) == round(len(KEYS) * AI_SHARE)
+    big = {(round(c.lat), round(c.lon)) for c in cities() if c.population >= 5_000_000}
+    homes = Counter((round(c.lat), round(c.lon)) for c in clients)
+    # 200 clients drawn by population: the megacities hold a good share of them.
+    in_megacities = sum(n for home, n in homes.items() if home in big)
+    assert in_megacities >= 20, homes.most_common(10)
+    assert place_clients(KEYS, set()) == place_clients(KEYS, set())  # seeded
+
+
+def test_realistic_requests_repeat_places_and_popular_queries() -> None:
+    requests = plan(population(), "realistic", 10_000, rate=200, seed=3)
+    queries = Counter(r.query for r in requests)
+    assert set(queries) <= set(VOCABULARY)
+    assert queries.most_common(1)[0][0] == VOCABULARY[0]
+    assert queries[VOCABULARY[0]] > 10 * queries[VOCABULARY[-1]]
+    places = {(r.lat, r.lon) for r in requests}
+    assert len(places) <= len(KEYS)  # every client asks from home
+    assert plan(population(), "realistic", 10_000, rate=200, seed=3) == requests
+
+
+def test_a_few_percent_are_keyed_and_some_are_retried_a_second_later() -> None:
+    rate = 200
+    requests = plan(population(), "realistic", 20_000, rate=rate, seed=5)
+    by_key: dict[str, list[int]] = {}
+    for slot, request in enumerate(requests):
+        if request.idempotency_key is not None:
+            by_key.setdefault(request.idempotency_key, []).append(slot)
+    retried = {key: slots for key, slots in by_key.items() if len(slots) > 1}
+    assert len(by_key) / len(requests) == pytest.approx(KEYED_SHARE, rel=0.2)
+    assert len(retried) / len(requests) == pytest.approx(RETRY_SHARE, rel=0.25)
+    for slots in retried.values():
+        first, again = slots
+        assert requests[first] == requests[again]  # the same request, sent again
+        assert again - first >= RETRY_AFTER_S * rate
+
+
+def test_the_new_workload_never_repeats_a_place() -> None:
+    requests = plan(population(), "new", 5_000, rate=100, seed=1)
+    # Only a retry (the same request again) repeats a place.
+    assert len({(r.lat, r.lon) for r in requests}) == len(set(requests)) > 0.95 * len(requests)
+
+
+def vegeta_result(seq: int, sent_s: float, latency_ms: float, code: int) -> dict:
+    body = json.dumps({"request_id": f"r{seq}"}).encode() if code == 200 else b"{}"
+    return {
+        "seq": seq,
+        "timestamp": datetime.fromtimestamp(sent_s, UTC).isoformat(),
+        "latency": int(latency_ms * 1e6),
+        "code": code,
+        "error": "" if code else "Get ...: timeout",
+        "url": f"http://h/memes?seq={seq}",
+        "body": base64.b64encode(body).decode(),
+    }
+
+
+def test_latency_counts_from_the_scheduled_instant() -> None:
+    """At 10/s request n is due at 0.1 n s. Request 2 was sent 300 ms late: its 300 ms of
+    lag count in its latency, as a queue in the generator would."""
+    t0 = 1_700_000_000.0
+    results = [
+        vegeta_result(0, t0, 10, 200),
+        vegeta_result(1, t0 + 0.1, 20, 200),
+        vegeta_result(2, t0 + 0.5, 10, 503),
+        vegeta_result(3, t0 + 0.3, 0, 0),
+        {**vegeta_result(4, t0 + 0.4, 0, 0), "url": "", "error": "no targets to attack"},
+    ]
+    run = summarise(results, rate=10, seconds=0.4)
+    assert run.sent == 4
+    assert run.latencies_ms == pytest.approx([0.0, 10.0, 20.0, 310.0], abs=0.01)
+    assert run.statuses == Counter({"200": 2, "503": 1, "timeout": 1})
+    assert run.refusal_latencies_ms == pytest.approx([310.0], abs=0.01)
+    assert set(run.done_at) == {"r0", "r1"}
+    assert run.send_lag_p99_ms == pytest.approx(300.0, abs=1)
