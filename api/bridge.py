@@ -59,7 +59,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
-from api.errors import KafkaUnavailable, NotReady
+from api.errors import KafkaUnavailable, NotReady, Overloaded
 from api.metrics import Metrics
 from core.clock import now_ms
 from core.settings import Settings
@@ -158,9 +158,19 @@ class KafkaBridge:
             deadline_ms = self.deadline_ms()
         if not self.replies_positioned:
             raise NotReady("reply consumer is not positioned yet")
+        if len(self._waiting) >= self.settings.api_max_in_flight:
+            # Admission control: past this, more waiting only lengthens every queue
+            # behind the API until requests miss their deadlines (goodput collapses).
+            # Refused before the append, so nothing is charged.
+            self.metrics.overloaded.inc()
+            raise Overloaded(
+                f"{len(self._waiting)} requests are waiting on the ledger; retry after "
+                "Retry-After seconds"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
+        self.metrics.waiting.inc()
         try:
             try:
                 await self.append(topic, event)
@@ -177,6 +187,7 @@ class KafkaBridge:
             return await _wait(future, deadline_ms)
         finally:
             self._waiting.pop(event.event_id, None)
+            self.metrics.waiting.dec()
 
     async def append(self, topic: str, event: Envelope) -> None:
         """Produce and wait for the delivery report (the event is then in the log).

@@ -12,6 +12,7 @@
     ├── GenerationFailed          502  the generator failed; the token was refunded
     ├── DeadlineExceeded          504  no outcome by the deadline (maybe refunded, maybe later)
     ├── KafkaUnavailable          503  the event could not be appended; keeps the Kafka code
+    ├── Overloaded                503  too many calls waiting on the ledger; nothing appended
     └── NotReady                  503  the API's own consumers have not caught up yet
 
 Rejections are data in the ledger (``MemeRejected`` with a numbered reason); they only
@@ -166,6 +167,16 @@ class KafkaUnavailable(ApiError):
         self.kafka_code = kafka_code
         if kafka_code:
             self.fields["kafka_code"] = kafka_code
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class Overloaded(ApiError):
+    """Refused before anything was appended: the request was not recorded or charged."""
+
+    status_code = 503
+    error = "overloaded"
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}

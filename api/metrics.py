@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,6 +51,16 @@ class Metrics:
             "maas_rejections",
             "Meme requests answered as rejected by the ledger, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "maas_ledger_calls_waiting",
+            "Ledger calls this API process is waiting on (its in-flight limit: api_max_in_flight).",
+            registry=self.registry,
+        )
+        self.overloaded = Counter(
+            "maas_overloaded",
+            "Ledger calls refused with 503 overloaded: api_max_in_flight calls were waiting.",
             registry=self.registry,
         )
         self.refunds = Counter(

@@ -24,7 +24,7 @@ from api.errors import PROBLEM_MEDIA_TYPE, Problem
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 CALLS_LEDGER: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Not recorded or not ready; retry after Retry-After"},
+    503: {"description": "Not recorded, overloaded or not ready; retry after Retry-After"},
     504: {"description": "No answer from the ledger by the deadline; repeating the call is safe"},
 }
 

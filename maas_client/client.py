@@ -157,11 +157,11 @@ def _retryable(error: MaasError) -> bool:
 
 def _service_did_not_act(error: MaasError) -> bool:
     """True when the service certainly did not act: even a call that is not idempotent
-    may be repeated. A 503 ``not_ready`` is answered before anything is appended; a
-    ``kafka_unavailable`` may follow an append that did reach the log."""
+    may be repeated. A 503 ``not_ready`` or ``overloaded`` is answered before anything is
+    appended; a ``kafka_unavailable`` may follow an append that did reach the log."""
     if isinstance(error, Unreachable):
         return not error.request_sent
-    return isinstance(error, Unavailable) and error.error == "not_ready"
+    return isinstance(error, Unavailable) and error.error in ("not_ready", "overloaded")
 
 
 def _error_from(response: httpx.Response) -> MaasError:

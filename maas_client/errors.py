@@ -13,7 +13,7 @@
     ├── InvalidRequest         422 invalid_request: ``fields`` names each invalid field
     └── ServerError            500 and any other 5xx
         ├── GenerationFailed   502 generation_failed: ``request_id``; the token was refunded
-        ├── Unavailable        503 kafka_unavailable, not_ready: ``retry_after_s``,
+        ├── Unavailable        503 kafka_unavailable, overloaded, not_ready: ``retry_after_s``,
         │                          ``request_id``
         └── DeadlineExceeded   504 deadline_exceeded: ``request_id``
 
@@ -172,6 +172,7 @@ _BY_CODE: dict[str, type[MaasError]] = {
     "invalid_request": InvalidRequest,
     "generation_failed": GenerationFailed,
     "kafka_unavailable": Unavailable,
+    "overloaded": Unavailable,
     "not_ready": Unavailable,
     "deadline_exceeded": DeadlineExceeded,
 }

@@ -78,7 +78,8 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
         502: {"description": "The generator failed; the token was refunded"},
         503: {
             "description": "Not confirmed in the log; it may still be recorded: retry with the "
-            "same Idempotency-Key, or look up `request_id`"
+            "same Idempotency-Key, or look up `request_id`. Or `overloaded`: refused before "
+            "anything was recorded; retry after Retry-After"
         },
         504: {
             "description": "The ledger did not answer by the deadline plus the refund grace; "

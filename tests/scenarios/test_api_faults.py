@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.routes.memes import SETTLE_SLACK_MS
 from tests.stack import Stack
@@ -223,3 +225,55 @@ def test_registration_unconfirmed_by_the_deadline_still_hands_out_the_key(stack:
 def _account_or_none(stack: Stack, api_key: str) -> dict[str, Any] | None:
     response = stack.http.get("/v1/me", headers=stack.auth(api_key))
     return response.json() if response.status_code == 200 else None
+
+
+def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
+    stack: Stack,
+) -> None:
+    """Scenario: the ledger stalls (processor killed) while an API process that keeps at
+    most two calls waiting gets a third.
+
+    We expect: the third is refused at once with 503 ``overloaded`` and Retry-After,
+    before anything is appended: the two waiting requests end refunded, and the refused
+    one, retried under the same Idempotency-Key once the ledger is back, is charged once.
+    """
+    client_id, api_key = stack.new_client(tokens=5)
+    stack.env["MAAS_API_MAX_IN_FLIGHT"] = "2"
+    stack.restart("api")
+    stack.kill("processor")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [
+                pool.submit(stack.meme, api_key, idempotency_key=f"w{n}-{uuid.uuid4().hex}")
+                for n in range(2)
+            ]
+            wait_for(lambda: in_flight(stack) == 2, timeout_s=10, interval_s=0.05)
+            refused_key = f"refused-{uuid.uuid4().hex}"
+            started = time.monotonic()
+            refused = stack.meme(api_key, idempotency_key=refused_key)
+            refused_s = time.monotonic() - started
+            answers = [w.result() for w in waiting]
+    finally:
+        stack.restart("processor")
+        del stack.env["MAAS_API_MAX_IN_FLIGHT"]
+        stack.restart("api")
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "overloaded"
+    assert refused.headers["Retry-After"] == "1"
+    assert refused_s < 1.0
+    assert [a.status_code for a in answers] == [504, 504], [a.text for a in answers]
+    wait_for(lambda: stack.balance(api_key) == 5)
+
+    retry = stack.meme(api_key, idempotency_key=refused_key)
+    assert retry.status_code == 200, retry.text
+    assert stack.balance(api_key) == 4
+    assert stack.account(api_key)["client_id"] == client_id
+
+
+def in_flight(stack: Stack) -> int:
+    """Ledger calls the API is waiting on, from its /metrics."""
+    for family in text_string_to_metric_families(stack.http.get("/metrics").text):
+        if family.name == "maas_ledger_calls_waiting":
+            return int(family.samples[0].value)
+    raise AssertionError("no maas_ledger_calls_waiting in /metrics")

@@ -82,6 +82,7 @@ def problem(status: int, error: str, **fields: Any) -> dict[str, Any]:
         (502, "generation_failed", GenerationFailed),
         (503, "kafka_unavailable", Unavailable),
         (503, "not_ready", Unavailable),
+        (503, "overloaded", Unavailable),
         (504, "deadline_exceeded", DeadlineExceeded),
     ],
 )
@@ -333,11 +334,12 @@ def test_register_is_retried_when_nothing_was_registered(sleeps: list[float]) ->
     script = Script(
         httpx.ConnectError("refused"),
         answer(503, problem(503, "not_ready"), **{"Retry-After": "1"}),
+        answer(503, problem(503, "overloaded"), **{"Retry-After": "1"}),
         answer(202, {"client_id": "c1", "api_key": "mk_1", "pending": True}),
     )
     registered = billing(script).register("demo")
     assert registered == RegisteredClient(client_id="c1", api_key="mk_1", pending=True)
-    assert len(script.sent) == 3
+    assert len(script.sent) == 4
 
 
 def test_a_repeated_purchase_is_retried_and_reported_as_a_repeat(sleeps: list[float]) -> None:
