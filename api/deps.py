@@ -45,23 +45,23 @@ _auditor_bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_bridge(request: Request) -> KafkaBridge:
+async def get_bridge(request: Request) -> KafkaBridge:
     return request.app.state.bridge
 
 
-def get_keys(request: Request) -> KeyTable:
+async def get_keys(request: Request) -> KeyTable:
     return request.app.state.keys
 
 
-def get_blobs(request: Request) -> BlobStore:
+async def get_blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def get_settled(request: Request) -> SettledRequests:
+async def get_settled(request: Request) -> SettledRequests:
     return request.app.state.settled
 
 
@@ -80,7 +80,7 @@ def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     return credentials.credentials
 
 
-def current_client(
+async def current_client(
     request: Request,
     keys: Keys,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_client_bearer)],
@@ -97,7 +97,7 @@ def current_client(
     return client_id
 
 
-def billing_scope(
+async def billing_scope(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_billing_bearer)],
@@ -105,7 +105,7 @@ def billing_scope(
     _check_secret(_bearer_token(request, credentials), settings.billing_token, "billing")
 
 
-def auditor_scope(
+async def auditor_scope(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_auditor_bearer)],

@@ -10,7 +10,9 @@ client nothing and leaves no trace in the ledger. The answer is a 422::
 ``reason`` starts with a stable code (``offensive_language`` or ``self_harm``) before
 the colon; docs/content-policy.md lists them. Scoring takes well under a millisecond
 once the model is loaded; call ``warm_up`` at start-up so the first request does not
-pay the ~4 s load. FastAPI runs this sync dependency in its thread pool.
+pay the ~4 s load. It runs on the event loop, as every dependency of the API does:
+verdicts are cached per text and a new one costs less than the thread-pool hop FastAPI
+makes for a sync dependency (docs/capacity.md).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ContentPolicyViolation(ApiError):
         super().__init__(None, field=field, reason=reason)
 
 
-def screened_query(
+async def screened_query(
     settings: AppSettings,
     query: Annotated[
         str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the meme is about")
