@@ -24,17 +24,18 @@ def process_command(
 ) -> list[str]:
     """The command line of one process of the service, as ``maas up`` runs it.
 
-    ``instance_id`` names a ledger processor instance (its stable transactional id);
-    without it the processor takes the settings' default."""
+    ``instance_id`` names one instance of a kind of which several may run: a ledger
+    processor (its stable transactional id) or a generator pool (its static group
+    membership); without it the settings' default applies."""
     maas = [sys.executable, "-m", "maas.cli"]
+    instance = ["--instance-id", instance_id] if instance_id is not None else []
     match name:
         case "processor":
-            instance = ["--instance-id", instance_id] if instance_id is not None else []
             return [*maas, "processor", *instance]
         case "generator-standard":
-            return [*maas, "generator", "--kind", "standard"]
+            return [*maas, "generator", "--kind", "standard", *instance]
         case "generator-ai":
-            return [*maas, "generator", "--kind", "ai"]
+            return [*maas, "generator", "--kind", "ai", *instance]
         case "api":
             return [*maas, "api", "--host", host, "--port", str(port)]
         case "usage":

@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     generator = sub.add_parser("generator", help="run a generator pool")
     generator.add_argument("--kind", choices=["standard", "ai"], required=True)
+    generator.add_argument(
+        "--instance-id",
+        help="stable id of this pool among those of its kind (its static group membership; "
+        "default: 0)",
+    )
     generator.set_defaults(func=_generator)
 
     usage = sub.add_parser("usage", help="run the usage analytics worker (faust)")
@@ -48,8 +53,7 @@ def _topics(args: argparse.Namespace) -> int:
 def _processor(args: argparse.Namespace) -> int:
     from processors.ledger.processor import run
 
-    overrides = {"instance_id": args.instance_id} if args.instance_id else {}
-    settings = Settings.from_env(**overrides)
+    settings = _instance_settings(args)
     logs.configure(f"ledger-{settings.instance_id}")
     run(settings)
     return 0
@@ -58,9 +62,16 @@ def _processor(args: argparse.Namespace) -> int:
 def _generator(args: argparse.Namespace) -> int:
     from processors.generators.worker import run
 
-    logs.configure(f"generator-{args.kind}")
-    run(Settings.from_env(), args.kind)
+    settings = _instance_settings(args)
+    logs.configure(f"generator-{args.kind}-{settings.instance_id}")
+    run(settings, args.kind)
     return 0
+
+
+def _instance_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with ``--instance-id`` (if given) as the instance id."""
+    overrides = {"instance_id": args.instance_id} if args.instance_id else {}
+    return Settings.from_env(**overrides)
 
 
 def _usage(args: argparse.Namespace) -> int:
