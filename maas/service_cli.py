@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from core import logs
 from core.settings import Settings
+from maas.processes import DEFAULT_COUNTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +38,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--processors",
         type=_positive,
-        default=2,
-        help="ledger processor instances (default 2: one keeps deciding while another restarts)",
+        metavar="N",
+        default=DEFAULT_COUNTS["processor"],
+        help="ledger processor instances (default %(default)s: one keeps deciding while "
+        "another restarts)",
+    )
+    up.add_argument(
+        "--generators-standard",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["generator-standard"],
+        help="standard generator pool processes (default %(default)s)",
+    )
+    up.add_argument(
+        "--generators-ai",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["generator-ai"],
+        help="AI generator pool processes (default %(default)s)",
+    )
+    up.add_argument(
+        "--api",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["api"],
+        help="API processes, all on --port (default %(default)s; at most MAAS_REPLY_PARTITIONS)",
     )
     up.set_defaults(func=_up)
 
@@ -83,10 +108,22 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from maas.supervisor import up
+    from maas.supervisor import check_api_count, up
 
+    settings = Settings.from_env()
+    counts = {
+        "processor": args.processors,
+        "generator-standard": args.generators_standard,
+        "generator-ai": args.generators_ai,
+        "api": args.api,
+    }
+    try:
+        check_api_count(args.api, settings)
+    except ValueError as exc:
+        print(f"maas up: {exc}", file=sys.stderr)
+        return 2
     logs.configure("up")
-    return up(Settings.from_env(), host=args.host, port=args.port, processors=args.processors)
+    return up(settings, host=args.host, port=args.port, counts=counts)
 
 
 def _positive(text: str) -> int:
