@@ -27,6 +27,23 @@ def shared_socket(host: str, port: int) -> socket.socket:
     Binding fails (``EADDRINUSE``) while a process that did not set ``SO_REUSEPORT``
     holds the port. The socket is not listening yet: uvicorn listens once the app has
     started, so the kernel hands no connection to a process still starting."""
+    return _bind(host, port, reuse_port=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (ValueError) a port that any process listens on, even one that shares it
+    with ``SO_REUSEPORT``: a stale API of an earlier run would otherwise take its share of
+    the connections without a word."""
+    try:
+        _bind(host, port, reuse_port=False).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--port {port}: {host}:{port} is taken ({exc.strerror}); is another "
+            "`maas up` or `maas api` still running?"
+        ) from exc
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -34,7 +51,8 @@ def shared_socket(host: str, port: int) -> socket.socket:
     try:
         # A restart binds at once, whatever connections of the last run are in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()

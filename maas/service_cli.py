@@ -108,6 +108,7 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from maas.api_cli import check_port_free
     from maas.supervisor import check_api_count, up
 
     settings = Settings.from_env()
@@ -119,6 +120,7 @@ def _up(args: argparse.Namespace) -> int:
     }
     try:
         check_api_count(args.api, settings)
+        check_port_free(args.host, args.port)
     except ValueError as exc:
         print(f"maas up: {exc}", file=sys.stderr)
         return 2

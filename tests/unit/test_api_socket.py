@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from maas.api_cli import shared_socket
+from maas.api_cli import check_port_free, shared_socket
 
 
 def test_api_sockets_share_a_port() -> None:
@@ -44,3 +44,13 @@ def test_the_api_process_exits_loudly_on_a_port_held_by_another_server() -> None
     assert done.returncode == 1
     assert f"api cannot bind host=127.0.0.1 port={port}" in done.stderr
     assert "another process holds the port" in done.stderr
+
+
+def test_a_free_port_is_free_and_a_shared_one_is_not() -> None:
+    with shared_socket("127.0.0.1", 0) as api:
+        port = api.getsockname()[1]
+        check_port_free("127.0.0.1", port)  # bound, not listening yet: nobody serves it
+        api.listen()
+        # A stale API of an earlier run would share the port without a word: refused.
+        with pytest.raises(ValueError, match=f"--port {port}: 127.0.0.1:{port} is taken"):
+            check_port_free("127.0.0.1", port)

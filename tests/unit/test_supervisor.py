@@ -3,6 +3,7 @@ runs as many processes of each kind as ``maas up`` is told, each with its own in
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -121,3 +122,10 @@ def test_up_refuses_more_apis_than_reply_partitions(
     assert "--api 5: at most 4 API processes" in err
     assert "MAAS_REPLY_PARTITIONS" in err
     check_api_count(4, Settings(reply_partitions=4))  # one each: accepted
+
+
+def test_up_refuses_a_port_another_process_listens_on(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as foreign:
+        port = foreign.getsockname()[1]
+        assert main(["up", "--port", str(port)]) == 2  # before it starts anything
+    assert f"--port {port}: 127.0.0.1:{port} is taken" in capsys.readouterr().err
