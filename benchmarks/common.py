@@ -6,8 +6,10 @@
 - ``Region``: a fresh region (topic prefix ``bench<hex>``) with its own data dir and
   billing token; starts ``maas processor``, ``maas generator --kind standard|ai`` and
   ``maas api --port <free port>`` as subprocesses through ``maas.processes``, exactly as
-  ``maas up`` does, with logs in ``benchmarks/results/logs/<region>/``; registers clients
-  through the billing API; stops everything and deletes its topics and data at the end.
+  ``maas up`` does (one of each, or as many as ``start_service`` is told, the API
+  processes all on the one port), with logs in ``benchmarks/results/logs/<region>/``;
+  registers clients through the billing API; stops everything and deletes its topics and
+  data at the end.
 - ``CpuMeter``: CPU time of named processes between two instants, from
   ``/proc/<pid>/stat`` (utime + stime of every thread), in % of one core, and the whole
   machine's busy % from ``/proc/stat`` (the machine may be shared: ``others`` is the
@@ -36,7 +38,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.processes import SERVICE, start_process
+from maas.processes import SERVICE, process_label, start_process
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -121,7 +123,8 @@ class Region:
     name: str = field(default_factory=lambda: "bench" + uuid.uuid4().hex[:8])
     billing_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = field(default_factory=free_port)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # by label
+    api_instances: set[int] = field(default_factory=set)  # of the API processes started
 
     def __post_init__(self) -> None:
         self.data_dir = RESULTS / "data" / self.name
@@ -152,19 +155,40 @@ class Region:
         ensure_topics(self.settings)
         say(f"region {self.name}: topics created ({self.settings.partitions} partitions)")
 
-    def log_path(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+    def log_path(self, label: str) -> Path:
+        return self.log_dir / f"{label}.log"
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        proc = start_process(name, self.env, self.log_path(name), port=self.port, cwd=REPO)
-        self.procs[name] = proc
-        say(f"started {name} pid={proc.pid} log={self.log_path(name)}")
+    def start(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
+        label = process_label(name, instance_id)
+        proc = start_process(
+            name, self.env, self.log_path(label), port=self.port, instance_id=instance_id, cwd=REPO
+        )
+        self.procs[label] = proc
+        if name == "api":
+            self.api_instances.add(int(instance_id or self.settings.api_instance))
+        say(f"started {label} pid={proc.pid} log={self.log_path(label)}")
         return proc
 
-    def start_service(self) -> None:
-        """Every process of the region, then wait until the API answers and the ledger folds."""
+    def start_service(
+        self,
+        *,
+        processors: int = 1,
+        generators_standard: int = 1,
+        generators_ai: int = 1,
+        api: int = 1,
+    ) -> None:
+        """That many processes of each kind, then wait until every API answers and the
+        ledger folds. A kind run once keeps its plain name (``api``), so that its figures
+        line up with earlier results; several are numbered (``api-0``, ``api-1``)."""
+        counts = {
+            "processor": processors,
+            "generator-standard": generators_standard,
+            "generator-ai": generators_ai,
+            "api": api,
+        }
         for name in SERVICE:
-            self.start(name)
+            for instance_id in [None] if counts[name] == 1 else map(str, range(counts[name])):
+                self.start(name, instance_id)
         self.wait_ready()
         self.wait_serving()
 
@@ -196,20 +220,28 @@ class Region:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Until every API process started has answered ``/readyz`` with 200. Each probe
+        is a new connection, so the API processes sharing the port all get some."""
         started = time.monotonic()
+        ready: set[int] = set()
         last = ""
         while time.monotonic() - started < timeout_s:
             self.check_alive()
             try:
-                response = self.http.get("/readyz", timeout=5)
+                response = httpx.get(f"{self.base_url}/readyz", timeout=5)
                 if response.status_code == 200:
-                    say(f"api ready in {time.monotonic() - started:.1f} s on {self.base_url}")
-                    return
+                    ready.add(response.json()["api_instance"])
+                    if ready >= self.api_instances:
+                        say(f"api ready in {time.monotonic() - started:.1f} s on {self.base_url}")
+                        return
                 last = response.text
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)  # start-up poll, not part of any measurement
-        raise TimeoutError(f"/readyz not ready after {timeout_s} s: {last}")
+        raise TimeoutError(
+            f"/readyz not ready after {timeout_s} s (API instances ready: {sorted(ready)} of "
+            f"{sorted(self.api_instances)}): {last}"
+        )
 
     def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Ready is not enough: the processor must be folding. Registers a probe client."""

@@ -1,8 +1,17 @@
-"""``maas api``: run the HTTP API of one region (one instance per process)."""
+"""``maas api``: run the HTTP API of one region (one instance per process).
+
+Several API processes serve one port: each binds its own listening socket with
+``SO_REUSEPORT``, and the kernel spreads new connections across them. Each reads its
+replies from its own partition (``MAAS_API_INSTANCE``), so instances share no state.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
+
+log = logging.getLogger("maas.api")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -10,6 +19,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.set_defaults(func=_run)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` that other API processes may bind too.
+
+    Binding fails (``EADDRINUSE``) while a process that did not set ``SO_REUSEPORT``
+    holds the port. The socket is not listening yet: uvicorn listens once the app has
+    started, so the kernel hands no connection to a process still starting."""
+    return _bind(host, port, reuse_port=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (ValueError) a port that any process listens on, even one that shares it
+    with ``SO_REUSEPORT``: a stale API of an earlier run would otherwise take its share of
+    the connections without a word."""
+    try:
+        _bind(host, port, reuse_port=False).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--port {port}: {host}:{port} is taken ({exc.strerror}); is another "
+            "`maas up` or `maas api` still running?"
+        ) from exc
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # A restart binds at once, whatever connections of the last run are in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -21,12 +69,20 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     logs.configure(f"api-{settings.api_instance}")
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        # Our own key=value logging config, and no access log: /metrics counts requests.
-        log_config=None,
-        access_log=False,
-    )
+    try:
+        sock = shared_socket(args.host, args.port)
+    except OSError as exc:
+        log.error(
+            "api cannot bind host=%s port=%d error=%r: another process holds the port "
+            "(API processes share a port only with each other, through SO_REUSEPORT)",
+            args.host,
+            args.port,
+            exc.strerror,
+        )
+        return 1
+    log.info("api bound host=%s port=%d instance=%d", args.host, args.port, settings.api_instance)
+    # Our own key=value logging config, and no access log: /metrics counts requests.
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0

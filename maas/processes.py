@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-# The money path and what serves it; then what only observes it.
+# The money path and what serves it (several of each may run, each with its own
+# instance id); then what only observes it (one each).
 SERVICE = ("processor", "generator-standard", "generator-ai", "api")
 OBSERVERS = ("usage", "checkpointer")
 PROCESSES = SERVICE + OBSERVERS
+# How many of each kind of SERVICE ``maas up`` runs unless told otherwise. Two ledger
+# processors: while one restarts after a crash, the other keeps deciding its own
+# partitions, and a stopped (hung) one's partitions move to the other after the session
+# timeout.
+DEFAULT_COUNTS: Mapping[str, int] = {
+    "processor": 2,
+    "generator-standard": 1,
+    "generator-ai": 1,
+    "api": 1,
+}
+
+
+def process_label(name: str, instance_id: str | None = None) -> str:
+    """What a process is called in logs and reports: ``api``, ``api-1``, ``processor-0``."""
+    return name if instance_id is None else f"{name}-{instance_id}"
 
 
 def process_command(
@@ -24,17 +41,19 @@ def process_command(
 ) -> list[str]:
     """The command line of one process of the service, as ``maas up`` runs it.
 
-    ``instance_id`` names a ledger processor instance (its stable transactional id);
-    without it the processor takes the settings' default."""
+    ``instance_id`` names one instance of a kind of which several may run: a ledger
+    processor (its stable transactional id) or a generator pool (its static group
+    membership); without it the settings' default applies. An API instance takes its
+    id from the environment instead (``process_env``)."""
     maas = [sys.executable, "-m", "maas.cli"]
+    instance = ["--instance-id", instance_id] if instance_id is not None else []
     match name:
         case "processor":
-            instance = ["--instance-id", instance_id] if instance_id is not None else []
             return [*maas, "processor", *instance]
         case "generator-standard":
-            return [*maas, "generator", "--kind", "standard"]
+            return [*maas, "generator", "--kind", "standard", *instance]
         case "generator-ai":
-            return [*maas, "generator", "--kind", "ai"]
+            return [*maas, "generator", "--kind", "ai", *instance]
         case "api":
             return [*maas, "api", "--host", host, "--port", str(port)]
         case "usage":
@@ -42,6 +61,14 @@ def process_command(
         case "checkpointer":
             return [*maas, "audit", "checkpoint", "--loop"]
     raise KeyError(name)
+
+
+def process_env(name: str, env: dict[str, str], instance_id: str | None = None) -> dict[str, str]:
+    """The environment of one process: ``env``, and for an API instance its
+    ``MAAS_API_INSTANCE`` (the partition of the replies topic it reads)."""
+    if name == "api" and instance_id is not None:
+        return {**env, "MAAS_API_INSTANCE": instance_id}
+    return env
 
 
 def start_process(
@@ -59,7 +86,7 @@ def start_process(
     with log_path.open("ab") as out:  # the child holds its own descriptor
         return subprocess.Popen(
             process_command(name, host, port, instance_id),
-            env=env,
+            env=process_env(name, env, instance_id),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from core import logs
 from core.settings import Settings
+from maas.processes import DEFAULT_COUNTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     generator = sub.add_parser("generator", help="run a generator pool")
     generator.add_argument("--kind", choices=["standard", "ai"], required=True)
+    generator.add_argument(
+        "--instance-id",
+        help="stable id of this pool among those of its kind (its static group membership; "
+        "default: 0)",
+    )
     generator.set_defaults(func=_generator)
 
     usage = sub.add_parser("usage", help="run the usage analytics worker (faust)")
@@ -31,8 +38,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--processors",
         type=_positive,
-        default=2,
-        help="ledger processor instances (default 2: one keeps deciding while another restarts)",
+        metavar="N",
+        default=DEFAULT_COUNTS["processor"],
+        help="ledger processor instances (default %(default)s: one keeps deciding while "
+        "another restarts)",
+    )
+    up.add_argument(
+        "--generators-standard",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["generator-standard"],
+        help="standard generator pool processes (default %(default)s)",
+    )
+    up.add_argument(
+        "--generators-ai",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["generator-ai"],
+        help="AI generator pool processes (default %(default)s)",
+    )
+    up.add_argument(
+        "--api",
+        type=_positive,
+        metavar="N",
+        default=DEFAULT_COUNTS["api"],
+        help="API processes, all on --port (default %(default)s; at most MAAS_REPLY_PARTITIONS)",
     )
     up.set_defaults(func=_up)
 
@@ -48,8 +78,7 @@ def _topics(args: argparse.Namespace) -> int:
 def _processor(args: argparse.Namespace) -> int:
     from processors.ledger.processor import run
 
-    overrides = {"instance_id": args.instance_id} if args.instance_id else {}
-    settings = Settings.from_env(**overrides)
+    settings = _instance_settings(args)
     logs.configure(f"ledger-{settings.instance_id}")
     run(settings)
     return 0
@@ -58,9 +87,16 @@ def _processor(args: argparse.Namespace) -> int:
 def _generator(args: argparse.Namespace) -> int:
     from processors.generators.worker import run
 
-    logs.configure(f"generator-{args.kind}")
-    run(Settings.from_env(), args.kind)
+    settings = _instance_settings(args)
+    logs.configure(f"generator-{args.kind}-{settings.instance_id}")
+    run(settings, args.kind)
     return 0
+
+
+def _instance_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with ``--instance-id`` (if given) as the instance id."""
+    overrides = {"instance_id": args.instance_id} if args.instance_id else {}
+    return Settings.from_env(**overrides)
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -72,10 +108,24 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from maas.supervisor import up
+    from maas.api_cli import check_port_free
+    from maas.supervisor import check_api_count, up
 
+    settings = Settings.from_env()
+    counts = {
+        "processor": args.processors,
+        "generator-standard": args.generators_standard,
+        "generator-ai": args.generators_ai,
+        "api": args.api,
+    }
+    try:
+        check_api_count(args.api, settings)
+        check_port_free(args.host, args.port)
+    except ValueError as exc:
+        print(f"maas up: {exc}", file=sys.stderr)
+        return 2
     logs.configure("up")
-    return up(Settings.from_env(), host=args.host, port=args.port, processors=args.processors)
+    return up(settings, host=args.host, port=args.port, counts=counts)
 
 
 def _positive(text: str) -> int:

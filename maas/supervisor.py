@@ -2,12 +2,13 @@
 
 Starts a local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), creates
 the region's topics, then runs each process of the service as a child: the ledger
-processor, both generator pools, the API, the usage analytics worker and the periodic
-audit checkpoints. A child that dies is restarted at once: that is the "supervisor
-restarts the process" the ledger processor's fatal-error path relies on, and a killed
-processor is back in about a second. Only a crash loop backs off (``restart_delay_s``),
-so a broken set-up shows one clear error in its log, not a restart storm. Ctrl-C stops
-everything, the broker last.
+processor instances, the generator pools of both kinds and the API processes (as many of
+each as asked, each with its own instance id; the API processes share one port), the
+usage analytics worker and the periodic audit checkpoints. A child that dies is
+restarted at once: that is the "supervisor restarts the process" the ledger processor's
+fatal-error path relies on, and a killed processor is back in about a second. Only a
+crash loop backs off (``restart_delay_s``), so a broken set-up shows one clear error in
+its log, not a restart storm. Ctrl-C stops everything, the broker last.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
-from maas.processes import PROCESSES, start_process
+from maas.processes import PROCESSES, SERVICE, process_label, start_process
 
 log = logging.getLogger("maas.up")
 
@@ -56,7 +58,7 @@ class Child:
     log_path: Path
     host: str
     port: int
-    instance_id: str | None = None  # of a ledger processor instance
+    instance_id: str | None = None  # of one of several processes of a kind (SERVICE)
     process: subprocess.Popen[bytes] | None = None
     quick_exits: int = 0
     started_at: float = field(default=0.0)
@@ -64,7 +66,7 @@ class Child:
 
     @property
     def label(self) -> str:
-        return self.name if self.instance_id is None else f"{self.name}-{self.instance_id}"
+        return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
         self.process = start_process(
@@ -79,25 +81,31 @@ class Child:
         log.info("started process=%s pid=%d log=%s", self.label, self.process.pid, self.log_path)
 
 
-def children(settings: Settings, host: str, port: int, processors: int = 2) -> list[Child]:
-    """Every process of the service, with ``processors`` ledger processor instances.
+def check_api_count(count: int, settings: Settings) -> None:
+    """Refuse more API processes than the replies topic has partitions (ValueError naming
+    the option): each API instance reads its replies from a partition of its own."""
+    if count > settings.reply_partitions:
+        raise ValueError(
+            f"--api {count}: at most {settings.reply_partitions} API processes: each reads "
+            "its replies from a partition of its own, and the replies topic has "
+            f"{settings.reply_partitions} (MAAS_REPLY_PARTITIONS)"
+        )
 
-    Two by default: while one restarts after a crash, the other keeps deciding its own
-    partitions, and a stopped (hung) one's partitions move to the other after the
-    session timeout."""
+
+def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> list[Child]:
+    """Every process of the service: ``counts[name]`` of each kind of SERVICE, with
+    instance ids 0, 1, ...; one of each observer."""
     logs_dir = Path(settings.data_dir) / "logs"
     procs = []
     for name in PROCESSES:
-        if name == "processor":
-            for instance in range(processors):
-                log_path = logs_dir / f"{name}-{instance}.log"
-                procs.append(Child(name, log_path, host, port, instance_id=str(instance)))
-        else:
-            procs.append(Child(name, logs_dir / f"{name}.log", host, port))
+        instances = [str(i) for i in range(counts[name])] if name in SERVICE else [None]
+        for instance_id in instances:
+            log_path = logs_dir / f"{process_label(name, instance_id)}.log"
+            procs.append(Child(name, log_path, host, port, instance_id=instance_id))
     return procs
 
 
-def up(settings: Settings, host: str, port: int, processors: int = 2) -> int:
+def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> int:
     env = dict(os.environ)
     broker = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -119,7 +127,7 @@ def up(settings: Settings, host: str, port: int, processors: int = 2) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    procs = children(settings, host, port, processors)
+    procs = children(settings, host, port, counts)
     for child in procs:
         child.start(env)
     base_url = f"http://{host}:{port}"
@@ -171,17 +179,25 @@ def supervise(child: Child, env: dict[str, str], now: float) -> None:
 def _wait_ready(
     base_url: str, procs: list[Child], stopping: object, timeout_s: float = 120
 ) -> bool:
+    """Until every API process has answered ``/readyz`` with 200. Each probe opens a new
+    connection (``httpx.get``), so the kernel hands the probes to all of them in turn."""
+    apis = {c.instance_id for c in procs if c.name == "api"}
+    ready: set[str] = set()
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up and not stopping():  # type: ignore[operator]
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return True
+            response = httpx.get(f"{base_url}/readyz", timeout=2)
+            if response.status_code == 200:
+                ready.add(str(response.json()["api_instance"]))
+                if ready >= apis:
+                    return True
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(POLL_S)
     log.error(
-        "service not ready after %ss; see logs: %s",
+        "service not ready after %ss api_instances_ready=%s; see logs: %s",
         timeout_s,
+        ",".join(sorted(ready)) or "none",
         " ".join(str(c.log_path) for c in procs),
     )
     return False

@@ -4,7 +4,9 @@ Each test module gets a fresh region (topic prefix ``t<8 hex>``), data dir and b
 token, and these processes, started through the ``maas`` CLI as in production
 (``maas.processes.start_process``, as ``maas up`` starts them):
 ``topics create`` (run to completion first), ``processor``, ``generator --kind
-standard``, ``generator --kind ai`` and ``api --port <free port>``.
+standard``, ``generator --kind ai`` and ``api --port <free port>``. A test may
+``start(name, instance_id)`` more of a kind: ``start("api", "1")`` runs a second API
+process on the same port, named ``api-1``.
 
 Fault tests can ``kill(name)`` (SIGKILL) and ``restart(name)`` any of them. Each
 process logs to ``<tmp>/logs/<name>.log`` (appended across restarts); if a test of the
@@ -30,7 +32,7 @@ import pytest
 
 from core.settings import Settings
 from maas.broker import free_port
-from maas.processes import SERVICE, start_process
+from maas.processes import SERVICE, process_label, start_process
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -46,7 +48,8 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     port: int
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # by label
+    api_instances: set[int] = field(default_factory=set)  # of the API processes started
     http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,9 +57,14 @@ class Stack:
 
     # --- processes -------------------------------------------------------------------
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        proc = start_process(name, self.env, self.log_dir / f"{name}.log", port=self.port)
-        self.procs[name] = proc
+    def start(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
+        label = process_label(name, instance_id)
+        proc = start_process(
+            name, self.env, self.log_dir / f"{label}.log", port=self.port, instance_id=instance_id
+        )
+        self.procs[label] = proc
+        if name == "api":
+            self.api_instances.add(int(instance_id or self.settings.api_instance))
         return proc
 
     def kill(self, name: str) -> None:
@@ -76,9 +84,9 @@ class Stack:
             proc.kill()
             proc.wait(timeout=30)
 
-    def restart(self, name: str) -> subprocess.Popen[bytes]:
-        self.terminate(name)
-        proc = self.start(name)
+    def restart(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
+        self.terminate(process_label(name, instance_id))
+        proc = self.start(name, instance_id)
         if name == "api":
             self.wait_ready()
         return proc
@@ -90,21 +98,29 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Until every API process started has answered ``/readyz`` with 200. Each probe
+        is a new connection, so the API processes sharing the port all get some."""
         deadline = time.monotonic() + timeout_s
+        ready: set[int] = set()
         last = ""
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
             try:
-                response = self.http.get("/readyz", timeout=5)
+                response = httpx.get(f"{self.base_url}/readyz", timeout=5)
                 if response.status_code == 200:
-                    return
+                    ready.add(response.json()["api_instance"])
+                    if ready >= self.api_instances:
+                        return
                 last = response.text
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)
-        raise TimeoutError(f"/readyz not ready after {timeout_s} s: {last}\n{self.tail('api')}")
+        raise TimeoutError(
+            f"/readyz not ready after {timeout_s} s (API instances ready: {sorted(ready)} of "
+            f"{sorted(self.api_instances)}): {last}\n{self.tail('api')}"
+        )
 
     # --- helpers -----------------------------------------------------------------------
 

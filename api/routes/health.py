@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import Bridge, Keys
+from api.deps import AppSettings, Bridge, Keys
 
 router = APIRouter(tags=["operations"])
 
@@ -22,9 +22,11 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Kafka reachable, key table loaded, ledger keeping up",
+    description="The body names the API instance that answered: several API processes "
+    "may share the port, and a start-up waits until each has said it is ready.",
     responses={503: {"description": "Not ready; the body says which check failed"}},
 )
-async def readyz(bridge: Bridge, keys: Keys) -> JSONResponse:
+async def readyz(bridge: Bridge, keys: Keys, settings: AppSettings) -> JSONResponse:
     # The admin calls block; run them off the loop and bound the whole probe.
     try:
         readiness = await asyncio.wait_for(
@@ -36,7 +38,11 @@ async def readyz(bridge: Bridge, keys: Keys) -> JSONResponse:
     checks["key_table_loaded"] = keys.loaded
     checks["key_table_clients"] = len(keys)
     ready = ready and keys.loaded
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "api_instance": settings.api_instance,
+        "checks": checks,
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

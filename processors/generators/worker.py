@@ -107,7 +107,7 @@ class GeneratorPool:
                 # Static membership: a pool killed and restarted takes its partitions
                 # straight back. A new dynamic member would wait for the dead one's
                 # session to expire first, and every request in between would time out.
-                # Two pools of one kind need distinct MAAS_INSTANCE_IDs.
+                # Two pools of one kind need distinct instance ids (--instance-id).
                 "group.instance.id": f"{settings.region}.generators.{kind}.{settings.instance_id}",
                 "session.timeout.ms": 6_000,
                 "isolation.level": "read_committed",  # never render an aborted approval

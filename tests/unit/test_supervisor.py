@@ -1,7 +1,9 @@
-"""The supervisor restarts a dead child at once, and backs off only for a crash loop."""
+"""The supervisor restarts a dead child at once, and backs off only for a crash loop; it
+runs as many processes of each kind as ``maas up`` is told, each with its own instance id."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -9,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from maas.supervisor import CRASH_LOOP_S, Child, restart_delay_s, supervise
+from core.settings import Settings
+from maas.cli import main
+from maas.processes import process_command, process_env
+from maas.supervisor import (
+    CRASH_LOOP_S,
+    Child,
+    check_api_count,
+    children,
+    restart_delay_s,
+    supervise,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +63,69 @@ def test_a_killed_child_is_restarted_at_once(tmp_path: Path) -> None:
     finally:
         child.process.kill()
         child.process.wait()
+
+
+def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    counts = {"processor": 2, "generator-standard": 2, "generator-ai": 1, "api": 3}
+    procs = children(settings, "127.0.0.1", 8123, counts)
+
+    assert [c.label for c in procs] == [
+        "processor-0",
+        "processor-1",
+        "generator-standard-0",
+        "generator-standard-1",
+        "generator-ai-0",
+        "api-0",
+        "api-1",
+        "api-2",
+        "usage",
+        "checkpointer",
+    ]
+    assert all(c.log_path == tmp_path / "logs" / f"{c.label}.log" for c in procs)
+    for child in procs:
+        command = process_command(child.name, child.host, child.port, child.instance_id)
+        env = process_env(child.name, {"MAAS_REGION": "x"}, child.instance_id)
+        if child.name in ("processor", "generator-standard", "generator-ai"):
+            assert command[-2:] == ["--instance-id", child.instance_id]
+        if child.name == "api":  # all on one port, each reading its own reply partition
+            assert command[-2:] == ["--port", "8123"]
+            assert env == {"MAAS_REGION": "x", "MAAS_API_INSTANCE": child.instance_id}
+        else:
+            assert env == {"MAAS_REGION": "x"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--api", "0"], "argument --api: must be at least 1, not 0"),
+        (["--generators-standard", "0"], "argument --generators-standard: must be at least 1"),
+        (["--generators-ai", "-1"], "argument --generators-ai: must be at least 1"),
+        (["--processors", "0"], "argument --processors: must be at least 1"),
+    ],
+)
+def test_up_refuses_a_count_below_one(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["up", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_up_refuses_more_apis_than_reply_partitions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAAS_REPLY_PARTITIONS", "4")
+    assert main(["up", "--api", "5"]) == 2  # before it starts anything
+    err = capsys.readouterr().err
+    assert "--api 5: at most 4 API processes" in err
+    assert "MAAS_REPLY_PARTITIONS" in err
+    check_api_count(4, Settings(reply_partitions=4))  # one each: accepted
+
+
+def test_up_refuses_a_port_another_process_listens_on(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as foreign:
+        port = foreign.getsockname()[1]
+        assert main(["up", "--port", str(port)]) == 2  # before it starts anything
+    assert f"--port {port}: 127.0.0.1:{port} is taken" in capsys.readouterr().err
