@@ -119,6 +119,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workload", choices=WORKLOADS, default="realistic", help="see benchmarks/workload.py"
     )
+    for kind, default in (
+        ("api", 1),
+        ("processors", 1),
+        ("generators-standard", 1),
+        ("generators-ai", 1),
+    ):
+        parser.add_argument(
+            f"--{kind}", type=int, default=default, help=f"{kind} processes (as maas up)"
+        )
     parser.add_argument("--tokens", type=int, default=10_000_000, help="tokens per client")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
@@ -176,7 +185,12 @@ def main() -> int:
     failed = False
     with kafka() as cluster, Region(cluster) as region:
         region.create_topics()
-        region.start_service()
+        region.start_service(
+            processors=args.processors,
+            generators_standard=args.generators_standard,
+            generators_ai=args.generators_ai,
+            api=args.api,
+        )
         clients = region.register_clients(args.clients, args.tokens)
         keys = [c.api_key for c in clients]
         subscribe_ai(region, clients[: ai_count(len(clients))])
