@@ -12,8 +12,10 @@ What is cached, per process (the rendering budget is in docs/performance.md):
 - caption layouts: font size and line breaks per (text, box) (``fit_text``);
 - template choice per query and place name per coordinates (``choose_template``,
   ``place.locate``);
-- the last 256 finished memes (``_render``), keyed by everything the picture depends
-  on: a popular query at a popular place, or a retry, is served without drawing.
+- the last ``FINISHED_MEMES`` finished memes (``_render``), keyed by everything the
+  picture depends on: a popular query at a popular place, or a retry, is served
+  without drawing. At ~64 KB a PNG that is ~130 MB per generator process; 256 missed
+  two thirds of the realistic workload's standard memes (docs/capacity.md).
 
 What is not: drawing the text (the outline stroke is most of it) and encoding the PNG
 (``encode_png``), most of the time of a new meme.
@@ -41,6 +43,7 @@ from schemas.events import KINDS, Kind
 IMAGE_SIZE = BASE_SIZE
 # zlib level 1 is ~2x faster than the default 6; our flat cartoon images barely grow.
 PNG_ZLIB_LEVEL = 1
+FINISHED_MEMES = 2048  # finished memes cached per process (see the module docstring)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_FONT_SIZE = 12
 MAX_FONT_SIZE = 64
@@ -435,7 +438,7 @@ def render_meme(
     return _render(template, top, bottom, None)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=FINISHED_MEMES)
 def _render(template: Template, top: str, bottom: str, ai_request_id: str | None) -> RenderedMeme:
     """The picture is a function of exactly these arguments, so finished memes are cached:
     a popular query at a popular place, or a retried request, costs no drawing at all."""
