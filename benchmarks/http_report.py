@@ -1,5 +1,6 @@
 """Output of ``http_bench.py`` shared by its parts: the shared-machine warning, ratios
-and the plot ``docs/img/http-latency.png`` (open-loop CDF, wrk percentiles, ladder).
+and the plot ``docs/img/http-latency.png`` (open-loop CDF, wrk percentiles, ladder, and
+CPU per request by component at each ladder step).
 """
 
 from __future__ import annotations
@@ -10,6 +11,41 @@ from typing import Any
 from common import CpuReport, say
 
 PERCENTILES = (50, 90, 95, 99)
+LOAD_GENERATORS = ("bench", "bare", "vegeta", "wrk")
+
+
+def component(process: str) -> str:
+    """``api-1`` -> ``api``: the processes of one kind are one component."""
+    return process.rsplit("-", 1)[0] if process[-1].isdigit() and "-" in process else process
+
+
+def cpu_ms_per_request(step: dict[str, Any]) -> dict[str, float]:
+    """CPU milliseconds per successful request, by component, in one ladder step."""
+    out: dict[str, float] = {}
+    rate = step["achieved_rps"]
+    for process, percent in step["cpu"]["percent_of_one_core"].items():
+        if process in LOAD_GENERATORS or rate <= 0:
+            continue
+        name = component(process)
+        out[name] = out.get(name, 0.0) + percent * 10 / rate
+    return out
+
+
+def plot_cpu_per_request(ax: Any, steps: list[dict[str, Any]]) -> None:
+    per_step = [cpu_ms_per_request(s) for s in steps]
+    names = sorted({name for step in per_step for name in step})
+    xs = range(len(steps))
+    bottom = [0.0] * len(steps)
+    for name in names:
+        values = [step.get(name, 0.0) for step in per_step]
+        ax.bar(list(xs), values, 0.6, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xticks(list(xs), [f"{s['offered_rps']:g}" for s in steps])
+    ax.set_xlabel("offered rate (req/s)")
+    ax.set_ylabel("CPU ms per successful request")
+    ax.set_title("CPU per request by component (ladder)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
 
 
 def warn_if_shared(report: CpuReport) -> None:
@@ -36,7 +72,7 @@ def plot(results: dict[str, Any], path: Path, slo: dict[str, Any]) -> None:
     if "wrk" in results:
         panels.append("wrk")
     if results.get("ladder"):
-        panels.append("ladder")
+        panels += ["ladder", "cpu"]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
@@ -78,6 +114,8 @@ def plot(results: dict[str, Any], path: Path, slo: dict[str, Any]) -> None:
             ax.set_title(f"wrk closed loop, {wrk['settings']}")
             ax.grid(alpha=0.3, axis="y")
             ax.legend(fontsize=8)
+        elif panel == "cpu":
+            plot_cpu_per_request(ax, results["ladder"])
         else:
             steps = results["ladder"]
             rates = [s["offered_rps"] for s in steps]
