@@ -30,7 +30,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from common import (
 )
 from http_open_loop import OpenLoopResult, measured_open_loop
 from http_report import plot, ratio, warn_if_shared
-from http_slo import check_slo, load_slo, step_passes
+from http_slo import check_overload, check_slo, load_slo, step_passes
 from http_stages import STAGES, print_stages, stage_breakdown
 from http_wrk import find_wrk, run_wrk
 from workload import WORKLOADS, Request, WorkloadClient, ai_count, place_clients, plan
@@ -150,6 +151,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-stages", action="store_true", help="skip the per-stage latency breakdown"
     )
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="last: offer slo.toml's [overload] factor x --capacity, then --capacity",
+    )
+    parser.add_argument(
+        "--capacity", type=float, help="req/s the overload run takes as capacity (rate_rps)"
+    )
+    parser.add_argument("--overload-seconds", type=float, help="default: [overload] seconds")
+    parser.add_argument("--after-seconds", type=float, help="default: [overload] after_s")
     parser.add_argument("--png", type=Path, default=IMG / "http-latency.png")
     parser.add_argument("--check", action="store_true", help="exit 1 if an SLO fails")
     parser.add_argument(
@@ -160,6 +171,8 @@ def parse_args() -> argparse.Namespace:
         args.clients, args.tokens, args.duration, args.connections = 5, 1_000, 2, 4
         args.rate, args.seconds, args.warmup, args.idle_seconds = 10.0, 2.0, 0.0, 0.0
         args.ladder = ""
+        args.overload, args.capacity = True, 10.0
+        args.overload_seconds, args.after_seconds = 2.0, 2.0
         args.png = RESULTS / "http-smoke.png"  # the documented plot stays as measured
     return args
 
@@ -380,7 +393,59 @@ def run_all(
                 f"| machine {s['cpu']['machine_busy_percent']:.0f}% "
                 f"(others {s['cpu']['others_percent_of_machine']:.0f}%)"
             )
+    if args.overload:
+        capacity = args.capacity or float(slo["rate_rps"])
+        failed |= overload_run(args, results, slo, capacity, region, pids, requests)
     return failed
+
+
+def overload_run(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    slo: dict[str, Any],
+    capacity: float,
+    region: Region,
+    pids: dict[str, int | None],
+    requests: Callable[[float, float], list[Request]],
+) -> bool:
+    """``factor`` x ``capacity`` for ``seconds``, then ``capacity`` for ``after_s`` with
+    no pause: is the excess refused fast, does goodput hold, and how soon is latency
+    back? Returns True if an objective of ``[overload]`` failed."""
+    objectives = slo["overload"]
+    over_rate = capacity * objectives["factor"]
+    over_s = args.overload_seconds or float(objectives["seconds"])
+    after_s = args.after_seconds or float(objectives["after_s"])
+    region.wait_drained()
+    say(f"overload: {over_rate:g}/s for {over_s:g} s, then {capacity:g}/s for {after_s:g} s")
+    over_requests, after_requests = requests(over_rate, over_s), requests(capacity, after_s)
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        over_future = pool.submit(
+            measured_open_loop, region.base_url, over_requests, over_rate, over_s,
+            args.timeout, pids,
+        )  # fmt: skip
+        # The second load starts when the first one's send window ends, as an open loop
+        # schedules it, while the overload's last answers are still coming in.
+        time.sleep(max(0.0, started + over_s - time.monotonic()))
+        after = measured_open_loop(
+            region.base_url, after_requests, capacity, after_s, args.timeout, {}
+        )
+        over = over_future.result()
+    assert over.cpu is not None
+    print("    overload " + over.line())
+    print("         " + over.cpu.line())
+    print("    after    " + after.line())
+    checks = check_overload(over, after, capacity, slo)
+    for name, ok, detail in checks:
+        print(f"    {'PASS' if ok else 'FAIL'}  {name:8} {detail}")
+    results["overload"] = {
+        "capacity_rps": capacity,
+        "over": over.as_dict(),
+        "after": after.as_dict(),
+        "checks": [{"slo": n, "pass": ok, "detail": d} for n, ok, d in checks],
+    }
+    region.check_alive()
+    return not all(ok for _, ok, _ in checks)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ class OpenLoopResult:
     completed_in_s: float  # from the first to the last successful response
     done_at: dict[str, float]  # request_id of a 200 -> wall clock time of its response
     refusal_latencies_ms: list[float]  # sorted, of the 429 and 503 answers
+    # (scheduled instant in s from the start, latency ms, HTTP code or 0), in send order
+    timeline: list[tuple[float, float, int]]
     cpu: CpuReport | None = None
     stages: dict[str, Any] | None = None
 
@@ -205,6 +207,7 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
     latencies: list[float] = []
     lags: list[float] = []
     refusals: list[float] = []
+    timeline: list[tuple[float, float, int]] = []
     done_at: dict[str, float] = {}
     ok_span = [float("inf"), 0.0]  # completion time of the first and the last 2xx
     for sent, r in zip(sent_s, results, strict=True):
@@ -216,6 +219,7 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         statuses[status] += 1
         lags.append(lag_ms)
         latencies.append(latency_ms)
+        timeline.append((int(r["seq"]) / rate, latency_ms, code))
         if code in (429, 503):
             refusals.append(latency_ms)
         if 200 <= code < 300:
@@ -233,4 +237,5 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         completed_in_s=max(0.0, ok_span[1] - ok_span[0]),
         done_at=done_at,
         refusal_latencies_ms=sorted(refusals),
+        timeline=sorted(timeline),
     )

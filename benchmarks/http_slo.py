@@ -2,7 +2,8 @@
 
 ``check_slo`` gives a PASS/FAIL line per SLO for the SLO run; ``step_passes`` says
 whether a ladder step met p99, the error ratio and the achieved rate of its own offered
-rate (a step is not held to the SLO's rate).
+rate (a step is not held to the SLO's rate); ``check_overload`` checks the ``[overload]``
+objectives on an overload run and the run at capacity that follows it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from common import percentile
 from http_open_loop import OpenLoopResult
 
 
@@ -62,3 +64,51 @@ def step_passes(result: OpenLoopResult, slo: dict[str, Any]) -> bool:
         and result.error_ratio <= slo["error_ratio_max"]
         and result.achieved_rps >= result.rate * slo.get("achieved_ratio_min", 0.99)
     )
+
+
+def recovery_s(after: OpenLoopResult, p99_ms: float, window_s: float = 1.0) -> float:
+    """Seconds after an overload until latency is back: the end of the last window (by
+    scheduled instant) of the run that follows it whose p99 is over ``p99_ms`` or that
+    had an error; 0 if there is none."""
+    windows: dict[int, list[tuple[float, int]]] = {}
+    for at_s, latency_ms, code in after.timeline:
+        windows.setdefault(int(at_s // window_s), []).append((latency_ms, code))
+    late = [
+        index
+        for index, answers in windows.items()
+        if percentile(sorted(ms for ms, _ in answers), 99) > p99_ms
+        or any(not 200 <= code < 300 for _, code in answers)
+    ]
+    return (max(late) + 1) * window_s if late else 0.0
+
+
+def check_overload(
+    over: OpenLoopResult, after: OpenLoopResult, capacity_rps: float, slo: dict[str, Any]
+) -> list[tuple[str, bool, str]]:
+    """``slo.toml``'s ``[overload]`` objectives on an overload run and the run after it."""
+    objectives = slo["overload"]
+    goodput = over.ok / over.seconds
+    need = capacity_rps * objectives["goodput_ratio_min"]
+    refusals = over.refusal_latencies_ms
+    refusal_p99 = percentile(refusals, 99) if refusals else 0.0
+    back_s = recovery_s(after, slo["p99_ms"])
+    return [
+        (
+            "goodput",
+            goodput >= need,
+            f"{goodput:.1f} ok/s while {over.rate:g}/s were offered (need >= {need:g}: "
+            f"{objectives['goodput_ratio_min']:.0%} of a capacity of {capacity_rps:g}/s)",
+        ),
+        (
+            "refusal",
+            refusal_p99 <= objectives["refusal_p99_ms"],
+            f"{len(refusals)} refused (429/503), p99 {refusal_p99:.1f} ms "
+            f"(need <= {objectives['refusal_p99_ms']} ms)",
+        ),
+        (
+            "recovery",
+            back_s <= objectives["recovery_s_max"],
+            f"p99 back under {slo['p99_ms']} ms, without errors, {back_s:g} s after the "
+            f"overload (need <= {objectives['recovery_s_max']} s)",
+        ),
+    ]

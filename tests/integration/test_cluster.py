@@ -16,11 +16,12 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
 
 from core.admin import ensure_topics, topic_specs
 from core.settings import Settings
@@ -208,7 +209,20 @@ def test_region_topics_have_three_replicas_and_two_in_sync(
     metadata = cluster.metadata()
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
-    configs = {r.name: f.result(timeout=10) for r, f in admin.describe_configs(resources).items()}
+    configs: dict[str, dict[str, ConfigEntry]] = {}
+
+    def described() -> bool:
+        # The admin asks any node, and one may not have applied the topics yet.
+        try:
+            futures = admin.describe_configs(resources).items()
+            configs.update({r.name: f.result(timeout=10) for r, f in futures})
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            return False
+        return True
+
+    wait_for("every topic's configuration from the node asked", described)
     for name in names:
         partitions = metadata.topics[name].partitions.values()
         assert partitions, name

@@ -1,4 +1,5 @@
-"""The benchmark's workload and its open-loop bookkeeping, without a service.
+"""The parts of ``http_bench.py`` that need no service: the workload, the open-loop
+bookkeeping and the overload checks.
 
 ``benchmarks/`` holds scripts that import their siblings by name, so the folder is put
 on the path here as the scripts put it there by being run.
@@ -17,7 +18,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from http_open_loop import summarise
+from http_open_loop import OpenLoopResult, summarise
+from http_slo import check_overload, recovery_s
 from workload import (
     AI_SHARE,
     KEYED_SHARE,
@@ -114,3 +116,45 @@ def test_latency_counts_from_the_scheduled_instant() -> None:
     assert run.refusal_latencies_ms == pytest.approx([310.0], abs=0.01)
     assert set(run.done_at) == {"r0", "r1"}
     assert run.send_lag_p99_ms == pytest.approx(300.0, abs=1)
+
+
+def run_of(timeline: list[tuple[float, float, int]], rate: float, seconds: float) -> OpenLoopResult:
+    latencies = sorted(ms for _, ms, _ in timeline)
+    refusals = sorted(ms for _, ms, code in timeline if code in (429, 503))
+    statuses = Counter(str(code) for _, _, code in timeline)
+    return OpenLoopResult(
+        rate, seconds, len(timeline), latencies, statuses, 0.0, seconds, {}, refusals, timeline
+    )
+
+
+SLO = {
+    "p99_ms": 250,
+    "overload": {"goodput_ratio_min": 0.9, "refusal_p99_ms": 50, "recovery_s_max": 5},
+}
+
+
+def test_recovery_ends_with_the_last_slow_or_failed_second() -> None:
+    # 10/s for 8 s: seconds 0-2 slow, second 3 fine, second 4 has an error, then fine.
+    timeline = [(n / 10, 900.0 if n < 30 else 20.0, 503 if n == 45 else 200) for n in range(80)]
+    assert recovery_s(run_of(timeline, 10, 8), p99_ms=250) == 5.0
+    assert recovery_s(run_of([(n / 10, 20.0, 200) for n in range(80)], 10, 8), 250) == 0.0
+
+
+def test_overload_checks_goodput_refusals_and_recovery() -> None:
+    # 200/s offered for 2 s against a capacity of 100/s: 190 ok per second, the rest
+    # refused in 10 ms; afterwards, latency is back after 1 s.
+    over = run_of(
+        [(n / 200, 100.0 if n % 20 else 10.0, 200 if n % 20 else 503) for n in range(400)],
+        200,
+        2,
+    )
+    after = run_of([(n / 100, 400.0 if n < 100 else 30.0, 200) for n in range(300)], 100, 3)
+    checks = {name: (ok, detail) for name, ok, detail in check_overload(over, after, 100, SLO)}
+    assert checks["goodput"][0], checks["goodput"]
+    assert "190.0 ok/s" in checks["goodput"][1]
+    assert checks["refusal"][0] and "20 refused" in checks["refusal"][1]
+    assert checks["recovery"][0] and " 1 s after" in checks["recovery"][1]
+
+    slow_refusals = run_of([(n / 200, 300.0, 503) for n in range(400)], 200, 2)
+    checks = {name: ok for name, ok, _ in check_overload(slow_refusals, after, 100, SLO)}
+    assert checks == {"goodput": False, "refusal": False, "recovery": True}
