@@ -11,7 +11,8 @@ Both ways below first fold the registrations and purchases, unmeasured; then, ti
     end of the requests topic. Its committed ledger must charge every request.
 (b) **at least once**, the baseline: a plain consumer with the processor's consumer
     settings and group commit (``take_batch``), the fold on in-memory state
-    (``MemoryLedger``), the same records (``record_writes``, ``decision_outputs``)
+    (``MemoryLedger``), the same records (``record_writes`` once per key per batch,
+    ``decision_outputs``)
     produced without a transaction to a shadow region, then ``flush`` and a synchronous
     offset commit per batch: outputs acknowledged before the offsets move.
 
@@ -261,8 +262,20 @@ class AtLeastOnce:
                 if not messages:
                     continue
                 offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in messages}
+                writes: dict[int, dict[bytes, bytes | None]] = {}
                 for msg in messages:
-                    self.fold(msg)
+                    self.fold(msg, writes)
+                # As the processor does: each state key once per batch, its last value.
+                for partition, latest in writes.items():
+                    for key, value in latest.items():
+                        produce(
+                            self.producer,
+                            self.out.ledger_changelog,
+                            key,
+                            value,
+                            partition=partition,
+                            on_delivery=self.delivered,
+                        )
                 consumed += len(messages)
                 if self.producer.flush(60) or self.errors:
                     raise RuntimeError(f"at least once: produce failed {self.errors[:3]}")
@@ -285,7 +298,7 @@ class AtLeastOnce:
             "cpu_ms_per_decision": cpu_ms_per_decision(report, consumed),
         }
 
-    def fold(self, msg: Message) -> None:
+    def fold(self, msg: Message, writes: dict[int, dict[bytes, bytes | None]]) -> None:
         error = msg.error()
         if error is not None:
             raise RuntimeError(f"at least once: consume error {error}")
@@ -293,9 +306,10 @@ class AtLeastOnce:
         assert partition is not None  # a consumed record has one
         decision = self.ledger.handle(parse_input(msg.value() or b""))
         self.charged += sum(entry.type == "TokensCharged" for entry in decision.entries)
-        writes = record_writes(decision.account, decision.requests, decision.purchase)
-        records = [(self.out.ledger_changelog, partition, k, v) for k, v in writes]
-        records += decision_outputs(self.out, partition, decision, self.settings.reply_partitions)
+        writes.setdefault(partition, {}).update(
+            record_writes(decision.account, decision.requests, decision.purchase)
+        )
+        records = decision_outputs(self.out, partition, decision, self.settings.reply_partitions)
         for topic, to, key, value in records:
             produce(self.producer, topic, key, value, partition=to, on_delivery=self.delivered)
 

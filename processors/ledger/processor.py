@@ -16,9 +16,10 @@ Commit protocol, once per batch (one Kafka transaction):
 2. ``begin_transaction``.
 3. For each message: ``decide`` against the partition's state (RocksDB under an
    overlay of this batch's own writes), then produce in the transaction: ledger
-   entries, approved work, replies, ``AccountOpened`` to the clients table, and every
-   state write to the changelog (same partition number as the input).
+   entries, approved work, replies, ``AccountOpened`` to the clients table.
 4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way.
+   Then every state key the batch wrote goes to the changelog once, with its last
+   value (same partition number as the input).
 5. ``send_offsets_to_transaction`` with the next offset of *every owned* partition
    (consumed in this batch or not) and ``consumer_group_metadata()``, in every
    transaction, also one of timer refunds only: the fence. A zombie from an older
@@ -258,6 +259,7 @@ class LedgerProcessor:
                 now_ms=expired_at_ms,
             )
             self._apply(partition, decide(self._view(partition), expire))
+        self._produce_changelog()
         refunds = bool(expiring)
         self._fault("after_produce", refunds=refunds)
         # The fence: every transaction, whatever it holds (inputs, timer refunds, replies
@@ -293,12 +295,23 @@ class LedgerProcessor:
         self.decisions += 1
         for key, value in record_writes(decision.account, decision.requests, decision.purchase):
             self.overlay.put(partition, key, value)
-            self._produce(
-                self.topics.ledger_changelog, partition, key, value, self._on_changelog_delivery
-            )
         outputs = decision_outputs(self.topics, partition, decision, self.settings.reply_partitions)
         for topic, out_partition, key, value in outputs:
             self._produce(topic, out_partition, key, value)
+
+    def _produce_changelog(self) -> None:
+        """Each state key the batch wrote, once, with its last value: a client with five
+        requests in one batch is one account record, not five (the changelog is compacted
+        and a restore keeps the last value of a key anyway)."""
+        for partition, writes in self.overlay.writes.items():
+            for key, value in writes.items():
+                self._produce(
+                    self.topics.ledger_changelog,
+                    partition,
+                    key,
+                    value,
+                    self._on_changelog_delivery,
+                )
 
     def _dead_letter(
         self, msg: Message, topic: str, partition: int, offset: int, error: str
