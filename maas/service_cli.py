@@ -35,35 +35,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument(
-        "--processors",
-        type=_positive,
-        metavar="N",
-        default=DEFAULT_COUNTS["processor"],
-        help="ledger processor instances (default %(default)s: one keeps deciding while "
-        "another restarts)",
-    )
-    up.add_argument(
-        "--generators-standard",
-        type=_positive,
-        metavar="N",
-        default=DEFAULT_COUNTS["generator-standard"],
-        help="standard generator pool processes (default %(default)s)",
-    )
-    up.add_argument(
-        "--generators-ai",
-        type=_positive,
-        metavar="N",
-        default=DEFAULT_COUNTS["generator-ai"],
-        help="AI generator pool processes (default %(default)s)",
-    )
-    up.add_argument(
-        "--api",
-        type=_positive,
-        metavar="N",
-        default=DEFAULT_COUNTS["api"],
-        help="API processes, all on --port (default %(default)s; at most MAAS_REPLY_PARTITIONS)",
-    )
+    for flag, kind, what in (
+        (
+            "--processors",
+            "processor",
+            "ledger processor instances (default %(default)s: one keeps deciding while "
+            "another restarts)",
+        ),
+        (
+            "--generators-standard",
+            "generator-standard",
+            "standard generator pool processes (default %(default)s)",
+        ),
+        ("--generators-ai", "generator-ai", "AI generator pool processes (default %(default)s)"),
+        (
+            "--api",
+            "api",
+            "API processes, all on --port (default %(default)s; at most MAAS_REPLY_PARTITIONS)",
+        ),
+    ):
+        up.add_argument(
+            flag,
+            type=_positive,
+            metavar="N",
+            default=DEFAULT_COUNTS[kind],
+            help=what,
+        )
     up.set_defaults(func=_up)
 
 
