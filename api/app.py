@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.bridge = bridge
         app.state.keys = keys
         bridge.start(asyncio.get_running_loop())
-        keys.start()
+        keys.start(asyncio.get_running_loop())
         # The policy model loads in seconds: pay it at start-up, not on the first request.
         await asyncio.to_thread(api_policy.warm_up)
         log.info(

@@ -89,7 +89,7 @@ async def current_client(
     api_key = _bearer_token(request, credentials)
     if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_API_KEY_CHARS:
         raise Unauthorized("malformed API key")
-    client_id = keys.client_for(api_key)
+    client_id = await keys.client_for_waiting(api_key)
     if client_id is None:
         if not keys.loaded:
             raise NotReady("the API key table is still loading")

@@ -12,10 +12,18 @@ towards a stored one without knowing a key.
 Until every partition has been read to its end once, the table is ``loaded == False``
 and an unknown key is answered "not ready" (503), not "unauthorized" (401): a key we
 have not read yet is not a wrong key.
+
+Several API instances: a registration is known at once on the instance that made it
+(``add``), and on the others once its record arrives, a few milliseconds after the
+ledger committed it, which is before the client was handed the key. A client whose
+next call reaches another instance in between must not be told its key is wrong, so
+an unknown key waits up to ``PROPAGATION_WAIT_S`` for the table to learn it
+(``client_for_waiting``) before it is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -28,6 +36,8 @@ from core.topics import Topics
 from schemas.events import AccountOpened, parse_entry
 
 log = logging.getLogger(__name__)
+
+PROPAGATION_WAIT_S = 1.0
 
 
 def key_hash(api_key: str) -> str:
@@ -44,6 +54,8 @@ class KeyTable:
         self._loaded = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None  # set on the loop when a key is added
 
     # --- queries (event loop) ----------------------------------------------------------
 
@@ -54,6 +66,24 @@ class KeyTable:
     def client_for(self, api_key: str) -> str | None:
         # A plain dict read is atomic under the GIL; no lock needed on the hot path.
         return self._client_by_hash.get(key_hash(api_key))
+
+    async def client_for_waiting(self, api_key: str) -> str | None:
+        """``client_for``, but an unknown key waits up to ``PROPAGATION_WAIT_S`` for a
+        registration made through another instance to arrive (module docstring)."""
+        client_id = self.client_for(api_key)
+        if client_id is not None or self._changed is None or not self.loaded:
+            return client_id  # not loaded: the caller answers "not ready" at once
+        deadline = asyncio.get_running_loop().time() + PROPAGATION_WAIT_S
+        while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            self._changed.clear()
+            client_id = self.client_for(api_key)
+            if client_id is not None:
+                return client_id
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.client_for(api_key)
 
     def __len__(self) -> int:
         return len(self._client_by_hash)
@@ -66,6 +96,9 @@ class KeyTable:
                 self._client_by_hash.pop(old, None)
             self._hash_by_client[client_id] = api_key_sha256
             self._client_by_hash[api_key_sha256] = client_id
+        if self._loop is not None and self._changed is not None:
+            # The reader thread's news, handed to the loop, which alone touches the event.
+            self._loop.call_soon_threadsafe(self._changed.set)
 
     def remove(self, client_id: str) -> None:
         with self._lock:
@@ -75,7 +108,8 @@ class KeyTable:
 
     # --- life cycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._changed = loop, asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="maas-api-keys", daemon=True)
         self._thread.start()
 

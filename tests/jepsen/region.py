@@ -4,7 +4,8 @@ A fresh region name (``j<8 hex>``), data dir and development secrets, as
 ``tests/stack.py`` makes them; the processes are started through
 ``maas.processes.start_process`` like ``maas up`` starts them: K ledger processor
 instances (``instance_id`` "0".."K-1", children ``processor-0``...), both generator pools
-and one API, each appending to its own log in ``<root>/logs``.
+and one API (or N on one port, ``api-0``...), each appending to its own log in
+``<root>/logs``.
 
 A supervisor thread restarts any child that exits, at once, backing off only for a crash
 loop (``maas.supervisor.restart_delay_s``, the rule ``maas up`` follows), except while the
@@ -58,7 +59,7 @@ class Exit:
 
 @dataclass
 class Child:
-    name: str  # "processor-0", "generator-standard", "generator-ai", "api"
+    name: str  # "processor-0", "generator-standard", "generator-ai", "api" (or "api-0"...)
     process: str  # the name ``start_process`` knows
     log_path: Path
     instance_id: str | None = None
@@ -80,6 +81,7 @@ class Region:
     bootstrap: str
     root: Path
     processors: int = 2
+    apis: int = 1
     replication_factor: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     say: Say = print
@@ -112,8 +114,13 @@ class Region:
         self.children: dict[str, Child] = {}
         for i in range(self.processors):
             self._add(f"processor-{i}", "processor", str(i))
-        for name in ("generator-standard", "generator-ai", "api"):
+        for name in ("generator-standard", "generator-ai"):
             self._add(name, name)
+        if self.apis == 1:
+            self._add("api", "api")
+        for i in range(self.apis if self.apis > 1 else 0):
+            # On one port (SO_REUSEPORT), each with its own reply partition.
+            self._add(f"api-{i}", "api", str(i))
         self._lock = threading.RLock()  # children's processes: supervisor vs nemesis
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)

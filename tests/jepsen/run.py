@@ -1,6 +1,6 @@
 """``python -m tests.jepsen.run``: the workload and the nemesis together, then the checker.
 
-    python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2]
+    python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2] [--api 1]
         [--clients 40] [--seed S] [--mode faults|availability] [--load vegeta|python]
         [--keep DIR]
 
@@ -68,6 +68,7 @@ class Options:
     rate: float = 30.0
     nodes: int = 3
     processors: int = 2
+    apis: int = 1
     clients: int = 40
     seed: int | None = None
     mode: Mode = "faults"
@@ -186,6 +187,7 @@ def run(options: Options) -> RunResult:
         bootstrap,
         root / "region",
         processors=options.processors,
+        apis=options.apis,
         replication_factor=3 if options.nodes > 1 else 1,
         extra_env={"MAAS_TRANSACTION_TIMEOUT_MS": str(TRANSACTION_TIMEOUT_MS)},
         say=say,
@@ -499,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="meme requests per second")
     parser.add_argument("--nodes", type=int, default=3, help="brokers of the local cluster")
     parser.add_argument("--processors", type=int, default=2, help="ledger processor instances")
+    parser.add_argument("--api", type=int, default=1, help="API processes, on one port")
     parser.add_argument("--clients", type=int, default=40)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mode", choices=["faults", "availability"], default="faults")
@@ -518,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         nodes=args.nodes,
         processors=args.processors,
+        apis=args.api,
         clients=args.clients,
         seed=args.seed,
         mode=args.mode,
