@@ -87,6 +87,7 @@ class KafkaBridge:
         self.topics = Topics(settings.region)
         self.metrics = metrics
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        metrics.waiting.set_function(lambda: len(self._waiting))  # read at scrape time
         self._stopping = threading.Event()
         self._replies_positioned = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -170,7 +171,6 @@ class KafkaBridge:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
-        self.metrics.waiting.inc()
         try:
             try:
                 await self.append(topic, event)
@@ -187,7 +187,6 @@ class KafkaBridge:
             return await _wait(future, deadline_ms)
         finally:
             self._waiting.pop(event.event_id, None)
-            self.metrics.waiting.dec()
 
     async def append(self, topic: str, event: Envelope) -> None:
         """Produce and wait for the delivery report (the event is then in the log).

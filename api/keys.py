@@ -96,8 +96,9 @@ class KeyTable:
                 self._client_by_hash.pop(old, None)
             self._hash_by_client[client_id] = api_key_sha256
             self._client_by_hash[api_key_sha256] = client_id
-        if self._loop is not None and self._changed is not None:
-            # The reader thread's news, handed to the loop, which alone touches the event.
+        if self._loop is not None and self._changed is not None and self.loaded:
+            # The reader thread's news, handed to the loop, which alone touches the event
+            # (lookups wait only once the table is loaded: no wake-ups for the first read).
             self._loop.call_soon_threadsafe(self._changed.set)
 
     def remove(self, client_id: str) -> None:
