@@ -1,11 +1,14 @@
 """A generator pool: consumes approved work of one kind, makes the meme, reports the outcome.
 
 Standard and AI work live on separate topics with separate consumer groups, so a slow AI
-backlog never queues ahead of standard memes. Delivery is at least once: offsets are
-committed only after the batch's outcomes are acknowledged by the broker. A worker killed
-mid-batch renders some requests again; rendering is deterministic (same request id, same
-bytes, same blob key) and the ledger ignores a second outcome for a request, so a
-repeat changes nothing.
+backlog never queues ahead of standard memes. Delivery is at least once: a batch's
+offsets are stored only after its outcomes are acknowledged by the broker, and the
+consumer commits what is stored every ``AUTO_COMMIT_MS`` (and when it closes or gives up
+a partition). A commit per batch was a broker request per meme or two at 100/s, and a
+round trip during which nothing rendered. A worker killed renders again what it did
+since its last commit (at most ``AUTO_COMMIT_MS`` of work); rendering is deterministic
+(same request id, same bytes, same blob key) and the ledger ignores a second outcome for
+a request, so a repeat changes nothing.
 
 Work whose deadline has passed is not rendered: the client has been answered already,
 and the ledger refunds it. A failure (an exception while rendering, or the AI pool's own
@@ -58,14 +61,8 @@ from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 
 log = logging.getLogger("maas.generator")
 
-COMMIT_ATTEMPTS = 50
-# While the group coordinator moves to another broker, a commit fails with one of these;
-# librdkafka does not flag them all retriable, and a crash for them would only redo work.
-COORDINATOR_MOVING = {
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR,
-}
+# What a killed worker may have to do again, and how often the group is told progress.
+AUTO_COMMIT_MS = 1_000
 
 
 class GeneratorPool:
@@ -111,7 +108,9 @@ class GeneratorPool:
                 "group.instance.id": f"{settings.region}.generators.{kind}.{settings.instance_id}",
                 "session.timeout.ms": 6_000,
                 "isolation.level": "read_committed",  # never render an aborted approval
-                "enable.auto.commit": False,
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": AUTO_COMMIT_MS,
+                "enable.auto.offset.store": False,  # stored after the outcomes are acked
                 "auto.offset.reset": "earliest",
                 # fetch.wait.max.ms stays at librdkafka's 500 ms: a fetch is a long poll
                 # that the broker answers as soon as a record is there, so waiting costs
@@ -185,23 +184,20 @@ class GeneratorPool:
                 partition=partition,
             )
         if self.producer.flush(30) > 0:
-            raise KafkaException("outcomes not acknowledged; offsets not committed")
-        self._commit_offsets()
+            raise KafkaException("outcomes not acknowledged; offsets not stored")
+        for message in messages:
+            if message.error() is None:
+                self._store_offset(message)
 
-    def _commit_offsets(self) -> None:
-        """Retry what is retriable (a coordinator moving after a broker restart); anything
-        else ends the process, and the work is done again after the restart."""
-        for _ in range(COMMIT_ATTEMPTS - 1):
-            try:
-                self.consumer.commit(asynchronous=False)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not (error.retriable() or error.code() in COORDINATOR_MOVING):
-                    raise
-                log.warning("offset commit retry error=%s", error)
-                time.sleep(0.2)
-        self.consumer.commit(asynchronous=False)
+    def _store_offset(self, message: Message) -> None:
+        try:
+            self.consumer.store_offsets(message=message)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._STATE:
+                raise
+            # Its partition was revoked during the batch: the new owner starts from the
+            # last commit and makes this outcome again, which the ledger ignores.
+            log.info("offset not stored, partition %s moved", message.partition())
 
     def _make(self, job: MemeApproved, deadline: float | None) -> MemeGenerated | MemeFailed:
         if now_ms() > job.deadline_ms:

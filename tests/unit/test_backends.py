@@ -270,10 +270,10 @@ class FakeProducer:
 
 class FakeConsumer:
     def __init__(self) -> None:
-        self.commits = 0
+        self.stored: list[FakeMessage] = []
 
-    def commit(self, asynchronous: bool = False) -> None:
-        self.commits += 1
+    def store_offsets(self, message: FakeMessage) -> None:
+        self.stored.append(message)
 
 
 def _approved(request_id: str, query: str = "pizza") -> bytes:
@@ -323,16 +323,17 @@ def _outcomes(pool: GeneratorPool) -> list[MemeGenerated | MemeFailed]:
 def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) -> None:
     """Scenario: the model answers after the AI pool's deadline.
     We expect: MemeFailed for the request (the ledger refunds it), within the deadline,
-    and the batch's offsets committed."""
+    and the batch's offsets stored (for the next commit)."""
     pool = _pool(tmp_path, FixedBackend(AiCaption("late", "caption"), delay_s=2.0))
     started = time.monotonic()
-    pool._handle([FakeMessage(_approved("req-slow"))])  # type: ignore[list-item]
+    message = FakeMessage(_approved("req-slow"))
+    pool._handle([message])  # type: ignore[list-item]
     assert time.monotonic() - started < 1.5
     (outcome,) = _outcomes(pool)
     assert isinstance(outcome, MemeFailed)
     assert outcome.request_id == "req-slow"
     assert "deadline" in outcome.error
-    assert pool.consumer.commits == 1  # type: ignore[attr-defined]
+    assert pool.consumer.stored == [message]  # type: ignore[attr-defined]
     pool.executor.shutdown(wait=False, cancel_futures=True)
 
 
