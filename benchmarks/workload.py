@@ -106,6 +106,14 @@ def place_clients(api_keys: list[str], ai_keys: set[str], seed: int = 1) -> list
     ]
 
 
+QUERY_WEIGHTS = tuple(accumulate(1 / rank**ZIPF_S for rank in range(1, len(VOCABULARY) + 1)))
+
+
+def draw_query(rng: random.Random) -> str:
+    """A query of the vocabulary, drawn by its Zipf weight."""
+    return rng.choices(VOCABULARY, cum_weights=QUERY_WEIGHTS)[0]
+
+
 def ai_count(clients: int) -> int:
     """How many of ``clients`` subscribe to Memes AI (at least one once there are 5)."""
     return round(clients * AI_SHARE)
@@ -119,7 +127,6 @@ def plan(
     if not clients:
         raise ValueError("a workload needs at least one client")
     rng = random.Random(seed)
-    query_weights = list(accumulate(1 / rank**ZIPF_S for rank in range(1, len(VOCABULARY) + 1)))
     retry_gap = max(1, round(rate * RETRY_AFTER_S))
     retries: dict[int, Request] = {}  # slot -> the keyed request to send again there
     requests: list[Request] = []
@@ -137,7 +144,7 @@ def plan(
             api_key=client.api_key,
             lat=lat,
             lon=lon,
-            query=rng.choices(VOCABULARY, cum_weights=query_weights)[0],
+            query=draw_query(rng),
             idempotency_key=f"w{seed}-{slot}" if keyed else None,
         )
         requests.append(request)

@@ -2,7 +2,7 @@
 
     python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2] [--api 1]
         [--clients 40] [--seed S] [--mode faults|availability] [--load vegeta|python]
-        [--keep DIR]
+        [--memes new|repeated] [--keep DIR]
 
 Steps: start the cluster (or use ``$KAFKA_BOOTSTRAP_SERVERS``) and a fresh region; set up
 the clients; run the load and the fault schedule together for ``--seconds``; stop the
@@ -16,7 +16,9 @@ processor kill, and the CPU each process used during the load.
 The load: in availability mode vegeta (``tests/jepsen/vegeta.py``) when
 ``.maas/bin/vegeta`` exists, a compiled open-loop generator that leaves the CPU to the
 service it measures; otherwise, and always in faults mode (it retries), the Python load
-(``tests/jepsen/workload.py``).
+(``tests/jepsen/workload.py``). With vegeta, ``--memes repeated`` asks from the
+clients' home cities for popular queries, as the realistic workload does; the default,
+``new``, makes every meme new (``tests/jepsen/vegeta.py``).
 
 Exit code 1 if the verdict fails; the history and the logs are then kept and their paths
 printed (with ``--keep DIR`` they are always kept, in DIR).
@@ -47,7 +49,7 @@ from tests.jepsen.history import History
 from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
 from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
 from tests.jepsen.region import Region
-from tests.jepsen.vegeta import VegetaLoad, vegeta_binary
+from tests.jepsen.vegeta import MEMES, Memes, VegetaLoad, vegeta_binary
 from tests.jepsen.workload import Workload
 
 Load = Literal["vegeta", "python"]
@@ -79,6 +81,7 @@ class Options:
     generator_kill_every_s: float = 15.0  # availability mode
     settle_bound_s: float = SETTLE_BOUND_S
     load: Load | None = None  # None: vegeta in availability mode if it is installed
+    memes: Memes = "new"  # what vegeta asks for (tests/jepsen/vegeta.py)
 
 
 def choose_load(mode: Mode, load: Load | None) -> Load:
@@ -161,6 +164,8 @@ def run(options: Options) -> RunResult:
     say = Say()
     seed = options.seed if options.seed is not None else random.randrange(1 << 30)
     load = choose_load(options.mode, options.load)  # before anything starts
+    if options.memes != "new" and load != "vegeta":
+        raise ValueError("--memes repeated needs the vegeta load (availability mode)")
     root = options.keep or Path(tempfile.mkdtemp(prefix="jepsen-"))
     root.mkdir(parents=True, exist_ok=True)
     plan = plan_faults(
@@ -327,7 +332,9 @@ def _vegeta_load(
     binary = vegeta_binary()
     assert binary is not None
     root = workload.history.path.parent / "vegeta"
-    vegeta = VegetaLoad(workload, root, options.rate, options.seconds, binary, say)
+    vegeta = VegetaLoad(
+        workload, root, options.rate, options.seconds, binary, say, memes=options.memes
+    )
     count = vegeta.write_targets()
     say(f"vegeta: {count} targets in {vegeta.targets_path}; {' '.join(vegeta.command())}")
     meter = CpuMeter(
@@ -509,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every-s", type=float, default=10.0)
     parser.add_argument("--generator-kill-every-s", type=float, default=15.0)
     parser.add_argument(
+        "--memes",
+        choices=MEMES,
+        default="new",
+        help="with vegeta: every meme new (the default), or repeated: home cities and "
+        "popular queries as in the realistic workload",
+    )
+    parser.add_argument(
         "--load",
         choices=["vegeta", "python"],
         default=None,
@@ -530,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         kill_every_s=args.kill_every_s,
         generator_kill_every_s=args.generator_kill_every_s,
         load=args.load,
+        memes=args.memes,
     )
     result = run(options)
     return 0 if result.ok else 1

@@ -7,9 +7,14 @@ clients are registered and credited by the ``Workload`` beforehand, and the work
 settles and records the final ``me``s afterwards, as in the Python load.
 
 1. ``write_targets``: one target per request of the run (rate x seconds) in vegeta's
-   JSON target format, clients round-robin, coordinates drawn as the workload draws
-   them, every query ``"jepsen " + logical`` (the checker maps each request back to its
-   op through it) and ``Idempotency-Key: <logical>``; logical ids are unique.
+   JSON target format, clients round-robin, each with ``Idempotency-Key: <logical>``
+   (logical ids are unique; the checker maps each request back to its op by the key).
+   What is asked (``memes``): ``new``, coordinates drawn as the workload draws them and
+   the query ``"jepsen " + logical``, so every meme is new (the generators' worst case);
+   or ``repeated``, each client at home in a city drawn by population and queries from
+   the benchmarks' Zipf vocabulary (``benchmarks/workload.py``), so popular memes repeat
+   as in the realistic workload. The URL's fragment (never sent) is the logical id, so
+   that ``record`` knows each result's request.
 2. ``start``: ``vegeta attack -lazy`` as a child process, at a constant rate, while the
    nemesis runs; ``wait`` until it has sent every target and heard every answer.
 3. ``record``: ``vegeta encode --to json`` the results, and write one history line per
@@ -42,9 +47,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit
 
+from benchmarks.workload import draw_query, place_clients
 from tests.jepsen.workload import Account, Answer, Workload
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
@@ -55,7 +61,8 @@ VEGETA = REPO / ".maas" / "bin" / "vegeta"
 # client timeout, is what the run wants to see.
 ATTACK_TIMEOUT_S = 30
 NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
-QUERY_PREFIX = "jepsen "
+Memes = Literal["new", "repeated"]
+MEMES: tuple[Memes, ...] = ("new", "repeated")
 INSTALL_TIMEOUT_S = 600
 
 
@@ -111,6 +118,7 @@ class VegetaLoad:
     seconds: float
     binary: Path = VEGETA
     say: Callable[[str], None] = print
+    memes: Memes = "new"
     planned: dict[str, Planned] = field(default_factory=dict)  # by logical
 
     def __post_init__(self) -> None:
@@ -132,15 +140,22 @@ class VegetaLoad:
         if not accounts:
             raise RuntimeError("no client registered: run the workload's setup first")
         count = round(self.rate * self.seconds)
+        rng = self.workload.rng
+        homes = place_clients([a.api_key for a in accounts], set(), rng.getrandbits(32))
         with self.targets_path.open("w", encoding="utf-8") as out:
             for i in range(count):
                 logical = self.workload.logical("m")
-                account = accounts[i % len(accounts)]
-                params = self.workload.meme_params(logical)
+                account, home = accounts[i % len(accounts)], homes[i % len(accounts)]
+                if self.memes == "repeated":
+                    params = {"lat": round(home.lat, 5), "lon": round(home.lon, 5)}
+                    params["query"] = draw_query(rng)
+                else:
+                    params = self.workload.meme_params(logical)
                 self.planned[logical] = Planned(logical, account, params)
+                query = urlencode(params, quote_via=quote)
                 target = {
                     "method": "GET",
-                    "url": f"{self.workload.base_url}/memes?{urlencode(params, quote_via=quote)}",
+                    "url": f"{self.workload.base_url}/memes?{query}#{logical}",
                     "header": {
                         "Authorization": [f"Bearer {account.api_key}"],
                         "Idempotency-Key": [logical],
@@ -247,8 +262,7 @@ class VegetaLoad:
         """A history line, with two extra fields that ``record`` takes out again:
         ``began_ms``, when the attack began if this request was sent on time (the
         earliest over all results is when it began), and vegeta's ``latency_ms``."""
-        query = parse_qs(urlsplit(result["url"]).query)["query"][0]
-        planned = self.planned[query.removeprefix(QUERY_PREFIX)]
+        planned = self.planned[urlsplit(result["url"]).fragment]
         invoke_s = datetime.fromisoformat(result["timestamp"]).timestamp()
         latency_ms = result["latency"] / 1e6
         code = int(result["code"])

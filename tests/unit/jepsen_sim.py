@@ -239,7 +239,7 @@ class Sim:
         if outcome != "lost":
             self.decide(client_id, request_id, outcome)
         if in_history:
-            self.tell(client_id, logical, request_id, told or ANSWERS[outcome], key=key)
+            self.tell(client_id, logical, request_id, told or ANSWERS[outcome], key, query)
         return request_id, logical
 
     def request_event(self, client_id: str, request_id: str, query: str, lat: float = LAT) -> Json:
@@ -306,12 +306,19 @@ class Sim:
         self.state(key, record["client_id"], record)
 
     def tell(
-        self, client_id: str, logical: str, request_id: str, told: str, key: str | None = None
+        self,
+        client_id: str,
+        logical: str,
+        request_id: str,
+        told: str,
+        key: str | None = None,
+        query: str | None = None,
     ) -> Json:
         status, response = answer(told, request_id, self.requests.get((client_id, request_id)))
         return self.line(
             "meme", logical, client_id, path="/memes", status=status, response=response,
-            params={"lat": LAT, "lon": LON, "query": f"jepsen {logical}"}, idempotency_key=key,
+            params={"lat": LAT, "lon": LON, "query": query or f"jepsen {logical}"},
+            idempotency_key=key,
         )  # fmt: skip
 
     def me(self, client_id: str) -> Json:

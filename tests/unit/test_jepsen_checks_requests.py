@@ -164,6 +164,33 @@ def test_a_charge_for_another_clients_query_fails(sim: Sim) -> None:
     assert_only(sim.verdict(), "unsent", f"client={bob}", f"request={request_id}")
 
 
+def test_keyed_requests_are_named_by_their_key_whatever_their_query(sim: Sim) -> None:
+    """The availability load asks for popular memes ("cats" again and again): each op is
+    named in the ledger by the request id its Idempotency-Key gives."""
+    client = sim.register()
+    sim.purchase(client, 2)
+    for n, outcome in enumerate(("delivered", "delivered", "rejected")):
+        sim.meme(client, outcome, key=f"k{n}", query="cats")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["meme_ops"] == 3 and verdict.stats["told_200"] == 2
+
+
+def test_a_charge_under_a_key_nobody_sent_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 2)
+    sim.meme(client, "delivered", key="k-sent", query="cats")
+    request_id, _ = sim.meme(client, "delivered", key="k-unsent", query="cats", in_history=False)
+    assert_only(sim.verdict(), "unsent", f"request={request_id}", "no meme op of this client")
+
+
+def test_a_keyless_request_must_name_its_op_by_query(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    _, logical = sim.meme(client, "delivered", query="cats")
+    assert_only(sim.verdict(), "history", f"logical={logical}", "Idempotency-Key")
+
+
 def test_a_charge_without_its_event_fails(sim: Sim) -> None:
     client = sim.register()
     sim.purchase(client, 2)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from tests.jepsen.checker.context import Context
 from tests.jepsen.checker.fold import Request
-from tests.jepsen.checker.model import QUERY_PREFIX, Json, stable_request_id
+from tests.jepsen.checker.model import Json, stable_request_id
 from tests.jepsen.checker.ops import query_of, response_of, told
 
 # The API stamps MemeRequested.occurred_at_ms between the client's invoke and complete
@@ -85,7 +85,7 @@ def _told_unknown_client(ctx: Context, client_id: str, request_id: str) -> bool:
     """A 401 from /memes is the ledger's "unknown client" rejection: nothing is stored,
     so such a request has no outcome by design."""
     for event in ctx.log.meme_requests.get((client_id, request_id), []):
-        op = ctx.ops.get(event["query"].removeprefix(QUERY_PREFIX))
+        op = ctx.meme_op(client_id, event)
         if op and any(a["status"] == 401 for a in op.attempts):
             return True
     return False
@@ -190,21 +190,13 @@ def _refunded_for(request: Request, reason: int) -> bool:
 
 
 def check_unsent_charges(ctx: Context) -> None:
-    """Check 3: every charge answers a MemeRequested whose query is a meme op of the
-    history, of the same client."""
+    """Check 3: every charge answers a MemeRequested that is a meme op of the history, of
+    the same client (``Context.meme_op``)."""
     for (client_id, request_id), request in sorted(ctx.fold.requests.items()):
         if not request.charges:
             continue
         events = ctx.log.meme_requests.get((client_id, request_id), [])
-        sent = False
-        for event in events:
-            op = ctx.ops.get(event["query"].removeprefix(QUERY_PREFIX))
-            sent = sent or bool(
-                event["query"].startswith(QUERY_PREFIX)
-                and op
-                and op.op == "meme"
-                and op.client_id == client_id
-            )
+        sent = any(ctx.meme_op(client_id, event) for event in events)
         if not sent:
             why = "no MemeRequested" if not events else "no meme op of this client in the history"
             ctx.problems.add(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.jepsen.checker.model import QUERY_PREFIX, Json, Problems
+from tests.jepsen.checker.model import QUERY_PREFIX, Json, Problems, stable_request_id
 
 
 @dataclass
@@ -31,9 +31,32 @@ def index_history(history: list[Json], problems: Problems) -> dict[str, Logical]
         op.client_id = op.client_id or client_id
         op.attempts.append(line)
     for op in ops.values():
-        if op.op == "meme" and query_of(op.attempts[0]) != QUERY_PREFIX + op.logical:
-            problems.add("history", f"logical={op.logical}: query is not '{QUERY_PREFIX}<logical>'")
+        named = op_key(op) or query_of(op.attempts[0]) == QUERY_PREFIX + op.logical
+        if op.op == "meme" and not named:
+            problems.add(
+                "history",
+                f"logical={op.logical}: neither one Idempotency-Key on every attempt "
+                f"nor the query '{QUERY_PREFIX}<logical>' names it in the ledger",
+            )
     return ops
+
+
+def op_key(op: Logical) -> str | None:
+    """The Idempotency-Key every attempt of ``op`` carried, if they all carried one."""
+    keys = {attempt["idempotency_key"] for attempt in op.attempts}
+    (key,) = keys if len(keys) == 1 else (None,)
+    return key if isinstance(key, str) and key else None
+
+
+def index_keyed(ops: dict[str, Logical]) -> dict[tuple[str, str], Logical]:
+    """Meme ops by the (client, request id) their Idempotency-Key gives every attempt:
+    how the ledger names an op whose query is not ``QUERY_PREFIX + logical``."""
+    keyed = {}
+    for op in ops.values():
+        key = op_key(op)
+        if op.op == "meme" and key and op.client_id:
+            keyed[op.client_id, stable_request_id(op.client_id, key)] = op
+    return keyed
 
 
 def query_of(attempt: Json) -> str | None:
