@@ -22,12 +22,15 @@ PROCESSES = SERVICE + OBSERVERS
 # How many of each kind of SERVICE ``maas up`` runs unless told otherwise. Two ledger
 # processors: while one restarts after a crash, the other keeps deciding its own
 # partitions, and a stopped (hung) one's partitions move to the other after the session
-# timeout.
+# timeout. Two standard generator pools for the same reason: every standard meme goes
+# through them, and one alone stalls them all for the seconds a restart takes. Two API
+# processes on the port: each holds its own in-flight limit, so together they ride out
+# such a stall, and one serves while the other restarts (docs/reliability.md).
 DEFAULT_COUNTS: Mapping[str, int] = {
     "processor": 2,
-    "generator-standard": 1,
+    "generator-standard": 2,
     "generator-ai": 1,
-    "api": 1,
+    "api": 2,
 }
 
 

@@ -7,8 +7,8 @@ Faults (``Fault.kind``):
 - ``fault_point``: kill -9 at a commit boundary: the instance is restarted once with
   ``MAAS_FAULT_POINT=<point>:KILL`` (``processors/ledger/faults.py``) and kills itself
   there; the supervisor restarts it without. The ``+refund`` points fire only in a
-  transaction that refunds expired deadlines, so for those the standard generator pool
-  is paused (SIGSTOP) until a deadline passes with no meme;
+  transaction that refunds expired deadlines, so for those the standard generator pools
+  are paused (SIGSTOP) until a deadline passes with no meme;
 - ``processor_pause``: SIGSTOP an instance past the session timeout (10 s) and the
   transaction timeout, then SIGCONT: a zombie that must be fenced;
 - ``generator_kill``: kill -9 a generator pool;
@@ -20,7 +20,7 @@ Faults (``Fault.kind``):
 Faults mode runs two lanes side by side, the processes' and the brokers', each one fault
 at a time, so a broker can fail while a processor is down: every kind at least once, then
 more while time remains. Availability mode kills a processor instance every X s
-(alternating) and the standard generator every Y s, nothing else.
+(alternating) and a standard generator pool every Y s (alternating), nothing else.
 
 The plan is printed at the start; each fault is printed with its time as it happens.
 Process faults that kill an instance are kept (``kills``) with the partitions it owned,
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tests.jepsen.brokers import Brokers, node_of
-from tests.jepsen.region import Region
+from tests.jepsen.region import Region, standard_generator_names
 
 Mode = Literal["faults", "availability"]
 
@@ -134,9 +134,11 @@ def plan_faults(
     nodes: int = 1,
     kill_every_s: float = 10.0,
     generator_kill_every_s: float = 15.0,
+    generators_standard: int = 1,
 ) -> Plan:
     rng = random.Random(seed)
     instances = [f"processor-{i}" for i in range(processors)]
+    generators = standard_generator_names(generators_standard)
     if mode == "availability":
         lane: list[Fault] = []
         first = rng.randrange(processors)
@@ -144,7 +146,8 @@ def plan_faults(
             target = instances[(first + k - 1) % processors]
             lane.append(Fault(k * kill_every_s, "processor_kill", target))
         for k in range(1, int(seconds / generator_kill_every_s) + 1):
-            lane.append(Fault(k * generator_kill_every_s, "generator_kill", "generator-standard"))
+            target = generators[(k - 1) % len(generators)]
+            lane.append(Fault(k * generator_kill_every_s, "generator_kill", target))
         lane = [f for f in lane if f.at_s < seconds]
         return Plan(seed, mode, [sorted(lane, key=lambda f: f.at_s)])
 
@@ -182,7 +185,7 @@ def plan_faults(
             if kind in ("processor_kill", "fault_point", "processor_pause"):
                 target = rng.choice(instances)
             elif kind == "generator_kill":
-                target = rng.choice(["generator-standard", "generator-ai"])
+                target = rng.choice([*generators, "generator-ai"])
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
             fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
@@ -305,14 +308,16 @@ class Nemesis:
         popen = self.region.restart_with(name, {"MAAS_FAULT_POINT": f"{point}:KILL"})
         if refund:
             # No meme, so deadlines expire and a refund transaction comes.
-            self.region.pause("generator-standard")
+            for generator in self.region.standard_generator_names:
+                self.region.pause(generator)
         try:
             code = popen.wait(REFUND_FIRE_TIMEOUT_S if refund else FAULT_POINT_FIRE_TIMEOUT_S)
         except Exception:  # subprocess.TimeoutExpired: it never reached its point
             code = None
         finally:
             if refund:
-                self.region.resume("generator-standard")
+                for generator in self.region.standard_generator_names:
+                    self.region.resume(generator)
         if code is None:
             self.region.restart_with(name, {})  # without the fault: the next one is clean
             return f"did not fire within the bound; {name} restarted without it"

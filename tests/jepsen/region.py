@@ -3,8 +3,9 @@
 A fresh region name (``j<8 hex>``), data dir and development secrets, as
 ``tests/stack.py`` makes them; the processes are started through
 ``maas.processes.start_process`` like ``maas up`` starts them: K ledger processor
-instances (``instance_id`` "0".."K-1", children ``processor-0``...), both generator pools
-and one API (or N on one port, ``api-0``...), each appending to its own log in
+instances (``instance_id`` "0".."K-1", children ``processor-0``...), G standard
+generator pools (``generator-standard-0``..., or ``generator-standard`` if one), one AI
+pool and one API (or N on one port, ``api-0``...), each appending to its own log in
 ``<root>/logs``.
 
 A supervisor thread restarts any child that exits, at once, backing off only for a crash
@@ -48,6 +49,13 @@ GENERATOR_FAULT_QUERY = "genfail"
 Say = Callable[[str], None]
 
 
+def standard_generator_names(count: int) -> list[str]:
+    """The children that are standard generator pools, as ``maas up`` labels them."""
+    if count == 1:
+        return ["generator-standard"]
+    return [f"generator-standard-{i}" for i in range(count)]
+
+
 @dataclass
 class Exit:
     """A child's exit as the supervisor saw it (``at_ms``: epoch ms, within 100 ms)."""
@@ -59,7 +67,7 @@ class Exit:
 
 @dataclass
 class Child:
-    name: str  # "processor-0", "generator-standard", "generator-ai", "api" (or "api-0"...)
+    name: str  # "processor-0", "generator-standard-0", "generator-ai", "api" (or "api-0"...)
     process: str  # the name ``start_process`` knows
     log_path: Path
     instance_id: str | None = None
@@ -81,6 +89,7 @@ class Region:
     bootstrap: str
     root: Path
     processors: int = 2
+    generators_standard: int = 2
     apis: int = 1
     replication_factor: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -114,8 +123,9 @@ class Region:
         self.children: dict[str, Child] = {}
         for i in range(self.processors):
             self._add(f"processor-{i}", "processor", str(i))
-        for name in ("generator-standard", "generator-ai"):
-            self._add(name, name)
+        for i, name in enumerate(self.standard_generator_names):
+            self._add(name, "generator-standard", str(i))
+        self._add("generator-ai", "generator-ai")
         if self.apis == 1:
             self._add("api", "api")
         for i in range(self.apis if self.apis > 1 else 0):
@@ -132,6 +142,10 @@ class Region:
     @property
     def processor_names(self) -> list[str]:
         return [f"processor-{i}" for i in range(self.processors)]
+
+    @property
+    def standard_generator_names(self) -> list[str]:
+        return standard_generator_names(self.generators_standard)
 
     # --- life cycle ------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """``python -m tests.jepsen.run``: the workload and the nemesis together, then the checker.
 
-    python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2] [--api 1]
+    python -m tests.jepsen.run [--seconds 60] [--rate 30] [--nodes 3] [--processors 2]
+        [--generators-standard 2] [--api 2]
         [--clients 40] [--seed S] [--mode faults|availability] [--load vegeta|python]
         [--memes new|repeated] [--keep DIR]
 
@@ -70,7 +71,8 @@ class Options:
     rate: float = 30.0
     nodes: int = 3
     processors: int = 2
-    apis: int = 1
+    generators_standard: int = 2
+    apis: int = 2
     clients: int = 40
     seed: int | None = None
     mode: Mode = "faults"
@@ -176,6 +178,7 @@ def run(options: Options) -> RunResult:
         options.nodes,
         options.kill_every_s,
         options.generator_kill_every_s,
+        options.generators_standard,
     )
     say(plan.describe())
     cluster = options.cluster
@@ -192,6 +195,7 @@ def run(options: Options) -> RunResult:
         bootstrap,
         root / "region",
         processors=options.processors,
+        generators_standard=options.generators_standard,
         apis=options.apis,
         replication_factor=3 if options.nodes > 1 else 1,
         extra_env={"MAAS_TRANSACTION_TIMEOUT_MS": str(TRANSACTION_TIMEOUT_MS)},
@@ -508,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="meme requests per second")
     parser.add_argument("--nodes", type=int, default=3, help="brokers of the local cluster")
     parser.add_argument("--processors", type=int, default=2, help="ledger processor instances")
-    parser.add_argument("--api", type=int, default=1, help="API processes, on one port")
+    parser.add_argument(
+        "--generators-standard", type=int, default=2, help="standard generator pool processes"
+    )
+    parser.add_argument("--api", type=int, default=2, help="API processes, on one port")
     parser.add_argument("--clients", type=int, default=40)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mode", choices=["faults", "availability"], default="faults")
@@ -535,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         nodes=args.nodes,
         processors=args.processors,
+        generators_standard=args.generators_standard,
         apis=args.api,
         clients=args.clients,
         seed=args.seed,
