@@ -61,8 +61,9 @@ from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
 
 log = logging.getLogger("maas.generator")
 
-# What a killed worker may have to do again, and how often the group is told progress.
-AUTO_COMMIT_MS = 1_000
+# How often the group is told progress, so how much a killed worker does again: at
+# 100/s 25 memes, a fraction of its restart; 4 commits a second instead of one a batch.
+AUTO_COMMIT_MS = 250
 
 
 class GeneratorPool:
