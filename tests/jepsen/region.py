@@ -36,7 +36,7 @@ from core.admin import ensure_topics
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
-from maas.processes import start_process
+from maas.processes import process_label, start_process
 from maas.supervisor import restart_delay_s
 from processors.ledger.processor import group_id
 from tests.jepsen.admin import owned_partitions
@@ -50,10 +50,11 @@ Say = Callable[[str], None]
 
 
 def standard_generator_names(count: int) -> list[str]:
-    """The children that are standard generator pools, as ``maas up`` labels them."""
-    if count == 1:
-        return ["generator-standard"]
-    return [f"generator-standard-{i}" for i in range(count)]
+    """The children that are standard generator pools: one keeps the plain name (as one
+    API does here), several are numbered like ``maas up``'s instances."""
+    return [
+        process_label("generator-standard", str(i) if count > 1 else None) for i in range(count)
+    ]
 
 
 @dataclass

@@ -141,14 +141,19 @@ class VegetaLoad:
             raise RuntimeError("no client registered: run the workload's setup first")
         count = round(self.rate * self.seconds)
         rng = self.workload.rng
-        homes = place_clients([a.api_key for a in accounts], set(), rng.getrandbits(32))
+        homes = (
+            place_clients([a.api_key for a in accounts], set(), rng.getrandbits(32))
+            if self.memes == "repeated"
+            else []
+        )
         with self.targets_path.open("w", encoding="utf-8") as out:
             for i in range(count):
                 logical = self.workload.logical("m")
-                account, home = accounts[i % len(accounts)], homes[i % len(accounts)]
+                account = accounts[i % len(accounts)]
                 if self.memes == "repeated":
-                    params = {"lat": round(home.lat, 5), "lon": round(home.lon, 5)}
-                    params["query"] = draw_query(rng)
+                    home = homes[i % len(accounts)]
+                    lat, lon = round(home.lat, 5), round(home.lon, 5)
+                    params = {"lat": lat, "lon": lon, "query": draw_query(rng)}
                 else:
                     params = self.workload.meme_params(logical)
                 self.planned[logical] = Planned(logical, account, params)

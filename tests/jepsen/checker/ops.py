@@ -44,7 +44,7 @@ def index_history(history: list[Json], problems: Problems) -> dict[str, Logical]
 def op_key(op: Logical) -> str | None:
     """The Idempotency-Key every attempt of ``op`` carried, if they all carried one."""
     keys = {attempt["idempotency_key"] for attempt in op.attempts}
-    (key,) = keys if len(keys) == 1 else (None,)
+    key = keys.pop() if len(keys) == 1 else None
     return key if isinstance(key, str) and key else None
 
 
