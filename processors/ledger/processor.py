@@ -60,6 +60,8 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
 - *Duplicate input* (idempotent producer around leader changes, client retries): the
   fold deduplicates by request id and purchase id in the state (pitfall 7).
 - Every reader of this processor's output uses ``read_committed`` (pitfall 6).
+- *The transaction coordinator moves while starting*: ``init_transactions`` times out
+  with a retriable error and is repeated until it succeeds (or the process is stopped).
 - *A transactional call hangs past its timeout*: librdkafka's
   ``send_offsets_to_transaction`` can block forever when the group coordinator moves
   (librdkafka #5456, #5511, open; seen here on a broker restart). A watchdog ends the
@@ -181,8 +183,7 @@ class LedgerProcessor:
 
     def run(self) -> None:
         init_timeout_s = self.settings.transaction_timeout_ms / 1000
-        with self.watchdog.guard(init_timeout_s + WATCHDOG_SLACK_S, "init_transactions"):
-            self.producer.init_transactions(init_timeout_s)
+        init_transactions(self.producer, init_timeout_s, self.watchdog, self.stop_event)
         self.consumer.subscribe(
             self.topics.ledger_inputs,
             on_assign=self._on_assign,
@@ -497,6 +498,29 @@ class LedgerProcessor:
                 store.close()
         self._rebuild_deadlines()
         log.info("partitions revoked partitions=%s", numbers)
+
+
+def init_transactions(
+    producer: Producer, timeout_s: float, watchdog: Watchdog, stop: threading.Event
+) -> None:
+    """Fence every earlier instance of this transactional id, repeating while retriable.
+
+    While the id's transaction coordinator moves (its broker killed, paused or still
+    loading the transaction log) the call times out and librdkafka reports the last
+    cause (e.g. NOT_COORDINATOR) as retriable: the call may be repeated. Repeating it
+    here costs nothing; exiting would cost a process restart and, before the supervisor
+    runs, fail the whole start. Fenced or fatal errors are raised (pitfall 2).
+    """
+    while not stop.is_set():
+        try:
+            with watchdog.guard(timeout_s + WATCHDOG_SLACK_S, "init_transactions"):
+                producer.init_transactions(timeout_s)
+            return
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.retriable():
+                raise
+            log.warning("init_transactions retry error=%s", err)
 
 
 def _raise_if_fatal(error: KafkaError) -> None:

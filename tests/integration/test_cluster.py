@@ -7,7 +7,9 @@ three nodes running, also when it fails, so the next test starts from a whole cl
 
 from __future__ import annotations
 
+import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -26,6 +28,8 @@ from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewT
 from core.admin import ensure_topics, topic_specs
 from core.settings import Settings
 from maas.cluster import LocalCluster
+from processors.ledger.processor import init_transactions
+from processors.ledger.watchdog import Watchdog
 
 pytestmark = [
     pytest.mark.scenario,
@@ -334,3 +338,38 @@ def test_paused_leader_loses_leadership_and_rejoins(
         f"node {victim} back in every ISR of {topic}",
         lambda: all(len(s) == 3 for s in isr(cluster, topic).values()),
     )
+
+
+def test_processor_start_outlasts_a_paused_transaction_coordinator(
+    cluster: LocalCluster, unique: str, restore: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scenario: a ledger processor starts while the coordinator of its transactional id
+    is paused (a broker in a long GC pause, or one restarting: seen in CI as
+    NOT_COORDINATOR).
+
+    We expect: ``init_transactions`` times out retriably, is repeated instead of ending
+    the process, and succeeds once the coordinator has moved; the producer then commits.
+    """
+    transactional_id = f"{unique}-start"
+    txn_topic = f"{unique}.start-txn"
+    create_topics(cluster, {txn_topic: 1})
+    config = {
+        "bootstrap.servers": cluster.bootstrap,
+        "transactional.id": transactional_id,
+        "reconnect.backoff.max.ms": 1000,
+        "log_level": 0,
+    }
+    # __transaction_state (replication factor 3) is created only while all three run.
+    Producer({**config, "transactional.id": f"{unique}-warm"}).init_transactions(60)
+    victim = cluster.leaders("__transaction_state")[transaction_partition(transactional_id)]
+    cluster.pause(victim)
+
+    producer = Producer(config)
+    with caplog.at_level(logging.WARNING, logger="maas.ledger"):
+        init_transactions(producer, 2.0, Watchdog(), threading.Event())
+    retries = [r for r in caplog.records if "init_transactions retry" in r.getMessage()]
+    assert retries, "the paused coordinator should have made the first call time out"
+    producer.begin_transaction()
+    producer.produce(txn_topic, b"after-the-move")
+    producer.commit_transaction(30)
+    assert read_all(cluster, txn_topic, 1) == [b"after-the-move"]
