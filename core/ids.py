@@ -9,12 +9,23 @@ the names below are part of the contract.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+
+_PREFIX = uuid.NAMESPACE_URL.bytes + b"maas:"
 
 
 def stable_id(name: str) -> str:
-    """The id of ``name``: always the same, 32 hex characters whatever its length."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, "maas:" + name).hex
+    """The id of ``name``: always the same, 32 hex characters whatever its length.
+
+    Equal to ``uuid.uuid5(uuid.NAMESPACE_URL, "maas:" + name).hex``, computed without
+    the ``UUID`` object: the fold derives two ids per decision, and that object was a
+    fifth of the fold's time.
+    """
+    digest = bytearray(hashlib.sha1(_PREFIX + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def derived_id(*parts: object) -> str:
