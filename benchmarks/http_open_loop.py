@@ -57,7 +57,7 @@ class OpenLoopResult:
     statuses: Counter[str]
     send_lag_p99_ms: float
     completed_in_s: float  # from the first to the last successful response
-    done_at: dict[str, float]  # request_id of a 200 -> wall clock time of its response
+    done_at: dict[str, float]  # request_id of a 200 -> wall clock time of its first response
     refusal_latencies_ms: list[float]  # sorted, of the 429 and 503 answers
     # (scheduled instant in s from the start, latency ms, HTTP code or 0), in send order
     timeline: list[tuple[float, float, int]]
@@ -226,7 +226,10 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
             ok_span[0], ok_span[1] = min(ok_span[0], done), max(ok_span[1], done)
             body = json.loads(base64.b64decode(r["body"])) if r.get("body") else {}
             if "request_id" in body:
-                done_at[body["request_id"]] = done
+                # The first answer: a retry with the same Idempotency-Key, answered later
+                # from the API's settled answers, is not the request's own latency.
+                rid = body["request_id"]
+                done_at[rid] = min(done, done_at.get(rid, done))
     return OpenLoopResult(
         rate=rate,
         seconds=seconds,

@@ -71,7 +71,8 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
                 topic = msg.topic()
                 if topic == topics.requests:
                     if event.get("type") == "MemeRequested":
-                        requested[event["request_id"]] = (ms, event["event_id"])
+                        # The first append of the id: a retry's own is not the request's.
+                        requested.setdefault(event["request_id"], (ms, event["event_id"]))
                 elif topic == topics.outcomes:
                     made.setdefault(event["request_id"], ms)
                 elif topic == topics.replies:

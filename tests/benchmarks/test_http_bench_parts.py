@@ -118,6 +118,15 @@ def test_latency_counts_from_the_scheduled_instant() -> None:
     assert run.send_lag_p99_ms == pytest.approx(300.0, abs=1)
 
 
+def test_a_retry_answered_later_keeps_the_first_answer_time() -> None:
+    """A retry with the same Idempotency-Key gets the same request id, seconds later
+    (served from the API's settled answers): the stage breakdown must join the first."""
+    t0 = 1_700_000_000.0
+    retry = {**vegeta_result(1, t0 + 2.0, 5, 200), "body": vegeta_result(0, t0, 1, 200)["body"]}
+    run = summarise([vegeta_result(0, t0, 30, 200), retry], rate=10, seconds=0.2)
+    assert run.done_at == {"r0": pytest.approx(t0 + 0.030, abs=1e-3)}
+
+
 def run_of(timeline: list[tuple[float, float, int]], rate: float, seconds: float) -> OpenLoopResult:
     latencies = sorted(ms for _, ms, _ in timeline)
     refusals = sorted(ms for _, ms, code in timeline if code in (429, 503))
