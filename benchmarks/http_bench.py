@@ -140,7 +140,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--ladder-all", action="store_true", help="run every step, not only up to the first miss"
     )
-    parser.add_argument("--warmup", type=float, default=5, help="open-loop warm-up, seconds")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30,
+        # A fresh broker's JIT compiles for its first minute of traffic: after 5 s of
+        # warm-up it used 75% of a core at 100/s, after 30 s 66%, warm 61% (performance.md).
+        help="open-loop warm-up, seconds (the broker's JIT needs ~30)",
+    )
     parser.add_argument(
         "--idle-seconds", type=float, default=5, help="CPU with no traffic first, seconds"
     )
