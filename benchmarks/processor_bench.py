@@ -16,6 +16,9 @@ Both ways below first fold the registrations and purchases, unmeasured; then, ti
     produced without a transaction to a shadow region, then ``flush`` and a synchronous
     offset commit per batch: outputs acknowledged before the offsets move.
 
+(c) **the fold alone**: ``MemoryLedger.handle`` over the same inputs in this process, no
+    Kafka, timed by CPU time (one core): the ceiling the processor's Python has.
+
 Prints decisions/s of each, the ratio (a)/(b) and CPU ms per decision of the folding
 process and of the broker (``/proc``); writes ``benchmarks/results/processor-*.json``.
 ``--smoke`` runs tiny sizes in seconds.
@@ -338,6 +341,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def fold_in_memory(
+    setup: list[ClientRegistered | TokensPurchased], memes: list[MemeRequested]
+) -> dict[str, Any]:
+    """(c): the same inputs through the fold and its records, in memory, on one core."""
+    ledger = MemoryLedger(keep_entries=False)
+    for event in setup:
+        ledger.handle(event)
+    started = time.process_time()
+    for meme in memes:
+        ledger.handle(meme)
+    seconds = time.process_time() - started
+    return {
+        "decisions": len(memes),
+        "seconds": seconds,
+        "rate": len(memes) / seconds,
+        "cpu_ms_per_decision": {"fold": seconds * 1000 / len(memes)},
+    }
+
+
 def describe(label: str, result: dict[str, Any]) -> None:
     cpu = " ".join(f"{k}={v:.3f}" for k, v in result["cpu_ms_per_decision"].items())
     say(
@@ -393,6 +415,8 @@ def main() -> int:
             if baseline.charged != args.requests:
                 raise RuntimeError(f"(b) charged {baseline.charged} of {args.requests} requests")
             describe("(b) at least once", b)
+            c = fold_in_memory(setup, memes)
+            describe("(c) the fold alone, in memory, one core", c)
         finally:
             # Every librdkafka client goes before the broker does: destroying one whose
             # broker is gone can block the interpreter's exit.
@@ -400,7 +424,12 @@ def main() -> int:
             del baseline
             delete_topics(cluster.bootstrap, shadow.region)
 
-    results |= {"exactly_once": a, "at_least_once": b, "ratio": a["rate"] / b["rate"]}
+    results |= {
+        "exactly_once": a,
+        "at_least_once": b,
+        "fold_in_memory": c,
+        "ratio": a["rate"] / b["rate"],
+    }
     out = RESULTS / f"processor-{results['started']}.json"
     out.write_text(json.dumps(results, indent=2))
     say(f"results written: {out}")
@@ -411,7 +440,7 @@ def main() -> int:
     print(
         f"processor: exactly_once={a['rate']:.0f}/s at_least_once={b['rate']:.0f}/s "
         f"ratio={results['ratio']:.3f} cpu_ms_per_decision processor={cpu['processor']} "
-        f"broker={cpu['broker']}",
+        f"broker={cpu['broker']} fold_in_memory={c['rate']:.0f}/s",
         flush=True,
     )
     return 0
