@@ -6,7 +6,8 @@ the "ai" kind, from a hash of the request id and the caption the AI backend wrot
 
 What is cached, per process (the rendering budget is in docs/performance.md):
 
-- template backgrounds, painted once per template (``templates._painted``);
+- template backgrounds, painted once per template (``templates._painted``), and the
+  eight grey ramps of the AI backgrounds (``_ramp``);
 - the bundled font, opened once per size (``_font``), and per-character glyph checks
   and advance widths (``_has_glyph``, ``_char_width``);
 - caption layouts: font size and line breaks per (text, box) (``fit_text``);
@@ -311,11 +312,17 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
+@functools.lru_cache(maxsize=8)
+def _ramp(radial: bool, rotation: int) -> Image.Image:
+    """One of the eight grey ramps an AI background is coloured from, made once (~1 ms
+    each, an eighth of an AI meme). ``colorize`` reads it and never writes to it."""
+    ramp = Image.radial_gradient("L") if radial else Image.linear_gradient("L")
+    return ramp.rotate(rotation).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+
+
 def _procedural_background(rng: random.Random) -> Image.Image:
     hue = rng.random()
-    ramp = Image.radial_gradient("L") if rng.random() < 0.4 else Image.linear_gradient("L")
-    ramp = ramp.rotate(rng.choice((0, 90, 180, 270)))
-    ramp = ramp.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    ramp = _ramp(rng.random() < 0.4, rng.choice((0, 90, 180, 270)))
     image = ImageOps.colorize(
         ramp, _hsv(hue, 0.8, 0.35), _hsv(hue + 0.35, 0.6, 0.95), mid=_hsv(hue + 0.15, 0.9, 0.7)
     ).convert("RGB")
