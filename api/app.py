@@ -28,6 +28,8 @@ from memes.formats import ConvertedCache
 
 log = logging.getLogger(__name__)
 
+START_READY_TIMEOUT_S = 15.0  # longest wait for the key table and the reply consumer
+
 DESCRIPTION = """
 Memes as a Service. `GET /memes` costs one token and returns a meme; clients subscribed
 to **Memes AI** get AI memes.
@@ -56,6 +58,16 @@ def create_app(settings: Settings) -> FastAPI:
         keys.start(asyncio.get_running_loop())
         # The policy model loads in seconds: pay it at start-up, not on the first request.
         await asyncio.to_thread(api_policy.warm_up)
+        # uvicorn listens when this returns. With SO_REUSEPORT the kernel hands new
+        # connections to every listening API process, so one still loading its keys or
+        # positioning its replies would answer them 503 not_ready while the others could
+        # serve. Bounded: with Kafka down it listens anyway, and /readyz says why.
+        deadline = asyncio.get_running_loop().time() + START_READY_TIMEOUT_S
+        for wait in (keys.wait_loaded, bridge.wait_positioned):
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            if not await asyncio.to_thread(wait, remaining):
+                log.warning("api listening before it is ready timeout_s=%s", START_READY_TIMEOUT_S)
+                break
         log.info(
             "api started region=%s instance=%d bootstrap=%s",
             settings.region,

@@ -134,6 +134,10 @@ class KafkaBridge:
     def replies_positioned(self) -> bool:
         return self._replies_positioned.is_set()
 
+    def wait_positioned(self, timeout_s: float) -> bool:
+        """Block until the reply consumer is positioned, at most ``timeout_s``."""
+        return self._replies_positioned.wait(timeout_s)
+
     # --- request / reply -------------------------------------------------------------
 
     def envelope(self, client_id: str) -> dict[str, Any]:

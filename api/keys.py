@@ -63,6 +63,10 @@ class KeyTable:
     def loaded(self) -> bool:
         return self._loaded.is_set()
 
+    def wait_loaded(self, timeout_s: float) -> bool:
+        """Block until every partition has been read to its end once, at most ``timeout_s``."""
+        return self._loaded.wait(timeout_s)
+
     def client_for(self, api_key: str) -> str | None:
         # A plain dict read is atomic under the GIL; no lock needed on the hot path.
         return self._client_by_hash.get(key_hash(api_key))

@@ -9,6 +9,7 @@ the reply partition of the instance that appended it (``reply_to``).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import httpx
@@ -56,3 +57,29 @@ def reply_partitions(stack: Stack, client_id: str) -> dict[str, int]:
         for event in events
         if isinstance(event, MemeRequested) and event.client_id == client_id
     }
+
+
+def test_a_restarting_api_process_takes_no_connection_before_it_is_ready(stack: Stack) -> None:
+    """Scenario: API instance 1 restarts (a rolling deploy, or the supervisor after a
+    crash) while clients keep opening connections to the shared port.
+
+    We expect: it listens only once its key table is loaded and its reply consumer is
+    positioned, so every answer it gives is from a ready process: no client is sent to
+    it just to be told 503 ``not_ready``.
+    """
+    if "api-1" not in stack.procs:
+        stack.start("api", "1")
+        stack.wait_ready()
+    stack.terminate("api-1")
+    stack.start("api", "1")
+    answers: list[dict[str, object]] = []
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    give_up = time.monotonic() + 60
+    with httpx.Client(base_url=stack.base_url, timeout=10.0, limits=fresh) as http:
+        while len(answers) < 20 and time.monotonic() < give_up:
+            body = http.get("/readyz").json()
+            if body["api_instance"] == 1:
+                answers.append(body["checks"])
+    assert answers, "the restarted instance never answered"
+    not_ready = [a for a in answers if not (a["key_table_loaded"] and a["replies_positioned"])]
+    assert not_ready == [], not_ready[:3]
