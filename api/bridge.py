@@ -288,8 +288,8 @@ class KafkaBridge:
                 messages = [first, *consumer.consume(num_messages=499, timeout=0)]
                 batch: list[Reply] = []
                 for message in messages:
-                    if message.error():
-                        log.warning("reply consumer error=%s", message.error().str())
+                    if (error := message.error()) is not None:
+                        log.warning("reply consumer error=%s", error.str())
                         continue
                     try:
                         batch.append(Reply.model_validate_json(message.value() or b""))

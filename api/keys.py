@@ -144,8 +144,9 @@ class KeyTable:
                 for message in consumer.consume(num_messages=500, timeout=0.2):
                     error = message.error()
                     if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            at_end.add(message.partition())
+                        partition = message.partition()
+                        if error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                            at_end.add(partition)
                             if not self.loaded and at_end >= partitions:
                                 self._loaded.set()
                                 log.info("key table loaded clients=%d", len(self))

@@ -31,7 +31,7 @@ def ledger_entries(settings: Settings, client_id: str | None = None) -> Iterator
     key = client_id.encode() if client_id is not None else None
     for msg in read_topic(settings, Topics(settings.region).ledger):
         if key is None or msg.key() == key:
-            yield parse_entry(msg.value())
+            yield parse_entry(msg.value() or b"")
 
 
 def client_ledger(settings: Settings, client_id: str) -> list[LedgerEntryUnion]:
@@ -49,7 +49,7 @@ def received_inputs(settings: Settings) -> Iterator[InputEvent]:
     for topic in (topics.purchases, topics.requests):
         for msg in read_topic(settings, topic):
             try:
-                yield parse_input(msg.value())
+                yield parse_input(msg.value() or b"")
             except ValidationError:
                 continue  # not an input of this version: nothing to reconcile
 

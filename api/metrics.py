@@ -85,6 +85,8 @@ class Metrics:
 
 
 def _reason_name(enum: type[RejectReason] | type[RefundReason], value: int | None) -> str:
+    if value is None:
+        return "none"
     try:
         return enum(value).name.lower()
     except ValueError:

@@ -17,6 +17,14 @@ from confluent_kafka import (
 from core.settings import Settings
 
 
+def located(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a record ``read_topic`` yielded: librdkafka sets both on a
+    record; its types leave them optional for error events."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Message]:
     """Yield every committed message of ``topic``; stops when each partition is at its end."""
     consumer = Consumer(

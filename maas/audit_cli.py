@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from core import logs
 from core.settings import Settings
-from core.topic_reader import read_topic
+from core.topic_reader import located, read_topic
 from core.topics import Topics
 from ledger.audit import (
     Checkpoint,
@@ -109,12 +109,13 @@ def _unreadable(
 
 def _topic_entries(settings: Settings, unreadable: list[Finding]) -> Iterator[Logged]:
     for msg in read_topic(settings, Topics(settings.region).ledger):
+        partition, offset = located(msg)
         try:
-            entry = parse_entry(msg.value())
+            entry = parse_entry(msg.value() or b"")
         except ValidationError as exc:
-            unreadable.append(_unreadable(exc, msg.partition(), msg.offset()))
+            unreadable.append(_unreadable(exc, partition, offset))
             continue
-        yield Logged(msg.partition(), msg.offset(), entry)
+        yield Logged(partition, offset, entry)
 
 
 def _file_entries(path: Path, unreadable: list[Finding]) -> Iterator[Logged]:
@@ -143,7 +144,9 @@ def _read_checkpoints(settings: Settings) -> list[Checkpoint]:
     topic = Topics(settings.region).ledger_checkpoints
     if not _topic_exists(settings, topic):
         return []
-    return [Checkpoint.model_validate_json(msg.value()) for msg in read_topic(settings, topic)]
+    return [
+        Checkpoint.model_validate_json(msg.value() or b"") for msg in read_topic(settings, topic)
+    ]
 
 
 def _signing_key(settings: Settings) -> str:
@@ -161,7 +164,7 @@ def _dump(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with args.file.open("wb") as out:
         for msg in read_topic(settings, Topics(settings.region).ledger):
-            entry = json.loads(msg.value())  # as written: a dump is a copy, not a rewrite
+            entry = json.loads(msg.value() or b"")  # as written: a dump is a copy, not a rewrite
             line = {"partition": msg.partition(), "offset": msg.offset(), "entry": entry}
             out.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
             progress.tick()
@@ -239,9 +242,8 @@ def _sign_heads(settings: Settings, signed: dict[int, int]) -> bool:
     by_partition: dict[int, list[Logged]] = {p: [] for p in metadata.partitions}
     progress = _Progress("read")
     for msg in read_topic(settings, ledger_topic):
-        by_partition[msg.partition()].append(
-            Logged(msg.partition(), msg.offset(), parse_entry(msg.value()))
-        )
+        partition, offset = located(msg)
+        by_partition[partition].append(Logged(partition, offset, parse_entry(msg.value() or b"")))
         progress.tick()
     progress.done()
     topic = Topics(settings.region).ledger_checkpoints
