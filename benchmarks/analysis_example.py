@@ -24,6 +24,10 @@ import time
 import zlib
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,6 +37,7 @@ from ledger.memory import MemoryLedger  # noqa: E402
 from maas.export_cli import export_table  # noqa: E402
 from schemas.events import (  # noqa: E402
     ClientRegistered,
+    InputEvent,
     MemeFailed,
     MemeGenerated,
     MemeRequested,
@@ -67,7 +72,7 @@ QUERIES = {
 }
 
 
-def views(con: object, exports: list[Path]) -> None:
+def views(con: duckdb.DuckDBPyConnection, exports: list[Path]) -> None:
     """One view per table over every export folder given (one per region)."""
     for table in ("ledger", "requests", "purchases", "outcomes"):
         paths = ", ".join(f"'{folder}/{table}/*/*.parquet'" for folder in exports)
@@ -144,7 +149,7 @@ def demo_region(
     inputs["outcomes"] = []
     offsets: dict[tuple[str, int], int] = {}
 
-    def record(topic: str, event: object) -> None:
+    def record(topic: str, event: InputEvent) -> None:
         ledger.handle(event)
         p = zlib.crc32(event.client_id.encode()) % PARTITIONS
         offset = offsets.get((topic, p), 0)

@@ -322,16 +322,16 @@ def run_all(
         for name, url in targets:
             region.wait_drained()
             say(f"SLO run, {name}: open loop {rate:g} req/s for {seconds:g} s, {args.workload}")
-            runs[name] = measured_open_loop(url, slo_requests, rate, seconds, args.timeout, pids)
-            print("    " + runs[name].line())
-            assert runs[name].cpu is not None
-            print("    " + runs[name].cpu.line())
-            warn_if_shared(runs[name].cpu)
+            run = measured_open_loop(url, slo_requests, rate, seconds, args.timeout, pids)
+            runs[name] = run
+            print("    " + run.line())
+            assert run.cpu is not None
+            print("    " + run.cpu.line())
+            warn_if_shared(run.cpu)
             if name == "service" and not args.no_stages:
-                runs[name].stages = stage_breakdown(
-                    cluster.bootstrap, region.name, runs[name].done_at
-                )
-                print_stages(runs[name].stages)
+                stages = stage_breakdown(cluster.bootstrap, region.name, run.done_at)
+                run.stages = stages
+                print_stages(stages)
             results["slo_run"][name] = runs[name].as_dict()
             region.check_alive()
         service_run = runs["service"]

@@ -62,11 +62,11 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
         give_up = time.monotonic() + 120
         while pending and time.monotonic() < give_up:
             for msg in consumer.consume(1000, 1.0):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                if (error := msg.error()) is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard((msg.topic(), msg.partition()))
                     continue
-                event = json.loads(msg.value())
+                event = json.loads(msg.value() or b"")
                 ms = msg.timestamp()[1]
                 topic = msg.topic()
                 if topic == topics.requests:

@@ -68,6 +68,7 @@ from ledger.memory import MemoryLedger
 from ledger.state import record_writes
 from processors.batching import take_batch
 from processors.ledger.outputs import decision_outputs
+from processors.ledger.ownership import position_of
 from processors.ledger.processor import group_id
 from schemas.events import ClientRegistered, MemeRequested, TokensPurchased, dump, parse_input
 
@@ -264,7 +265,7 @@ class AtLeastOnce:
                     raise TimeoutError(f"at least once: consumed {consumed}/{expected}")
                 if not messages:
                     continue
-                offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in messages}
+                offsets = {(t, p): o + 1 for t, p, o in map(position_of, messages)}
                 writes: dict[int, dict[bytes, bytes | None]] = {}
                 for msg in messages:
                     self.fold(msg, writes)

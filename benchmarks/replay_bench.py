@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -190,7 +190,7 @@ def _end(
         ledger.handle(Expire(client, request_id, REGION, max(now_ms, deadline_ms)))
 
 
-def measure(name: str, run: Callable[[], object], n: int, repeats: int) -> dict[str, object]:
+def measure(name: str, run: Callable[[], object], n: int, repeats: int) -> dict[str, Any]:
     cpu_runs, wall_runs = [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()

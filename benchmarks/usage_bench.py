@@ -158,13 +158,13 @@ def run_baseline(bootstrap: str, region: str, requests: int, retention_hours: in
     cpu_first = 0.0
     while seen < requests:
         for msg in consumer.consume(1000, 1.0):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(msg.error())
+            if (error := msg.error()) is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(error)
                 continue
             if first is None:
                 first, cpu_first = time.monotonic(), time.process_time()
-            event = parse_input(msg.value())
+            event = parse_input(msg.value() or b"")
             if isinstance(event, MemeRequested):
                 hours = usage.get(event.client_id, {})
                 usage[event.client_id] = add_request(

@@ -372,4 +372,8 @@ def test_processor_start_outlasts_a_paused_transaction_coordinator(
     producer.begin_transaction()
     producer.produce(txn_topic, b"after-the-move")
     producer.commit_transaction(30)
+    # Read back with the whole cluster: a reader's metadata may still name the paused
+    # node (CI once read nothing while it was stopped).
+    cluster.resume(victim)
+    wait_for(f"paused node {victim} back as a broker", lambda: victim in cluster.metadata().brokers)
     assert read_all(cluster, txn_topic, 1) == [b"after-the-move"]
