@@ -332,7 +332,7 @@ def run_all(
                 stages = stage_breakdown(cluster.bootstrap, region.name, run.done_at)
                 run.stages = stages
                 print_stages(stages)
-            results["slo_run"][name] = runs[name].as_dict()
+            results["slo_run"][name] = run.as_dict()
             region.check_alive()
         service_run = runs["service"]
         if "bare" in runs:

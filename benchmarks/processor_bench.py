@@ -62,13 +62,12 @@ from api.routes.memes import fingerprint
 from core.admin import ensure_topics
 from core.clock import now_ms
 from core.settings import Settings
-from core.topic_reader import read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 from ledger.memory import MemoryLedger
 from ledger.state import record_writes
 from processors.batching import take_batch
 from processors.ledger.outputs import decision_outputs
-from processors.ledger.ownership import position_of
 from processors.ledger.processor import group_id
 from schemas.events import ClientRegistered, MemeRequested, TokensPurchased, dump, parse_input
 

@@ -17,12 +17,12 @@ from confluent_kafka import (
 from core.settings import Settings
 
 
-def located(msg: Message) -> tuple[int, int]:
-    """(partition, offset) of a record ``read_topic`` yielded: librdkafka sets both on a
-    record; its types leave them optional for error events."""
-    partition, offset = msg.partition(), msg.offset()
-    assert partition is not None and offset is not None
-    return partition, offset
+def position_of(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed or delivered record without error:
+    librdkafka sets all three on those; its types leave them optional for the rest."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Message]:

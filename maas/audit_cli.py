@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from core import logs
 from core.settings import Settings
-from core.topic_reader import located, read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 from ledger.audit import (
     Checkpoint,
@@ -109,7 +109,7 @@ def _unreadable(
 
 def _topic_entries(settings: Settings, unreadable: list[Finding]) -> Iterator[Logged]:
     for msg in read_topic(settings, Topics(settings.region).ledger):
-        partition, offset = located(msg)
+        _, partition, offset = position_of(msg)
         try:
             entry = parse_entry(msg.value() or b"")
         except ValidationError as exc:
@@ -242,7 +242,7 @@ def _sign_heads(settings: Settings, signed: dict[int, int]) -> bool:
     by_partition: dict[int, list[Logged]] = {p: [] for p in metadata.partitions}
     progress = _Progress("read")
     for msg in read_topic(settings, ledger_topic):
-        partition, offset = located(msg)
+        _, partition, offset = position_of(msg)
         by_partition[partition].append(Logged(partition, offset, parse_entry(msg.value() or b"")))
         progress.tick()
     progress.done()

@@ -33,7 +33,7 @@ from typing import Any
 
 from core import logs
 from core.settings import Settings
-from core.topic_reader import located, read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 
 ROWS_PER_FILE = 200_000
@@ -247,7 +247,8 @@ def export(
 
 def _records(settings: Settings, topic: str) -> Iterator[tuple[int, int, bytes]]:
     for msg in read_topic(settings, topic):
-        yield *located(msg), msg.value() or b""
+        _, partition, offset = position_of(msg)
+        yield partition, offset, msg.value() or b""
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core import logs
 from core.settings import Settings
-from core.topic_reader import located, read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 from ledger.replay import Replay
 from ledger.whatif import CSV_HEADER, WhatIf, csv_row, parse_pricing
@@ -201,7 +201,8 @@ def replay_ledger(
             read += 1
             if bar is not None:
                 bar.update(read)
-            yield *located(msg), msg.key(), msg.value() or b""
+            _, partition, offset = position_of(msg)
+            yield partition, offset, msg.key(), msg.value() or b""
 
     replay = Replay()
     for entry in select_entries(records(), as_of, client):

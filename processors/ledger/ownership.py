@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 from confluent_kafka import Message
 
+from core.topic_reader import position_of
+
 Partition = tuple[str, int]  # (topic, partition)
 
 
@@ -45,11 +47,3 @@ def offsets_after(
     for item in inputs:
         offsets[item.topic, item.partition] = item.offset + 1
     return offsets
-
-
-def position_of(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a consumed or delivered record without error:
-    librdkafka sets all three on those; its types leave them optional for the rest."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None
-    return topic, partition, offset

@@ -91,13 +91,14 @@ from pydantic import ValidationError
 
 from core.clock import now_ms
 from core.settings import Settings
+from core.topic_reader import position_of
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
 from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
 from processors.batching import take_batch
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
-from processors.ledger.ownership import offsets_after, owned_inputs, position_of
+from processors.ledger.ownership import offsets_after, owned_inputs
 from processors.ledger.restore import ChangelogRestorer
 from processors.ledger.store import Overlay, PartitionStore
 from processors.ledger.watchdog import Watchdog
@@ -521,6 +522,7 @@ def init_transactions(
             if not err.retriable():
                 raise
             log.warning("init_transactions retry error=%s", err)
+            time.sleep(RETRY_BACKOFF_S)
 
 
 def _raise_if_fatal(error: KafkaError) -> None:
