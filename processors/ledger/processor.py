@@ -99,7 +99,7 @@ from processors.batching import take_batch
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
 from processors.ledger.ownership import offsets_after, owned_inputs
-from processors.ledger.restore import ChangelogRestorer
+from processors.ledger.restore import ChangelogRestorer, is_transient
 from processors.ledger.store import Overlay, PartitionStore
 from processors.ledger.watchdog import Watchdog
 from schemas.events import parse_input
@@ -471,23 +471,30 @@ class LedgerProcessor:
         before its changelog records can be read to the end (KIP-447).
 
         The broker aborts a timed-out transaction at its next periodic check, so this can
-        take longer than ``transaction_timeout_ms``: a time-out is waited out again, up to
-        ``STABLE_OFFSETS_TIMEOUTS`` times, before it is treated as fatal.
+        take longer than ``transaction_timeout_ms``: a time-out is waited out again, and a
+        transient error (the group coordinator's broker killed) asked again, for up to
+        ``STABLE_OFFSETS_TIMEOUTS`` transaction timeouts in all, before it is fatal.
         """
         timeout_s = self.settings.transaction_timeout_ms / 1000
-        for attempt in range(1, STABLE_OFFSETS_TIMEOUTS):
+        give_up = time.monotonic() + STABLE_OFFSETS_TIMEOUTS * timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return consumer.committed(partitions, timeout=timeout_s)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._TIMED_OUT:
+                err = exc.args[0]
+                timed_out = err.code() == KafkaError._TIMED_OUT
+                if not (timed_out or is_transient(err)) or time.monotonic() > give_up:
                     raise
                 log.warning(
-                    "committed offsets not stable yet attempt=%d timeout_s=%.0f; "
-                    "waiting for an open transaction to be settled",
+                    "committed offsets not readable yet attempt=%d error=%s; waiting for "
+                    "an open transaction to be settled or the coordinator to answer",
                     attempt,
-                    timeout_s,
+                    err,
                 )
-        return consumer.committed(partitions, timeout=timeout_s)
+                if not timed_out:
+                    time.sleep(RETRY_BACKOFF_S)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})

@@ -22,11 +22,22 @@ log = logging.getLogger("maas.ledger")
 
 RESTORE_BATCH = 5_000
 RESTORE_TIMEOUT_S = 300
-NO_LEADER_YET = {
+# Answers that librdkafka does not flag as retriable but that pass once the cluster's
+# metadata catches up: a topic just created or a broker just restarted has no leader yet;
+# a killed broker's connection fails, and when it leaves the metadata librdkafka destroys
+# its handle, failing what was queued on it (seen in the Jepsen faults run).
+TRANSIENT_CODES = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._DESTROY_BROKER,
 }
+
+
+def is_transient(err: KafkaError) -> bool:
+    """Whether a failed metadata or offset query may simply be asked again."""
+    return err.retriable() or err.code() in TRANSIENT_CODES
 
 
 class ChangelogRestorer:
@@ -116,11 +127,8 @@ class ChangelogRestorer:
             try:
                 return self.consumer.get_watermark_offsets(tp, timeout=10)
             except KafkaException as exc:
-                # A topic just created, or a broker just restarted, has no leader yet;
-                # librdkafka does not flag these as retriable here.
                 err = exc.args[0]
-                transient = err.retriable() or err.code() in NO_LEADER_YET
-                if not transient or time.monotonic() > give_up:
+                if not is_transient(err) or time.monotonic() > give_up:
                     raise
                 log.info(
                     "partition not ready topic=%s partition=%d error=%s",

@@ -66,8 +66,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
 
 
 def _explain(result: RunResult) -> str:
+    faults = [f"{d.fault.describe()}: {d.note or d.error}" for d in result.done]
     return (
         f"seed={result.seed} history={result.history_path} problems={result.verdict.problems[:20]}"
+        f" faults={faults}"
     )
 
 

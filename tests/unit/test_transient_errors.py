@@ -1,0 +1,45 @@
+"""Which failed offset and metadata queries the ledger processor asks again
+(``processors.ledger.restore.is_transient``) instead of exiting for a restart.
+
+The Jepsen faults run once lost a processor to a ``_DESTROY_BROKER`` answer while the
+broker it had asked was being killed: a restart for a condition that passes by itself,
+and the process it restarted was carrying a fault point that then never fired.
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError
+
+from processors.ledger.restore import is_transient
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError._DESTROY_BROKER,
+        KafkaError._TRANSPORT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    ],
+)
+def test_a_broker_going_away_or_a_leader_not_elected_yet_is_asked_again(code: int) -> None:
+    assert is_transient(KafkaError(code))
+
+
+def test_what_librdkafka_flags_retriable_is_asked_again() -> None:
+    assert is_transient(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, retriable=True))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError._FENCED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError._INVALID_ARG,
+    ],
+)
+def test_fencing_and_permanent_errors_are_not(code: int) -> None:
+    assert not is_transient(KafkaError(code))
