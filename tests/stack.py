@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Message
 
 from core.settings import Settings
 from maas.broker import free_port
@@ -242,3 +243,11 @@ def run_stack(
             for name in ("topics", *stack.procs):
                 print(f"\n----- {name} log (last {LOG_TAIL_LINES} lines) -----")
                 print(stack.tail(name))
+
+
+def value_of(msg: Message) -> bytes:
+    """The value of a consumed record that must have one: the type also allows the
+    missing value of a tombstone, which would be a bug where this is called."""
+    value = msg.value()
+    assert value is not None, f"no value: {msg.topic()} [{msg.partition()}] @{msg.offset()}"
+    return value

@@ -30,12 +30,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -43,7 +45,7 @@ from confluent_kafka import (
 from core.admin import ensure_topics, topic_specs
 from core.clock import now_ms
 from core.settings import Settings
-from core.topic_reader import read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 from ledger.replay import Replay
 from maas.processes import start_process
@@ -62,6 +64,7 @@ from schemas.events import (
     dump,
     parse_entry,
 )
+from tests.stack import value_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAR_FUTURE_MS = 3_600_000  # default request deadline: an hour, so no test expires by accident
@@ -69,6 +72,14 @@ FAR_FUTURE_MS = 3_600_000  # default request deadline: an hour, so no test expir
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def header(msg: Message, name: str) -> bytes:
+    """A header of a consumed record that must have a value: the type also allows the
+    str a producer may pass (consumed, it is bytes) and None (a header without value)."""
+    value = dict(msg.headers() or [])[name]
+    assert isinstance(value, bytes), (name, value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -116,10 +127,11 @@ class ReplyCollector:
             msg = self._consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
-            reply = Reply.model_validate_json(msg.value())
+            reply = Reply.model_validate_json(value_of(msg))
+            _, _, offset = position_of(msg)
             with self.cond:
                 self.replies[reply.correlation_id].append(reply)
-                self.positions[reply.correlation_id].append((msg.offset(), msg.timestamp()[1]))
+                self.positions[reply.correlation_id].append((offset, msg.timestamp()[1]))
                 self.cond.notify_all()
 
     def count(self, correlation_id: str) -> int:
@@ -214,9 +226,8 @@ class ApprovalReader:
             msg = self._consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
-            approval = Approval(
-                msg.partition(), msg.offset(), MemeApproved.model_validate_json(msg.value())
-            )
+            _, partition, offset = position_of(msg)
+            approval = Approval(partition, offset, MemeApproved.model_validate_json(value_of(msg)))
             with self.cond:
                 self.approvals.append(approval)
                 self.count_by_request[approval.approved.request_id] += 1
@@ -462,7 +473,8 @@ class LedgerDriver:
     def send_raw(
         self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
     ) -> None:
-        extra = {} if partition is None else {"partition": partition}
+        # Any: mypy matches ** against every keyword of produce(), not just partition.
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, **extra)
@@ -601,7 +613,7 @@ class LedgerDriver:
 
     def read_entries(self) -> list[LedgerEntryUnion]:
         """Every committed ledger entry; per partition (so per client) in log order."""
-        return [parse_entry(m.value()) for m in read_topic(self.settings, self.topics.ledger)]
+        return [parse_entry(value_of(m)) for m in read_topic(self.settings, self.topics.ledger)]
 
     def count_records(self, topic: str, *, committed: bool = True) -> int:
         """Records in ``topic``; with ``committed=False`` also those of aborted transactions
@@ -623,12 +635,13 @@ class LedgerDriver:
             deadline = time.monotonic() + 60
             while remaining and time.monotonic() < deadline:
                 for msg in consumer.consume(10_000, 0.5):
-                    if msg.error() is None:
+                    error = msg.error()
+                    if error is None:
                         count += 1
-                    elif msg.error().code() == KafkaError._PARTITION_EOF:
+                    elif error.code() == KafkaError._PARTITION_EOF:
                         remaining.discard(msg.partition())
                     else:
-                        raise KafkaException(msg.error())
+                        raise KafkaException(error)
             if remaining:
                 raise TimeoutError(f"partitions {sorted(remaining)} of {topic} not read to the end")
             return count

@@ -317,7 +317,7 @@ def test_concurrent_retries_beyond_what_the_ledger_waits_on_get_409_at_once(
     ],
 )
 def test_malformed_meme_parameters_are_422_naming_the_field(
-    stack: Stack, params: dict[str, object], field: str
+    stack: Stack, params: dict[str, str | float | None], field: str
 ) -> None:
     _, api_key = stack.new_client(tokens=1)
     query = {"lat": 1.5, "lon": 2.5, "query": "q", **params}

@@ -18,7 +18,7 @@ import pytest
 from core.topic_reader import read_topic
 from core.topics import Topics
 from schemas.events import MemeRequested, parse_input
-from tests.stack import Stack
+from tests.stack import Stack, value_of
 
 pytestmark = pytest.mark.kafka
 
@@ -51,7 +51,7 @@ def test_two_api_processes_share_the_port_and_each_serves_some_calls(stack: Stac
 def reply_partitions(stack: Stack, client_id: str) -> dict[str, int]:
     """Request id -> the reply partition its ``MemeRequested`` event names, for one client."""
     topic = Topics(stack.settings.region).requests
-    events = (parse_input(message.value()) for message in read_topic(stack.settings, topic))
+    events = (parse_input(value_of(message)) for message in read_topic(stack.settings, topic))
     return {
         event.request_id: event.reply_to
         for event in events

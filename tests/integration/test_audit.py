@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from core.topic_reader import read_topic
+from core.topic_reader import position_of, read_topic
 from core.topics import Topics
-from tests.stack import FAULT_QUERY, Stack
+from tests.stack import FAULT_QUERY, Stack, value_of
 
 pytestmark = pytest.mark.kafka
 
@@ -274,14 +274,15 @@ def test_reconciliation_matches_the_balances_clients_see(
 
 def checkpoints(stack: Stack) -> list[dict[str, Any]]:
     topic = Topics(stack.settings.region).ledger_checkpoints
-    return [json.loads(msg.value()) for msg in read_topic(stack.settings, topic)]
+    return [json.loads(value_of(msg)) for msg in read_topic(stack.settings, topic)]
 
 
 def ledger_ends(stack: Stack) -> dict[int, int]:
     """Offset of the last entry of each partition of the ledger topic."""
     ends: dict[int, int] = {}
     for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger):
-        ends[msg.partition()] = max(ends.get(msg.partition(), -1), msg.offset())
+        _, partition, offset = position_of(msg)
+        ends[partition] = max(ends.get(partition, -1), offset)
     return ends
 
 
@@ -321,7 +322,7 @@ def test_the_checkpointer_signs_what_grew_until_stopped(
 
     assert stack.meme(traffic["alice_key"], query="audit periodic").status_code == 200
     alice_partition = next(
-        msg.partition()
+        position_of(msg)[1]
         for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger)
         if msg.key() == traffic["alice"].encode()
     )

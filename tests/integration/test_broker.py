@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from maas.broker import LocalBroker, free_port
+from tests.stack import value_of
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
@@ -39,7 +40,7 @@ def consume(bootstrap: str, topic: str, group: str, count: int, **conf: object) 
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
-            values.append(msg.value())
+            values.append(value_of(msg))
     finally:
         consumer.close()
     return values

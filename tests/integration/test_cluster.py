@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 from confluent_kafka import (
@@ -30,6 +31,7 @@ from core.settings import Settings
 from maas.cluster import LocalCluster
 from processors.ledger.processor import init_transactions
 from processors.ledger.watchdog import Watchdog
+from tests.stack import value_of
 
 pytestmark = [
     pytest.mark.scenario,
@@ -77,6 +79,11 @@ def isr(cluster: LocalCluster, topic: str) -> dict[int, set[int]]:
     return {p.id: set(p.isrs) for p in partitions.values()}
 
 
+def whole_isr(cluster: LocalCluster, topic: str) -> bool:
+    """Every partition of ``topic`` has its 3 replicas in sync."""
+    return all(len(s) == 3 for s in isr(cluster, topic).values())
+
+
 def views_of_leaders(cluster: LocalCluster, topic: str, node_id: int) -> dict[int, int]:
     """Partition -> leader as one node sees it."""
     partitions = cluster.metadata(topic, node_id=node_id).topics[topic].partitions
@@ -90,9 +97,7 @@ def create_topics(cluster: LocalCluster, partitions: dict[str, int]) -> None:
     for future in admin.create_topics(specs).values():
         future.result(timeout=30)
     for name in partitions:
-        wait_for(
-            f"{name} in sync", lambda n=name: all(len(s) == 3 for s in isr(cluster, n).values())
-        )
+        wait_for(f"{name} in sync", partial(whole_isr, cluster, name))
 
 
 def produce_all(producer: Producer, topic: str, values: list[bytes], partitions: int) -> None:
@@ -146,13 +151,14 @@ def read_all(cluster: LocalCluster, topic: str, partitions: int) -> list[bytes]:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is None:
-                values.append(msg.value())
-            elif (
-                msg.error().code() == KafkaError._PARTITION_EOF
-                and msg.offset() >= ends[msg.partition()]
-            ):
-                remaining.discard(msg.partition())
+            error = msg.error()
+            if error is None:
+                values.append(value_of(msg))
+            elif error.code() == KafkaError._PARTITION_EOF:
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None  # set on the EOF event
+                if offset >= ends[partition]:
+                    remaining.discard(partition)
         assert not remaining, f"partitions {remaining} of {topic} not read to the end in 30 s"
     finally:
         consumer.close()
@@ -297,7 +303,7 @@ def test_killed_leader_is_replaced_and_rejoins(
     assert victim in cluster.metadata().brokers
     wait_for(
         f"node {victim} back in every ISR of {topic}",
-        lambda: all(len(s) == 3 for s in isr(cluster, topic).values()),
+        lambda: whole_isr(cluster, topic),
     )
     # Nothing acknowledged was lost, and the idempotent producer wrote nothing twice.
     assert sorted(read_all(cluster, topic, 3)) == sorted(before + during)
@@ -336,7 +342,7 @@ def test_paused_leader_loses_leadership_and_rejoins(
     wait_for(f"paused node {victim} back as a broker", lambda: victim in cluster.metadata().brokers)
     wait_for(
         f"node {victim} back in every ISR of {topic}",
-        lambda: all(len(s) == 3 for s in isr(cluster, topic).values()),
+        lambda: whole_isr(cluster, topic),
     )
 
 

@@ -42,9 +42,9 @@ def latest_records(stack: Stack, client_id: str) -> dict[str, dict[str, Any]]:
     prefix = f"r/{client_id}/".encode()
     latest: dict[str, dict[str, Any]] = {}
     for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger_changelog):
-        key = msg.key()
-        if key is not None and key.startswith(prefix) and msg.value() is not None:
-            latest[key.decode()] = json.loads(msg.value())
+        key, value = msg.key(), msg.value()
+        if key is not None and key.startswith(prefix) and value is not None:
+            latest[key.decode()] = json.loads(value)
     return latest
 
 

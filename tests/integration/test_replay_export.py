@@ -152,7 +152,9 @@ def test_export_is_readable_by_duckdb_and_matches_the_ledger(
     stack: Stack, traffic: Traffic, tmp_path: Path
 ) -> None:
     replay = maas(stack, "replay", "--quiet")
-    entries = int(re.search(r"entries=(\d+)", replay.stderr).group(1))
+    counted = re.search(r"entries=(\d+)", replay.stderr)
+    assert counted is not None, replay.stderr
+    entries = int(counted.group(1))
     maas(stack, "export", "--out", str(tmp_path))
 
     ledger = f"read_parquet('{tmp_path}/ledger/*/*.parquet', hive_partitioning=true)"

@@ -307,7 +307,7 @@ class Nemesis:
         """Arm the point; if the instance did not reach it (a broker fault in the other
         lane can stall or end it first), arm it once more, so that every run crosses the
         boundary it planned."""
-        notes = []
+        notes: list[str] = []
         for _ in range(FAULT_POINT_ATTEMPTS):
             note = self._arm_fault_point(name, point)
             if note.startswith("fired"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from hypothesis import event as note_path
 from hypothesis import given, settings
@@ -44,6 +45,7 @@ from schemas.events import (
     ClientRegistered,
     ErasureRequested,
     InputEvent,
+    LedgerEntry,
     LedgerEntryUnion,
     MemeApproved,
     MemeDelivered,
@@ -68,6 +70,8 @@ CLIENTS = ("c0", "c1", "c2")
 PURCHASE_IDS = ("p0", "p1", "p2", "p3")
 FINGERPRINTS = ("0" * 16, "f" * 16)
 PRICE = 1  # tokens per meme, as the service promises its clients
+
+EntryT = TypeVar("EntryT", bound=LedgerEntry)
 
 # Reference-model reasons, spelled out rather than imported: the model says what the
 # contract promises, the ledger must agree.
@@ -153,7 +157,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "occurred_at_ms": self.now_ms,
         }
 
-    def _one_entry(self, decision: Decision, client_id: str, entry_type: type) -> LedgerEntryUnion:
+    def _one_entry(self, decision: Decision, client_id: str, entry_type: type[EntryT]) -> EntryT:
         """The decision appends exactly one entry of this type, at the model's next seq."""
         assert len(decision.entries) == 1, decision.entries
         (entry,) = decision.entries
@@ -761,17 +765,17 @@ class LedgerMachine(RuleBasedStateMachine):
         for client_id, model in self.clients.items():
             account = accounts[client_id]
             assert (account.balance, account.seq) == (model.balance, model.seq), client_id
-        for (client_id, request_id), model in self.requests.items():
+        for (client_id, request_id), request in self.requests.items():
             record = self.ledger.state.request(client_id, request_id)
             assert record is not None, (client_id, request_id)
             assert (record.client_id, record.request_id, record.status, record.kind) == (
-                model.client_id,
+                request.client_id,
                 request_id,
-                model.status,
-                model.kind,
+                request.status,
+                request.kind,
             )
             waiters = [(w.reply_to, w.correlation_id) for w in record.waiters]
-            assert waiters == model.waiters, (client_id, request_id)
+            assert waiters == request.waiters, (client_id, request_id)
 
     @invariant()
     def pending_index_is_the_requests_in_flight(self) -> None:

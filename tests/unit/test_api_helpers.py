@@ -47,7 +47,7 @@ def body(error: ApiError) -> dict[str, Any]:
     """The problem document the client receives for ``error``."""
     response = error.response()
     assert response.media_type == "application/problem+json"
-    return json.loads(response.body)
+    return json.loads(bytes(response.body))
 
 
 def reply(outcome: str, **fields: object) -> Reply:
@@ -90,7 +90,7 @@ def test_a_reply_without_tokens_charged_was_charged_the_list_price() -> None:
     ],
 )
 def test_each_ledger_outcome_has_its_status(
-    outcome: str, reason: int, error: type[Exception], status: int
+    outcome: str, reason: int, error: type[ApiError], status: int
 ) -> None:
     with pytest.raises(error) as raised:
         answer("r1", reply(outcome, reason=reason, balance=0))

@@ -92,9 +92,8 @@ def fake_model() -> Iterator[tuple[FakeModel, str]]:
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
     try:
-        yield model, f"http://{host}:{port}/v1"
+        yield model, f"http://127.0.0.1:{server.server_port}/v1"
     finally:
         server.shutdown()
         server.server_close()

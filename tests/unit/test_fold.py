@@ -32,6 +32,7 @@ from schemas.events import (
     ErasureRequested,
     Id,
     InputEvent,
+    Kind,
     LedgerEntryUnion,
     MemeApproved,
     MemeDelivered,
@@ -240,6 +241,13 @@ class Script:
 def only_reply(decision: Decision) -> tuple[int, Reply]:
     assert len(decision.replies) == 1, decision.replies
     return decision.replies[0]
+
+
+def charged_kind(decision: Decision) -> Kind:
+    """The kind of the request's charge, the decision's first entry: the pool it goes to."""
+    charged = decision.entries[0]
+    assert isinstance(charged, TokensCharged), charged
+    return charged.kind
 
 
 def writes_nothing(decision: Decision) -> bool:
@@ -455,7 +463,7 @@ def test_active_subscription_without_end_sends_work_to_the_ai_pool(funded: Scrip
 
     decision = funded.request("c1", "r1", at_ms=10**12)
 
-    assert decision.entries[0].kind == "ai"
+    assert charged_kind(decision) == "ai"
     assert decision.approved is not None and decision.approved.kind == "ai"
 
 
@@ -467,9 +475,9 @@ def test_subscription_with_end_is_ai_before_until_and_standard_from_until(
     and one later are standard."""
     funded.subscribe("c1", active=True, until_ms=1_000)
 
-    assert funded.request("c1", "r1", at_ms=999).entries[0].kind == "ai"
-    assert funded.request("c1", "r2", at_ms=1_000).entries[0].kind == "standard"
-    assert funded.request("c1", "r3", at_ms=5_000).entries[0].kind == "standard"
+    assert charged_kind(funded.request("c1", "r1", at_ms=999)) == "ai"
+    assert charged_kind(funded.request("c1", "r2", at_ms=1_000)) == "standard"
+    assert charged_kind(funded.request("c1", "r3", at_ms=5_000)) == "standard"
 
 
 def test_cancelled_subscription_sends_work_to_the_standard_pool(funded: Script) -> None:
@@ -479,8 +487,9 @@ def test_cancelled_subscription_sends_work_to_the_standard_pool(funded: Script) 
 
     # Cancelling forgets the end time: it meant nothing once inactive.
     (changed,) = decision.entries
+    assert isinstance(changed, SubscriptionChanged)
     assert (changed.active, changed.until_ms) == (False, None)
-    assert funded.request("c1", "r1", at_ms=5).entries[0].kind == "standard"
+    assert charged_kind(funded.request("c1", "r1", at_ms=5)) == "standard"
 
 
 def test_subscription_for_unknown_client_is_not_found(script: Script) -> None:

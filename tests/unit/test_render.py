@@ -20,6 +20,7 @@ from memes.render import (
     render_meme,
 )
 from memes.templates import Template
+from schemas.events import Kind
 
 NYC = (40.7306, -73.9352)
 PARIS = (48.8534, 2.3488)
@@ -86,7 +87,7 @@ def test_clean_ai_caption_bounds_model_output() -> None:
 
 
 @pytest.mark.parametrize("kind", ["standard", "ai"])
-def test_same_inputs_give_identical_bytes(kind: str) -> None:
+def test_same_inputs_give_identical_bytes(kind: Kind) -> None:
     a = render_meme("req-1", "pizza", *NYC, kind)
     b = render_meme("req-1", "pizza", *NYC, kind)
     assert a == b
@@ -141,7 +142,7 @@ def test_ai_caption_from_a_backend_is_drawn_and_recorded() -> None:
 
 
 @pytest.mark.parametrize("kind", ["standard", "ai"])
-def test_output_is_a_512_png_without_metadata(kind: str) -> None:
+def test_output_is_a_512_png_without_metadata(kind: Kind) -> None:
     meme = render_meme("req-1", "pizza", *NYC, kind)
     assert isinstance(meme, RenderedMeme)
     image = _open(meme.png)
@@ -176,7 +177,7 @@ def test_ai_caption_differs_from_standard() -> None:
 
 @pytest.mark.parametrize("kind", ["standard", "ai"])
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.name)
-def test_every_template_renders_a_meme(template: Template, kind: str) -> None:
+def test_every_template_renders_a_meme(template: Template, kind: Kind) -> None:
     meme = render_meme("req-t", _query_for(template), *PARIS, kind)
     assert meme.template == template.name
     assert _open(meme.png).size == (512, 512)
@@ -186,7 +187,7 @@ def test_every_template_renders_a_meme(template: Template, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["standard", "ai"])
-def test_very_long_query_renders(kind: str) -> None:
+def test_very_long_query_renders(kind: Kind) -> None:
     for query in ("word " * 100, "x" * 500, "Ωμέγα " * 60):
         meme = render_meme("req-long", query, *NYC, kind)
         assert _open(meme.png).size == (512, 512)
@@ -236,7 +237,7 @@ def test_drawable_text(text: str, drawn: str) -> None:
         "Привет мир",
     ],
 )
-def test_unicode_queries_render(kind: str, query: str) -> None:
+def test_unicode_queries_render(kind: Kind, query: str) -> None:
     meme = render_meme("req-u", query, *NYC, kind)
     assert _open(meme.png).size == (512, 512)
     assert query.split()[0].upper().replace("\x00", "") in meme.caption  # original text kept

@@ -112,7 +112,7 @@ def partition_of(client: str) -> int:
 def layout(entries: list[LedgerEntryUnion]) -> list[Record]:
     """Entries on their partitions; every third offset is a transaction marker."""
     next_offset = dict.fromkeys(range(PARTITIONS), 0)
-    records = []
+    records: list[Record] = []
     for i, entry in enumerate(entries):
         p = partition_of(entry.client_id)
         records.append((p, next_offset[p], entry.client_id.encode(), dump(entry)))

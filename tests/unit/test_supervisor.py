@@ -57,12 +57,14 @@ def test_a_killed_child_is_restarted_at_once(tmp_path: Path) -> None:
     first.kill()
     first.wait()
     supervise(child, {}, time.monotonic())
+    restarted = child.process
+    assert restarted is not None
     try:
-        assert child.process is not first and child.process.poll() is None
+        assert restarted is not first and restarted.poll() is None
         assert child.restart_at is None
     finally:
-        child.process.kill()
-        child.process.wait()
+        restarted.kill()
+        restarted.wait()
 
 
 def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:

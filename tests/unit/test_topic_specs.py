@@ -12,7 +12,11 @@ DAY_MS = 86_400_000
 
 
 def specs(**overrides: object) -> dict[str, dict[str, str]]:
-    return {t.topic: t.config for t in topic_specs(Settings(**overrides))}
+    configs = {}
+    for t in topic_specs(Settings(**overrides)):
+        assert t.config is not None, t.topic
+        configs[t.topic] = t.config
+    return configs
 
 
 def test_topics_with_personal_details_keep_them_only_for_the_configured_retention() -> None:
