@@ -43,7 +43,7 @@ class Metrics:
         )
         self.charges = Counter(
             "maas_charges",
-            "Meme requests answered as delivered (the token charge stands), by kind.",
+            "Meme requests answered with a meme (the token charge stands), by kind.",
             ["kind"],
             registry=self.registry,
         )
@@ -75,6 +75,8 @@ class Metrics:
             case "delivered":
                 kind = getattr(reply.entry, "kind", "unknown")
                 self.charges.labels(kind=kind).inc()
+            case "made":
+                self.charges.labels(kind=getattr(reply.made, "kind", "unknown")).inc()
             case "rejected":
                 self.rejections.labels(reason=_reason_name(RejectReason, reply.reason)).inc()
             case "refunded":

@@ -1,6 +1,6 @@
 """Final answers of meme requests this API instance has given, for idempotent retries.
 
-A request's final outcome (delivered, rejected for want of tokens, refunded) never
+A request's final outcome (a meme, rejected for want of tokens, refunded) never
 changes: the ledger answers every later retry with it. So a retry under the same
 ``Idempotency-Key`` that reaches the instance which gave the answer is answered from
 here, without a round trip through the log, and is answered even while the processor
@@ -33,9 +33,12 @@ class SettledAnswer:
 
 
 def is_final(reply: Reply) -> bool:
-    """An outcome every later retry of the request gets too. A rejection for an unknown
-    client or a conflict is about the attempt, not the request, and is not kept."""
-    if reply.outcome in ("delivered", "refunded"):
+    """An outcome every later retry of the request gets too. A meme its generator told
+    ("made") is one: the ledger delivers that very meme (or, in the rare free-meme case,
+    refunds it after the client had it, and the client keeps the meme it was told). A
+    rejection for an unknown client or a conflict is about the attempt, not the request,
+    and is not kept."""
+    if reply.outcome in ("delivered", "made", "refunded"):
         return True
     return reply.outcome == "rejected" and reply.reason == RejectReason.INSUFFICIENT_TOKENS
 

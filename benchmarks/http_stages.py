@@ -16,8 +16,8 @@ from common import percentile
 STAGES = (
     ("append_to_decision", "api append -> ledger decision (approval produced)"),
     ("decision_to_meme", "decision -> meme made (txn commit, generator fetch, render)"),
-    ("meme_to_reply", "meme made -> reply decided (outcome fetch, next batch)"),
-    ("reply_to_response", "reply decided -> HTTP response (txn commit, api fetch)"),
+    ("meme_to_reply", "meme made -> answer produced (outcome acked, or the ledger's batch)"),
+    ("reply_to_response", "answer produced -> HTTP response (api fetch)"),
     ("append_to_response", "total: api append -> HTTP response"),
 )
 
@@ -27,8 +27,10 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
 
     Every message carries the time its producer called ``produce`` (CreateTime, ms):
     the API's ``MemeRequested``, the ledger's ``MemeApproved`` (in its transaction),
-    the generator's ``MemeGenerated`` and the ledger's ``Reply``. Joined by request id
-    (and the reply's correlation id), with the client's receive time of the response.
+    the generator's ``MemeGenerated`` and the first ``Reply`` to the request: the
+    generator's for a meme made in time (produced once its outcome is acknowledged),
+    else the ledger's (then the last stage includes its transaction's commit). Joined by
+    request id (and the reply's correlation id), with the client's receive time.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 

@@ -100,6 +100,10 @@ def meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> 
         lon=event.lon,
         query=event.query,
         deadline_ms=event.deadline_ms,
+        reply_to=event.reply_to,
+        correlation_id=event.event_id,
+        tokens=price,
+        balance_after=account.balance,
     )
     return Decision(entries=(charged,), account=account, requests=(record,), approved=approved)
 
@@ -174,6 +178,7 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
     ended = record.model_copy(
         update={"status": "delivered", "meme": delivered, "caption": event.caption, "waiters": ()}
     )
+    # The waiter its generator answered itself has its meme already (outcome "made").
     replies = tuple(
         (
             w.reply_to,
@@ -187,6 +192,7 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
             ),
         )
         for w in record.waiters
+        if w.correlation_id != event.replied_to
     )
     return Decision(entries=(delivered,), account=account, requests=(ended,), replies=replies)
 

@@ -121,6 +121,7 @@ class MemeRequested(Input):
 
 
 class MemeGenerated(Input):
+    schema_version: int = 2  # v2: replied_to
     type: Literal["MemeGenerated"] = "MemeGenerated"
     request_id: Id
     meme_id: str
@@ -128,6 +129,9 @@ class MemeGenerated(Input):
     template: str
     caption: str
     image_key: str
+    # The correlation id the generator answered itself (a meme made by the deadline, v2):
+    # the ledger does not answer that waiter again. None: the ledger answers every waiter.
+    replied_to: Id | None = None
 
 
 class MemeFailed(Input):
@@ -247,8 +251,14 @@ class PersonalDataErased(LedgerEntry):
 
 
 class MemeApproved(Envelope):
-    """Charged work for a generator pool; the generator answers on the outcomes topic."""
+    """Charged work for a generator pool; the generator answers on the outcomes topic.
 
+    From v2 it also names the API waiting for the meme (``reply_to``, ``correlation_id``)
+    and what the charge left (``tokens``, ``balance_after``): a generator that makes the
+    meme by its deadline answers that API itself, and the ledger settles the delivery
+    after, off the client's path (``docs/architecture.md``)."""
+
+    schema_version: int = 2  # v2: reply_to, correlation_id, tokens, balance_after
     type: Literal["MemeApproved"] = "MemeApproved"
     request_id: Id
     kind: Kind
@@ -256,10 +266,15 @@ class MemeApproved(Envelope):
     lon: float
     query: str
     deadline_ms: int
+    reply_to: int | None = Field(default=None, ge=0)
+    correlation_id: Id | None = None
+    tokens: int | None = Field(default=None, ge=0)
+    balance_after: int | None = Field(default=None, ge=0)
 
 
 ReplyOutcome = Literal[
     "delivered",  # meme made; `entry` is the MemeDelivered
+    "made",  # meme made by the deadline, told by its generator; `made` is the MemeGenerated (v4)
     "in_progress",  # a retry of a charged request the ledger cannot also wait on (v3)
     "rejected",  # `entry` is the MemeRejected (or a reason-only rejection, see `reason`)
     "refunded",  # `entry` is the TokensRefunded
@@ -318,7 +333,7 @@ class Reply(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 3  # v2: caption, erasure; v3: tokens_charged, in_progress
+    schema_version: int = 4  # v2: caption, erasure; v3: tokens_charged, in_progress; v4: made
     correlation_id: str  # event_id of the input that the API appended
     outcome: ReplyOutcome
     balance: int | None = None
@@ -330,6 +345,7 @@ class Reply(BaseModel):
     # What the fold charged for a delivered meme (absent before v3, and on other outcomes).
     tokens_charged: int | None = None
     erasure: ErasureView | None = None
+    made: MemeGenerated | None = None  # of outcome "made"; `balance` is after the charge
 
 
 InputEvent = Annotated[

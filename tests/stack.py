@@ -174,6 +174,18 @@ class Stack:
         query = {"lat": 40.730610, "lon": -73.935242, "query": "food", **params}
         return self.http.get("/memes", params=query, headers=headers)
 
+    def settled(self, api_key: str, request_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The request's record once the ledger has ended it. A meme made in time is told
+        to the client by its generator, and the ledger records the delivery just after."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self.http.get(f"/v1/requests/{request_id}", headers=self.auth(api_key))
+            assert response.status_code == 200, response.text
+            view: dict[str, Any] = response.json()
+            if view["status"] != "charged" or time.monotonic() > deadline:
+                return view
+            time.sleep(0.05)
+
     def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Ready is not enough: the processor must be folding. Register until it answers."""
         deadline = time.monotonic() + timeout_s

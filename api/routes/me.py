@@ -34,6 +34,11 @@ async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
     "/requests/{request_id}",
     response_model=RequestView,
     summary="What happened to one of the caller's meme requests",
+    description=(
+        "The ledger's record of the request: `charged` while its meme is being made, and"
+        " for a moment after a meme was answered (the ledger records the delivery just"
+        " after its generator answers), then `delivered`, `refunded` or `rejected`."
+    ),
     responses={**CALLS_LEDGER, 404: {"description": "No such request for this client"}},
 )
 async def get_request(

@@ -115,10 +115,10 @@ async def get_meme(
         query=query,
         deadline_ms=deadline_ms,
     )
-    # The ledger's final word on this request comes by its deadline plus the refund
-    # grace (a meme made in time, or the deadline's refund): wait for that word, so that
-    # what the client is told is what the ledger decided. A 504 then means the ledger
-    # itself did not answer, and says where to look.
+    # The answer comes by the deadline plus the refund grace: from the generator when it
+    # made the meme in time (the ledger delivers exactly such a meme, judged by its event
+    # time, unless a refund came first: then it was free), else the ledger's own word (a
+    # rejection, or the deadline's refund). A 504 means neither came, and says where to look.
     settled_by_ms = deadline_ms + bridge.settings.refund_grace_ms + SETTLE_SLACK_MS
     try:
         reply = await bridge.call(bridge.topics.requests, event, settled_by_ms)
@@ -146,7 +146,7 @@ def _key_reused(request_id: str) -> Conflict:
 
 
 def answer(request_id: str, reply: Reply | None) -> Meme:
-    """The ledger's outcome as the client sees it."""
+    """The outcome as the client sees it: the generator's or the ledger's word."""
     if reply is None:
         raise DeadlineExceeded(POLL_HINT.format(request_id=request_id), request_id=request_id)
     match reply.outcome, reply.reason:
@@ -161,6 +161,20 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
                 image_url=f"/v1/images/{meme.image_key}",
                 tokens_charged=tokens_charged(reply, meme),
                 balance_after=reply.balance if reply.balance is not None else meme.balance_after,
+            )
+        case "made", _ if reply.made is not None:
+            made = reply.made
+            if reply.balance is None or reply.tokens_charged is None:
+                raise RuntimeError("a made reply without balance or tokens_charged")
+            return Meme(
+                request_id=request_id,
+                meme_id=made.meme_id,
+                caption=made.caption,
+                template=made.template,
+                kind=made.kind,
+                image_url=f"/v1/images/{made.image_key}",
+                tokens_charged=reply.tokens_charged,
+                balance_after=reply.balance,
             )
         case "rejected", RejectReason.INSUFFICIENT_TOKENS:
             raise InsufficientTokens(balance=reply.balance)

@@ -1,5 +1,10 @@
 """A generator pool: consumes approved work of one kind, makes the meme, reports the outcome.
 
+A meme made by its deadline is also told to the API that waits for it (outcome "made",
+on the reply partition the approval names), once its ``MemeGenerated`` is acknowledged:
+the client does not wait for the ledger's second transaction. The ledger delivers that
+meme, judged by the same event time, and answers only the other waiters (retries).
+
 Standard and AI work live on separate topics with separate consumer groups, so a slow AI
 backlog never queues ahead of standard memes. Delivery is at least once: a batch's
 offsets are stored only after its outcomes are acknowledged by the broker, and the
@@ -57,7 +62,7 @@ from processors.generators.backends import (
     make_ai_meme,
     make_backend,
 )
-from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, dump
+from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, Reply, dump
 
 log = logging.getLogger("maas.generator")
 
@@ -165,6 +170,7 @@ class GeneratorPool:
             time.monotonic() + self.render_timeout_s if self.render_timeout_s is not None else None
         )
         futures = [(p, job, self.executor.submit(self._make, job, deadline)) for p, job in work]
+        made: list[tuple[int, Reply]] = []  # (reply partition, answer) of memes made in time
         for partition, job, future in futures:
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -184,8 +190,21 @@ class GeneratorPool:
                 value=dump(outcome),
                 partition=partition,
             )
+            if isinstance(outcome, MemeGenerated) and (told := _made_reply(job, outcome)):
+                made.append(told)
         if self.producer.flush(30) > 0:
             raise KafkaException("outcomes not acknowledged; offsets not stored")
+        # Only once its outcome is in the log is a meme told to its client: a 200 is then
+        # always a MemeGenerated that the ledger will fold (a restart renders it again).
+        for reply_to, reply in made:
+            self.producer.produce(
+                self.topics.replies,
+                key=reply.correlation_id.encode(),
+                value=dump(reply),
+                partition=reply_to,
+            )
+        if made and self.producer.flush(30) > 0:
+            raise KafkaException("replies not acknowledged; offsets not stored")
         for message in messages:
             if message.error() is None:
                 self._store_offset(message)
@@ -208,11 +227,12 @@ class GeneratorPool:
             raise RuntimeError("fault injected by settings.fault_injection_query")
         meme = self._render(job, deadline)
         image_key = self.blobs.put(meme.png, "png")
+        made_at_ms = now_ms()
         return MemeGenerated(
             event_id=stable_id(f"generated:{job.request_id}"),
             client_id=job.client_id,
             region=job.region,
-            occurred_at_ms=now_ms(),
+            occurred_at_ms=made_at_ms,
             causation_id=job.request_id,
             request_id=job.request_id,
             meme_id=meme.meme_id,
@@ -220,7 +240,19 @@ class GeneratorPool:
             template=meme.template,
             caption=meme.caption,
             image_key=image_key,
+            replied_to=self._answerable(job, made_at_ms),
         )
+
+    def _answerable(self, job: MemeApproved, made_at_ms: int) -> str | None:
+        """The waiter this pool answers itself: only for a meme made by the deadline (the
+        ledger delivers exactly those, judged by this event time), and only if the
+        approval names it (an approval of an older processor does not)."""
+        if made_at_ms > job.deadline_ms or job.reply_to is None:
+            return None
+        if job.reply_to >= self.settings.reply_partitions:
+            log.error("reply_to out of range reply_to=%d", job.reply_to)
+            return None
+        return job.correlation_id
 
     def _render(self, job: MemeApproved, deadline: float | None) -> RenderedMeme:
         if job.kind != "ai" or self.backend is None:
@@ -238,6 +270,20 @@ class GeneratorPool:
             caption_threshold=self.caption_threshold,
         )
         return outcome.meme
+
+
+def _made_reply(job: MemeApproved, meme: MemeGenerated) -> tuple[int, Reply] | None:
+    """The answer to the waiter ``_answerable`` named, on the partition it reads."""
+    if meme.replied_to is None or job.reply_to is None:
+        return None
+    return job.reply_to, Reply(
+        correlation_id=meme.replied_to,
+        outcome="made",
+        balance=job.balance_after,
+        caption=meme.caption,
+        tokens_charged=job.tokens,
+        made=meme,
+    )
 
 
 def _failed(job: MemeApproved, error: str) -> MemeFailed:

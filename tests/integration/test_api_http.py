@@ -17,7 +17,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import FAULT_QUERY, Stack
+from core.topic_reader import read_topic
+from core.topics import Topics
+from schemas.events import MemeRequested, Reply, parse_input
+from tests.stack import FAULT_QUERY, Stack, value_of
 
 pytestmark = pytest.mark.kafka
 
@@ -66,17 +69,51 @@ def test_the_request_can_be_looked_up_afterwards(stack: Stack) -> None:
     _, api_key = stack.new_client(tokens=1)
     meme = stack.meme(api_key).json()
 
-    response = stack.http.get(f"/v1/requests/{meme['request_id']}", headers=stack.auth(api_key))
+    view = stack.settled(api_key, meme["request_id"])
 
-    assert response.status_code == 200, response.text
-    view = response.json()
     assert view["status"] == "delivered"
     assert view["meme"]["meme_id"] == meme["meme_id"]
 
 
+def test_a_meme_is_told_by_its_generator_and_settled_by_the_ledger(stack: Stack) -> None:
+    """Scenario: a meme made in time.
+    We expect: the caller's one answer is the generator's (outcome "made", with the meme
+    and the balance after the charge); the ledger then delivers that very meme and does
+    not answer the caller a second time."""
+    _, api_key = stack.new_client(tokens=2)
+    meme = stack.meme(api_key).json()
+    assert stack.settled(api_key, meme["request_id"])["status"] == "delivered"
+
+    topics = Topics(stack.settings.region)
+    (requested,) = [
+        event
+        for event in (parse_input(value_of(m)) for m in read_topic(stack.settings, topics.requests))
+        if isinstance(event, MemeRequested) and event.request_id == meme["request_id"]
+    ]
+    answers = [
+        reply
+        for reply in (
+            Reply.model_validate_json(value_of(m))
+            for m in read_topic(stack.settings, topics.replies)
+        )
+        if reply.correlation_id == requested.event_id
+    ]
+    assert [a.outcome for a in answers] == ["made"]
+    (made,) = answers
+    assert made.made is not None and made.made.meme_id == meme["meme_id"]
+    assert (
+        (made.balance, made.tokens_charged)
+        == (1, 1)
+        == (
+            meme["balance_after"],
+            meme["tokens_charged"],
+        )
+    )
+
+
 def test_account_shows_usage(stack: Stack) -> None:
     client_id, api_key = stack.new_client(tokens=2)
-    stack.meme(api_key)
+    stack.settled(api_key, stack.meme(api_key).json()["request_id"])
 
     account = stack.account(api_key)
 

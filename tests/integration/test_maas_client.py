@@ -53,6 +53,7 @@ def test_register_purchase_and_a_meme_for_one_token(stack: Stack, billing: Billi
         assert (meme.tokens_charged, meme.balance_after, meme.kind) == (1, 2, "standard")
         assert meme.caption and meme.image_url.startswith("/v1/images/")
 
+        stack.settled(registered.api_key, meme.request_id)  # the ledger records it just after
         outcome = memes.request(meme.request_id)
         assert (outcome.status, outcome.meme_id) == ("delivered", meme.meme_id)
         assert outcome.image_url == meme.image_url

@@ -258,6 +258,21 @@ class Sim:
         self.last_request = event
         return event
 
+    def generated(self, client_id: str, request_id: str, meme_id: str, at_ms: int) -> None:
+        """A generator's ``MemeGenerated`` on the outcomes topic, made at ``at_ms``."""
+        event = {
+            **self.envelope(client_id, schema_version=2),
+            "type": "MemeGenerated",
+            "occurred_at_ms": at_ms,
+            "request_id": request_id,
+            "meme_id": meme_id,
+            "kind": "standard",
+            "template": "drake",
+            "caption": "a caption",
+            "image_key": f"{request_id}.png",
+        }
+        self.append(TOPICS.outcomes, client_id, compact(event))
+
     def decide(self, client_id: str, request_id: str, outcome: str) -> None:
         event = self.last_request
         record = {

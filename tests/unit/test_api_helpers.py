@@ -25,7 +25,15 @@ from api.routes.images import etag_matches
 from api.routes.memes import answer, fingerprint, request_id_for
 from core.settings import Settings
 from ledger.fold import LIST_PRICE
-from schemas.events import AccountOpened, MemeDelivered, RefundReason, RejectReason, Reply, dump
+from schemas.events import (
+    AccountOpened,
+    MemeDelivered,
+    MemeGenerated,
+    RefundReason,
+    RejectReason,
+    Reply,
+    dump,
+)
 
 DELIVERED = MemeDelivered(
     event_id="e1",
@@ -71,6 +79,29 @@ def test_delivered_reply_is_the_meme_with_its_image_url() -> None:
         "tokens_charged": 3,
         "balance_after": 4,
     }
+
+
+MADE = MemeGenerated(
+    event_id="g1",
+    client_id="c1",
+    region="local",
+    occurred_at_ms=1,
+    request_id="r1",
+    meme_id="m1",
+    kind="ai",
+    template="drake",
+    caption="hello",
+    image_key="a" * 64 + ".png",
+    replied_to="x",
+)
+
+
+def test_a_meme_its_generator_told_is_the_same_answer_as_a_delivery() -> None:
+    made = answer("r1", reply("made", balance=4, made=MADE, caption="hello", tokens_charged=3))
+    delivered = answer(
+        "r1", reply("delivered", balance=4, entry=DELIVERED, caption="hello", tokens_charged=3)
+    )
+    assert made == delivered
 
 
 def test_a_reply_without_tokens_charged_was_charged_the_list_price() -> None:
@@ -234,12 +265,13 @@ def test_a_new_key_for_a_client_replaces_the_old_one() -> None:
 def test_ledger_counters_are_labelled_by_kind_and_reason_name() -> None:
     metrics = Metrics()
     metrics.observe_reply(reply("delivered", balance=4, entry=DELIVERED))
+    metrics.observe_reply(reply("made", balance=4, made=MADE, tokens_charged=1))
     metrics.observe_reply(reply("rejected", reason=RejectReason.INSUFFICIENT_TOKENS))
     metrics.observe_reply(reply("refunded", reason=RefundReason.DEADLINE_EXPIRED))
     metrics.observe_reply(reply("credited"))  # not a meme outcome: not counted
 
     text = metrics.render().decode()
-    assert 'maas_charges_total{kind="ai"} 1.0' in text
+    assert 'maas_charges_total{kind="ai"} 2.0' in text
     assert 'maas_rejections_total{reason="insufficient_tokens"} 1.0' in text
     assert 'maas_refunds_total{reason="deadline_expired"} 1.0' in text
 

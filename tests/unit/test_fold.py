@@ -157,7 +157,12 @@ class Script:
         )
 
     def generated(
-        self, client: str, request_id: str, kind: str = "standard", at_ms: int = 0
+        self,
+        client: str,
+        request_id: str,
+        kind: str = "standard",
+        at_ms: int = 0,
+        replied_to: str | None = None,
     ) -> Decision:
         return self._handle(
             MemeGenerated(
@@ -171,6 +176,7 @@ class Script:
                 template="drake",
                 caption="top / bottom",
                 image_key=f"img/{request_id}.png",
+                replied_to=replied_to,
             )
         )
 
@@ -447,8 +453,11 @@ def test_meme_request_charges_one_token_and_approves_standard_work(funded: Scrip
     assert (approved.request_id, approved.kind, approved.client_id) == ("r1", "standard", "c1")
     assert (approved.lat, approved.lon, approved.query) == (40.73061, -73.935242, "food")
     assert approved.deadline_ms == 100 + DEADLINE_AFTER_MS
-    # The API gets its answer with the outcome, not with the charge.
+    # The API gets its answer with the outcome, not with the charge: the approval names
+    # the waiting API and what the charge left, for a generator that makes it in time.
     assert decision.replies == ()
+    assert (approved.reply_to, approved.correlation_id) == (3, funded.last_event_id)
+    assert (approved.tokens, approved.balance_after) == (1, 2)
     record = funded.record("r1")
     assert (record.status, record.kind, len(record.waiters)) == ("charged", "standard", 1)
     account = funded.account("c1")
@@ -528,6 +537,36 @@ def test_retry_while_in_flight_waits_and_both_waiters_get_the_meme(funded: Scrip
     for _, reply in outcome.replies:
         assert (reply.outcome, reply.entry, reply.balance) == ("delivered", delivered, 2)
     assert first.entries[0].seq + 1 == delivered.seq
+
+
+def test_the_waiter_its_generator_answered_is_not_answered_again(funded: Script) -> None:
+    """Scenario: the generator made the meme in time and told the first caller itself
+    (outcome "made"); a retry with the same key waits too.
+    We expect: the delivery is settled as ever, and only the retry gets the ledger's
+    reply."""
+    funded.request("c1", "r1", reply_to=3)
+    first_id = funded.last_event_id
+    funded.request("c1", "r1", reply_to=7)
+    retry_id = funded.last_event_id
+
+    outcome = funded.generated("c1", "r1", replied_to=first_id)
+
+    assert [type(e) for e in outcome.entries] == [MemeDelivered]
+    assert [(to, r.correlation_id) for to, r in outcome.replies] == [(7, retry_id)]
+
+
+def test_a_meme_made_too_late_is_refunded_to_every_waiter(funded: Script) -> None:
+    # A generator names no waiter for a late meme; were one named, the refund must still
+    # reach it: the client was not told anything else.
+    funded.request("c1", "r1", at_ms=0, reply_to=3)
+    first_id = funded.last_event_id
+
+    late = funded.generated("c1", "r1", at_ms=DEADLINE_AFTER_MS + 1, replied_to=first_id)
+
+    assert [type(e) for e in late.entries] == [TokensRefunded]
+    assert [(to, r.correlation_id, r.outcome) for to, r in late.replies] == [
+        (3, first_id, "refunded")
+    ]
 
 
 def test_retry_while_in_flight_beyond_max_waiters_is_told_in_progress(funded: Script) -> None:

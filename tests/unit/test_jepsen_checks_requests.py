@@ -244,6 +244,34 @@ def test_an_answer_the_ledger_disagrees_with_fails(
     assert_only(sim.verdict(), "told", f"request={request_id}", words)
 
 
+def _told_200_then_refunded(sim: Sim, made_after_deadline_ms: int, meme_id: str) -> str:
+    """A meme its generator told in time (200), while the ledger refunded the request
+    first (its deadline timer): a free meme if that meme is in the outcomes topic."""
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, _ = sim.meme(client, "expired", key="k", told="none")
+    deadline_ms = sim.last_request["deadline_ms"]
+    sim.generated(client, request_id, "meme-1", deadline_ms + made_after_deadline_ms)
+    line = sim.history[-1]
+    line["status"], line["response"] = 200, {"request_id": request_id, "meme_id": meme_id}
+    return request_id
+
+
+def test_a_200_the_ledger_refunded_is_a_free_meme_if_made_in_time(sim: Sim) -> None:
+    _told_200_then_refunded(sim, 0, "meme-1")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["free_memes"] == 1
+
+
+@pytest.mark.parametrize(("late_ms", "meme_id"), [(1, "meme-1"), (0, "meme-2")])
+def test_a_200_the_ledger_refunded_without_that_meme_made_in_time_fails(
+    sim: Sim, late_ms: int, meme_id: str
+) -> None:
+    request_id = _told_200_then_refunded(sim, late_ms, meme_id)
+    assert_only(sim.verdict(), "told", f"request={request_id}", "ledger says refunded")
+
+
 def test_a_lookup_the_ledger_disagrees_with_fails(sim: Sim) -> None:
     _, delivered = busy(sim)
     lookup = next(h for h in sim.history if h["op"] == "lookup")

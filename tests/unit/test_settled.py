@@ -12,7 +12,7 @@ def reply(outcome: str, reason: int | None = None) -> Reply:
 
 
 def test_only_final_outcomes_are_kept() -> None:
-    assert is_final(reply("delivered"))
+    assert is_final(reply("delivered")) and is_final(reply("made"))
     assert is_final(reply("refunded", RefundReason.DEADLINE_EXPIRED))
     assert is_final(reply("rejected", RejectReason.INSUFFICIENT_TOKENS))
     assert not is_final(reply("rejected", RejectReason.IDEMPOTENCY_CONFLICT))

@@ -1,11 +1,11 @@
 """An independent checker of a fault run: the history the clients recorded against the log.
 
 ``check(history, bootstrap, region)`` reads ``<region>.ledger``, ``<region>.requests``,
-``<region>.purchases``, ``<region>.ledger-state-changelog`` (and, if it exists,
-``<region>.ledger-checkpoints``) from offset 0 to their end, committed records only, and
-checks the history (``tests.jepsen.history``) against them. Run it once the service is
-idle and every request is past its deadline plus the refund grace, or open requests and
-a cut between topics are reported as problems.
+``<region>.purchases``, ``<region>.outcomes``, ``<region>.ledger-state-changelog`` (and,
+if it exists, ``<region>.ledger-checkpoints``) from offset 0 to their end, committed
+records only, and checks the history (``tests.jepsen.history``) against them. Run it
+once the service is idle and every request is past its deadline plus the refund grace,
+or open requests and a cut between topics are reported as problems.
 
 ``check_records(history, records, region)`` is the same check over records already in
 memory: the unit tests feed it synthetic topic contents.
@@ -23,7 +23,7 @@ Independence: this package imports nothing of the service (only the standard lib
 ``confluent_kafka``, its own modules and its sibling ``history``). What it knows of the
 wire, it learnt by reading the service's code, and re-implements here:
 
-- topic names ``<region>.ledger|requests|purchases|ledger-state-changelog|
+- topic names ``<region>.ledger|requests|purchases|outcomes|ledger-state-changelog|
   ledger-checkpoints`` (core/topics.py); every record is JSON, key = client id;
 - a ledger entry (schemas/events.py) carries ``type``, ``client_id``, ``seq`` (1, 2, ...
   per client), ``balance_after`` and ``prev_hash``; the first entry of a client is
@@ -48,6 +48,13 @@ wire, it learnt by reading the service's code, and re-implements here:
 - ``MemeRequested`` (requests topic) carries ``request_id``, ``fingerprint``, ``query``,
   ``deadline_ms`` and ``occurred_at_ms`` (the API's wall clock); ``ClientRegistered`` and
   ``TokensPurchased`` (purchases topic) carry ``api_key_sha256`` and ``purchase_id``/``tokens``;
+  ``MemeGenerated`` (outcomes topic, from a generator) carries ``request_id``, ``meme_id``
+  and ``occurred_at_ms``; the ledger delivers it if that time is by the request's
+  deadline and the request is still open when folded;
+- a 200 for a meme comes from its generator once that ``MemeGenerated`` is in the
+  outcomes topic (made by the deadline), or from the ledger's delivery; if the ledger
+  refunded that request first (its deadline timer, or a second generator's failure),
+  the client got a free meme: accepted, and counted as ``free_memes``;
 - with an ``Idempotency-Key`` the request id is ``uuid5(NAMESPACE_URL, "maas:" + client_id
   + ":" + key).hex`` (core/ids.py, api/routes/memes.py), else random; answers carry it
   in ``request_id`` except 402, whose body has only ``balance``;

@@ -27,6 +27,7 @@ class Log:
     by_query: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     registered: dict[str, list[Json]] = field(default_factory=dict)  # ClientRegistered
     purchased: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
+    generated: dict[tuple[str, str], list[Json]] = field(default_factory=dict)  # MemeGenerated
     changelog: dict[str, bytes] = field(default_factory=dict)  # live state, last wins
     checkpoints: list[Json] = field(default_factory=list)
 
@@ -66,6 +67,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     ),
     "ClientRegistered": ("client_id", "api_key_sha256"),
     "TokensPurchased": ("client_id", "purchase_id", "tokens"),
+    "MemeGenerated": ("client_id", "request_id", "meme_id", "occurred_at_ms"),
     "checkpoint": ("topic", "partition", "offset", "head"),
 }
 
@@ -93,6 +95,7 @@ def parse_log(records: Iterable[Record], region: str, problems: Problems) -> Log
     by_query: dict[tuple[str, str], list[Json]] = defaultdict(list)
     registered: dict[str, list[Json]] = defaultdict(list)
     purchased: dict[tuple[str, str], list[Json]] = defaultdict(list)
+    generated: dict[tuple[str, str], list[Json]] = defaultdict(list)
     # Offset order per partition: the order the processor decided in, and "last wins".
     for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
         if record.topic == topics.changelog:
@@ -119,8 +122,11 @@ def parse_log(records: Iterable[Record], region: str, problems: Problems) -> Log
             registered[body["client_id"]].append(body)
         elif kind == "TokensPurchased":
             purchased[body["client_id"], body["purchase_id"]].append(body)
+        elif kind == "MemeGenerated":
+            generated[body["client_id"], body["request_id"]].append(body)
     log.meme_requests, log.by_query = dict(meme_requests), dict(by_query)
     log.registered, log.purchased = dict(registered), dict(purchased)
+    log.generated = dict(generated)
     return log
 
 

@@ -22,6 +22,7 @@ class Topics(NamedTuple):
     purchases: str
     changelog: str
     checkpoints: str
+    outcomes: str
 
 
 def topics_of(region: str) -> Topics:
@@ -31,6 +32,7 @@ def topics_of(region: str) -> Topics:
         f"{region}.purchases",
         f"{region}.ledger-state-changelog",
         f"{region}.ledger-checkpoints",
+        f"{region}.outcomes",
     )
 
 
