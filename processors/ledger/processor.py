@@ -17,7 +17,9 @@ Commit protocol, once per batch (one Kafka transaction):
 3. For each message: ``decide`` against the partition's state (RocksDB under an
    overlay of this batch's own writes), then produce in the transaction: ledger
    entries, approved work, replies, ``AccountOpened`` to the clients table.
-4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way.
+4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way;
+   but only once the partition's outcomes that were in the log by then are decided, so
+   that a meme made in time and still unread (after a restart) is delivered instead.
    Then every state key the batch wrote goes to the changelog once, with its last
    value (same partition number as the input).
 5. ``send_offsets_to_transaction`` with the next offset of *every owned* partition
@@ -131,6 +133,9 @@ class LedgerProcessor:
         # What the heap holds: a retry rewrites its request's pending key, and must not
         # add a second timer for it.
         self.scheduled: set[tuple[int, str, str]] = set()
+        # Per partition, the outcomes offset to decide before its due deadlines fire
+        # (_expirable); an offset of an earlier assignment is simply passed already.
+        self.expiry_barriers: dict[int, int] = {}
         self.overlay = Overlay()
         self.changelog_offsets: dict[int, int] = {}
         # Next offset to decide of every assigned input partition, as of the last commit.
@@ -236,11 +241,11 @@ class LedgerProcessor:
             _raise_if_fatal(error)
             log.error("consume error=%s", error)
         inputs = owned_inputs(consumed, self.positions)
-        expiring = [d for d in due if d[1] in self.stores]
+        next_offsets = offsets_after(self.positions, inputs)
+        expiring = self._expirable(due, next_offsets)
         if not inputs and not expiring:
             return
         self._txn("begin_transaction", self.producer.begin_transaction)
-        next_offsets = offsets_after(self.positions, inputs)
         for msg, topic, partition, offset in inputs:
             try:
                 # A record without a value fails validation like any other broken input.
@@ -428,15 +433,53 @@ class LedgerProcessor:
             due.append(deadline)
         return due
 
+    def _expirable(
+        self, due: list[tuple[int, int, str, str]], decided: dict[tuple[str, int], int]
+    ) -> list[tuple[int, int, str, str]]:
+        """The due deadlines of owned partitions whose outcomes are decided as far as the
+        log held them when the deadlines came due. A meme made in time may wait unread in
+        the outcomes topic (after a restart, before the first fetch of that partition, or
+        behind a backlog): it must be delivered, not refunded, as its client may hold it
+        already. A held deadline goes back to the heap and fires once that point is
+        decided, a fixed offset, so a busy partition does not hold it for ever."""
+        owned = {d[1] for d in due if d[1] in self.stores}
+        unread = {p for p in owned if self._outcomes_unread(p, decided)}
+        ready = []
+        for deadline in due:
+            if deadline[1] in unread:
+                self._schedule(deadline)
+            elif deadline[1] in owned:
+                ready.append(deadline)
+        return ready
+
+    def _outcomes_unread(self, partition: int, decided: dict[tuple[str, int], int]) -> bool:
+        """Whether outcomes of ``partition`` that were in the log when its timers came due
+        (the end its last fetch reported then: the barrier) are not all decided yet. Not
+        fetched since the assignment, the end is unknown: assume so."""
+        barrier = self.expiry_barriers.get(partition)
+        if barrier is None:
+            tp = TopicPartition(self.topics.outcomes, partition)
+            _low, end = self.consumer.get_watermark_offsets(tp, cached=True)
+            if end < 0:
+                return True
+            barrier = self.expiry_barriers[partition] = end
+        if decided.get((self.topics.outcomes, partition), 0) < barrier:
+            return True
+        del self.expiry_barriers[partition]
+        return False
+
     def _track_deadlines(
         self, partition: int, writes: Iterable[tuple[bytes, bytes | None]]
     ) -> None:
         for key, value in writes:
             if value is not None and key.startswith(PENDING_PREFIX):
                 client_id, request_id, deadline_ms = parse_pending(key, value)
-                if (partition, client_id, request_id) not in self.scheduled:
-                    self.scheduled.add((partition, client_id, request_id))
-                    heapq.heappush(self.deadlines, (deadline_ms, partition, client_id, request_id))
+                self._schedule((deadline_ms, partition, client_id, request_id))
+
+    def _schedule(self, deadline: tuple[int, int, str, str]) -> None:
+        if deadline[1:] not in self.scheduled:
+            self.scheduled.add(deadline[1:])
+            heapq.heappush(self.deadlines, deadline)
 
     def _rebuild_deadlines(self) -> None:
         self.deadlines = [

@@ -600,6 +600,33 @@ def test_deadline_refund_and_late_outcome_ignored(make_driver) -> None:
     clock.lap("ledger checked")
 
 
+def test_a_meme_made_in_time_but_unread_after_a_restart_is_delivered(make_driver) -> None:
+    """Scenario: a request is charged; the processor is killed; the generator makes the
+    meme in time (its MemeGenerated is in the outcomes topic, and the client may have
+    it already); the processor restarts only after the deadline plus the grace.
+
+    We expect: the meme is delivered, not refunded by the deadline's timer, which fires
+    first thing after the restart while the outcomes partition is not read yet."""
+    d = make_driver(MAAS_REFUND_GRACE_MS="200")
+    d.start()
+    d.wait_serving()
+    client = "unread-client"
+    setup_clients(d, {client: 2})
+    request = d.request_meme(client, deadline_ms=now_ms() + 1_000)
+    d.flush()
+    approval = d.approvals.wait_for([request.request_id], 30)[request.request_id]
+    d.kill("0")
+    d.answer(approval, "generated")
+    d.flush()
+    time.sleep(max(0.0, (request.deadline_ms + 200 - now_ms()) / 1000) + 0.5)
+
+    d.start("0")
+
+    reply = d.replies.wait([request.event_id], 60)[request.event_id]
+    assert reply.outcome == "delivered", reply
+    assert_ledger_sound(d, [client])
+
+
 # --- 6 --------------------------------------------------------------------------------
 
 
