@@ -37,7 +37,7 @@ from processors.generators.backends import (
     parse_caption,
 )
 from processors.generators.worker import GeneratorPool
-from schemas.events import MemeApproved, MemeFailed, MemeGenerated
+from schemas.events import MemeApproved, MemeFailed, MemeGenerated, Reply
 
 PARIS = (48.8534, 2.3488)
 
@@ -275,9 +275,14 @@ class FakeConsumer:
         self.stored.append(message)
 
 
-def _approved(request_id: str, query: str = "pizza") -> bytes:
+def _approved(
+    request_id: str, query: str = "pizza", *, deadline_after_ms: int = 60_000, **waiter: Any
+) -> bytes:
+    """An approval; ``waiter`` (reply_to, correlation_id, tokens, balance_after) as a
+    processor from v2 on names it, none as an older one."""
     now_ms = time.time_ns() // 1_000_000
     job = MemeApproved(
+        **waiter,
         event_id=f"e-{request_id}",
         client_id="c1",
         region="local",
@@ -288,7 +293,7 @@ def _approved(request_id: str, query: str = "pizza") -> bytes:
         lon=PARIS[1],
         query=query,
         kind="ai",
-        deadline_ms=now_ms + 60_000,
+        deadline_ms=now_ms + deadline_after_ms,
     )
     return job.model_dump_json().encode()
 
@@ -312,7 +317,9 @@ def _pool(tmp_path: Path, backend: Any, deadline_ms: int = 300) -> GeneratorPool
 def _outcomes(pool: GeneratorPool) -> list[MemeGenerated | MemeFailed]:
     producer: FakeProducer = pool.producer  # type: ignore[assignment]
     out: list[MemeGenerated | MemeFailed] = []
-    for _, value, _ in producer.produced:
+    for topic, value, _ in producer.produced:
+        if topic != pool.topics.outcomes:
+            continue
         data = json.loads(value)
         model = MemeGenerated if "image_key" in data else MemeFailed
         out.append(model.model_validate(data))
@@ -386,3 +393,43 @@ def test_ai_pool_runs_at_most_its_concurrency_at_once(tmp_path: Path) -> None:
     pool._handle(messages)  # type: ignore[arg-type]
     assert peak[0] <= 2
     assert all(isinstance(o, MemeGenerated) for o in _outcomes(pool))
+
+
+WAITER: dict[str, Any] = {"reply_to": 3, "correlation_id": "ev-1", "tokens": 1, "balance_after": 7}
+
+
+def test_a_meme_made_in_time_is_told_to_its_waiter_after_its_outcome(tmp_path: Path) -> None:
+    """Scenario: an approval that names its waiting API; the meme is made in time.
+    We expect: the MemeGenerated names the waiter it answered, and the answer ("made",
+    with the meme and what the charge left) goes to the waiter's reply partition after
+    the outcome, so it is only sent once the outcome is acknowledged."""
+    pool = _pool(tmp_path, FixedBackend(AiCaption("such", "wow")), deadline_ms=5_000)
+    pool._handle([FakeMessage(_approved("req-told", **WAITER))])  # type: ignore[list-item]
+    produced: FakeProducer = pool.producer  # type: ignore[assignment]
+    assert [(t, p) for t, _, p in produced.produced] == [
+        (pool.topics.outcomes, 0),
+        (pool.topics.replies, 3),
+    ]
+    (made,) = _outcomes(pool)
+    assert isinstance(made, MemeGenerated) and made.replied_to == "ev-1"
+    reply = Reply.model_validate_json(produced.produced[1][1])
+    assert (reply.correlation_id, reply.outcome, reply.made) == ("ev-1", "made", made)
+    assert (reply.balance, reply.tokens_charged, reply.caption) == (7, 1, made.caption)
+
+
+@pytest.mark.parametrize(
+    ("waiter", "deadline_after_ms"),
+    [({}, 60_000), (WAITER, 150)],
+    ids=["an older processor's approval", "made after the deadline"],
+)
+def test_the_ledger_answers_when_the_generator_may_not(
+    tmp_path: Path, waiter: dict[str, Any], deadline_after_ms: int
+) -> None:
+    backend = FixedBackend(AiCaption("such", "wow"), delay_s=0.3)
+    pool = _pool(tmp_path, backend, deadline_ms=5_000)
+    message = FakeMessage(_approved("req-quiet", deadline_after_ms=deadline_after_ms, **waiter))
+    pool._handle([message])  # type: ignore[list-item]
+    produced: FakeProducer = pool.producer  # type: ignore[assignment]
+    assert [t for t, _, _ in produced.produced] == [pool.topics.outcomes]
+    (made,) = _outcomes(pool)
+    assert isinstance(made, MemeGenerated) and made.replied_to is None
