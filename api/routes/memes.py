@@ -27,6 +27,7 @@ from ledger.fold import LIST_PRICE
 from schemas.events import (
     Kind,
     MemeDelivered,
+    MemeGenerated,
     MemeRequested,
     RefundReason,
     RejectReason,
@@ -141,6 +142,25 @@ def tokens_charged(reply: Reply, meme: MemeDelivered) -> int:
     return LIST_PRICE.of(meme.kind)
 
 
+def _meme(
+    request_id: str,
+    meme: MemeDelivered | MemeGenerated,
+    caption: str | None,
+    tokens: int,
+    balance_after: int,
+) -> Meme:
+    return Meme(
+        request_id=request_id,
+        meme_id=meme.meme_id,
+        caption=caption,
+        template=meme.template,
+        kind=meme.kind,
+        image_url=f"/v1/images/{meme.image_key}",
+        tokens_charged=tokens,
+        balance_after=balance_after,
+    )
+
+
 def _key_reused(request_id: str) -> Conflict:
     return Conflict("Idempotency-Key was used before with other parameters", request_id=request_id)
 
@@ -152,30 +172,13 @@ def answer(request_id: str, reply: Reply | None) -> Meme:
     match reply.outcome, reply.reason:
         case "delivered", _ if isinstance(reply.entry, MemeDelivered):
             meme = reply.entry
-            return Meme(
-                request_id=request_id,
-                meme_id=meme.meme_id,
-                caption=reply.caption,
-                template=meme.template,
-                kind=meme.kind,
-                image_url=f"/v1/images/{meme.image_key}",
-                tokens_charged=tokens_charged(reply, meme),
-                balance_after=reply.balance if reply.balance is not None else meme.balance_after,
-            )
+            balance = reply.balance if reply.balance is not None else meme.balance_after
+            return _meme(request_id, meme, reply.caption, tokens_charged(reply, meme), balance)
         case "made", _ if reply.made is not None:
-            made = reply.made
             if reply.balance is None or reply.tokens_charged is None:
                 raise RuntimeError("a made reply without balance or tokens_charged")
-            return Meme(
-                request_id=request_id,
-                meme_id=made.meme_id,
-                caption=made.caption,
-                template=made.template,
-                kind=made.kind,
-                image_url=f"/v1/images/{made.image_key}",
-                tokens_charged=reply.tokens_charged,
-                balance_after=reply.balance,
-            )
+            made = reply.made
+            return _meme(request_id, made, made.caption, reply.tokens_charged, reply.balance)
         case "rejected", RejectReason.INSUFFICIENT_TOKENS:
             raise InsufficientTokens(balance=reply.balance)
         case "rejected", RejectReason.UNKNOWN_CLIENT:
