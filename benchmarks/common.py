@@ -13,7 +13,8 @@
 - ``CpuMeter``: CPU time of named processes between two instants, from
   ``/proc/<pid>/stat`` (utime + stime of every thread), in % of one core, and the whole
   machine's busy % from ``/proc/stat`` (the machine may be shared: ``others`` is the
-  part no process of ours used).
+  part no process of ours used, and of it ``steal`` the part a virtual machine's host
+  gave to someone else).
 
 Environment variables reach the children unchanged, so ``MAAS_MAX_BATCH_SIZE=50
 python benchmarks/http_bench.py`` runs the service with that setting.
@@ -393,12 +394,13 @@ def process_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot."""
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) clock ticks of all CPUs since boot. Steal is time a virtual
+    machine's host gave to someone else: counted busy, and never ours."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])  # user nice system idle iowait irq softirq steal
-    return total - idle, total
+    return total - idle, total, values[7]
 
 
 @dataclass
@@ -409,6 +411,7 @@ class CpuReport:
     ours_percent_of_machine: float
     cores: int
     machine_ticks: int  # all cores, over the interval
+    steal_percent_of_machine: float = 0.0  # the host's share, part of "not ours"
 
     def add(self, name: str, cpu_seconds: float) -> None:
         """Count a process measured another way (e.g. a child's rusage after it exited)."""
@@ -426,7 +429,8 @@ class CpuReport:
         parts = " ".join(f"{name}={pct:.0f}%" for name, pct in self.percent.items())
         return (
             f"cpu (% of one core): {parts} | machine busy {self.machine_busy_percent:.0f}% of "
-            f"{self.cores} cores, of which not ours {self.others_percent_of_machine:.0f}%"
+            f"{self.cores} cores, of which not ours {self.others_percent_of_machine:.0f}% "
+            f"(host steal {self.steal_percent_of_machine:.0f}%)"
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -435,6 +439,7 @@ class CpuReport:
             "percent_of_one_core": {k: round(v, 1) for k, v in self.percent.items()},
             "machine_busy_percent": round(self.machine_busy_percent, 1),
             "others_percent_of_machine": round(self.others_percent_of_machine, 1),
+            "steal_percent_of_machine": round(self.steal_percent_of_machine, 1),
             "cores": self.cores,
         }
 
@@ -462,8 +467,8 @@ class CpuMeter:
 
     def __exit__(self, *_: object) -> None:
         seconds = time.monotonic() - self._start
-        busy1, total1 = machine_ticks()
-        busy0, total0 = self._machine
+        busy1, total1, steal1 = machine_ticks()
+        busy0, total0, steal0 = self._machine
         percent: dict[str, float] = {}
         ours = 0
         for name, pid in self.pids.items():
@@ -480,6 +485,7 @@ class CpuMeter:
             ours_percent_of_machine=100.0 * ours / total,
             cores=os.cpu_count() or 1,
             machine_ticks=total,
+            steal_percent_of_machine=100.0 * (steal1 - steal0) / total,
         )
 
 

@@ -52,7 +52,8 @@ def warn_if_shared(report: CpuReport) -> None:
     if report.others_percent_of_machine > 10:
         print(
             f"    WARNING: {report.others_percent_of_machine:.0f}% of the machine went to "
-            "processes that are not part of this benchmark: figures are preliminary"
+            "processes that are not part of this benchmark, or to the host "
+            f"({report.steal_percent_of_machine:.0f}% steal): figures are preliminary"
         )
 
 
