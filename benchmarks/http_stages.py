@@ -19,6 +19,9 @@ STAGES = (
     ("meme_to_reply", "meme made -> answer produced (outcome acked, or the ledger's batch)"),
     ("reply_to_response", "answer produced -> HTTP response (api fetch)"),
     ("append_to_response", "total: api append -> HTTP response"),
+    ("decision_to_meme_ai", "  of which AI memes: decision -> meme made"),
+    ("append_to_response_ai", "  of which AI memes: total"),
+    ("append_to_response_standard", "  of which standard memes: total"),
 )
 
 
@@ -50,6 +53,7 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
     )
     requested: dict[str, tuple[int, str]] = {}  # request_id -> (ms, event_id)
     approved: dict[str, int] = {}
+    ai: set[str] = set()  # request ids approved as AI memes (their own topic)
     made: dict[str, int] = {}
     replied: dict[str, int] = {}  # correlation_id -> ms
     try:
@@ -81,6 +85,8 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
                     replied.setdefault(event["correlation_id"], ms)
                 else:
                     approved.setdefault(event["request_id"], ms)
+                    if topic == topics.approved("ai"):
+                        ai.add(event["request_id"])
     finally:
         consumer.close()
     series: dict[str, list[float]] = {key: [] for key, _ in STAGES}
@@ -101,6 +107,10 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
         series["meme_to_reply"].append(t_reply - t_made)
         series["reply_to_response"].append(done_ms - t_reply)
         series["append_to_response"].append(done_ms - t_req)
+        kind = "ai" if request_id in ai else "standard"
+        series[f"append_to_response_{kind}"].append(done_ms - t_req)
+        if kind == "ai":
+            series["decision_to_meme_ai"].append(t_made - t_appr)
     out: dict[str, Any] = {"requests_joined": len(series["append_to_response"])}
     for key, values in series.items():
         values.sort()
