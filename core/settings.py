@@ -42,6 +42,10 @@ class Settings(BaseModel):
     # worker and of the generator pools)
     instance_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     commit_interval_ms: int = Field(default=20, ge=1)
+    # A ledger transaction begins no sooner than this after the previous one began;
+    # what arrives meanwhile joins it. Each costs the broker a dozen requests whatever
+    # it holds (docs/capacity.md), so at load fewer, larger ones; idle, no wait.
+    min_transaction_interval_ms: int = Field(default=10, ge=0)
     max_batch_size: int = Field(default=500, ge=1)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
@@ -101,6 +105,9 @@ class Settings(BaseModel):
     def _check_relationships(self) -> Settings:
         if self.transaction_timeout_ms <= self.commit_interval_ms:
             raise ValueError("transaction_timeout_ms must exceed commit_interval_ms")
+        if self.min_transaction_interval_ms >= self.request_deadline_ms:
+            # Every reply of the ledger can wait this long: it must leave time to answer.
+            raise ValueError("min_transaction_interval_ms must be below request_deadline_ms")
         if self.api_instance >= self.reply_partitions:
             raise ValueError("api_instance must be below reply_partitions")
         if self.ai_generator_deadline_ms >= self.request_deadline_ms:

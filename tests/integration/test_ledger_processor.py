@@ -8,6 +8,7 @@ region (fresh topics) and its own processor processes on the session's broker.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -17,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from core.topic_reader import read_topic
+from core.topic_reader import position_of, read_topic
 from ledger.replay import Replay
 from schemas.events import (
     LedgerEntryUnion,
@@ -708,3 +709,55 @@ def test_bad_input_is_dead_lettered_and_processing_goes_on(make_driver) -> None:
     assert [e.tokens for e in entries if isinstance(e, TokensCredited)] == [10, 3]
     assert_ledger_sound(d, [client])
     clock.lap("ledger checked")
+
+
+# --- 7 --------------------------------------------------------------------------------
+
+
+def test_transactions_are_spaced_at_load_and_a_lone_request_is_not_held(make_driver) -> None:
+    """Scenario: ``min_transaction_interval_ms`` is 2 s. After a quiet spell one client
+    sends a lone request; then it sends 40 requests over 3 s, and every approval is
+    answered with a meme at once.
+
+    We expect: the lone request is charged at once, not a spacing later; the 80 inputs of
+    the burst (40 requests, 40 outcomes) are decided in a handful of transactions (one
+    every 2 s), where unspaced they would take dozens; every request is charged and
+    delivered exactly once."""
+    spacing_s = 2.0
+    d = make_driver(MAAS_MIN_TRANSACTION_INTERVAL_MS=str(int(spacing_s * 1000)))
+    d.start()
+    d.wait_serving()
+    client = "spaced-client"
+    setup_clients(d, {client: 100})
+    d.serve_outcomes()
+
+    time.sleep(spacing_s + 0.5)  # quiet: the last transaction began more than 2 s ago
+    started = time.monotonic()
+    lone = d.request_meme(client)
+    d.flush()
+    d.approvals.wait_for([lone.request_id], 30)
+    charged_after_s = time.monotonic() - started
+    assert charged_after_s < spacing_s * 0.6, f"a lone request waited {charged_after_s:.2f} s"
+    d.replies.wait([lone.event_id], 30)
+
+    burst = []
+    for _ in range(40):
+        burst.append(d.request_meme(client))
+        d.flush()
+        time.sleep(0.075)
+    replies = d.replies.wait([e.event_id for e in burst], 60)
+    assert {r.outcome for r in replies.values()} == {"delivered"}
+
+    # Only the processor writes the ledger, one client's entries to one partition, and a
+    # transaction's records are contiguous there, followed by its commit marker: so the
+    # number of runs of consecutive offsets is the number of transactions that wrote them.
+    ids = {e.request_id for e in burst}
+    offsets = [
+        position_of(m)[2]
+        for m in read_topic(d.settings, d.topics.ledger)
+        if json.loads(m.value() or b"").get("request_id") in ids
+    ]
+    assert len(offsets) == 80  # 40 charges, 40 deliveries
+    runs = 1 + sum(b != a + 1 for a, b in itertools.pairwise(offsets))
+    assert runs <= 6, f"the burst took {runs} transactions"
+    verify_exactly_once(d, [lone, *burst], [client])
