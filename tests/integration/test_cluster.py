@@ -140,10 +140,7 @@ def read_all(cluster: LocalCluster, topic: str, partitions: int) -> list[bytes]:
     )
     values: list[bytes] = []
     try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
+        ends = {p: end_offset(consumer, TopicPartition(topic, p)) for p in range(partitions)}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         remaining = {p for p, end in ends.items() if end > 0}
         deadline = time.monotonic() + 30
@@ -163,6 +160,25 @@ def read_all(cluster: LocalCluster, topic: str, partitions: int) -> list[bytes]:
     finally:
         consumer.close()
     return values
+
+
+def end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> int:
+    """The partition's end, asked again while the answer is retriable: just after a node
+    comes back, the client's metadata can still name a leader that no longer is (CI read
+    NOT_LEADER_FOR_PARTITION here once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        except KafkaException as exc:
+            # The client marks no error of this call retriable; these two pass.
+            stale = exc.args[0].code() in (
+                KafkaError.NOT_LEADER_FOR_PARTITION,
+                KafkaError.LEADER_NOT_AVAILABLE,
+            )
+            if not stale or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def transaction_partition(transactional_id: str) -> int:
