@@ -89,7 +89,7 @@ def plot(results: dict[str, Any], path: Path, slo: dict[str, Any]) -> None:
                         style,
                         label=f"{name} (p99 {run[name]['p99_ms']:.0f} ms)",
                     )
-            ax.axvline(slo["p99_ms"], color="red", lw=0.8, ls=":", label="SLO p99")
+            ax.axvline(slo["p99_at_rate_ms"], color="red", lw=0.8, ls=":", label="SLO p99")
             ax.set_xscale("log")
             ax.set_xlabel("latency from scheduled send (ms, log)")
             ax.set_ylabel("percentile")

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from http_open_loop import OpenLoopResult, summarise
-from http_slo import check_overload, recovery_s
+from http_slo import check_overload, check_slo, recovery_s, step_passes
 from workload import (
     AI_SHARE,
     KEYED_SHARE,
@@ -137,7 +137,10 @@ def run_of(timeline: list[tuple[float, float, int]], rate: float, seconds: float
 
 
 SLO = {
+    "rate_rps": 100,
+    "p99_at_rate_ms": 50,
     "p99_ms": 250,
+    "error_ratio_max": 0.001,
     "overload": {"goodput_ratio_min": 0.9, "refusal_p99_ms": 50, "recovery_s_max": 5},
 }
 
@@ -167,3 +170,13 @@ def test_overload_checks_goodput_refusals_and_recovery() -> None:
     slow_refusals = run_of([(n / 200, 300.0, 503) for n in range(400)], 200, 2)
     passed = {name: ok for name, ok, _ in check_overload(slow_refusals, after, 100, SLO)}
     assert passed == {"goodput": False, "refusal": False, "recovery": True}
+
+
+def test_the_rated_load_is_held_to_its_own_p99_and_capacity_to_the_looser_one() -> None:
+    # 100/s for 2 s, every answer in 60 ms: within the capacity's 250 ms, not within the
+    # 50 ms the SLO run at the rated load must meet.
+    run = run_of([(n / 100, 60.0, 200) for n in range(200)], 100, 2)
+    checks = {name: (ok, detail) for name, ok, detail in check_slo(run, SLO)}
+    assert checks["p99"] == (False, "60.0 ms (need <= 50 ms)")
+    assert checks["rate"][0] and checks["errors"][0]
+    assert step_passes(run, SLO)
