@@ -59,6 +59,8 @@ from http_stages import STAGES, print_stages, stage_breakdown
 from http_wrk import find_wrk, run_wrk
 from workload import WORKLOADS, Request, WorkloadClient, ai_count, place_clients, plan
 
+from maas.processes import DEFAULT_COUNTS
+
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -120,14 +122,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workload", choices=WORKLOADS, default="realistic", help="see benchmarks/workload.py"
     )
-    for kind, default in (
-        ("api", 1),
-        ("processors", 1),
-        ("generators-standard", 1),
-        ("generators-ai", 1),
+    # What `maas up` runs, so that a figure and --check describe the shipped shape.
+    for flag, kind in (
+        ("api", "api"),
+        ("processors", "processor"),
+        ("generators-standard", "generator-standard"),
+        ("generators-ai", "generator-ai"),
     ):
         parser.add_argument(
-            f"--{kind}", type=int, default=default, help=f"{kind} processes (as maas up)"
+            f"--{flag}",
+            type=int,
+            default=DEFAULT_COUNTS[kind],
+            help=f"{kind} processes (default %(default)s, as maas up)",
         )
     parser.add_argument("--tokens", type=int, default=10_000_000, help="tokens per client")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
