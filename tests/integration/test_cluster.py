@@ -30,6 +30,7 @@ from core.admin import ensure_topics, topic_specs
 from core.settings import Settings
 from maas.cluster import LocalCluster
 from processors.ledger.processor import init_transactions
+from processors.ledger.restore import is_transient
 from processors.ledger.watchdog import Watchdog
 from tests.stack import value_of
 
@@ -163,7 +164,7 @@ def read_all(cluster: LocalCluster, topic: str, partitions: int) -> list[bytes]:
 
 
 def end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> int:
-    """The partition's end, asked again while the answer is retriable: just after a node
+    """The partition's end, asked again while the error is transient: just after a node
     comes back, the client's metadata can still name a leader that no longer is (CI read
     NOT_LEADER_FOR_PARTITION here once)."""
     deadline = time.monotonic() + timeout_s
@@ -171,12 +172,7 @@ def end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float =
         try:
             return consumer.get_watermark_offsets(partition, timeout=10)[1]
         except KafkaException as exc:
-            # The client marks no error of this call retriable; these two pass.
-            stale = exc.args[0].code() in (
-                KafkaError.NOT_LEADER_FOR_PARTITION,
-                KafkaError.LEADER_NOT_AVAILABLE,
-            )
-            if not stale or time.monotonic() > deadline:
+            if not is_transient(exc.args[0]) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

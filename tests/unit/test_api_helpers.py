@@ -35,20 +35,20 @@ from schemas.events import (
     dump,
 )
 
-DELIVERED = MemeDelivered(
-    event_id="e1",
-    client_id="c1",
-    region="local",
-    occurred_at_ms=1,
-    seq=3,
-    balance_after=4,
-    request_id="r1",
-    meme_id="m1",
-    kind="ai",
-    template="drake",
-    caption="hello",
-    image_key="a" * 64 + ".png",
-)
+# One meme, as the ledger delivers it and as its generator tells it.
+MEME: dict[str, Any] = {
+    "client_id": "c1",
+    "region": "local",
+    "occurred_at_ms": 1,
+    "request_id": "r1",
+    "meme_id": "m1",
+    "kind": "ai",
+    "template": "drake",
+    "caption": "hello",
+    "image_key": "a" * 64 + ".png",
+}
+DELIVERED = MemeDelivered(**MEME, event_id="e1", seq=3, balance_after=4)
+MADE = MemeGenerated(**MEME, event_id="g1", replied_to="x")
 
 
 def body(error: ApiError) -> dict[str, Any]:
@@ -79,21 +79,6 @@ def test_delivered_reply_is_the_meme_with_its_image_url() -> None:
         "tokens_charged": 3,
         "balance_after": 4,
     }
-
-
-MADE = MemeGenerated(
-    event_id="g1",
-    client_id="c1",
-    region="local",
-    occurred_at_ms=1,
-    request_id="r1",
-    meme_id="m1",
-    kind="ai",
-    template="drake",
-    caption="hello",
-    image_key="a" * 64 + ".png",
-    replied_to="x",
-)
 
 
 def test_a_meme_its_generator_told_is_the_same_answer_as_a_delivery() -> None:
