@@ -6,33 +6,41 @@ the client does not wait for the ledger's second transaction. The ledger deliver
 meme, judged by the same event time, and answers only the other waiters (retries).
 
 Standard and AI work live on separate topics with separate consumer groups, so a slow AI
-backlog never queues ahead of standard memes. Delivery is at least once: a batch's
-offsets are stored only after its outcomes are acknowledged by the broker, and the
-consumer commits what is stored every ``AUTO_COMMIT_MS`` (and when it closes or gives up
-a partition). A commit per batch was a broker request per meme or two at 100/s, and a
-round trip during which nothing rendered. A worker killed renders again what it did
-since its last commit (at most ``AUTO_COMMIT_MS`` of work); rendering is deterministic
-(same request id, same bytes, same blob key) and the ledger ignores a second outcome for
-a request, so a repeat changes nothing.
+backlog never queues ahead of standard memes. Delivery is at least once: a job's offset
+is stored only after its outcome (and its answer) is acknowledged by the broker and
+every earlier job of its partition is done too (``InOrder``); the consumer commits what
+is stored every ``AUTO_COMMIT_MS`` (and when it closes or gives up a partition). A
+worker killed renders again what it did since its last commit; rendering is
+deterministic (same request id, same bytes, same blob key) and the ledger ignores a
+second outcome for a request, so a repeat changes nothing.
 
 Work whose deadline has passed is not rendered: the client has been answered already,
 and the ledger refunds it. A failure (an exception while rendering, or the AI pool's own
 deadline) is reported as ``MemeFailed`` and the ledger refunds the token.
 
-The AI pool, step by step:
+Each job flows on its own, step by step (a pipeline, not batches: a batch waited for its
+slowest meme and two broker round trips before the next began, and under load the AI
+pool spent more time waiting than drawing, docs/capacity.md):
 
-1. take at most ``ai_concurrency`` approvals (one batch), so every job starts at once
-   on its own thread and none waits in the executor's queue;
-2. give the batch one deadline, now + ``ai_generator_deadline_ms``; each job asks the
-   AI backend for a caption with whatever is left of it as the HTTP timeout;
-3. screen the caption with the content policy: a blocked caption is not drawn, the job
-   renders the standard meme for its query instead (kind "standard");
-4. a job not finished by the deadline, or whose backend failed, becomes ``MemeFailed``
-   (refund). Its thread may still be finishing an HTTP call; the timeout bounds it.
+1. the main thread takes an approval whenever one of the ``concurrency`` render threads
+   is free, so no job waits in a queue inside the process;
+2. the render thread makes the meme and produces its outcome at once. An AI job has a
+   deadline of its own, ``ai_generator_deadline_ms`` from its start: the backend gets
+   what is left of it as its HTTP timeout, and a job still running at the deadline is
+   reported ``MemeFailed`` by the main thread (its thread may still finish the call;
+   the timeout bounds it). An AI caption blocked by the content policy is not drawn:
+   the job renders the standard meme for its query instead (kind "standard");
+3. the outcome's acknowledgement (on the delivery thread) sends the answer to the
+   waiter of a meme made in time; the answer's acknowledgement, or the outcome's if
+   there is no answer, ends the job and may move its partition's stored offset.
 
-With the offline backend the AI meme is a pure function of the request, like a
-standard one. With an HTTP model a re-run after a crash may get other words from the
-model; the ledger keeps the first outcome it receives, so the client still sees one meme.
+A delivery that fails for good, or a fatal consumer error (a static member fenced after
+its session timed out while the broker was away), ends the process (``processors.fatal``):
+the supervisor starts a fresh one, which redoes what was not stored.
+
+With the offline backend the AI meme is a pure function of the request, like a standard
+one. With an HTTP model a re-run after a crash may get other words from the model; the
+ledger keeps the first outcome it receives, so the client still sees one meme.
 """
 
 from __future__ import annotations
@@ -41,10 +49,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from pydantic import ValidationError
 
 from core.blobstore import BlobStore, make_blob_store
@@ -54,7 +70,7 @@ from core.settings import Settings
 from core.topics import Topics
 from memes import place, policy
 from memes.render import RenderedMeme, render_meme
-from processors.batching import take_batch
+from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.generators.backends import (
     AiBackend,
     AiBackendError,
@@ -62,13 +78,26 @@ from processors.generators.backends import (
     make_ai_meme,
     make_backend,
 )
+from processors.generators.in_order import InOrder
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, Reply, dump
 
 log = logging.getLogger("maas.generator")
 
 # How often the group is told progress, so how much a killed worker does again: at
-# 100/s 25 memes, a fraction of its restart; 4 commits a second instead of one a batch.
+# 100/s 25 memes, a fraction of its restart; 4 commits a second instead of one a meme.
 AUTO_COMMIT_MS = 250
+WAKE_S = 0.05  # how often the main thread looks at the AI deadlines and the stop flag
+
+Delivered = Callable[[KafkaError | None, Message], None]
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    partition: int
+    offset: int
+    approval: MemeApproved
+    deadline: float | None  # time.monotonic() instant; the AI pool's own (step 2)
+    settled: bool = False  # its outcome is produced: the first of render and deadline wins
 
 
 class GeneratorPool:
@@ -88,15 +117,20 @@ class GeneratorPool:
         self.settings = settings
         self.kind = kind
         self.topics = Topics(settings.region)
+        self.work_topic = self.topics.approved(kind)
         self.blobs = blobs if blobs is not None else make_blob_store(settings)
         self.stop_event = threading.Event()
-        # settings.ai_concurrency (to become a real field): AI calls in flight at once.
         self.concurrency = (
             settings.ai_concurrency if kind == "ai" else settings.generator_concurrency
         )
-        # The AI pool takes one job per thread (step 1); standard work batches deeper.
-        self.batch_size = self.concurrency if kind == "ai" else self.concurrency * 4
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"gen-{kind}")
+        self.free_threads = threading.Semaphore(self.concurrency)
+        # Guards the offsets, the jobs' settled flags and the AI jobs still rendering.
+        self.lock = threading.Lock()
+        self.offsets = InOrder()
+        self.to_store: dict[int, int] = {}  # partition -> offset, for the main thread
+        self.rendering: set[Job] = set()  # AI jobs not settled yet, for the deadline watch
+        self.failure: Exception | None = None  # from another thread: the main one raises it
         if kind == "ai":
             self.backend: AiBackend | None = backend or make_backend(settings)
         else:
@@ -134,7 +168,16 @@ class GeneratorPool:
         # joins its group; a render that needs one before it is ready waits for it.
         for load in (place.warm_up, policy.warm_up) if self.kind == "ai" else (place.warm_up,):
             threading.Thread(target=load, name=f"warm-{load.__module__}", daemon=True).start()
-        self.consumer.subscribe([self.topics.approved(self.kind)])
+        # No rebalance callback: ``InOrder`` sees a partition taken again by its offsets
+        # going back. (With one, this static member was fenced on rejoining after its
+        # session timed out while the broker was away, in test_api_faults.)
+        self.consumer.subscribe([self.work_topic])
+        delivering = threading.Event()
+        delivery = threading.Thread(
+            target=self._serve_deliveries, args=(delivering,), name="deliveries", daemon=True
+        )
+        delivering.set()
+        delivery.start()
         log.info(
             "generator pool started kind=%s concurrency=%d backend=%s",
             self.kind,
@@ -143,104 +186,191 @@ class GeneratorPool:
         )
         try:
             while not self.stop_event.is_set():
-                messages = take_batch(self.consumer, self.batch_size, 0.1)
-                if messages:
-                    self._handle(messages)
+                if self.failure is not None:
+                    raise self.failure
+                self._fail_overdue()
+                self._store_offsets()
+                if not self.free_threads.acquire(timeout=WAKE_S):
+                    continue
+                message = self.consumer.poll(WAKE_S)
+                if message is None or not self._start(message):
+                    self.free_threads.release()
         finally:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.consumer.close()
+            # Jobs under way finish (an AI call within its timeout) and their outcomes
+            # are delivered, so that closing commits as much as possible.
+            self.executor.shutdown(wait=True)
+            delivering.clear()
+            delivery.join()
             self.producer.flush(10)
+            self._store_offsets()
+            self.consumer.close()
             log.info("generator pool stopped kind=%s", self.kind)
 
-    def _handle(self, messages: list[Message]) -> None:
-        work: list[tuple[int, MemeApproved]] = []
-        for msg in messages:
-            if msg.error():
-                log.error("consume error=%s", msg.error())
-                continue
-            partition, value = msg.partition(), msg.value()
-            if partition is None or value is None:
-                continue  # never so for a consumed record; the client's types allow it
-            try:
-                work.append((partition, MemeApproved.model_validate_json(value)))
-            except ValidationError as exc:
-                log.error("invalid work offset=%d error=%s", msg.offset(), exc.errors()[:3])
-        # One deadline for the whole batch (AI pool step 2); None for the standard pool.
-        deadline = (
-            time.monotonic() + self.render_timeout_s if self.render_timeout_s is not None else None
-        )
-        futures = [(p, job, self.executor.submit(self._make, job, deadline)) for p, job in work]
-        made: list[tuple[int, Reply]] = []  # (reply partition, answer) of memes made in time
-        for partition, job, future in futures:
-            try:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                outcome = future.result(timeout=remaining)
-            except FutureTimeout:
-                outcome = _failed(job, f"{self.kind} generator exceeded its deadline")
-            except AiBackendError as exc:
-                log.warning("ai backend failed request_id=%s error=%s", job.request_id, exc)
-                outcome = _failed(job, f"ai backend: {type(exc).__name__}: {exc}"[:500])
-            except Exception as exc:  # any rendering bug is the client's refund, not a crash
-                log.exception("render failed request_id=%s", job.request_id)
-                outcome = _failed(job, f"{type(exc).__name__}: {exc}"[:500])
-            # Same partition number as the approval: the outcomes topic is co-partitioned.
-            self.producer.produce(
-                self.topics.outcomes,
-                key=job.client_id.encode(),
-                value=dump(outcome),
-                partition=partition,
-            )
-            if isinstance(outcome, MemeGenerated) and (told := _made_reply(job, outcome)):
-                made.append(told)
-        if self.producer.flush(30) > 0:
-            raise KafkaException("outcomes not acknowledged; offsets not stored")
-        # Only once its outcome is in the log is a meme told to its client: a 200 is then
-        # always a MemeGenerated that the ledger will fold (a restart renders it again).
-        for reply_to, reply in made:
-            self.producer.produce(
-                self.topics.replies,
-                key=reply.correlation_id.encode(),
-                value=dump(reply),
-                partition=reply_to,
-            )
-        if made and self.producer.flush(30) > 0:
-            raise KafkaException("replies not acknowledged; offsets not stored")
-        for message in messages:
-            if message.error() is None:
-                self._store_offset(message)
-
-    def _store_offset(self, message: Message) -> None:
+    def _serve_deliveries(self, delivering: threading.Event) -> None:
         try:
-            self.consumer.store_offsets(message=message)
+            while delivering.is_set():
+                self.producer.poll(WAKE_S)
+        except Exception as exc:  # a callback's bug must stop the pool, not only this thread
+            self._fail(exc)
+
+    def _start(self, message: Message) -> bool:
+        """Start rendering one approval on a free thread; False if none was started."""
+        error = message.error()
+        if error is not None:
+            raise_if_fatal(error)
+            log.error("consume error=%s", error)
+            return False
+        partition, offset, value = message.partition(), message.offset(), message.value()
+        if partition is None or offset is None or value is None:
+            return False  # never so for a consumed record; the client's types allow it
+        with self.lock:
+            self.offsets.started(partition, offset)
+        try:
+            approval = MemeApproved.model_validate_json(value)
+        except ValidationError as exc:
+            log.error("invalid work offset=%d error=%s", offset, exc.errors()[:3])
+            self._done(partition, offset)  # never renderable: do not read it again
+            return False
+        deadline = (
+            None if self.render_timeout_s is None else time.monotonic() + self.render_timeout_s
+        )
+        job = Job(partition, offset, approval, deadline)
+        if deadline is not None:
+            with self.lock:
+                self.rendering.add(job)
+        self.executor.submit(self._work, job)
+        return True
+
+    def _work(self, job: Job) -> None:
+        """A render thread: make the meme, report it, free the thread."""
+        try:
+            outcome = self._make(job)
+        except AiBackendError as exc:
+            log.warning("ai backend failed request_id=%s error=%s", job.approval.request_id, exc)
+            outcome = _failed(job.approval, f"ai backend: {type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # any rendering bug is the client's refund, not a crash
+            log.exception("render failed request_id=%s", job.approval.request_id)
+            outcome = _failed(job.approval, f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            self._settle(job, outcome)
+        finally:
+            self.free_threads.release()
+
+    def _fail_overdue(self) -> None:
+        """The AI pool's deadline (step 2): a job still rendering is reported failed."""
+        if self.render_timeout_s is None:
+            return
+        now = time.monotonic()
+        with self.lock:
+            late = [
+                job for job in self.rendering if job.deadline is not None and job.deadline <= now
+            ]
+        for job in late:
+            self._settle(job, _failed(job.approval, f"{self.kind} generator exceeded its deadline"))
+
+    def _settle(self, job: Job, outcome: MemeGenerated | MemeFailed) -> None:
+        """Produce the job's outcome, once: the render and the deadline watch may race."""
+        with self.lock:
+            if job.settled:
+                return
+            job.settled = True
+            self.rendering.discard(job)
+        approval = job.approval
+
+        def acknowledged(err: KafkaError | None, _: Message) -> None:
+            if err is not None:
+                self._fail(err)
+                return
+            told = _made_reply(approval, outcome) if isinstance(outcome, MemeGenerated) else None
+            if told is None:
+                self._done(job.partition, job.offset)
+                return
+            # Only once its outcome is in the log is a meme told to its client: a 200 is
+            # then always a MemeGenerated that the ledger will fold (a restart renders it
+            # again).
+            reply_to, reply = told
+            self._produce(
+                self.topics.replies, reply.correlation_id, dump(reply), reply_to, answered
+            )
+
+        def answered(err: KafkaError | None, _: Message) -> None:
+            if err is not None:
+                self._fail(err)
+            else:
+                self._done(job.partition, job.offset)
+
+        # Same partition number as the approval: the outcomes topic is co-partitioned.
+        self._produce(
+            self.topics.outcomes, approval.client_id, dump(outcome), job.partition, acknowledged
+        )
+
+    def _produce(
+        self, topic: str, key: str, value: bytes, partition: int, on_delivery: Delivered
+    ) -> None:
+        """A record whose job waits for its acknowledgement: if it cannot even be queued,
+        the job would wait forever (and its partition's offsets with it), so the pool
+        stops instead."""
+        try:
+            self.producer.produce(
+                topic, key=key.encode(), value=value, partition=partition, on_delivery=on_delivery
+            )
+        except (BufferError, KafkaException) as exc:
+            self._fail(exc)
+
+    def _done(self, partition: int, offset: int) -> None:
+        with self.lock:
+            to_store = self.offsets.done(partition, offset)
+            if to_store is not None:
+                self.to_store[partition] = to_store
+
+    def _store_offsets(self) -> None:
+        """The main thread stores what the jobs done allow. From another thread,
+        ``store_offsets`` blocked for seconds while the group rejoined (after a broker
+        restart), and every acknowledgement behind it waited."""
+        with self.lock:
+            ready, self.to_store = self.to_store, {}
+        if not ready:
+            return
+        offsets = [TopicPartition(self.work_topic, p, offset) for p, offset in ready.items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._STATE:
                 raise
-            # Its partition was revoked during the batch: the new owner starts from the
-            # last commit and makes this outcome again, which the ledger ignores.
-            log.info("offset not stored, partition %s moved", message.partition())
+            # A partition was revoked meanwhile: the new owner starts from the last
+            # commit and makes these outcomes again, which the ledger ignores.
+            log.info("offsets not stored, a partition moved partitions=%s", sorted(ready))
 
-    def _make(self, job: MemeApproved, deadline: float | None) -> MemeGenerated | MemeFailed:
-        if now_ms() > job.deadline_ms:
-            return _failed(job, "deadline passed before generation")
+    def _fail(self, failure: Exception | KafkaError) -> None:
+        if isinstance(failure, KafkaError):
+            failure = KafkaException(failure)
+        log.error("stopping so that the work is redone error=%r", failure)
+        with self.lock:
+            self.failure = self.failure or failure
+
+    def _make(self, job: Job) -> MemeGenerated | MemeFailed:
+        approval = job.approval
+        if now_ms() > approval.deadline_ms:
+            return _failed(approval, "deadline passed before generation")
         fault = self.settings.fault_injection_query
-        if fault and fault in job.query:
+        if fault and fault in approval.query:
             raise RuntimeError("fault injected by settings.fault_injection_query")
-        meme = self._render(job, deadline)
+        meme = self._render(approval, job.deadline)
         image_key = self.blobs.put(meme.png, "png")
         made_at_ms = now_ms()
         return MemeGenerated(
-            event_id=stable_id(f"generated:{job.request_id}"),
-            client_id=job.client_id,
-            region=job.region,
+            event_id=stable_id(f"generated:{approval.request_id}"),
+            client_id=approval.client_id,
+            region=approval.region,
             occurred_at_ms=made_at_ms,
-            causation_id=job.request_id,
-            request_id=job.request_id,
+            causation_id=approval.request_id,
+            request_id=approval.request_id,
             meme_id=meme.meme_id,
-            kind=meme.kind,  # "standard" when a blocked AI caption fell back (step 3)
+            kind=meme.kind,  # "standard" when a blocked AI caption fell back (step 2)
             template=meme.template,
             caption=meme.caption,
             image_key=image_key,
-            replied_to=self._answerable(job, made_at_ms),
+            replied_to=self._answerable(approval, made_at_ms),
         )
 
     def _answerable(self, job: MemeApproved, made_at_ms: int) -> str | None:
@@ -255,10 +385,10 @@ class GeneratorPool:
         return job.correlation_id
 
     def _render(self, job: MemeApproved, deadline: float | None) -> RenderedMeme:
-        if job.kind != "ai" or self.backend is None:
+        if job.kind != "ai" or self.backend is None or deadline is None:
             return render_meme(job.request_id, job.query, job.lat, job.lon, job.kind)
-        timeout_s = self.render_timeout_s if deadline is None else deadline - time.monotonic()
-        if timeout_s is None or timeout_s <= 0:
+        timeout_s = deadline - time.monotonic()
+        if timeout_s <= 0:
             raise AiBackendTimeout("the AI pool's deadline passed before the job started")
         outcome = make_ai_meme(
             self.backend,
@@ -303,4 +433,10 @@ def run(settings: Settings, kind: Kind) -> None:
     pool = GeneratorPool(settings, kind)
     signal.signal(signal.SIGTERM, lambda *_: pool.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: pool.stop_event.set())
-    pool.run()
+    try:
+        pool.run()
+    except KafkaException as exc:
+        # Fenced, or an outcome the broker never took: a fresh process redoes what was
+        # not stored, and the supervisor starts one.
+        log.critical("fatal kafka error, exiting error=%s", exc.args[0])
+        raise SystemExit(FATAL_EXIT_CODE) from exc

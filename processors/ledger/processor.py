@@ -102,6 +102,7 @@ from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
 from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
 from processors.batching import take_batch
+from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
 from processors.ledger.ownership import offsets_after, owned_inputs
@@ -113,7 +114,6 @@ from schemas.events import parse_input
 log = logging.getLogger("maas.ledger")
 
 RETRY_BACKOFF_S = 0.1
-FATAL_EXIT_CODE = 71
 TXN_CALL_TIMEOUT_S = 5.0
 WATCHDOG_SLACK_S = 2.0  # a call may overrun its own timeout a little before it is "hung"
 STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
@@ -256,7 +256,7 @@ class LedgerProcessor:
             if error is None:
                 consumed.append(msg)
                 continue
-            _raise_if_fatal(error)
+            raise_if_fatal(error)
             log.error("consume error=%s", error)
         inputs = owned_inputs(consumed, self.positions)
         next_offsets = offsets_after(self.positions, inputs)
@@ -593,13 +593,6 @@ def init_transactions(
                 raise
             log.warning("init_transactions retry error=%s", err)
             time.sleep(RETRY_BACKOFF_S)
-
-
-def _raise_if_fatal(error: KafkaError) -> None:
-    """A fatal consumer error (e.g. a static member fenced after a coordinator move) ends
-    the process; the supervisor starts a fresh one, which rejoins cleanly."""
-    if error.fatal() or error.code() == KafkaError._FATAL:
-        raise KafkaException(error)
 
 
 def run(settings: Settings) -> None:

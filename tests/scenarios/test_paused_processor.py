@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from processors.ledger.processor import FATAL_EXIT_CODE
+from processors.fatal import FATAL_EXIT_CODE
 from schemas.events import MemeDelivered, MemeRejected, TokensCharged, TokensRefunded
 from tests.integration.ledger_driver import (
     REPO_ROOT,

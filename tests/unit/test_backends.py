@@ -1,4 +1,4 @@
-"""Memes AI backends, the caption policy fallback, and the AI pool's deadline.
+"""Memes AI backends and the caption policy fallback (the pool: ``test_generator_pool``).
 
 The OpenAI-compatible backend talks to a fake chat-completions server started here on
 127.0.0.1 (a real socket, a real HTTP exchange through httpx); nothing leaves the host.
@@ -12,13 +12,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from core.blobstore import LocalBlobStore
 from core.settings import Settings
 from memes.captions import offline_ai_caption
 from memes.matching import choose_template
@@ -36,8 +34,6 @@ from processors.generators.backends import (
     make_backend,
     parse_caption,
 )
-from processors.generators.worker import GeneratorPool
-from schemas.events import MemeApproved, MemeFailed, MemeGenerated, Reply
 
 PARIS = (48.8534, 2.3488)
 
@@ -234,202 +230,3 @@ def test_offline_captions_of_ordinary_queries_pass_the_caption_policy() -> None:
     for i in range(40):
         outcome = make_ai_meme(OfflineAiBackend(), f"req-{i}", "pizza party", *PARIS, timeout_s=1)
         assert outcome.fallback_reason is None, outcome.meme.caption
-
-
-# --- the AI pool: bounded concurrency, its own deadline, refunds --------------------------
-
-
-class FakeMessage:
-    def __init__(self, value: bytes, partition: int = 0, offset: int = 0) -> None:
-        self._value, self._partition, self._offset = value, partition, offset
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.produced: list[tuple[str, bytes, int]] = []
-
-    def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
-        self.produced.append((topic, value, partition))
-
-    def flush(self, timeout: float) -> int:
-        return 0
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.stored: list[FakeMessage] = []
-
-    def store_offsets(self, message: FakeMessage) -> None:
-        self.stored.append(message)
-
-
-def _approved(
-    request_id: str, query: str = "pizza", *, deadline_after_ms: int = 60_000, **waiter: Any
-) -> bytes:
-    """An approval; ``waiter`` (reply_to, correlation_id, tokens, balance_after) as a
-    processor from v2 on names it, none as an older one."""
-    now_ms = time.time_ns() // 1_000_000
-    job = MemeApproved(
-        **waiter,
-        event_id=f"e-{request_id}",
-        client_id="c1",
-        region="local",
-        occurred_at_ms=now_ms,
-        causation_id=request_id,
-        request_id=request_id,
-        lat=PARIS[0],
-        lon=PARIS[1],
-        query=query,
-        kind="ai",
-        deadline_ms=now_ms + deadline_after_ms,
-    )
-    return job.model_dump_json().encode()
-
-
-def _pool(tmp_path: Path, backend: Any, deadline_ms: int = 300) -> GeneratorPool:
-    settings = Settings(
-        ai_generator_deadline_ms=deadline_ms,
-        request_deadline_ms=max(deadline_ms * 2, 5_000),
-        ai_concurrency=2,
-    )
-    return GeneratorPool(
-        settings,
-        "ai",
-        consumer=FakeConsumer(),  # type: ignore[arg-type]
-        producer=FakeProducer(),  # type: ignore[arg-type]
-        backend=backend,
-        blobs=LocalBlobStore(tmp_path, fsync=False),
-    )
-
-
-def _outcomes(pool: GeneratorPool) -> list[MemeGenerated | MemeFailed]:
-    producer: FakeProducer = pool.producer  # type: ignore[assignment]
-    out: list[MemeGenerated | MemeFailed] = []
-    for topic, value, _ in producer.produced:
-        if topic != pool.topics.outcomes:
-            continue
-        data = json.loads(value)
-        model = MemeGenerated if "image_key" in data else MemeFailed
-        out.append(model.model_validate(data))
-    return out
-
-
-def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) -> None:
-    """Scenario: the model answers after the AI pool's deadline.
-    We expect: MemeFailed for the request (the ledger refunds it), within the deadline,
-    and the batch's offsets stored (for the next commit)."""
-    pool = _pool(tmp_path, FixedBackend(AiCaption("late", "caption"), delay_s=2.0))
-    started = time.monotonic()
-    message = FakeMessage(_approved("req-slow"))
-    pool._handle([message])  # type: ignore[list-item]
-    assert time.monotonic() - started < 1.5
-    (outcome,) = _outcomes(pool)
-    assert isinstance(outcome, MemeFailed)
-    assert outcome.request_id == "req-slow"
-    assert "deadline" in outcome.error
-    assert pool.consumer.stored == [message]  # type: ignore[attr-defined]
-    pool.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def test_ai_pool_turns_a_backend_error_into_a_refundable_failure(tmp_path: Path) -> None:
-    class Down:
-        name = "down"
-
-        def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
-            raise AiBackendUnavailable("HTTP 503: overloaded")
-
-    pool = _pool(tmp_path, Down())
-    pool._handle([FakeMessage(_approved("req-down"))])  # type: ignore[list-item]
-    (outcome,) = _outcomes(pool)
-    assert isinstance(outcome, MemeFailed)
-    assert "AiBackendUnavailable" in outcome.error
-
-
-def test_ai_pool_delivers_and_falls_back(tmp_path: Path) -> None:
-    backend = FixedBackend(AiCaption("such pizza", "very paris"))
-    pool = _pool(tmp_path, backend, deadline_ms=5_000)
-    pool._handle([FakeMessage(_approved("req-ok"))])  # type: ignore[list-item]
-    backend.caption = AiCaption("fuck this shit", "asshole")
-    pool._handle([FakeMessage(_approved("req-bad"))])  # type: ignore[list-item]
-    ok, bad = _outcomes(pool)
-    assert isinstance(ok, MemeGenerated) and ok.kind == "ai"
-    assert ok.caption == "SUCH PIZZA / VERY PARIS"
-    assert isinstance(bad, MemeGenerated) and bad.kind == "standard"
-    assert bad.caption == render_meme("req-bad", "pizza", *PARIS, "standard").caption
-    assert LocalBlobStore(tmp_path).get(ok.image_key)
-
-
-def test_ai_pool_runs_at_most_its_concurrency_at_once(tmp_path: Path) -> None:
-    in_flight, peak, lock = [0], [0], threading.Lock()
-
-    class Counting:
-        name = "counting"
-
-        def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
-            with lock:
-                in_flight[0] += 1
-                peak[0] = max(peak[0], in_flight[0])
-            time.sleep(0.05)
-            with lock:
-                in_flight[0] -= 1
-            return AiCaption("a", "b")
-
-    pool = _pool(tmp_path, Counting(), deadline_ms=5_000)
-    assert pool.batch_size == pool.concurrency == 2
-    messages = [FakeMessage(_approved(f"req-{i}"), offset=i) for i in range(2)]
-    pool._handle(messages)  # type: ignore[arg-type]
-    pool._handle(messages)  # type: ignore[arg-type]
-    assert peak[0] <= 2
-    assert all(isinstance(o, MemeGenerated) for o in _outcomes(pool))
-
-
-WAITER: dict[str, Any] = {"reply_to": 3, "correlation_id": "ev-1", "tokens": 1, "balance_after": 7}
-
-
-def test_a_meme_made_in_time_is_told_to_its_waiter_after_its_outcome(tmp_path: Path) -> None:
-    """Scenario: an approval that names its waiting API; the meme is made in time.
-    We expect: the MemeGenerated names the waiter it answered, and the answer ("made",
-    with the meme and what the charge left) goes to the waiter's reply partition after
-    the outcome, so it is only sent once the outcome is acknowledged."""
-    pool = _pool(tmp_path, FixedBackend(AiCaption("such", "wow")), deadline_ms=5_000)
-    pool._handle([FakeMessage(_approved("req-told", **WAITER))])  # type: ignore[list-item]
-    produced: FakeProducer = pool.producer  # type: ignore[assignment]
-    assert [(t, p) for t, _, p in produced.produced] == [
-        (pool.topics.outcomes, 0),
-        (pool.topics.replies, 3),
-    ]
-    (made,) = _outcomes(pool)
-    assert isinstance(made, MemeGenerated) and made.replied_to == "ev-1"
-    reply = Reply.model_validate_json(produced.produced[1][1])
-    assert (reply.correlation_id, reply.outcome, reply.made) == ("ev-1", "made", made)
-    assert (reply.balance, reply.tokens_charged, reply.caption) == (7, 1, made.caption)
-
-
-@pytest.mark.parametrize(
-    ("waiter", "deadline_after_ms"),
-    [({}, 60_000), (WAITER, 150)],
-    ids=["an older processor's approval", "made after the deadline"],
-)
-def test_the_ledger_answers_when_the_generator_may_not(
-    tmp_path: Path, waiter: dict[str, Any], deadline_after_ms: int
-) -> None:
-    backend = FixedBackend(AiCaption("such", "wow"), delay_s=0.3)
-    pool = _pool(tmp_path, backend, deadline_ms=5_000)
-    message = FakeMessage(_approved("req-quiet", deadline_after_ms=deadline_after_ms, **waiter))
-    pool._handle([message])  # type: ignore[list-item]
-    produced: FakeProducer = pool.producer  # type: ignore[assignment]
-    assert [t for t, _, _ in produced.produced] == [pool.topics.outcomes]
-    (made,) = _outcomes(pool)
-    assert isinstance(made, MemeGenerated) and made.replied_to is None

@@ -1,0 +1,395 @@
+"""A generator pool's loop, run for real on in-process fakes of its consumer and producer.
+
+What it must keep: at most ``concurrency`` renders at once; a slow job holds back no
+other (each outcome is produced as its meme is made); the AI pool's own deadline turns a
+slow model into one refundable ``MemeFailed``; a waiter is told only after its outcome
+is acknowledged; an offset is stored only once every job before it is done; a delivery
+that fails stops the pool without storing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.blobstore import LocalBlobStore
+from core.settings import Settings
+from memes.render import render_meme
+from processors.generators.backends import AiBackendUnavailable, AiCaption, CaptionRequest
+from processors.generators.in_order import InOrder
+from processors.generators.worker import GeneratorPool
+from schemas.events import MemeApproved, MemeFailed, MemeGenerated, Reply
+
+PARIS = (48.8534, 2.3488)
+WAITER: dict[str, Any] = {"reply_to": 3, "correlation_id": "ev-1", "tokens": 1, "balance_after": 7}
+
+Delivery = Callable[[KafkaError | None, None], None]
+
+
+class FixedBackend:
+    name = "fixed"
+
+    def __init__(self, caption: AiCaption, delay_s: float = 0.0) -> None:
+        self.caption = caption
+        self.delay_s = delay_s
+
+    def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
+        # Ignores the timeout on purpose: the pool's deadline must hold regardless.
+        time.sleep(self.delay_s)
+        return self.caption
+
+
+class FakeMessage:
+    def __init__(self, value: bytes, partition: int = 0, offset: int = 0) -> None:
+        self._value, self._partition, self._offset = value, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeConsumer:
+    """Hands out its messages in order, then nothing; records the offsets stored."""
+
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.queue = list(messages)
+        self.stored: list[tuple[int, int]] = []
+        self.closed = False
+
+    def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
+        pass
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        if self.queue:
+            return self.queue.pop(0)
+        time.sleep(timeout)
+        return None
+
+    def store_offsets(self, offsets: list[TopicPartition]) -> None:
+        self.stored.extend((tp.partition, tp.offset) for tp in offsets)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """Acknowledges what was produced when polled, as librdkafka does, or fails it."""
+
+    def __init__(self, error: KafkaError | None = None) -> None:
+        self.error = error
+        self.produced: list[tuple[str, bytes, int]] = []
+        self.unacked: list[Delivery] = []
+        self.lock = threading.Lock()
+
+    def produce(
+        self, topic: str, key: bytes, value: bytes, partition: int, on_delivery: Delivery
+    ) -> None:
+        with self.lock:
+            self.produced.append((topic, value, partition))
+            self.unacked.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        with self.lock:
+            due, self.unacked = self.unacked, []
+        for on_delivery in due:
+            on_delivery(self.error, None)
+        if not due:
+            time.sleep(min(timeout, 0.005))
+        return len(due)
+
+    def flush(self, timeout: float) -> int:
+        self.poll(0)
+        return 0
+
+
+def _approved(
+    request_id: str, query: str = "pizza", *, deadline_after_ms: int = 60_000, **waiter: Any
+) -> bytes:
+    """An approval; ``waiter`` (reply_to, correlation_id, tokens, balance_after) as a
+    processor from v2 on names it, none as an older one."""
+    now_ms = time.time_ns() // 1_000_000
+    job = MemeApproved(
+        **waiter,
+        event_id=f"e-{request_id}",
+        client_id="c1",
+        region="local",
+        occurred_at_ms=now_ms,
+        causation_id=request_id,
+        request_id=request_id,
+        lat=PARIS[0],
+        lon=PARIS[1],
+        query=query,
+        kind="ai",
+        deadline_ms=now_ms + deadline_after_ms,
+    )
+    return job.model_dump_json().encode()
+
+
+def _pool(
+    tmp_path: Path,
+    backend: Any,
+    messages: list[FakeMessage],
+    deadline_ms: int = 300,
+    producer: FakeProducer | None = None,
+) -> GeneratorPool:
+    settings = Settings(
+        ai_generator_deadline_ms=deadline_ms,
+        request_deadline_ms=max(deadline_ms * 2, 5_000),
+        ai_concurrency=2,
+    )
+    return GeneratorPool(
+        settings,
+        "ai",
+        consumer=FakeConsumer(messages),  # type: ignore[arg-type]
+        producer=producer or FakeProducer(),  # type: ignore[arg-type]
+        backend=backend,
+        blobs=LocalBlobStore(tmp_path, fsync=False),
+    )
+
+
+def _run(pool: GeneratorPool, until: Callable[[], bool], timeout_s: float = 10.0) -> float:
+    """Run the pool's loop until ``until()`` holds, then stop it; the seconds it took.
+    Whatever the loop raised is in ``pool.raised``."""
+    raised: list[Exception] = []
+
+    def loop() -> None:
+        try:
+            pool.run()
+        except Exception as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=loop)
+    started = time.monotonic()
+    thread.start()
+    while not until() and thread.is_alive() and time.monotonic() - started < timeout_s:
+        time.sleep(0.01)
+    took_s = time.monotonic() - started
+    pool.stop_event.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    pool.raised = raised  # type: ignore[attr-defined]
+    return took_s
+
+
+def _stored(pool: GeneratorPool) -> list[tuple[int, int]]:
+    return pool.consumer.stored  # type: ignore[attr-defined]
+
+
+def _produced(pool: GeneratorPool) -> list[tuple[str, bytes, int]]:
+    return pool.producer.produced  # type: ignore[attr-defined]
+
+
+def _outcomes(pool: GeneratorPool) -> list[MemeGenerated | MemeFailed]:
+    out: list[MemeGenerated | MemeFailed] = []
+    for topic, value, _ in _produced(pool):
+        if topic != pool.topics.outcomes:
+            continue
+        data = json.loads(value)
+        model = MemeGenerated if "image_key" in data else MemeFailed
+        out.append(model.model_validate(data))
+    return out
+
+
+def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) -> None:
+    """Scenario: the model answers after the AI pool's deadline.
+    We expect: MemeFailed for the request (the ledger refunds it), within the deadline,
+    no second outcome when the model answers later, and the offset stored."""
+    message = FakeMessage(_approved("req-slow"), offset=7)
+    pool = _pool(tmp_path, FixedBackend(AiCaption("late", "caption"), delay_s=1.0), [message])
+    assert _run(pool, lambda: bool(_stored(pool))) < 0.9
+    (outcome,) = _outcomes(pool)
+    assert isinstance(outcome, MemeFailed)
+    assert outcome.request_id == "req-slow"
+    assert "deadline" in outcome.error
+    assert _stored(pool) == [(0, 8)]
+
+
+def test_ai_pool_turns_a_backend_error_into_a_refundable_failure(tmp_path: Path) -> None:
+    class Down:
+        name = "down"
+
+        def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
+            raise AiBackendUnavailable("HTTP 503: overloaded")
+
+    pool = _pool(tmp_path, Down(), [FakeMessage(_approved("req-down"))])
+    _run(pool, lambda: bool(_stored(pool)))
+    (outcome,) = _outcomes(pool)
+    assert isinstance(outcome, MemeFailed)
+    assert "AiBackendUnavailable" in outcome.error
+
+
+def test_ai_pool_delivers_and_falls_back(tmp_path: Path) -> None:
+    backend = FixedBackend(AiCaption("such pizza", "very paris"))
+    pool = _pool(tmp_path, backend, [FakeMessage(_approved("req-ok"))], deadline_ms=5_000)
+    _run(pool, lambda: bool(_stored(pool)))
+    backend.caption = AiCaption("fuck this shit", "asshole")
+    pool2 = _pool(tmp_path, backend, [FakeMessage(_approved("req-bad"))], deadline_ms=5_000)
+    _run(pool2, lambda: bool(_stored(pool2)))
+    (ok,), (bad,) = _outcomes(pool), _outcomes(pool2)
+    assert isinstance(ok, MemeGenerated) and ok.kind == "ai"
+    assert ok.caption == "SUCH PIZZA / VERY PARIS"
+    assert isinstance(bad, MemeGenerated) and bad.kind == "standard"
+    assert bad.caption == render_meme("req-bad", "pizza", *PARIS, "standard").caption
+    assert LocalBlobStore(tmp_path).get(ok.image_key)
+
+
+def test_ai_pool_runs_at_most_its_concurrency_at_once(tmp_path: Path) -> None:
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    class Counting:
+        name = "counting"
+
+        def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.05)
+            with lock:
+                in_flight[0] -= 1
+            return AiCaption("a", "b")
+
+    messages = [FakeMessage(_approved(f"req-{i}"), offset=i) for i in range(6)]
+    pool = _pool(tmp_path, Counting(), messages, deadline_ms=5_000)
+    assert pool.concurrency == 2
+    _run(pool, lambda: (0, 6) in _stored(pool))
+    assert peak[0] == 2
+    assert len(_outcomes(pool)) == 6
+    assert all(isinstance(o, MemeGenerated) for o in _outcomes(pool))
+
+
+def test_a_slow_job_holds_back_no_other_but_its_offset_holds(tmp_path: Path) -> None:
+    """Scenario: the first job's model is slow; the jobs after it are quick.
+    We expect: the quick jobs' outcomes are produced while the slow one still renders,
+    but no offset is stored past the slow job until it is done, then past all."""
+    release = threading.Event()
+
+    class FirstIsSlow:
+        name = "first-is-slow"
+
+        def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
+            if request.request_id == "req-0":
+                release.wait(5)
+            return AiCaption("a", "b")
+
+    messages = [FakeMessage(_approved(f"req-{i}"), offset=10 + i) for i in range(4)]
+    pool = _pool(tmp_path, FirstIsSlow(), messages, deadline_ms=5_000)
+    thread = threading.Thread(target=pool.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(_outcomes(pool)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(o.request_id for o in _outcomes(pool)) == ["req-1", "req-2", "req-3"]
+        time.sleep(0.1)  # deliveries are served every few ms: none may store yet
+        assert _stored(pool) == []
+        release.set()
+        while (0, 14) not in _stored(pool) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stored(pool)[-1] == (0, 14)
+    finally:
+        release.set()
+        pool.stop_event.set()
+        thread.join(timeout=10)
+
+
+def test_a_meme_made_in_time_is_told_to_its_waiter_after_its_outcome(tmp_path: Path) -> None:
+    """Scenario: an approval that names its waiting API; the meme is made in time.
+    We expect: the MemeGenerated names the waiter it answered, and the answer ("made",
+    with the meme and what the charge left) goes to the waiter's reply partition after
+    the outcome is acknowledged; the offset is stored once the answer is acknowledged."""
+    messages = [FakeMessage(_approved("req-told", **WAITER))]
+    pool = _pool(tmp_path, FixedBackend(AiCaption("such", "wow")), messages, deadline_ms=5_000)
+    _run(pool, lambda: bool(_stored(pool)))
+    produced = _produced(pool)
+    assert [(t, p) for t, _, p in produced] == [(pool.topics.outcomes, 0), (pool.topics.replies, 3)]
+    (made,) = _outcomes(pool)
+    assert isinstance(made, MemeGenerated) and made.replied_to == "ev-1"
+    reply = Reply.model_validate_json(produced[1][1])
+    assert (reply.correlation_id, reply.outcome, reply.made) == ("ev-1", "made", made)
+    assert (reply.balance, reply.tokens_charged, reply.caption) == (7, 1, made.caption)
+
+
+@pytest.mark.parametrize(
+    ("waiter", "deadline_after_ms"),
+    [({}, 60_000), (WAITER, 150)],
+    ids=["an older processor's approval", "made after the deadline"],
+)
+def test_the_ledger_answers_when_the_generator_may_not(
+    tmp_path: Path, waiter: dict[str, Any], deadline_after_ms: int
+) -> None:
+    backend = FixedBackend(AiCaption("such", "wow"), delay_s=0.3)
+    messages = [FakeMessage(_approved("req-quiet", deadline_after_ms=deadline_after_ms, **waiter))]
+    pool = _pool(tmp_path, backend, messages, deadline_ms=5_000)
+    _run(pool, lambda: bool(_stored(pool)))
+    assert [t for t, _, _ in _produced(pool)] == [pool.topics.outcomes]
+    (made,) = _outcomes(pool)
+    assert isinstance(made, MemeGenerated) and made.replied_to is None
+
+
+def test_an_invalid_approval_is_skipped_and_its_offset_stored(tmp_path: Path) -> None:
+    messages = [FakeMessage(b'{"type": "MemeApproved"}', offset=3)]
+    pool = _pool(tmp_path, FixedBackend(AiCaption("a", "b")), messages, deadline_ms=5_000)
+    _run(pool, lambda: bool(_stored(pool)))
+    assert _stored(pool) == [(0, 4)]
+    assert _produced(pool) == []
+
+
+def test_a_failed_delivery_stops_the_pool_without_storing(tmp_path: Path) -> None:
+    """Scenario: the broker never acknowledges the outcome (librdkafka gave up on it).
+    We expect: the pool stops with the error, so that its restart makes the meme again,
+    and stores no offset past it."""
+    producer = FakeProducer(KafkaError(KafkaError._MSG_TIMED_OUT))
+    messages = [FakeMessage(_approved("req-lost"))]
+    pool = _pool(tmp_path, FixedBackend(AiCaption("a", "b")), messages, 5_000, producer)
+    _run(pool, lambda: False, timeout_s=5)
+    (raised,) = pool.raised  # type: ignore[attr-defined]
+    assert isinstance(raised, KafkaException)
+    assert _stored(pool) == []
+    assert pool.consumer.closed  # type: ignore[attr-defined]
+
+
+@given(st.permutations(range(12)))
+def test_in_order_never_passes_a_job_that_is_not_done(order: list[int]) -> None:
+    """Jobs at offsets 0..11 finish in any order: each stored offset is one past an
+    unbroken run of finished jobs from the first, and the last is 12."""
+    offsets = InOrder()
+    for offset in range(12):
+        offsets.started(1, offset)
+    finished: set[int] = set()
+    stored: list[int] = []
+    for offset in order:
+        finished.add(offset)
+        to_store = offsets.done(1, offset)
+        if to_store is not None:
+            assert set(range(to_store)) <= finished  # passes no job that is not done
+            assert to_store == 12 or to_store not in finished  # and stops at the first
+            stored.append(to_store)
+    assert stored == sorted(stored) and stored[-1] == 12
+
+
+def test_in_order_starts_afresh_when_the_consumer_goes_back() -> None:
+    """A partition given up and taken again restarts from its last commit: the jobs open
+    before are redone, so a late one of them moves nothing on its own."""
+    offsets = InOrder()
+    for offset in (5, 6, 7):
+        offsets.started(2, offset)
+    offsets.started(2, 5)  # taken again from the commit at 5
+    assert offsets.done(2, 7) is None  # an old job, not started again yet
+    assert offsets.done(2, 5) == 6
