@@ -7,10 +7,12 @@ here, without a round trip through the log, and is answered even while the proce
 instance that owns the client restarts. A retry that reaches another instance goes to
 the ledger as before.
 
-Bounded by count (least recently used goes first) and by age (``TTL_MS``): retries come
-within seconds, and the caption is the client's personal data, so an answer is not kept
-longer than a retry needs it. ``forget_client`` drops a client's answers when its
-personal data is erased through this instance.
+Only keyed requests are kept (without a key a retry is a new request). Bounded by age
+(``TTL_MS``) and by count, oldest first: retries come within seconds, and the caption is
+the client's personal data, so an answer is not kept longer than a retry needs it. Each
+``put`` drops what has outlived the TTL, so a quiet instance keeps nothing old either.
+``forget_client`` drops a client's answers when its personal data is erased through
+this instance.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class SettledRequests:
     def __init__(self, capacity: int = CAPACITY, ttl_ms: int = TTL_MS) -> None:
         self.capacity = capacity
         self.ttl_ms = ttl_ms
-        self._answers: OrderedDict[str, SettledAnswer] = OrderedDict()
+        self._answers: OrderedDict[str, SettledAnswer] = OrderedDict()  # oldest first
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -59,7 +61,6 @@ class SettledRequests:
         if now_ms - settled.at_ms > self.ttl_ms:
             del self._answers[request_id]
             return None
-        self._answers.move_to_end(request_id)
         return settled
 
     def put(
@@ -69,8 +70,11 @@ class SettledRequests:
             return
         self._answers[request_id] = SettledAnswer(client_id, fingerprint, reply, now_ms)
         self._answers.move_to_end(request_id)
-        while len(self._answers) > self.capacity:
-            self._answers.popitem(last=False)
+        answers = self._answers
+        while len(answers) > self.capacity or (
+            answers and now_ms - next(iter(answers.values())).at_ms > self.ttl_ms
+        ):
+            answers.popitem(last=False)
 
     def forget_client(self, client_id: str) -> None:
         """Erasure is rare; a scan of at most ``capacity`` answers is fine for it."""

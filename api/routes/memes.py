@@ -128,7 +128,9 @@ async def get_meme(
         # name the request, so that it can be looked up or retried under its key.
         exc.fields["request_id"] = request_id
         raise
-    if reply is not None:
+    if reply is not None and idempotency_key is not None:
+        # Only a keyed request can be retried as the same request; without a key every
+        # call is a new one, and keeping its answer would only feed the collector.
         settled.put(request_id, client_id, parameters, reply, now_ms())
     return answer(request_id, reply)
 

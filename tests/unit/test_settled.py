@@ -34,16 +34,27 @@ def test_an_answer_is_kept_until_its_time_is_up() -> None:
     assert len(settled) == 0
 
 
-def test_the_least_recently_used_answer_goes_first() -> None:
+def test_the_oldest_answer_goes_first() -> None:
     settled = SettledRequests(capacity=2)
     settled.put("r1", "c", "f", reply("delivered"), now_ms=0)
-    settled.put("r2", "c", "f", reply("delivered"), now_ms=0)
-    assert settled.get("r1", now_ms=0) is not None  # r2 is now the least recent
-    settled.put("r3", "c", "f", reply("delivered"), now_ms=0)
+    settled.put("r2", "c", "f", reply("delivered"), now_ms=1)
+    settled.put("r3", "c", "f", reply("delivered"), now_ms=2)
 
-    assert settled.get("r2", now_ms=0) is None
-    assert settled.get("r1", now_ms=0) is not None
-    assert settled.get("r3", now_ms=0) is not None
+    assert settled.get("r1", now_ms=2) is None
+    assert settled.get("r2", now_ms=2) is not None
+    assert settled.get("r3", now_ms=2) is not None
+
+
+def test_an_answer_nobody_asks_for_again_is_dropped_when_its_time_is_up() -> None:
+    """The caption is personal data: a quiet instance must not keep old answers until
+    the count pushes them out."""
+    settled = SettledRequests(ttl_ms=1_000)
+    settled.put("r1", "c", "f", reply("delivered"), now_ms=0)
+    settled.put("r2", "c", "f", reply("delivered"), now_ms=500)
+    settled.put("r3", "c", "f", reply("delivered"), now_ms=1_200)
+
+    assert len(settled) == 2  # r1 is gone without being asked for
+    assert settled.get("r2", now_ms=1_200) is not None
 
 
 def test_an_erasure_forgets_the_client_only() -> None:
