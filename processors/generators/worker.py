@@ -45,6 +45,7 @@ ledger keeps the first outcome it receives, so the client still sees one meme.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -164,10 +165,6 @@ class GeneratorPool:
         self.render_timeout_s = settings.ai_generator_deadline_ms / 1000 if kind == "ai" else None
 
     def run(self) -> None:
-        # The one-off loads (place index ~2 s, policy model ~4 s) run while the consumer
-        # joins its group; a render that needs one before it is ready waits for it.
-        for load in (place.warm_up, policy.warm_up) if self.kind == "ai" else (place.warm_up,):
-            threading.Thread(target=load, name=f"warm-{load.__module__}", daemon=True).start()
         # No rebalance callback: ``InOrder`` sees a partition taken again by its offsets
         # going back. (With one, this static member was fenced on rejoining after its
         # session timed out while the broker was away, in test_api_faults.)
@@ -429,8 +426,20 @@ def _failed(job: MemeApproved, error: str) -> MemeFailed:
     )
 
 
+def warm_up(kind: Kind) -> None:
+    """The process's one-off loads (place index ~2 s, policy model ~4 s), run while its
+    pool joins the group; a render that needs one before it is ready waits for it."""
+    for load in (place.warm_up, policy.warm_up) if kind == "ai" else (place.warm_up,):
+        load()
+    # What exists now lives as long as the process. Frozen, a full collection no longer
+    # walks it: under overload such collections had paused a pool for up to 160 ms (a
+    # gc.callbacks probe), as they had the API (api/app.py).
+    gc.freeze()
+
+
 def run(settings: Settings, kind: Kind) -> None:
     pool = GeneratorPool(settings, kind)
+    threading.Thread(target=warm_up, args=(kind,), name="warm-up", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: pool.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: pool.stop_event.set())
     try:
