@@ -34,6 +34,7 @@ from processors.generators.backends import (
     make_backend,
     parse_caption,
 )
+from tests.unit.fixed_backend import FixedBackend
 
 PARIS = (48.8534, 2.3488)
 
@@ -195,18 +196,6 @@ def test_openai_backend_settings_need_a_url_and_a_model() -> None:
 
 
 # --- the caption policy ------------------------------------------------------------------
-
-
-class FixedBackend:
-    name = "fixed"
-
-    def __init__(self, caption: AiCaption, delay_s: float = 0.0) -> None:
-        self.caption = caption
-        self.delay_s = delay_s
-
-    def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
-        time.sleep(self.delay_s)
-        return self.caption
 
 
 def test_allowed_ai_caption_is_drawn() -> None:

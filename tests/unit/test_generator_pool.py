@@ -28,24 +28,12 @@ from processors.generators.backends import AiBackendUnavailable, AiCaption, Capt
 from processors.generators.in_order import InOrder
 from processors.generators.worker import GeneratorPool
 from schemas.events import MemeApproved, MemeFailed, MemeGenerated, Reply
+from tests.unit.fixed_backend import FixedBackend
 
 PARIS = (48.8534, 2.3488)
 WAITER: dict[str, Any] = {"reply_to": 3, "correlation_id": "ev-1", "tokens": 1, "balance_after": 7}
 
 Delivery = Callable[[KafkaError | None, None], None]
-
-
-class FixedBackend:
-    name = "fixed"
-
-    def __init__(self, caption: AiCaption, delay_s: float = 0.0) -> None:
-        self.caption = caption
-        self.delay_s = delay_s
-
-    def write_caption(self, request: CaptionRequest, timeout_s: float) -> AiCaption:
-        # Ignores the timeout on purpose: the pool's deadline must hold regardless.
-        time.sleep(self.delay_s)
-        return self.caption
 
 
 class FakeMessage:
