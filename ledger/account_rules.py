@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from itertools import islice
 
+from msgspec.structs import replace
+
 from core.ids import derived_id
 from ledger.decision import Decision, StateView, answer, append, evolve
 from ledger.state import PurchaseRecord
@@ -139,7 +141,7 @@ def erasure_requested(state: StateView, event: ErasureRequested) -> Decision:
     # One record past the batch says whether another batch follows.
     read = list(islice(state.requests_of(event.client_id, event.after_request_id), ERASE_BATCH + 1))
     seen, more = read[:ERASE_BATCH], len(read) > ERASE_BATCH
-    erased = tuple(r.model_copy(update={"caption": None}) for r in seen if r.caption is not None)
+    erased = tuple(replace(r, caption=None) for r in seen if r.caption is not None)
     view = ErasureView(
         requests_seen=len(seen),
         requests_erased=len(erased),

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from msgspec.structs import replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.replay import Replay
@@ -200,9 +201,7 @@ class _Verifier:
                 )
             )
             # Take the link as given and fold again: the entry's other checks still count.
-            replay.accounts[entry.client_id] = before.model_copy(
-                update={"last_hash": entry.prev_hash}
-            )
+            replay.accounts[entry.client_id] = replace(before, last_hash=entry.prev_hash)
             refused = self._replay(item)
         if refused:
             wrong_type = before is None or isinstance(entry, AccountOpened)
@@ -244,21 +243,16 @@ class _Verifier:
         for delta in dict.fromkeys((0, tokens, -tokens)):
             if entry.balance_after - delta < 0:
                 continue
-            replay.accounts[entry.client_id] = base.model_copy(
-                update={
-                    "seq": entry.seq - 1,
-                    "last_hash": entry.prev_hash,
-                    "balance": entry.balance_after - delta,
-                }
+            replay.accounts[entry.client_id] = replace(
+                base,
+                seq=entry.seq - 1,
+                last_hash=entry.prev_hash,
+                balance=entry.balance_after - delta,
             )
             if self._replay(item) is None:
                 return
-        replay.accounts[entry.client_id] = base.model_copy(
-            update={
-                "seq": entry.seq,
-                "balance": entry.balance_after,
-                "last_hash": entry_hash(entry),
-            }
+        replay.accounts[entry.client_id] = replace(
+            base, seq=entry.seq, balance=entry.balance_after, last_hash=entry_hash(entry)
         )
 
     def finish(self) -> AuditReport:

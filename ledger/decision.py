@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import msgspec
 
 from core.ids import derived_id
 from ledger.state import Account, PurchaseRecord, RequestRecord
@@ -24,12 +26,27 @@ from schemas.events import (
     MemeApproved,
     MemeDelivered,
     MemeRejected,
+    PersonalDataErased,
     Reply,
     SubscriptionChanged,
     TokensCharged,
     TokensCredited,
     TokensRefunded,
     entry_hash,
+)
+
+# One entry type; the union spelled out because a TypeVar cannot be bound to
+# ``LedgerEntryUnion`` (an ``Annotated`` discriminated union).
+E = TypeVar(
+    "E",
+    AccountOpened,
+    TokensCredited,
+    TokensCharged,
+    MemeRejected,
+    MemeDelivered,
+    TokensRefunded,
+    SubscriptionChanged,
+    PersonalDataErased,
 )
 
 
@@ -134,12 +151,12 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
         )
     changes["balance"] = balance
     changes["last_hash"] = entry_hash(entry)
-    return account.model_copy(update=changes)
+    return msgspec.structs.replace(account, **changes)
 
 
 def append(
-    account: Account, entry_type: type, cause: InputEvent, delta: int, **fields: object
-) -> tuple[LedgerEntryUnion, Account]:
+    account: Account, entry_type: type[E], cause: InputEvent, delta: int, **fields: object
+) -> tuple[E, Account]:
     """The account's next entry, caused by an input, and the account after it."""
     return append_at(
         account,
@@ -155,14 +172,14 @@ def append(
 
 def append_at(
     account: Account,
-    entry_type: type,
+    entry_type: type[E],
     cause_id: str,
     causation_id: str,
     region: str,
     now_ms: int,
     delta: int,
     **fields: object,
-) -> tuple[LedgerEntryUnion, Account]:
+) -> tuple[E, Account]:
     """The account's next entry with its id, time and cause given (a timer has no input)."""
     entry = entry_type(
         event_id=derived_id(cause_id, account.seq + 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from core.ids import derived_id
 from ledger.decision import (
     NOTHING,
@@ -122,7 +124,7 @@ def repeated_request(seen: RequestRecord, event: MemeRequested, account: Account
         if len(seen.waiters) >= MAX_WAITERS:
             return answer(event.reply_to, event.event_id, "in_progress")
         waiter = Waiter(reply_to=event.reply_to, correlation_id=event.event_id)
-        return Decision(requests=(seen.model_copy(update={"waiters": (*seen.waiters, waiter)}),))
+        return Decision(requests=(replace(seen, waiters=(*seen.waiters, waiter)),))
     return Decision(
         replies=((event.reply_to, _final_reply(seen, event.event_id, account.balance)),)
     )
@@ -175,9 +177,7 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
         template=event.template,
         image_key=event.image_key,
     )
-    ended = record.model_copy(
-        update={"status": "delivered", "meme": delivered, "caption": event.caption, "waiters": ()}
-    )
+    ended = replace(record, status="delivered", meme=delivered, caption=event.caption, waiters=())
     # The waiter its generator answered itself has its meme already (outcome "made").
     replies = tuple(
         (
@@ -233,7 +233,7 @@ def end_with_refund(
         tokens=record.tokens,
         reason=reason,
     )
-    ended = record.model_copy(update={"status": "refunded", "refund_reason": reason, "waiters": ()})
+    ended = replace(record, status="refunded", refund_reason=reason, waiters=())
     replies = tuple(
         (
             w.reply_to,

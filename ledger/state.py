@@ -4,14 +4,22 @@ A client's balance and its Memes AI subscription live in **one** record (``Accou
 so the entitlement check on the hot path costs no extra read. Every request id and
 every purchase id has its own record, kept without expiry: that is the deduplication
 and the answer to "what happened to request X".
+
+The records are msgspec Structs, not pydantic models: the fold reads and writes two or
+three of them per decision, and pydantic's validation, copies and JSON were most of the
+fold's time. Their JSON is the same bytes as before (the ledger entries nested in a
+record are still pydantic models and keep their own serializer), so a store or
+changelog written by an older version reads the same. Structs are validated when they
+are decoded, not when the fold builds them: the fold's own values are typed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
+from pydantic import BaseModel
 
 from schemas.events import (
     GENESIS_HASH,
@@ -22,6 +30,7 @@ from schemas.events import (
     RejectReason,
     RequestView,
     TokensCredited,
+    dump,
 )
 
 STATE_FORMAT_VERSION = 2
@@ -29,9 +38,11 @@ RequestStatus = Literal["charged", "delivered", "refunded", "rejected"]
 MAX_WAITERS = 8  # concurrent retries of one request that all get the answer
 
 
-class Account(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A stored record: immutable; a change is ``msgspec.structs.replace``."""
 
+
+class Account(Record, frozen=True):
     client_id: str
     api_key_sha256: str
     balance: int = 0
@@ -63,18 +74,14 @@ class Account(BaseModel):
         )
 
 
-class Waiter(BaseModel):
+class Waiter(Record, frozen=True):
     """An API instance waiting for a request's final outcome."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     reply_to: int
     correlation_id: str
 
 
-class RequestRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class RequestRecord(Record, frozen=True):
     request_id: str
     client_id: str
     fingerprint: str
@@ -104,13 +111,46 @@ class RequestRecord(BaseModel):
         )
 
 
-class PurchaseRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class PurchaseRecord(Record, frozen=True):
     purchase_id: str
     client_id: str
     tokens: int
     credited: TokensCredited
+
+
+def _encode_entry(obj: Any) -> Any:
+    """A ledger entry nested in a record: its own JSON, as pydantic writes it."""
+    if isinstance(obj, BaseModel):
+        return msgspec.Raw(dump(obj))
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def _decode_entry(kind: type, obj: Any) -> Any:
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return kind.model_validate(obj)
+    raise NotImplementedError(f"cannot decode {kind}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_entry)
+_accounts = msgspec.json.Decoder(Account, dec_hook=_decode_entry)
+_requests = msgspec.json.Decoder(RequestRecord, dec_hook=_decode_entry)
+_purchases = msgspec.json.Decoder(PurchaseRecord, dec_hook=_decode_entry)
+
+
+def encode_record(record: Record) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_account(raw: bytes) -> Account:
+    return _accounts.decode(raw)
+
+
+def decode_request(raw: bytes) -> RequestRecord:
+    return _requests.decode(raw)
+
+
+def decode_purchase(raw: bytes) -> PurchaseRecord:
+    return _purchases.decode(raw)
 
 
 # Store keys. One prefix per record type; prefixes never change meaning.
@@ -170,15 +210,15 @@ class KeyValueState:
 
     def account(self, client_id: str) -> Account | None:
         raw = self._get(account_key(client_id))
-        return None if raw is None else Account.model_validate_json(raw)
+        return None if raw is None else decode_account(raw)
 
     def request(self, client_id: str, request_id: str) -> RequestRecord | None:
         raw = self._get(request_key(client_id, request_id))
-        return None if raw is None else RequestRecord.model_validate_json(raw)
+        return None if raw is None else decode_request(raw)
 
     def purchase(self, client_id: str, purchase_id: str) -> PurchaseRecord | None:
         raw = self._get(purchase_key(client_id, purchase_id))
-        return None if raw is None else PurchaseRecord.model_validate_json(raw)
+        return None if raw is None else decode_purchase(raw)
 
     def requests_of(self, client_id: str, after_request_id: str = "") -> Iterator[RequestRecord]:
         """The client's request records in request-id order, after ``after_request_id``."""
@@ -188,7 +228,7 @@ class KeyValueState:
         for key, raw in self._scan(start):
             if not key.startswith(prefix):
                 return
-            yield RequestRecord.model_validate_json(raw)
+            yield decode_request(raw)
 
 
 def record_writes(
@@ -199,10 +239,10 @@ def record_writes(
     """The (key, value) pairs that persist a decision's records; None deletes a key."""
     writes: list[tuple[bytes, bytes | None]] = []
     if account is not None:
-        writes.append((account_key(account.client_id), account.model_dump_json().encode()))
+        writes.append((account_key(account.client_id), encode_record(account)))
     for request in requests:
         key = request_key(request.client_id, request.request_id)
-        writes.append((key, request.model_dump_json().encode()))
+        writes.append((key, encode_record(request)))
         pending = pending_key(request.client_id, request.request_id)
         if request.status == "charged":
             writes.append((pending, str(request.deadline_ms).encode()))
@@ -211,5 +251,5 @@ def record_writes(
             writes.append((pending, None))
     if purchase is not None:
         key = purchase_key(purchase.client_id, purchase.purchase_id)
-        writes.append((key, purchase.model_dump_json().encode()))
+        writes.append((key, encode_record(purchase)))
     return writes

@@ -854,7 +854,7 @@ class LedgerMachine(RuleBasedStateMachine):
         live = self._accounts()
         assert set(replayed) == set(live)
         for client_id, account in live.items():
-            assert replayed[client_id].model_dump() == account.model_dump(), client_id
+            assert replayed[client_id] == account, client_id
 
     @invariant()
     def redeciding_the_ledger_at_list_price_reproduces_it(self) -> None:
