@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -264,8 +265,7 @@ class Region:
         The approved topics are written in transactions: a partition drained up to its
         commit marker still shows one offset of lag, which is not counted here.
         """
-        from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import AdminClient
+        from confluent_kafka import Consumer, TopicPartition
 
         from core.topics import Topics
 
@@ -275,7 +275,7 @@ class Region:
             f"{self.name}.generators.standard": ([topics.approved("standard")], 1),
             f"{self.name}.generators.ai": ([topics.approved("ai")], 1),
         }
-        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
+        committed = CommittedOffsets(self.kafka.bootstrap)
         probe = Consumer(
             {
                 "bootstrap.servers": self.kafka.bootstrap,
@@ -291,10 +291,8 @@ class Region:
                     for name in names
                     for p in range(self.settings.partitions)
                 ]
-                request = ConsumerGroupTopicPartitions(group, tps)
-                result = admin.list_consumer_group_offsets([request])[group].result(timeout=15)
                 lag = 0
-                for tp in result.topic_partitions:
+                for tp in committed.of(group, tps):
                     low, high = probe.get_watermark_offsets(
                         TopicPartition(tp.topic, tp.partition), timeout=10
                     )
@@ -304,6 +302,7 @@ class Region:
                 out[group.removeprefix(self.name + ".")] = lag
         finally:
             probe.close()
+            committed.close()
         return out
 
     def wait_drained(self, timeout_s: float = 120.0) -> None:
@@ -367,6 +366,50 @@ class Region:
 
     def delete_topics(self) -> None:
         delete_topics(self.kafka.bootstrap, self.name)
+
+
+class CommittedOffsets:
+    """A consumer group's committed offsets, read through a consumer of that group.
+
+    Not ``AdminClient.list_consumer_group_offsets``: librdkafka (2.16) crashes the
+    process with a segmentation fault when that request meets NOT_COORDINATOR, as it does
+    while a fresh broker still loads its group coordinator (librdkafka #5040; seen in 3
+    of 4 runs of ``processor_bench.py --smoke`` here). A consumer's ``committed`` asks
+    the same question through its group machinery, which waits for the coordinator. The
+    consumer never subscribes, so it never joins the group it reads.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumers: dict[str, Any] = {}
+
+    def of(self, group: str, tps: list[Any], timeout_s: float = 60.0) -> list[Any]:
+        """``tps`` with the group's committed offsets (negative where none is committed)."""
+        from confluent_kafka import Consumer, KafkaException
+
+        if group not in self._consumers:
+            self._consumers[group] = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                }
+            )
+        give_up = time.monotonic() + timeout_s
+        while True:
+            try:
+                committed: list[Any] = self._consumers[group].committed(tps, timeout=10)
+                return committed
+            except KafkaException:
+                # NOT_COORDINATOR and the like while a fresh broker loads its coordinator.
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
 
 
 def delete_topics(bootstrap: str, region: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from common import (
     RESULTS,
+    CommittedOffsets,
     CpuMeter,
     CpuReport,
     Region,
@@ -49,14 +50,11 @@ from common import (
 )
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from api.routes.memes import fingerprint
 from core.admin import ensure_topics
@@ -153,20 +151,9 @@ def cpu_ms_per_decision(report: CpuReport, decisions: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- (a)
 
 
-def committed_total(admin: AdminClient, group: str, tps: list[TopicPartition]) -> int:
+def committed_total(committed: CommittedOffsets, group: str, tps: list[TopicPartition]) -> int:
     """The group's committed offsets on ``tps``, summed (none committed yet: 0)."""
-    request = ConsumerGroupTopicPartitions(group, tps)
-    give_up = time.monotonic() + 60
-    while True:
-        try:
-            future = admin.list_consumer_group_offsets([request], request_timeout=5)[group]
-            result = future.result(timeout=15)
-            return sum(max(0, tp.offset) for tp in result.topic_partitions)
-        except (KafkaException, TimeoutError):
-            # A fresh broker loads its group coordinator for a while; ask again.
-            if time.monotonic() > give_up:
-                raise
-            time.sleep(0.1)
+    return sum(max(0, tp.offset) for tp in committed.of(group, tps))
 
 
 def run_processor(
@@ -174,10 +161,10 @@ def run_processor(
 ) -> dict[str, Any]:
     """Start the processor, wait until its group's committed offsets on ``topic`` moved
     by ``count``, stop it. Timed from its ``partitions assigned`` log line."""
-    admin = AdminClient({"bootstrap.servers": region.kafka.bootstrap})
+    committed = CommittedOffsets(region.kafka.bootstrap)
     tps = [TopicPartition(topic, p) for p in range(region.settings.partitions)]
     group = group_id(region.name)
-    target = committed_total(admin, group, tps) + count
+    target = committed_total(committed, group, tps) + count
     log = region.log_path("processor")
     log_size = log.stat().st_size if log.exists() else 0
     proc = region.start("processor")
@@ -191,7 +178,7 @@ def run_processor(
                 if b"partitions assigned" in lines.read():
                     assigned_at = time.monotonic()
                     meter.start()
-        if assigned_at is not None and committed_total(admin, group, tps) >= target:
+        if assigned_at is not None and committed_total(committed, group, tps) >= target:
             ended_at = time.monotonic()
             report = meter.stop()
             break
@@ -200,6 +187,7 @@ def run_processor(
         region.check_alive()
         time.sleep(poll_s)  # the resolution of the start and end times
     region.stop("processor")
+    committed.close()
     return {
         "decisions": count,
         "seconds": ended_at - assigned_at,
