@@ -23,10 +23,10 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-Op = Literal["register", "purchase", "meme", "me", "lookup"]
-OPS: frozenset[str] = frozenset(("register", "purchase", "meme", "me", "lookup"))
+Op = Literal["register", "purchase", "subscribe", "meme", "me", "lookup"]
+OPS: frozenset[str] = frozenset(get_args(Op))
 FIELDS: tuple[str, ...] = (
     "worker",
     "op",

@@ -3,8 +3,9 @@ the history.
 
 Phases, each an ``async`` method run by ``tests.jepsen.run``:
 
-1. ``setup``: N clients registered and credited. In faults mode a quarter of them get
-   only a few tokens, so 402s happen.
+1. ``setup``: N clients registered and credited; a fifth of them subscribe to Memes AI
+   (their memes go to the AI pool). In faults mode a quarter of them get only a few
+   tokens, so 402s happen.
 2. ``load``: open loop. Meme requests are scheduled by time (``i / rate``), never by the
    previous answer, so a stalled service cannot slow the load down and hide its queue;
    the generator's own lag (actual send - scheduled instant) is measured and reported.
@@ -52,6 +53,7 @@ PURCHASE_EVERY_S = 1.0
 DUPLICATE_PURCHASE_SHARE = 0.2
 KEYED_SHARE = 0.85
 POOR_SHARE = 0.25  # faults mode: clients with too few tokens
+AI_SHARE = 0.2  # clients on Memes AI, as in the realistic workload of the benchmarks
 GENERATOR_FAULT_SHARE = 0.02  # faults mode: memes the generator fails (502, refund)
 LOOKUP_SHARE = 0.3  # of the 503 / 504 answers that name a request
 RETRY_BUDGET_S = 90.0  # a logical op gives up after this long (reported: gave_up)
@@ -159,6 +161,7 @@ class Workload:
         async with self._client():
             expected = self.rate * self.seconds / max(1, self.clients)  # memes per client
             gate = asyncio.Semaphore(8)
+            on_ai: list[Account] = []
 
             async def one(i: int) -> None:
                 async with gate:
@@ -171,9 +174,15 @@ class Workload:
                     else:
                         tokens = int(expected * 1.2) + 5
                     await self._purchase(account, tokens, self._purchase_id())
+                    if self.rng.random() < AI_SHARE:
+                        await self._subscribe(account)
+                        on_ai.append(account)
 
             await asyncio.gather(*(one(i) for i in range(self.clients)))
-        self.say(f"workload: {len(self.accounts)} clients registered and credited")
+        self.say(
+            f"workload: {len(self.accounts)} clients registered and credited, "
+            f"{len(on_ai)} of them on Memes AI"
+        )
 
     async def load(
         self,
@@ -271,6 +280,18 @@ class Workload:
             logical,
         )
 
+    async def _subscribe(self, account: Account) -> None:
+        """Memes AI on: a PUT, so retried as the same logical op."""
+        logical = self.logical("s")
+        path = f"/v1/clients/{account.client_id}/subscription"
+        await self._retried(
+            lambda attempt: self._op(
+                "subscribe", logical, account, "PUT", path, None, None, {}, attempt=attempt
+            ),
+            lambda a: a.status is None or a.status in (503, 504),
+            logical,
+        )
+
     async def _interleaved_purchase(self) -> None:
         account = self.rng.choice(self.accounts)
         tokens = self.rng.randint(1, 5)
@@ -351,7 +372,7 @@ class Workload:
         """One attempt: send, and record it in the history whatever happens."""
         assert self._http is not None
         headers = {"Authorization": f"Bearer {account.api_key if account else ''}"}
-        if op in ("register", "purchase"):
+        if op in ("register", "purchase", "subscribe"):
             headers["Authorization"] = f"Bearer {self.billing_token}"
         if key is not None:
             headers["Idempotency-Key"] = key

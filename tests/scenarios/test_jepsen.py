@@ -94,6 +94,8 @@ def test_faults_verdict_ok(cluster: Brokers, tmp_path: Path) -> None:
     fired = {d.fault.point for d in result.done if d.note.startswith("fired")}
     assert {"after_produce", "after_commit"} <= fired, f"{fired} {_explain(result)}"
     assert result.gave_up == [] and result.unknown_after_settle == [], _explain(result)
+    # The AI pool was under the faults too, and check 8 judged its charges.
+    assert result.verdict.stats.get("charged_ai", 0) > 0, result.verdict.stats
 
 
 @pytest.fixture(scope="module")

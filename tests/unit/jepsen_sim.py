@@ -219,6 +219,26 @@ class Sim:
             body={"purchase_id": purchase_id, "tokens": tokens}, response=told,
         )  # fmt: skip
 
+    def subscribe(self, client_id: str, status: int = 200) -> Json:
+        """Memes AI on; the ledger records it only when the answer is 200."""
+        if status == 200:
+            requested = {
+                **self.envelope(client_id),
+                "type": "SubscriptionRequested",
+                "active": True,
+                "until_ms": None,
+                "reply_to": 0,
+            }
+            self.append(TOPICS.purchases, client_id, compact(requested))
+            self.entry(client_id, "SubscriptionChanged", 0, active=True, until_ms=None)
+            self.accounts[client_id] |= {"ai_active": True}
+            self.state(f"a/{client_id}", client_id, self.accounts[client_id])
+        response = {"client_id": client_id, "ai_active": True, "ai_until": None}
+        return self.line(
+            "subscribe", self.name("s"), client_id, method="PUT", status=status, body={},
+            path=f"/v1/clients/{client_id}/subscription", response=response,
+        )  # fmt: skip
+
     def meme(
         self,
         client_id: str,
@@ -228,16 +248,20 @@ class Sim:
         told: str | None = None,
         in_history: bool = True,
         query: str | None = None,
+        charged_as: str | None = None,
+        delivered_as: str | None = None,
     ) -> tuple[str, str]:
         """One meme request, decided as ``outcome``: delivered, rejected, failed (502),
         expired (deadline refund), open (charged, never ended) or lost (appended, never
-        folded). Returns (request id, logical)."""
+        folded). Charged as the subscription says, or ``charged_as``; delivered as
+        charged, or ``delivered_as``. Returns (request id, logical)."""
         logical = self.name("m")
         query = query or f"jepsen {logical}"
         request_id = stable_request_id(client_id, key) if key else uuid.uuid4().hex
         self.request_event(client_id, request_id, query)
         if outcome != "lost":
-            self.decide(client_id, request_id, outcome)
+            kind = charged_as or ("ai" if self.accounts[client_id]["ai_active"] else "standard")
+            self.decide(client_id, request_id, outcome, kind, delivered_as or kind)
         if in_history:
             self.tell(client_id, logical, request_id, told or ANSWERS[outcome], key, query)
         return request_id, logical
@@ -273,7 +297,14 @@ class Sim:
         }
         self.append(TOPICS.outcomes, client_id, compact(event))
 
-    def decide(self, client_id: str, request_id: str, outcome: str) -> None:
+    def decide(
+        self,
+        client_id: str,
+        request_id: str,
+        outcome: str,
+        kind: str = "standard",
+        delivered_as: str = "standard",
+    ) -> None:
         event = self.last_request
         record = {
             "request_id": request_id,
@@ -294,9 +325,9 @@ class Sim:
             self.entry(client_id, "MemeRejected", 0, request_id=request_id, reason=3)
             self.set_request(r_key, record | {"reject_reason": 3})
             return
-        self.entry(client_id, "TokensCharged", -1, request_id=request_id, tokens=1, kind="standard")
+        self.entry(client_id, "TokensCharged", -1, request_id=request_id, tokens=1, kind=kind)
         waiter = {"reply_to": 0, "correlation_id": event["event_id"]}
-        record |= {"status": "charged", "kind": "standard", "deadline_ms": event["deadline_ms"]}
+        record |= {"status": "charged", "kind": kind, "deadline_ms": event["deadline_ms"]}
         self.set_request(r_key, record | {"waiters": [waiter]})
         self.state(q_key, client_id, str(event["deadline_ms"]).encode())
         if outcome == "open":
@@ -304,7 +335,7 @@ class Sim:
         if outcome == "delivered":
             meme = self.entry(
                 client_id, "MemeDelivered", 0, request_id=request_id, meme_id=f"meme-{request_id}",
-                kind="standard", template="drake", caption=None, image_key=f"{request_id}.png",
+                kind=delivered_as, template="drake", caption=None, image_key=f"{request_id}.png",
             )  # fmt: skip
             record |= {"status": "delivered", "meme": meme, "caption": "a caption"}
         else:

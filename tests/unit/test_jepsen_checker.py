@@ -66,6 +66,10 @@ def test_the_synthetic_records_are_what_the_service_writes(sim: Sim) -> None:
 
     busy(sim)
     sim.meme(sim.register(), "rejected")
+    on_ai = sim.register()
+    sim.purchase(on_ai, 3)
+    sim.subscribe(on_ai)
+    sim.meme(on_ai, "delivered")
     entries = []
     for record in sim.records:
         raw = record.value or b""

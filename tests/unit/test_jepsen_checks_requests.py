@@ -1,7 +1,7 @@
 """The Jepsen checker's checks of requests on synthetic runs (``tests.unit.jepsen_sim``):
 a clean run passes; 1. every acknowledged request has exactly one final outcome; 2. one
 charge, one end; 3. no charge for a request the clients never sent; 6. what each client
-was told agrees with the ledger."""
+was told agrees with the ledger; 8. the kind charged follows the subscription."""
 
 from __future__ import annotations
 
@@ -284,3 +284,65 @@ def test_a_purchase_answer_with_another_seq_fails(sim: Sim) -> None:
     line = sim.purchase(client, 4)
     line["response"] = line["response"] | {"seq": 9}
     assert_only(sim.verdict(), "told", f"client={client}", "'seq': 9")
+
+
+# --- 8. the kind charged follows the subscription -------------------------------------------
+
+
+def test_memes_of_a_subscribed_client_are_charged_as_ai(sim: Sim) -> None:
+    client, _ = busy(sim)
+    on_ai = sim.register()
+    sim.purchase(on_ai, 5)
+    sim.subscribe(on_ai)
+    sim.meme(on_ai, "delivered")
+    sim.meme(on_ai, "failed")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["charged_ai"] == 2 and verdict.stats["charged_standard"] >= 1
+    assert client
+
+
+@pytest.mark.parametrize("subscribed", [True, False])
+def test_a_charge_against_the_subscription_fails(sim: Sim, subscribed: bool) -> None:
+    client = sim.register()
+    sim.purchase(client, 5)
+    if subscribed:
+        sim.subscribe(client)
+    wrong = "standard" if subscribed else "ai"
+    request_id, _ = sim.meme(client, "delivered", charged_as=wrong)
+    want = "ai" if subscribed else "standard"
+    assert_only(sim.verdict(), "kind", request_id, f"charged as {wrong}", f"says {want}")
+
+
+def test_an_ai_charge_delivered_as_standard_is_the_blocked_caption_fallback(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 5)
+    sim.subscribe(client)
+    sim.meme(client, "delivered", delivered_as="standard")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["ai_delivered_standard"] == 1
+
+
+def test_a_standard_charge_delivered_as_ai_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 5)
+    request_id, _ = sim.meme(client, "delivered", delivered_as="ai")
+    assert_only(sim.verdict(), "outcome", request_id, "charged a standard meme, delivered ai")
+
+
+def test_requests_the_subscription_may_not_have_preceded_are_not_judged(sim: Sim) -> None:
+    """Stamped before the subscribe op's 200, or by a client whose subscribe attempts all
+    failed (the PUT may or may not be in the log): either kind passes."""
+    early = sim.register()
+    sim.purchase(early, 5)
+    sim.meme(early, "delivered", charged_as="ai")  # a first attempt that did reach the log
+    sim.subscribe(early)
+    unsure = sim.register()
+    sim.purchase(unsure, 5)
+    sim.subscribe(unsure, status=503)
+    sim.meme(unsure, "delivered", charged_as="ai")
+    sim.meme(unsure, "delivered", charged_as="standard")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert "charged_ai" not in verdict.stats

@@ -15,7 +15,7 @@ The package's modules; imports point one way (each imports only modules listed a
 - ``model``: the topics, a record, hashes and ids, the problems and the verdict;
 - ``log``: the records parsed; ``fold``: our own fold of the ledger topic;
 - ``ops``: the history indexed by logical operation; ``context``: what the checks read;
-- ``checks`` (checks 1, 2, 3 and 6), ``accounts`` (4 and 5), ``replay`` (7);
+- ``checks`` (checks 1, 2, 3, 6 and 8), ``accounts`` (4 and 5), ``replay`` (7);
 - ``verdict``: ``check_records``; ``kafka``: ``read_records``; ``cli``: ``check``, ``main``
   (``python -m tests.jepsen.checker --history H --bootstrap B --region R``).
 
@@ -33,6 +33,9 @@ wire, it learnt by reading the service's code, and re-implements here:
   3 insufficient tokens), ``MemeDelivered`` (``request_id``, ``meme_id``), ``TokensRefunded``
   (+tokens, ``request_id``, ``reason`` 1 generator failed, 2 deadline expired),
   ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` (no change);
+  a request is charged ``ai`` when the client's subscription is active at the
+  ``MemeRequested``'s time, else ``standard`` (ledger/request_rules.py); a blocked AI
+  caption is delivered as the standard meme (``MemeDelivered.kind`` ``standard``);
 - an entry's hash is the sha256 of its JSON, and the processor writes exactly that JSON
   as the record value (schemas ``entry_hash`` and ``dump``; processors/ledger/outputs.py),
   so the hash is sha256 of the record's bytes; the next entry's ``prev_hash`` is it;

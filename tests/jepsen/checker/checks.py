@@ -1,6 +1,7 @@
 """The checks of requests: 1 (every acknowledged request has exactly one final outcome),
-2 (one charge, one end), 3 (no charge for a request the clients never sent) and 6 (what
-each client was told of a request agrees with the ledger)."""
+2 (one charge, one end), 3 (no charge for a request the clients never sent), 6 (what
+each client was told of a request agrees with the ledger) and 8 (the kind charged
+follows the client's Memes AI subscription)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def _request_problems(request: Request) -> Iterator[str]:
             if refund["tokens"] != charged["tokens"]:
                 yield f"refunded {refund['tokens']} tokens of {charged['tokens']} charged"
         for delivered in request.deliveries:
-            if delivered["kind"] != charged["kind"]:
+            # An AI caption the content policy blocks falls back to the standard meme
+            # (processors/generators/backends.py): ai charged, standard delivered.
+            fell_back = (charged["kind"], delivered["kind"]) == ("ai", "standard")
+            if delivered["kind"] != charged["kind"] and not fell_back:
                 yield f"charged a {charged['kind']} meme, delivered {delivered['kind']}"
 
 
@@ -252,3 +256,45 @@ def _lookup_problem(view: Json, request: Request) -> str | None:
     if status == "rejected" and view.get("reject_reason") != request.rejections[0]["reason"]:
         return f"lookup reject_reason={view.get('reject_reason')}, ledger differs"
     return None
+
+
+def check_kinds(ctx: Context) -> None:
+    """Check 8: the kind a request is charged as follows the client's subscription.
+
+    A client with no subscribe op in the history is charged ``standard``. A client whose
+    subscribe op was answered 200 (the ledger committed it) is charged ``ai`` for every
+    request the API stamped after that answer: such a request was appended after the
+    subscription was decided, to the client's partition, so it is folded after it.
+    Requests stamped before the 200, and clients whose every subscribe attempt failed
+    (it may or may not be in the log), are not judged.
+    """
+    subscribe_ops = [op for op in ctx.ops.values() if op.op == "subscribe" and op.client_id]
+    tried = {op.client_id for op in subscribe_ops}
+    subscribed_at: dict[str, int] = {}
+    for op in subscribe_ops:
+        for attempt in op.attempts:
+            if attempt["status"] == 200 and op.client_id:
+                at = subscribed_at.get(op.client_id, attempt["complete_ms"])
+                subscribed_at[op.client_id] = min(at, attempt["complete_ms"])
+    for (client_id, request_id), request in sorted(ctx.fold.requests.items()):
+        if not request.charges:
+            continue
+        kind = request.charges[0]["kind"]
+        if any(d["kind"] != kind for d in request.deliveries):
+            ctx.stats["ai_delivered_standard"] += 1
+        stamped = [
+            e["occurred_at_ms"] for e in ctx.log.meme_requests.get((client_id, request_id), [])
+        ]
+        if client_id not in tried:
+            expected = "standard"
+        elif client_id in subscribed_at and stamped and min(stamped) > subscribed_at[client_id]:
+            expected = "ai"
+        else:
+            continue
+        ctx.stats[f"charged_{kind}"] += 1
+        if kind != expected:
+            ctx.problems.add(
+                "kind",
+                f"client={client_id} request={request_id}: charged as {kind}, the client's "
+                f"subscription says {expected}",
+            )

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from tests.jepsen.checker.accounts import check_accounts, check_checkpoints, check_writes
 from tests.jepsen.checker.checks import (
+    check_kinds,
     check_lookups,
     check_memes,
     check_requests,
@@ -39,6 +40,7 @@ def check_records(history: list[Json], records: Iterable[Record], region: str) -
     check_writes(ctx)
     check_lookups(ctx)
     check_replay(ctx)
+    check_kinds(ctx)
     return _verdict(ctx)
 
 
