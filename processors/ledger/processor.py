@@ -117,6 +117,10 @@ RETRY_BACKOFF_S = 0.1
 TXN_CALL_TIMEOUT_S = 5.0
 WATCHDOG_SLACK_S = 2.0  # a call may overrun its own timeout a little before it is "hung"
 STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
+# The broker's smallest allowed session: a hung (stopped) instance's partitions move to
+# another instance after this long. A killed one is restarted at once and, being a static
+# member, takes them straight back.
+SESSION_TIMEOUT_MS = 6_000
 
 
 class TransactionAborted(Exception):
@@ -170,10 +174,7 @@ class LedgerProcessor:
                 # fetch.wait.max.ms stays at librdkafka's 500 ms: a fetch is a long poll
                 # that the broker answers as soon as a record is there, so waiting costs
                 # no latency, and a few ms would make the broker spin at idle.
-                # The broker's smallest allowed session: a hung (stopped) instance's
-                # partitions move to another instance after this long. A killed one is
-                # restarted at once and, being a static member, takes them straight back.
-                "session.timeout.ms": 6_000,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
             }
         )
         self.producer = Producer(

@@ -9,7 +9,7 @@ Faults (``Fault.kind``):
   there; the supervisor restarts it without. The ``+refund`` points fire only in a
   transaction that refunds expired deadlines, so for those the standard generator pools
   are paused (SIGSTOP) until a deadline passes with no meme;
-- ``processor_pause``: SIGSTOP an instance past the session timeout (10 s) and the
+- ``processor_pause``: SIGSTOP an instance past the session timeout (6 s) and the
   transaction timeout, then SIGCONT: a zombie that must be fenced;
 - ``generator_kill``: kill -9 a generator pool;
 - ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from processors.ledger.processor import SESSION_TIMEOUT_MS
 from tests.jepsen.brokers import Brokers, node_of
 from tests.jepsen.region import Region, standard_generator_names
 
@@ -64,7 +65,7 @@ ESTIMATED_S = {
     "broker_pause": 7.0,
     "broker_restart": 10.0,
 }
-SESSION_TIMEOUT_S = 10.0  # the ledger processor's session.timeout.ms
+SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000  # the ledger processor's session
 BROKER_SESSION_TIMEOUT_S = 4.0  # broker.session.timeout.ms of the local brokers
 BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
