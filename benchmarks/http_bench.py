@@ -443,6 +443,9 @@ def overload_run(
         after = measured_open_loop(
             region.base_url, after_requests, capacity, after_s, args.timeout, {}
         )
+        # Its meter held vegeta only (the windows overlap; the service's CPU is in
+        # `over`), so its "not ours" share counted the whole service: not a figure.
+        after.cpu = None
         over = over_future.result()
     assert over.cpu is not None
     print("    overload " + over.line())
