@@ -88,6 +88,11 @@ class Sim:
             "causation_id": None,
         }
 
+    def billing_input(self, client_id: str, event_type: str, **fields: Any) -> None:
+        """A billing call's input on the purchases topic, as the API appends it."""
+        event = {**self.envelope(client_id), "type": event_type, **fields, "reply_to": 0}
+        self.append(TOPICS.purchases, client_id, compact(event))
+
     def entry(
         self,
         client_id: str,
@@ -159,14 +164,7 @@ class Sim:
         client_id = uuid.uuid4().hex
         api_key = "mk_" + uuid.uuid4().hex
         digest = hashlib.sha256(api_key.encode()).hexdigest()
-        registered = {
-            **self.envelope(client_id),
-            "type": "ClientRegistered",
-            "api_key_sha256": digest,
-            "name": "",
-            "reply_to": 0,
-        }
-        self.append(TOPICS.purchases, client_id, compact(registered))
+        self.billing_input(client_id, "ClientRegistered", api_key_sha256=digest, name="")
         self.accounts[client_id] = {
             "client_id": client_id,
             "api_key_sha256": digest,
@@ -194,14 +192,7 @@ class Sim:
         self, client_id: str, tokens: int, purchase_id: str = "", status: int = 201
     ) -> Json:
         purchase_id = purchase_id or uuid.uuid4().hex
-        purchased = {
-            **self.envelope(client_id),
-            "type": "TokensPurchased",
-            "purchase_id": purchase_id,
-            "tokens": tokens,
-            "reply_to": 0,
-        }
-        self.append(TOPICS.purchases, client_id, compact(purchased))
+        self.billing_input(client_id, "TokensPurchased", purchase_id=purchase_id, tokens=tokens)
         credited = self.entry(
             client_id, "TokensCredited", tokens, purchase_id=purchase_id, tokens=tokens
         )
@@ -222,17 +213,9 @@ class Sim:
     def subscribe(self, client_id: str, status: int = 200) -> Json:
         """Memes AI on; the ledger records it only when the answer is 200."""
         if status == 200:
-            requested = {
-                **self.envelope(client_id),
-                "type": "SubscriptionRequested",
-                "active": True,
-                "until_ms": None,
-                "reply_to": 0,
-            }
-            self.append(TOPICS.purchases, client_id, compact(requested))
+            self.billing_input(client_id, "SubscriptionRequested", active=True, until_ms=None)
+            self.accounts[client_id]["ai_active"] = True  # written with the entry's account
             self.entry(client_id, "SubscriptionChanged", 0, active=True, until_ms=None)
-            self.accounts[client_id] |= {"ai_active": True}
-            self.state(f"a/{client_id}", client_id, self.accounts[client_id])
         response = {"client_id": client_id, "ai_active": True, "ai_until": None}
         return self.line(
             "subscribe", self.name("s"), client_id, method="PUT", status=status, body={},
