@@ -46,6 +46,9 @@ class Settings(BaseModel):
     # what arrives meanwhile joins it. Each costs the broker a dozen requests whatever
     # it holds (docs/capacity.md), so at load fewer, larger ones; idle, no wait.
     min_transaction_interval_ms: int = Field(default=10, ge=0)
+    # An outcome consumed with no request beside it waits up to this long for a
+    # transaction that decides requests (processors/ledger/settlements.py); 0: none waits.
+    settle_within_ms: int = Field(default=50, ge=0)
     max_batch_size: int = Field(default=500, ge=1)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
@@ -110,6 +113,9 @@ class Settings(BaseModel):
             raise ValueError("min_transaction_interval_ms must be below request_deadline_ms")
         if self.api_instance >= self.reply_partitions:
             raise ValueError("api_instance must be below reply_partitions")
+        if self.settle_within_ms >= self.request_deadline_ms:
+            # A failed meme's client hears of it when the ledger settles it.
+            raise ValueError("settle_within_ms must be below request_deadline_ms")
         if self.ai_generator_deadline_ms >= self.request_deadline_ms:
             raise ValueError("ai_generator_deadline_ms must be below request_deadline_ms")
         if self.ai_backend == "openai" and not (self.ai_base_url and self.ai_model):

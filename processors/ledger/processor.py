@@ -12,7 +12,9 @@ Commit protocol, once per batch (one Kafka transaction):
    has arrived, and what arrives until ``min_transaction_interval_ms`` has passed since
    the previous transaction began, at most ``max_batch_size`` (``processors.batching``).
    A transaction costs the broker about a dozen requests whatever it holds, so at load
-   this makes them fewer and larger; after a quiet spell a lone input is not held. No
+   this makes them fewer and larger; after a quiet spell a lone input is not held. A
+   batch of outcomes only waits, up to ``settle_within_ms``, to ride in the next batch
+   with a request in it (nobody waits for a settlement: ``settlements``). No
    transaction is open while consuming, so a rebalance never interrupts one. Only
    messages of owned partitions, at or past the partition's position, are kept; with
    none and no deadline due, no transaction is opened.
@@ -100,13 +102,20 @@ from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
-from ledger.state import PENDING_PREFIX, KeyValueState, parse_pending, record_writes
+from ledger.state import (
+    PENDING_PREFIX,
+    KeyValueState,
+    parse_pending,
+    pending_key,
+    record_writes,
+)
 from processors.batching import take_batch
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
 from processors.ledger.ownership import offsets_after, owned_inputs
 from processors.ledger.restore import ChangelogRestorer, is_transient
+from processors.ledger.settlements import HeldOutcomes
 from processors.ledger.store import Overlay, PartitionStore
 from processors.ledger.watchdog import Watchdog
 from schemas.events import parse_input
@@ -158,6 +167,9 @@ class LedgerProcessor:
         # When the last transaction began (time.monotonic); the next begins no sooner
         # than min_transaction_interval_ms after it (run).
         self.began_at = -math.inf
+        self.held_outcomes = HeldOutcomes(
+            self.topics.outcomes, settings.settle_within_ms / 1000, settings.max_batch_size
+        )
         self.watchdog = Watchdog()
         common = settings.kafka_common()
         self.consumer = Consumer(
@@ -217,10 +229,11 @@ class LedgerProcessor:
                 messages = take_batch(
                     self.consumer,
                     self.settings.max_batch_size,
-                    wait_s,
+                    self.held_outcomes.wait_s(wait_s),
                     gather_until=self.began_at + spacing_s,
                 )
                 due = self._due_deadlines(now_ms())
+                messages = self.held_outcomes.take(messages, deadlines_due=bool(due))
                 if not messages and not due:
                     continue
                 try:
@@ -446,12 +459,19 @@ class LedgerProcessor:
     # --- deadlines --------------------------------------------------------------------
 
     def _due_deadlines(self, at_ms: int) -> list[tuple[int, int, str, str]]:
+        """The timers past their deadline and grace whose requests are still pending.
+        A request that has ended keeps its timer in the heap (removing one is a search),
+        and its expiry would decide nothing: but it would take a transaction of its own,
+        one per request at 100/s (docs/capacity.md)."""
         limit = at_ms - self.settings.refund_grace_ms
         due = []
         while self.deadlines and self.deadlines[0][0] < limit:
             deadline = heapq.heappop(self.deadlines)
+            _deadline_ms, partition, client_id, request_id = deadline
             self.scheduled.discard(deadline[1:])
-            due.append(deadline)
+            store = self.stores.get(partition)
+            if store is not None and store.get(pending_key(client_id, request_id)) is not None:
+                due.append(deadline)
         return due
 
     def _expirable(
@@ -564,6 +584,7 @@ class LedgerProcessor:
         numbers = sorted({tp.partition for tp in partitions})
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
+        self.held_outcomes.drop((tp.topic, tp.partition) for tp in partitions)
         for partition in numbers:
             store = self.stores.pop(partition, None)
             if store is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import shutil
 import threading
 import time
@@ -761,3 +762,72 @@ def test_transactions_are_spaced_at_load_and_a_lone_request_is_not_held(make_dri
     runs = 1 + sum(b != a + 1 for a, b in itertools.pairwise(offsets))
     assert runs <= 6, f"the burst took {runs} transactions"
     verify_exactly_once(d, [lone, *burst], [client])
+
+
+# --- 8 --------------------------------------------------------------------------------
+
+
+def test_outcomes_ride_with_the_next_request_and_ended_requests_cost_no_timer(
+    make_driver,
+) -> None:
+    """Scenario: outcomes may wait 3 s for a transaction (``settle_within_ms``), the refund
+    grace is 200 ms. After a restart, one client sends 10 requests 0.1 s apart, each due
+    in 1 s, and every approval is answered with a meme at once. Then nothing comes in
+    until every deadline and its grace have passed.
+
+    We expect: each meme's outcome is settled in the transaction of a later request
+    (the delivery and that charge are in one run of ledger records), the last one when
+    its deadline comes due, not 3 s later; the deadline of a request that has ended
+    opens no transaction. So 10 requests take about 11 transactions, where deciding each
+    outcome and each timer on its own took 30; every request is charged and delivered
+    exactly once."""
+    d = make_driver(MAAS_SETTLE_WITHIN_MS="3000", MAAS_REFUND_GRACE_MS="200")
+    d.start()
+    d.wait_serving()
+    client = "settling-client"
+    setup_clients(d, {client: 20})
+    assert d.terminate() == 0
+    mark = d.mark("0", "the counted run")
+    d.start()  # a fresh count of transactions
+    d.wait_serving()  # a transaction or two
+    d.serve_outcomes()
+
+    requests = []
+    for _ in range(10):
+        requests.append(d.request_meme(client, deadline_ms=now_ms() + 1_000))
+        d.flush()
+        time.sleep(0.1)
+    replies = d.replies.wait([e.event_id for e in requests], 30)
+    assert {r.outcome for r in replies.values()} == {"delivered"}
+    time.sleep(1.5)  # every deadline and its grace are past: their timers have fired
+    assert d.terminate() == 0
+
+    stopped = re.findall(
+        r"processor stopped decisions=(\d+) transactions=(\d+)", d.log_since("0", mark)
+    )
+    assert len(stopped) == 1, d.tail()
+    decisions, transactions = map(int, stopped[0])
+    assert decisions >= 20  # 10 requests, 10 outcomes, wait_serving's registrations
+    # Holding outcomes alone would leave ~22 (a timer each), dropping ended timers alone ~22.
+    assert transactions <= 16, f"{transactions} transactions for 10 requests"
+
+    order = {e.request_id: i for i, e in enumerate(requests)}
+    mine = {  # the client's entries, all in one partition, by offset
+        position_of(m)[2]: entry
+        for m in read_topic(d.settings, d.topics.ledger)
+        if (entry := json.loads(m.value() or b""))["client_id"] == client
+    }
+    # A transaction's records are contiguous, its commit marker takes the next offset.
+    runs: list[list[dict[str, str]]] = []
+    for offset in sorted(mine):
+        if offset - 1 not in mine:
+            runs.append([])
+        runs[-1].append(mine[offset])
+    for run in runs:
+        charged = [order[e["request_id"]] for e in run if e["type"] == "TokensCharged"]
+        for e in run:
+            if e["type"] == "MemeDelivered" and order[e["request_id"]] < 9:
+                # Settled with a later request, not on its own.
+                assert charged and max(charged) > order[e["request_id"]], run
+    d.start()  # to answer the account query of the check
+    verify_exactly_once(d, requests, [client])
