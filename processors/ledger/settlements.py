@@ -1,12 +1,12 @@
 """Outcomes held back to ride in the next transaction that decides requests.
 
 Nobody waits for the ledger to settle a meme made in time: its generator has told the
-client already, and the ledger only records the delivery. Yet at 100 requests/s about
-a third of the ledger's transactions held nothing but such outcomes (an outcome comes
-~10-20 ms after its request's transaction, alone), and a transaction costs the broker
+client already, and the ledger only records the delivery. Yet an outcome comes ~10-20
+ms after its request's transaction, often alone, and a transaction costs the broker
 about a dozen requests whatever it holds (docs/capacity.md). So an outcome consumed
 with no request beside it waits, in memory, for the next batch with a request in it,
-or at most ``within_s``.
+or at most ``within_s``: at 100 requests/s that made a sixth fewer transactions
+(docs/performance.md, ninth session).
 
 What holding must not change:
 
