@@ -4,6 +4,19 @@ RocksDB is outside the Kafka transaction, so on assignment the ledger processor 
 partition's store and replays the compacted changelog from the store's own offset to the
 changelog's end (``read_committed``: only committed transactions' writes), after the
 committed offsets are stable (``processors.ledger.processor``, commit protocol).
+
+The end is taken once no transaction is open in the changelog partition. A
+``read_committed`` reader stops at the first open transaction, before anything committed
+after it, and the wait for stable offsets does not see every open transaction: not one
+whose writer stopped before its offsets reached the group coordinator, nor a commit
+whose markers are still on their way to the changelog's leader while the group's offsets
+are already stable. A restore that stopped there decided from stale state and forked
+hash chains (the Jepsen faults run in CI, 2026-12-04: two owners after a zombie, the
+second reused a client's seq numbers). Only owners write a changelog partition, so what
+is open at assignment belongs to a previous owner and ends within its transaction
+timeout (a zombie's is aborted); until then the restore waits. The restore also reads
+up to that end, not to the first end-of-partition: a leader just elected may report a
+lower end for a moment.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ log = logging.getLogger("maas.ledger")
 
 RESTORE_BATCH = 5_000
 RESTORE_TIMEOUT_S = 300
+OPEN_TRANSACTION_POLL_S = 0.1
 # Answers that librdkafka does not flag as retriable but that pass once the cluster's
 # metadata catches up: a topic just created or a broker just restarted has no leader yet;
 # a killed broker's connection fails, and when it leaves the metadata librdkafka destroys
@@ -45,6 +59,17 @@ class ChangelogRestorer:
 
     def __init__(self, settings: Settings, group: str) -> None:
         self.changelog_topic = Topics(settings.region).ledger_changelog
+        # The broker aborts a timed-out transaction only at its next periodic check, so an
+        # open one may outlive its timeout (processor: STABLE_OFFSETS_TIMEOUTS).
+        self.open_transaction_wait_s = 3 * settings.transaction_timeout_ms / 1000
+        # Asks only where the log ends, open transactions included (see the module docstring).
+        self.uncommitted = Consumer(
+            {
+                **settings.kafka_common(),
+                "group.id": f"{group}.restore",
+                "isolation.level": "read_uncommitted",
+            }
+        )
         self.consumer = Consumer(
             {
                 **settings.kafka_common(),
@@ -60,12 +85,13 @@ class ChangelogRestorer:
 
     def close(self) -> None:
         self.consumer.close()
+        self.uncommitted.close()
 
     def restore(self, partition: int, path: Path) -> PartitionStore:
         """Open the partition's RocksDB at ``path`` and replay the changelog past its
         stored offset."""
         store = PartitionStore(path)
-        high = self.changelog_end(partition)
+        high = self.settled_end(partition)
         if store.changelog_offset >= high:
             # Local files ahead of the changelog belong to another history (the topic
             # was recreated): never trust them, rebuild from the changelog.
@@ -92,9 +118,11 @@ class ChangelogRestorer:
                 continue
             error = msg.error()
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                if (msg.offset() or 0) >= high:
                     break
-                raise KafkaException(error)
+                continue  # an end below the settled one: a new leader catching up
             key, offset = msg.key(), msg.offset()
             # Every changelog record is a state write, keyed; a consumed record has an offset.
             assert key is not None and offset is not None
@@ -117,15 +145,36 @@ class ChangelogRestorer:
         )
         return store
 
-    def changelog_end(self, partition: int) -> int:
-        return self.watermarks(TopicPartition(self.changelog_topic, partition))[1]
+    def settled_end(self, partition: int) -> int:
+        """The changelog partition's end once no transaction is open in it."""
+        tp = TopicPartition(self.changelog_topic, partition)
+        give_up = time.monotonic() + self.open_transaction_wait_s
+        waiting = False
+        while True:
+            stable = self.watermarks(tp)[1]  # read_committed: before the first open one
+            end = self.watermarks(tp, self.uncommitted)[1]
+            if stable >= end:
+                return end
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"changelog partition {partition} keeps a transaction open")
+            if not waiting:
+                log.info(
+                    "waiting for an open transaction in the changelog partition=%d "
+                    "stable_end=%d end=%d",
+                    partition,
+                    stable,
+                    end,
+                )
+                waiting = True
+            time.sleep(OPEN_TRANSACTION_POLL_S)
 
-    def watermarks(self, tp: TopicPartition) -> tuple[int, int]:
-        """(low, high) of a partition, waiting out a leader that is not there yet."""
+    def watermarks(self, tp: TopicPartition, asking: Consumer | None = None) -> tuple[int, int]:
+        """(low, high) of a partition, waiting out a leader that is not there yet; high is
+        the last stable offset for the ``read_committed`` consumer (the default)."""
         give_up = time.monotonic() + 60
         while True:
             try:
-                return self.consumer.get_watermark_offsets(tp, timeout=10)
+                return (asking or self.consumer).get_watermark_offsets(tp, timeout=10)
             except KafkaException as exc:
                 err = exc.args[0]
                 if not is_transient(err) or time.monotonic() > give_up:
