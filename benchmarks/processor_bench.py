@@ -66,7 +66,7 @@ from ledger.memory import MemoryLedger
 from ledger.state import record_writes
 from processors.batching import take_batch
 from processors.ledger.outputs import decision_outputs
-from processors.ledger.processor import group_id
+from processors.ledger.processor import PRODUCE_LINGER_MS, group_id
 from schemas.events import ClientRegistered, MemeRequested, TokensPurchased, dump, parse_input
 
 QUERIES = ["food", "cats", "dogs", "monday", "coffee", "kafka", "rain", "pizza"]
@@ -218,7 +218,13 @@ class AtLeastOnce:
         self.charged = 0
         self.errors: list[KafkaError] = []
         self.producer = Producer(
-            {**settings.kafka_common(), "enable.idempotence": True, "acks": "all", "linger.ms": 1}
+            {
+                **settings.kafka_common(),
+                "enable.idempotence": True,
+                "acks": "all",
+                # It flushes each batch, as a commit does: the processor's batching.
+                "linger.ms": PRODUCE_LINGER_MS,
+            }
         )
 
     def run(self, expected: int, meter: CpuMeter) -> dict[str, Any]:

@@ -130,6 +130,12 @@ STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn t
 # another instance after this long. A killed one is restarted at once and, being a static
 # member, takes them straight back.
 SESSION_TIMEOUT_MS = 6_000
+# Nothing a transaction writes is readable before its commit, and the commit sends what
+# is queued at once (librdkafka's flush ignores the linger), so lingering costs no
+# latency. A short linger sent a small ProduceRequest per partition every millisecond
+# while a large batch was still being decided: half of the broker's CPU per decision
+# (docs/capacity.md).
+PRODUCE_LINGER_MS = 50
 
 
 class TransactionAborted(Exception):
@@ -196,7 +202,7 @@ class LedgerProcessor:
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 1,
+                "linger.ms": PRODUCE_LINGER_MS,
                 # The first produce of a transaction adds partitions to it; while the
                 # previous commit is still completing the broker answers "concurrent
                 # transactions" and librdkafka retries after retry.backoff.ms. At the
@@ -343,15 +349,20 @@ class LedgerProcessor:
     def _produce_changelog(self) -> None:
         """Each state key the batch wrote, once, with its last value: a client with five
         requests in one batch is one account record, not five (the changelog is compacted
-        and a restore keeps the last value of a key anyway)."""
+        and a restore keeps the last value of a key anyway).
+
+        Only a partition's last record reports its delivery: a partition's records get
+        their offsets in the order produced, so its offset is the highest, and one
+        Python callback per partition is cheaper than one per record."""
         for partition, writes in self.overlay.writes.items():
-            for key, value in writes.items():
+            last = len(writes) - 1
+            for i, (key, value) in enumerate(writes.items()):
                 self._produce(
                     self.topics.ledger_changelog,
                     partition,
                     key,
                     value,
-                    self._on_changelog_delivery,
+                    self._on_changelog_delivery if i == last else None,
                 )
 
     def _dead_letter(
@@ -405,9 +416,7 @@ class LedgerProcessor:
     def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             _topic, partition, offset = position_of(msg)
-            self.changelog_offsets[partition] = max(
-                self.changelog_offsets.get(partition, -1), offset
-            )
+            self.changelog_offsets[partition] = offset
 
     def _commit(self) -> None:
         """Commit; a retriable (ambiguous) failure is retried, never aborted (pitfall 1)."""
