@@ -50,7 +50,11 @@ class Settings(BaseModel):
     # transaction that decides requests (processors/ledger/settlements.py); 0: none waits.
     settle_within_ms: int = Field(default=50, ge=0)
     max_batch_size: int = Field(default=500, ge=1)
-    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    # The broker aborts a transaction open this long. A transaction here takes
+    # milliseconds; what the timeout bounds is how long a successor waits for a paused
+    # or dead instance's open transaction before it may restore the partitions (Kafka
+    # Streams' default for exactly once is the same 10 s).
+    transaction_timeout_ms: int = Field(default=10_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
     # Tests and drills only: crash or freeze at a commit boundary (processors/ledger/faults.py).
     fault_point: str = Field(

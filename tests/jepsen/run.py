@@ -60,9 +60,6 @@ PROGRESS_EVERY_S = 10.0
 # broker that restarts slowly on a busy machine), up to this many times --seconds.
 MOST_LOAD_FACTOR = 3.0
 SETTLE_BOUND_S = 120.0
-# The broker aborts a zombie's open transaction after this; a pause past it (and past the
-# session timeout) is the zombie case. 10 s instead of 30 s keeps the pause short.
-TRANSACTION_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -198,7 +195,6 @@ def run(options: Options) -> RunResult:
         generators_standard=options.generators_standard,
         apis=options.apis,
         replication_factor=3 if options.nodes > 1 else 1,
-        extra_env={"MAAS_TRANSACTION_TIMEOUT_MS": str(TRANSACTION_TIMEOUT_MS)},
         say=say,
     )
     history_path = root / "history.jsonl"
