@@ -65,11 +65,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
         brokers.stop()
 
 
+# What a failed run's processors said about ownership: in CI the run's directory is gone
+# afterwards, and these lines located the last fork (docs/reliability.md).
+OWNERSHIP_LINES = (
+    "ledger processor started",
+    "partitions assigned",
+    "partitions revoked",
+    "partition restored",
+    "level=CRITICAL",  # a fatal error or a hung call: the process exits
+)
+OWNERSHIP_LINES_MAX = 120
+
+
 def _explain(result: RunResult) -> str:
     faults = [f"{d.fault.describe()}: {d.note or d.error}" for d in result.done]
+    lines = sorted(  # each line begins with its time: the instances interleaved
+        line
+        for log in (result.root / "region" / "logs").glob("processor-*.log")
+        for line in log.read_text(errors="replace").splitlines()
+        if any(marker in line for marker in OWNERSHIP_LINES)
+    )
+    ownership = "\n".join(lines[-OWNERSHIP_LINES_MAX:])
     return (
         f"seed={result.seed} history={result.history_path} problems={result.verdict.problems[:20]}"
-        f" faults={faults}"
+        f" faults={faults}\nprocessors' ownership lines:\n{ownership}"
     )
 
 
