@@ -88,6 +88,11 @@ class Settings(BaseModel):
     generator_concurrency: int = Field(default=4, ge=1, le=256)
     ai_generator_deadline_ms: int = Field(default=3_000, ge=100)
     ai_concurrency: int = Field(default=4, ge=1, le=256)  # AI calls in flight per AI pool
+    # AI work that waited longer than this since the ledger approved it is failed (and
+    # refunded) rather than rendered late; 0: no bound. The AI pool saturates first, and
+    # without a bound its backlog grows to the request deadline, which every new AI
+    # request then waits behind after an overload (processors/generators/worker.py).
+    ai_max_wait_ms: int = Field(default=1_500, ge=0)
     # Fault injection for tests and drills: a query containing this text fails to render.
     fault_injection_query: str = ""
 

@@ -16,7 +16,12 @@ second outcome for a request, so a repeat changes nothing.
 
 Work whose deadline has passed is not rendered: the client has been answered already,
 and the ledger refunds it. A failure (an exception while rendering, or the AI pool's own
-deadline) is reported as ``MemeFailed`` and the ledger refunds the token.
+deadline) is reported as ``MemeFailed`` and the ledger refunds the token. So is AI work
+that waited longer than ``ai_max_wait_ms`` since the ledger approved it (the record's
+timestamp): the AI pool is the first to saturate, and without that bound its backlog
+grows to the request deadline under overload and every new AI request waits behind it
+afterwards. Failing the stale work costs the pool little, so it makes as many memes, and
+the fresh ones in time.
 
 Each job flows on its own, step by step (a pipeline, not batches: a batch waited for its
 slowest meme and two broker round trips before the next began, and under load the AI
@@ -55,6 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -97,6 +103,7 @@ class Job:
     partition: int
     offset: int
     approval: MemeApproved
+    approved_at_ms: int | None  # the approval record's timestamp: when the ledger decided
     deadline: float | None  # time.monotonic() instant; the AI pool's own (step 2)
     settled: bool = False  # its outcome is produced: the first of render and deadline wins
 
@@ -163,6 +170,8 @@ class GeneratorPool:
         )
         # The AI pool has a deadline of its own: a slow model must not hold the token.
         self.render_timeout_s = settings.ai_generator_deadline_ms / 1000 if kind == "ai" else None
+        # ... and a bound on how long its work may wait for a render thread (step 1).
+        self.max_wait_ms = settings.ai_max_wait_ms if kind == "ai" else 0
 
     def run(self) -> None:
         # No rebalance callback: ``InOrder`` sees a partition taken again by its offsets
@@ -231,7 +240,9 @@ class GeneratorPool:
         deadline = (
             None if self.render_timeout_s is None else time.monotonic() + self.render_timeout_s
         )
-        job = Job(partition, offset, approval, deadline)
+        timestamp_type, timestamp = message.timestamp()
+        approved_at_ms = None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp
+        job = Job(partition, offset, approval, approved_at_ms, deadline)
         if deadline is not None:
             with self.lock:
                 self.rendering.add(job)
@@ -347,8 +358,16 @@ class GeneratorPool:
 
     def _make(self, job: Job) -> MemeGenerated | MemeFailed:
         approval = job.approval
-        if now_ms() > approval.deadline_ms:
+        now = now_ms()
+        if now > approval.deadline_ms:
             return _failed(approval, "deadline passed before generation")
+        if self.max_wait_ms and job.approved_at_ms is not None:
+            waited_ms = now - job.approved_at_ms
+            if waited_ms > self.max_wait_ms:
+                return _failed(
+                    approval,
+                    f"waited {waited_ms} ms for the {self.kind} pool (limit {self.max_wait_ms})",
+                )
         fault = self.settings.fault_injection_query
         if fault and fault in approval.query:
             raise RuntimeError("fault injected by settings.fault_injection_query")

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +33,7 @@ from memes.render import render_meme
 from processors.generators.backends import AiBackendUnavailable, AiCaption, CaptionRequest
 from processors.generators.in_order import InOrder
 from processors.generators.worker import GeneratorPool
-from schemas.events import MemeApproved, MemeFailed, MemeGenerated, Reply
+from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, Reply
 from tests.unit.fixed_backend import FixedBackend
 
 PARIS = (48.8534, 2.3488)
@@ -37,8 +43,20 @@ Delivery = Callable[[KafkaError | None, None], None]
 
 
 class FakeMessage:
-    def __init__(self, value: bytes, partition: int = 0, offset: int = 0) -> None:
+    """A consumed record; its timestamp (when the ledger produced it) is now unless given."""
+
+    def __init__(
+        self, value: bytes, partition: int = 0, offset: int = 0, age_ms: int | None = 0
+    ) -> None:
         self._value, self._partition, self._offset = value, partition, offset
+        self._timestamp = (
+            (TIMESTAMP_NOT_AVAILABLE, -1)
+            if age_ms is None
+            else (TIMESTAMP_CREATE_TIME, time.time_ns() // 1_000_000 - age_ms)
+        )
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
 
     def error(self) -> None:
         return None
@@ -108,7 +126,12 @@ class FakeProducer:
 
 
 def _approved(
-    request_id: str, query: str = "pizza", *, deadline_after_ms: int = 60_000, **waiter: Any
+    request_id: str,
+    query: str = "pizza",
+    *,
+    deadline_after_ms: int = 60_000,
+    kind: Kind = "ai",
+    **waiter: Any,
 ) -> bytes:
     """An approval; ``waiter`` (reply_to, correlation_id, tokens, balance_after) as a
     processor from v2 on names it, none as an older one."""
@@ -124,7 +147,7 @@ def _approved(
         lat=PARIS[0],
         lon=PARIS[1],
         query=query,
-        kind="ai",
+        kind=kind,
         deadline_ms=now_ms + deadline_after_ms,
     )
     return job.model_dump_json().encode()
@@ -207,6 +230,49 @@ def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) 
     assert outcome.request_id == "req-slow"
     assert "deadline" in outcome.error
     assert _stored(pool) == [(0, 8)]
+
+
+def test_ai_pool_fails_work_that_waited_past_its_bound_and_makes_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Scenario: after an overload the AI topic holds approvals of seconds ago, then fresh
+    ones; all are still within the request deadline.
+    We expect: the stale ones are failed (refunded) without asking the model, the fresh
+    ones made, every offset stored; a record without a timestamp is made too."""
+    backend = FixedBackend(AiCaption("fresh", "meme"))
+    messages = [
+        FakeMessage(_approved("req-stale-0"), offset=0, age_ms=2_500),
+        FakeMessage(_approved("req-stale-1"), offset=1, age_ms=1_600),
+        FakeMessage(_approved("req-fresh"), offset=2, age_ms=20),
+        FakeMessage(_approved("req-untimed"), offset=3, age_ms=None),
+    ]
+    pool = _pool(tmp_path, backend, messages, deadline_ms=3_000)
+    assert pool.max_wait_ms == 1_500
+    _run(pool, lambda: (0, 4) in _stored(pool))
+    by_request = {outcome.request_id: outcome for outcome in _outcomes(pool)}
+    assert set(by_request) == {"req-stale-0", "req-stale-1", "req-fresh", "req-untimed"}
+    for stale in ("req-stale-0", "req-stale-1"):
+        failed = by_request[stale]
+        assert isinstance(failed, MemeFailed)
+        assert "waited" in failed.error and "limit 1500" in failed.error
+    assert isinstance(by_request["req-fresh"], MemeGenerated)
+    assert isinstance(by_request["req-untimed"], MemeGenerated)
+    assert backend.calls == 2
+
+
+def test_the_standard_pool_has_no_wait_bound(tmp_path: Path) -> None:
+    old = _approved("req-old", kind="standard")
+    pool = GeneratorPool(
+        Settings(),
+        "standard",
+        consumer=FakeConsumer([FakeMessage(old, age_ms=4_000)]),  # type: ignore[arg-type]
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        blobs=LocalBlobStore(tmp_path, fsync=False),
+    )
+    assert pool.max_wait_ms == 0
+    _run(pool, lambda: bool(_stored(pool)))
+    (outcome,) = _outcomes(pool)
+    assert isinstance(outcome, MemeGenerated)
 
 
 def test_ai_pool_turns_a_backend_error_into_a_refundable_failure(tmp_path: Path) -> None:
