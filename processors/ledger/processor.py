@@ -135,7 +135,7 @@ SESSION_TIMEOUT_MS = 6_000
 # is queued at once (librdkafka's flush ignores the linger), so lingering costs no
 # latency. A short linger sent a small ProduceRequest per partition every millisecond
 # while a large batch was still being decided: half of the broker's CPU per decision
-# (docs/capacity.md).
+# (docs/performance.md, ledger processor).
 PRODUCE_LINGER_MS = 50
 
 
