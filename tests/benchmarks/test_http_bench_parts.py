@@ -171,6 +171,17 @@ def test_overload_checks_goodput_refusals_and_recovery() -> None:
     passed = {name: ok for name, ok, _ in check_overload(slow_refusals, after, 100, SLO)}
     assert passed == {"goodput": False, "refusal": False, "recovery": True}
 
+    # The excess failed fast, but as 502s (a pool too busy), not refused: no pass, even
+    # with no refusal at all to be slow.
+    failed_fast = run_of(
+        [(n / 200, 100.0 if n % 20 else 10.0, 200 if n % 20 else 502) for n in range(400)],
+        200,
+        2,
+    )
+    checks = {name: (ok, d) for name, ok, d in check_overload(failed_fast, after, 100, SLO)}
+    assert not checks["refusal"][0]
+    assert "20 not served: 0 refused (429/503), 20 other errors" in checks["refusal"][1]
+
 
 def test_the_rated_load_is_held_to_its_own_p99_and_capacity_to_the_looser_one() -> None:
     # 100/s for 2 s, every answer in 60 ms: within the capacity's 250 ms, not within the
