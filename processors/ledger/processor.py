@@ -85,7 +85,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import (
@@ -103,13 +103,7 @@ from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
-from ledger.state import (
-    PENDING_PREFIX,
-    KeyValueState,
-    parse_pending,
-    pending_key,
-    record_writes,
-)
+from ledger.state import KeyValueState, pending_key, record_writes
 from processors.batching import take_batch
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.ledger.faults import FaultPoint, Point
@@ -157,6 +151,9 @@ class LedgerProcessor:
         # What the heap holds: a retry rewrites its request's pending key, and must not
         # add a second timer for it.
         self.scheduled: set[tuple[int, str, str]] = set()
+        # The timers of requests the open transaction charged: they join the heap once it
+        # commits (an abort rebuilds the heap from the stores).
+        self.charged: list[tuple[int, int, str, str]] = []
         # Per partition, the outcomes offset to decide before its due deadlines fire
         # (_expirable); an offset of an earlier assignment is simply passed already.
         self.expiry_barriers: dict[int, int] = {}
@@ -343,6 +340,10 @@ class LedgerProcessor:
         self.decisions += 1
         for key, value in record_writes(decision.account, decision.requests, decision.purchase):
             self.overlay.put(partition, key, value)
+        for request in decision.requests:
+            if request.status == "charged":
+                timer = (request.deadline_ms, partition, request.client_id, request.request_id)
+                self.charged.append(timer)
         outputs = decision_outputs(self.topics, partition, decision, self.settings.reply_partitions)
         for topic, out_partition, key, value in outputs:
             self._produce(topic, out_partition, key, value)
@@ -452,7 +453,10 @@ class LedgerProcessor:
                 continue
             offset = self.changelog_offsets.get(partition, store.changelog_offset)
             store.apply(writes.items(), offset)
-            self._track_deadlines(partition, writes.items())
+        for timer in self.charged:
+            if timer[1] in self.stores:
+                self._schedule(timer)
+        self.charged.clear()
         self.overlay.clear()
         self.changelog_offsets.clear()
 
@@ -460,6 +464,7 @@ class LedgerProcessor:
         self._txn("abort_transaction", lambda: self.producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         self.overlay.clear()
         self.changelog_offsets.clear()
+        self.charged.clear()
         consumed = {position_of(m)[:2] for m in messages if not m.error()}
         for topic, partition in consumed & self.positions.keys():
             # Consumer positions do not roll back with the transaction (pitfall 3).
@@ -518,14 +523,6 @@ class LedgerProcessor:
             return True
         del self.expiry_barriers[partition]
         return False
-
-    def _track_deadlines(
-        self, partition: int, writes: Iterable[tuple[bytes, bytes | None]]
-    ) -> None:
-        for key, value in writes:
-            if value is not None and key.startswith(PENDING_PREFIX):
-                client_id, request_id, deadline_ms = parse_pending(key, value)
-                self._schedule((deadline_ms, partition, client_id, request_id))
 
     def _schedule(self, deadline: tuple[int, int, str, str]) -> None:
         if deadline[1:] not in self.scheduled:
