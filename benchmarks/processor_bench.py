@@ -16,12 +16,17 @@ Both ways below first fold the registrations and purchases, unmeasured; then, ti
     produced without a transaction to a shadow region, then ``flush`` and a synchronous
     offset commit per batch: outputs acknowledged before the offsets move.
 
+With ``--instances N`` (N > 1), (a) is followed by **(aN)**: ``--requests`` more, decided
+by N processor instances in one group (one process each, as ``maas up --processors N``
+runs them), timed from when every instance holds its partitions; the scaling is (aN)/(a).
+(b) then folds both rounds.
+
 (c) **the fold alone**: ``MemoryLedger.handle`` over the same inputs in this process, no
     Kafka, timed by CPU time (one core): the ceiling the processor's Python has.
 
 Prints decisions/s of each, the ratio (a)/(b) and CPU ms per decision of the folding
 process and of the broker (``/proc``); writes ``benchmarks/results/processor-*.json``.
-``--smoke`` runs tiny sizes in seconds.
+``--smoke`` runs tiny sizes in seconds, with two instances.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -157,27 +163,37 @@ def committed_total(committed: CommittedOffsets, group: str, tps: list[TopicPart
 
 
 def run_processor(
-    region: Region, topic: str, count: int, poll_s: float, broker_pid: int | None
+    region: Region,
+    topic: str,
+    count: int,
+    poll_s: float,
+    broker_pid: int | None,
+    instances: int = 1,
 ) -> dict[str, Any]:
-    """Start the processor, wait until its group's committed offsets on ``topic`` moved
-    by ``count``, stop it. Timed from its ``partitions assigned`` log line."""
+    """Start ``instances`` processors, wait until their group's committed offsets on
+    ``topic`` moved by ``count``, stop them. Timed from when every instance has logged
+    ``partitions assigned`` (the others start while the first one works, so the group
+    settles only then), counting the decisions committed since."""
     committed = CommittedOffsets(region.kafka.bootstrap)
     tps = [TopicPartition(topic, p) for p in range(region.settings.partitions)]
     group = group_id(region.name)
     target = committed_total(committed, group, tps) + count
-    log = region.log_path("processor")
-    log_size = log.stat().st_size if log.exists() else 0
-    proc = region.start("processor")
-    meter = CpuMeter({"processor": proc.pid, "broker": broker_pid})
+    labels = ["processor"] if instances == 1 else [f"processor-{i}" for i in range(instances)]
+    logs = [region.log_path(label) for label in labels]
+    log_sizes = [log.stat().st_size if log.exists() else 0 for log in logs]
+    pids = {}
+    for label in labels:
+        instance_id = label.removeprefix("processor-") if instances > 1 else None
+        pids[label] = region.start("processor", instance_id).pid
+    meter = CpuMeter({**pids, "broker": broker_pid})
     assigned_at: float | None = None
+    at_start = 0
     give_up = time.monotonic() + WAIT_TIMEOUT_S
     while True:
-        if assigned_at is None:
-            with log.open("rb") as lines:
-                lines.seek(log_size)
-                if b"partitions assigned" in lines.read():
-                    assigned_at = time.monotonic()
-                    meter.start()
+        if assigned_at is None and all(map(_assigned_since, logs, log_sizes)):
+            assigned_at = time.monotonic()
+            at_start = committed_total(committed, group, tps)
+            meter.start()
         if assigned_at is not None and committed_total(committed, group, tps) >= target:
             ended_at = time.monotonic()
             report = meter.stop()
@@ -186,22 +202,38 @@ def run_processor(
             raise TimeoutError(f"processor: {target} offsets not committed on {topic}")
         region.check_alive()
         time.sleep(poll_s)  # the resolution of the start and end times
-    region.stop("processor")
+    for label in labels:
+        region.stop(label)
     committed.close()
+    decisions = target - at_start
+    cpu_ms = cpu_ms_per_decision(report, decisions)
+    if instances > 1:
+        cpu_ms["processor"] = round(sum(cpu_ms.pop(label) for label in labels), 4)
     return {
-        "decisions": count,
+        "instances": instances,
+        "decisions": decisions,
         "seconds": ended_at - assigned_at,
-        "rate": count / (ended_at - assigned_at),
+        "rate": decisions / (ended_at - assigned_at),
         "resolution_s": poll_s,
         "cpu": report.as_dict(),
-        "cpu_ms_per_decision": cpu_ms_per_decision(report, count),
+        "cpu_ms_per_decision": cpu_ms,
     }
 
 
-def charged_in_ledger(settings: Settings) -> int:
-    """Committed ``TokensCharged`` on the region's ledger topic."""
+def _assigned_since(log: Path, offset: int) -> bool:
+    if not log.exists():
+        return False
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        return b"partitions assigned" in lines.read()
+
+
+def check_charged(settings: Settings, expected: int, label: str) -> None:
+    """The region's ledger topic holds ``expected`` committed ``TokensCharged``."""
     records = read_topic(settings, Topics(settings.region).ledger)
-    return sum(b'"type":"TokensCharged"' in (msg.value() or b"") for msg in records)
+    charged = sum(b'"type":"TokensCharged"' in (msg.value() or b"") for msg in records)
+    if charged != expected:
+        raise RuntimeError(f"{label} charged {charged} of {expected} requests")
 
 
 # --------------------------------------------------------------------------- (b)
@@ -328,10 +360,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=20_000, help="MemeRequested to fold")
     parser.add_argument("--clients", type=int, default=100, help="clients (keys) they spread on")
     parser.add_argument("--poll-ms", type=float, default=50, help="committed-offset poll period")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="above 1: then as many processor instances on --requests more (scaling)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
     args = parser.parse_args()
     if args.smoke:
         args.requests, args.clients = 200, 4
+        args.instances = max(args.instances, 2)  # the scaling path runs too
     return args
 
 
@@ -371,6 +410,7 @@ def main() -> int:
         "started": timestamp(),
         "machine": machine_description(),
         "requests": args.requests,
+        "instances": args.instances,
         "clients": args.clients,
         "env": {k: v for k, v in os.environ.items() if k.startswith("MAAS_")},
     }
@@ -384,30 +424,42 @@ def main() -> int:
         ensure_topics(shadow)
         baseline = AtLeastOnce(settings, Topics(shadow.region), f"{region.name}.bench-alo")
         try:
-            say(f"seeding {args.clients} clients and {args.requests:,} requests")
-            setup, memes = make_inputs(region.name, args.clients, args.requests)
+            rounds = 1 if args.instances == 1 else 2
+            total = rounds * args.requests
+            say(f"seeding {args.clients} clients and {total:,} requests")
+            setup, memes = make_inputs(region.name, args.clients, total)
             produce_all(cluster.bootstrap, topics.purchases, setup)
             say("phase 1 (not measured): both fold the registrations and purchases")
             run_processor(region, topics.purchases, len(setup), 0.1, None)
             baseline.run(len(setup), CpuMeter({}))
-            produce_all(cluster.bootstrap, topics.requests, memes)
 
             say("(a) exactly once: the ledger processor")
+            produce_all(cluster.bootstrap, topics.requests, memes[: args.requests])
             a = run_processor(
                 region, topics.requests, args.requests, args.poll_ms / 1000, cluster.pid()
             )
-            charged = charged_in_ledger(settings)
-            if charged != args.requests:
-                raise RuntimeError(f"(a) charged {charged} of {args.requests} requests")
+            check_charged(settings, args.requests, "(a)")
             describe("(a) exactly once", a)
+            if rounds == 2:
+                say(f"(a{args.instances}) exactly once, {args.instances} processor instances")
+                produce_all(cluster.bootstrap, topics.requests, memes[args.requests :])
+                scaled = run_processor(
+                    region,
+                    topics.requests,
+                    args.requests,
+                    args.poll_ms / 1000,
+                    cluster.pid(),
+                    args.instances,
+                )
+                check_charged(settings, total, f"(a{args.instances})")
+                describe(f"(a{args.instances}) exactly once, {args.instances} instances", scaled)
+                results["exactly_once_instances"] = scaled
 
             say("(b) at least once: the same fold and records, no transactions")
             baseline.charged = 0
-            b = baseline.run(
-                args.requests, CpuMeter({"processor": os.getpid(), "broker": cluster.pid()})
-            )
-            if baseline.charged != args.requests:
-                raise RuntimeError(f"(b) charged {baseline.charged} of {args.requests} requests")
+            b = baseline.run(total, CpuMeter({"processor": os.getpid(), "broker": cluster.pid()}))
+            if baseline.charged != total:
+                raise RuntimeError(f"(b) charged {baseline.charged} of {total} requests")
             describe("(b) at least once", b)
             c = fold_in_memory(setup, memes)
             describe("(c) the fold alone, in memory, one core", c)
@@ -431,8 +483,15 @@ def main() -> int:
         name: "/".join(f"{r['cpu_ms_per_decision'].get(name, float('nan')):.3f}" for r in (a, b))
         for name in ("processor", "broker")
     }
+    scaling = ""
+    if "exactly_once_instances" in results:
+        scaled = results["exactly_once_instances"]
+        scaling = (
+            f" instances={args.instances}: {scaled['rate']:.0f}/s "
+            f"({scaled['rate'] / a['rate']:.2f}x of one)"
+        )
     print(
-        f"processor: exactly_once={a['rate']:.0f}/s at_least_once={b['rate']:.0f}/s "
+        f"processor: exactly_once={a['rate']:.0f}/s{scaling} at_least_once={b['rate']:.0f}/s "
         f"ratio={results['ratio']:.3f} cpu_ms_per_decision processor={cpu['processor']} "
         f"broker={cpu['broker']} fold_in_memory={c['rate']:.0f}/s",
         flush=True,

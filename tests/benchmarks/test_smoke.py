@@ -48,7 +48,10 @@ WITH_KAFKA = {
     # Idle CPU of the whole service against the broker alone (no broker figure here:
     # the session's broker is not the benchmark's own).
     "idle_bench.py": r"^idle: total=\d+\.\d% of one core broker\(b\)/broker\(a\)=(n/a|\d+\.\d+x)$",
-    "processor_bench.py": r"^processor: exactly_once=\d+/s at_least_once=\d+/s ratio=\d+\.\d+",
+    "processor_bench.py": (
+        r"^processor: exactly_once=\d+/s instances=2: \d+/s \(\d+\.\d+x of one\) "
+        r"at_least_once=\d+/s ratio=\d+\.\d+"
+    ),
     "usage_bench.py": r"^\(a\)/\(b\): wall \d+\.\d+x, per core \d+\.\d+x$",
 }
 
