@@ -426,9 +426,8 @@ def _made_reply(job: MemeApproved, meme: MemeGenerated) -> tuple[int, Reply] | N
         correlation_id=meme.replied_to,
         outcome="made",
         balance=job.balance_after,
-        caption=meme.caption,
         tokens_charged=job.tokens,
-        made=meme,
+        made=meme,  # with its caption: not repeated in the reply's own ``caption``
     )
 
 
