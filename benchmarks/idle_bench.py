@@ -1,9 +1,9 @@
 """What the service costs with no traffic: every process's CPU, against the broker alone.
 
 (a) **baseline**: a fresh local broker with no client at all, idle for ``--seconds``.
-(b) **service**: the same broker with a whole region running on it (``SERVICE``: the
-    ledger processor, both generator pools, the API), ready and folding, idle for
-    ``--seconds``.
+(b) **service**: the same broker with a whole region running on it, in the shape
+    ``maas up`` runs (``DEFAULT_COUNTS`` of ledger processors, generator pools and API
+    processes), ready and folding, idle for ``--seconds``.
 
 CPU comes from ``/proc/<pid>/stat`` (all threads, % of one core). Prints each process's
 share, the total of (b), the ratio of the broker's share in (b) to (a) (what the
@@ -30,6 +30,8 @@ from common import (
     timestamp,
 )
 
+from maas.processes import DEFAULT_COUNTS
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,7 +49,12 @@ def main() -> int:
         say(f"(a) broker alone: {alone.report.line()}")
         with Region(cluster) as region:
             region.create_topics()
-            region.start_service()
+            region.start_service(
+                processors=DEFAULT_COUNTS["processor"],
+                generators_standard=DEFAULT_COUNTS["generator-standard"],
+                generators_ai=DEFAULT_COUNTS["generator-ai"],
+                api=DEFAULT_COUNTS["api"],
+            )
             with CpuMeter({**broker, **region.pids()}) as idle:
                 time.sleep(seconds)  # the measured interval: the service idles
             region.check_alive()

@@ -25,11 +25,15 @@ PROCESSES = SERVICE + OBSERVERS
 # timeout. Two standard generator pools for the same reason: every standard meme goes
 # through them, and one alone stalls them all for the seconds a restart takes. Two API
 # processes on the port: each holds its own in-flight limit, so together they ride out
-# such a stall, and one serves while the other restarts (docs/reliability.md).
+# such a stall, and one serves while the other restarts (docs/reliability.md). Two AI
+# pools: an AI meme costs the most CPU (~7 ms), and one pool was the first part to
+# saturate, at ~250/s, failing its excess with 502 after its wait bound; with two the
+# same machine served 300/s within the SLO and overload turned into fast 503s
+# (docs/capacity.md).
 DEFAULT_COUNTS: Mapping[str, int] = {
     "processor": 2,
     "generator-standard": 2,
-    "generator-ai": 1,
+    "generator-ai": 2,
     "api": 2,
 }
 
