@@ -28,8 +28,8 @@ PROCESSES = SERVICE + OBSERVERS
 # such a stall, and one serves while the other restarts (docs/reliability.md). Two AI
 # pools: an AI meme costs the most CPU (~7 ms), and one pool was the first part to
 # saturate, at ~250/s, failing its excess with 502 after its wait bound; with two the
-# same machine served 300/s within the SLO and overload turned into fast 503s
-# (docs/capacity.md).
+# same machine served 300/s within the SLO, and under overload most of the excess was
+# refused by the APIs (503) instead (docs/capacity.md).
 DEFAULT_COUNTS: Mapping[str, int] = {
     "processor": 2,
     "generator-standard": 2,
