@@ -40,7 +40,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.processes import SERVICE, process_label, start_process
+from maas.processes import DEFAULT_COUNTS, SERVICE, process_label, start_process
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -174,14 +174,15 @@ class Region:
     def start_service(
         self,
         *,
-        processors: int = 1,
-        generators_standard: int = 1,
-        generators_ai: int = 1,
-        api: int = 1,
+        processors: int = DEFAULT_COUNTS["processor"],
+        generators_standard: int = DEFAULT_COUNTS["generator-standard"],
+        generators_ai: int = DEFAULT_COUNTS["generator-ai"],
+        api: int = DEFAULT_COUNTS["api"],
     ) -> None:
-        """That many processes of each kind, then wait until every API answers and the
-        ledger folds. A kind run once keeps its plain name (``api``), so that its figures
-        line up with earlier results; several are numbered (``api-0``, ``api-1``)."""
+        """That many processes of each kind (by default what ``maas up`` runs), then wait
+        until every API answers and the ledger folds. A kind run once keeps its plain name
+        (``api``), so that its figures line up with earlier results; several are numbered
+        (``api-0``, ``api-1``)."""
         counts = {
             "processor": processors,
             "generator-standard": generators_standard,

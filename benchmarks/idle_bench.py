@@ -30,8 +30,6 @@ from common import (
     timestamp,
 )
 
-from maas.processes import DEFAULT_COUNTS
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,12 +47,7 @@ def main() -> int:
         say(f"(a) broker alone: {alone.report.line()}")
         with Region(cluster) as region:
             region.create_topics()
-            region.start_service(
-                processors=DEFAULT_COUNTS["processor"],
-                generators_standard=DEFAULT_COUNTS["generator-standard"],
-                generators_ai=DEFAULT_COUNTS["generator-ai"],
-                api=DEFAULT_COUNTS["api"],
-            )
+            region.start_service()
             with CpuMeter({**broker, **region.pids()}) as idle:
                 time.sleep(seconds)  # the measured interval: the service idles
             region.check_alive()

@@ -70,6 +70,7 @@ from core.topic_reader import position_of, read_topic
 from core.topics import Topics
 from ledger.memory import MemoryLedger
 from ledger.state import record_writes
+from maas.processes import process_label
 from processors.batching import take_batch
 from processors.ledger.outputs import decision_outputs
 from processors.ledger.processor import PRODUCE_LINGER_MS, group_id
@@ -178,13 +179,14 @@ def run_processor(
     tps = [TopicPartition(topic, p) for p in range(region.settings.partitions)]
     group = group_id(region.name)
     target = committed_total(committed, group, tps) + count
-    labels = ["processor"] if instances == 1 else [f"processor-{i}" for i in range(instances)]
+    instance_ids = [None] if instances == 1 else [str(i) for i in range(instances)]
+    labels = [process_label("processor", instance_id) for instance_id in instance_ids]
     logs = [region.log_path(label) for label in labels]
     log_sizes = [log.stat().st_size if log.exists() else 0 for log in logs]
-    pids = {}
-    for label in labels:
-        instance_id = label.removeprefix("processor-") if instances > 1 else None
-        pids[label] = region.start("processor", instance_id).pid
+    pids = {
+        label: region.start("processor", instance_id).pid
+        for label, instance_id in zip(labels, instance_ids, strict=True)
+    }
     meter = CpuMeter({**pids, "broker": broker_pid})
     assigned_at: float | None = None
     at_start = 0
