@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from api import errors, openapi
 from api import policy as api_policy
+from api.ai_admission import AiAdmission
 from api.bridge import KafkaBridge
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
@@ -99,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.blobs = make_blob_store(settings)
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
     app.state.settled = SettledRequests()  # final answers, for idempotent retries
+    app.state.ai_admission = AiAdmission(settings.api_max_ai_in_flight, metrics)
     errors.install(app)
     openapi.install(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)

@@ -167,7 +167,7 @@ class KafkaBridge:
             # Admission control: past this, more waiting only lengthens every queue
             # behind the API until requests miss their deadlines (goodput collapses).
             # Refused before the append, so nothing is charged.
-            self.metrics.overloaded.inc()
+            self.metrics.overloaded.labels(limit="all").inc()
             raise Overloaded(
                 f"{len(self._waiting)} requests are waiting on the ledger; retry after "
                 "Retry-After seconds"

@@ -2,8 +2,8 @@
 
 ``ClientId`` authenticates an API key; ``BillingScope`` and ``AuditorScope`` authenticate
 the billing team's and the auditors' tokens; ``IdPath`` is a path parameter that is an
-event ``Id``; ``Bridge``, ``Keys``, ``Blobs``, ``Settled`` and ``AppSettings`` hand out the
-objects built at start-up. Routes never read ``request.app.state`` themselves.
+event ``Id``; ``Bridge``, ``Keys``, ``Blobs``, ``Settled``, ``AiGate`` and ``AppSettings``
+hand out the objects built at start-up. Routes never read ``request.app.state`` themselves.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from api.ai_admission import AiAdmission
 from api.bridge import KafkaBridge
 from api.errors import NotReady, Unauthorized
 from api.keys import KeyTable
@@ -65,11 +66,16 @@ async def get_settled(request: Request) -> SettledRequests:
     return request.app.state.settled
 
 
+async def get_ai_admission(request: Request) -> AiAdmission:
+    return request.app.state.ai_admission
+
+
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Bridge = Annotated[KafkaBridge, Depends(get_bridge)]
 Keys = Annotated[KeyTable, Depends(get_keys)]
 Settled = Annotated[SettledRequests, Depends(get_settled)]
+AiGate = Annotated[AiAdmission, Depends(get_ai_admission)]
 
 
 def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:

@@ -58,9 +58,16 @@ class Metrics:
             "Ledger calls this API process is waiting on (its in-flight limit: api_max_in_flight).",
             registry=self.registry,
         )
+        self.ai_waiting = Gauge(
+            "maas_ai_memes_waiting",
+            "AI memes this API process is waiting on (their limit: api_max_ai_in_flight).",
+            registry=self.registry,
+        )
         self.overloaded = Counter(
             "maas_overloaded",
-            "Ledger calls refused with 503 overloaded: api_max_in_flight calls were waiting.",
+            "Requests refused with 503 overloaded, by the limit reached: 'all' "
+            "(api_max_in_flight ledger calls waiting) or 'ai' (api_max_ai_in_flight AI memes).",
+            ["limit"],
             registry=self.registry,
         )
         self.refunds = Counter(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import BillingScope, Blobs, Bridge, IdPath, Keys, Settled
+from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
@@ -159,11 +159,11 @@ async def purchase_tokens(
     responses={**CALLS_LEDGER, 404: {"description": "Unknown client"}},
 )
 async def subscribe(
-    client_id: IdPath, bridge: Bridge, body: SubscriptionChange | None = None
+    client_id: IdPath, bridge: Bridge, ai_gate: AiGate, body: SubscriptionChange | None = None
 ) -> Subscription:
     until = body.until if body else None
     until_ms = int(until.timestamp() * 1000) if until else None
-    return await _change_subscription(bridge, client_id, active=True, until_ms=until_ms)
+    return await _change_subscription(bridge, ai_gate, client_id, active=True, until_ms=until_ms)
 
 
 @router.delete(
@@ -172,12 +172,12 @@ async def subscribe(
     summary="Switch Memes AI off",
     responses={**CALLS_LEDGER, 404: {"description": "Unknown client"}},
 )
-async def unsubscribe(client_id: IdPath, bridge: Bridge) -> Subscription:
-    return await _change_subscription(bridge, client_id, active=False, until_ms=None)
+async def unsubscribe(client_id: IdPath, bridge: Bridge, ai_gate: AiGate) -> Subscription:
+    return await _change_subscription(bridge, ai_gate, client_id, active=False, until_ms=None)
 
 
 async def _change_subscription(
-    bridge: Bridge, client_id: str, *, active: bool, until_ms: int | None
+    bridge: Bridge, ai_gate: AiGate, client_id: str, *, active: bool, until_ms: int | None
 ) -> Subscription:
     event = SubscriptionRequested(
         **bridge.envelope(client_id),
@@ -192,6 +192,7 @@ async def _change_subscription(
     _expect(reply, "subscription")
     account = reply.account
     assert account is not None
+    ai_gate.learn(client_id, "ai" if account.ai_active else "standard")
     ai_until = (
         datetime.fromtimestamp(account.ai_until_ms / 1000, tz=UTC)
         if account.ai_until_ms is not None

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import Bridge, ClientId, IdempotencyKey, Settled
+from api.deps import AiGate, Bridge, ClientId, IdempotencyKey, Settled
 from api.errors import (
     Conflict,
     DeadlineExceeded,
@@ -92,6 +92,7 @@ async def get_meme(
     client_id: ClientId,
     bridge: Bridge,
     settled: Settled,
+    ai_gate: AiGate,
     lat: Annotated[float, Query(ge=-90, le=90, description="Latitude in degrees")],
     lon: Annotated[float, Query(ge=-180, le=180, description="Longitude in degrees")],
     query: ScreenedQuery,
@@ -122,17 +123,31 @@ async def get_meme(
     # rejection, or the deadline's refund). A 504 means neither came, and says where to look.
     settled_by_ms = deadline_ms + bridge.settings.refund_grace_ms + SETTLE_SLACK_MS
     try:
-        reply = await bridge.call(bridge.topics.requests, event, settled_by_ms)
+        with ai_gate.admit(client_id):
+            reply = await bridge.call(bridge.topics.requests, event, settled_by_ms)
     except (KafkaUnavailable, NotReady) as exc:
         # The append may still have reached the log (a timed-out produce is ambiguous):
         # name the request, so that it can be looked up or retried under its key.
         exc.fields["request_id"] = request_id
         raise
+    if (kind := served_kind(reply)) is not None:
+        ai_gate.learn(client_id, kind)
     if reply is not None and idempotency_key is not None:
         # Only a keyed request can be retried as the same request; without a key every
         # call is a new one, and keeping its answer would only feed the collector.
         settled.put(request_id, client_id, parameters, reply, now_ms())
     return answer(request_id, reply)
+
+
+def served_kind(reply: Reply | None) -> Kind | None:
+    """The kind of the meme a reply carries, if it carries one."""
+    if reply is None:
+        return None
+    if reply.outcome == "made" and reply.made is not None:
+        return reply.made.kind
+    if reply.outcome == "delivered" and isinstance(reply.entry, MemeDelivered):
+        return reply.entry.kind
+    return None
 
 
 def tokens_charged(reply: Reply, meme: MemeDelivered) -> int:

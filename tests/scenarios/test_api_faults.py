@@ -271,6 +271,60 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     assert stack.account(api_key)["client_id"] == client_id
 
 
+def test_past_the_ai_limit_an_ai_meme_is_refused_at_once_while_standard_memes_go_on(
+    stack: Stack,
+) -> None:
+    """Scenario: the AI pool is killed (-9) while an API process that keeps at most two AI
+    memes waiting gets a third AI request, and a standard one.
+
+    We expect: the third AI request is refused at once with 503 ``overloaded`` and
+    Retry-After, before anything is appended (its balance is untouched); the standard
+    request is served meanwhile; the two waiting AI requests end refunded.
+    """
+    ai_id, ai_key = stack.new_client(tokens=5)
+    _, standard_key = stack.new_client(tokens=5)
+    stack.env["MAAS_API_MAX_AI_IN_FLIGHT"] = "2"
+    stack.restart("api")
+    # Switched on through this API process, which learns the client is AI from the answer.
+    on = stack.http.put(f"/v1/clients/{ai_id}/subscription", headers=stack.billing)
+    assert on.status_code == 200 and on.json()["ai_active"] is True, on.text
+    stack.kill("generator-ai")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [
+                pool.submit(stack.meme, ai_key, idempotency_key=f"ai{n}-{uuid.uuid4().hex}")
+                for n in range(2)
+            ]
+            wait_for(lambda: ai_in_flight(stack) == 2, timeout_s=10, interval_s=0.05)
+            started = time.monotonic()
+            refused = stack.meme(ai_key, idempotency_key=f"refused-{uuid.uuid4().hex}")
+            refused_s = time.monotonic() - started
+            standard = stack.meme(standard_key)
+            answers = [w.result() for w in waiting]
+    finally:
+        stack.restart("generator-ai")
+        del stack.env["MAAS_API_MAX_AI_IN_FLIGHT"]
+        stack.restart("api")
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "overloaded"
+    assert refused.headers["Retry-After"] == "1"
+    assert refused_s < 1.0
+    assert standard.status_code == 200, standard.text
+    assert standard.json()["kind"] == "standard"
+    assert [a.status_code for a in answers] == [504, 504], [a.text for a in answers]
+    wait_for(lambda: stack.balance(ai_key) == 5)
+    assert stack.balance(standard_key) == 4
+
+
+def ai_in_flight(stack: Stack) -> int:
+    """AI memes the API is waiting on, from its /metrics."""
+    for family in text_string_to_metric_families(stack.http.get("/metrics").text):
+        if family.name == "maas_ai_memes_waiting":
+            return int(family.samples[0].value)
+    raise AssertionError("no maas_ai_memes_waiting in /metrics")
+
+
 def in_flight(stack: Stack) -> int:
     """Ledger calls the API is waiting on, from its /metrics."""
     for family in text_string_to_metric_families(stack.http.get("/metrics").text):
