@@ -449,6 +449,8 @@ def overload_run(
         over = over_future.result()
     assert over.cpu is not None
     print("    overload " + over.line())
+    if over.refusals_by_error:
+        print("         refused: " + over.refusals_line())
     print("         " + over.cpu.line())
     print("    after    " + after.line())
     checks = check_overload(over, after, capacity, slo)

@@ -24,7 +24,7 @@ import os
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -63,6 +63,9 @@ class OpenLoopResult:
     timeline: list[tuple[float, float, int]]
     cpu: CpuReport | None = None
     stages: dict[str, Any] | None = None
+    # the refusals by the problem's ``error`` code ("overloaded", "not_ready", ...): sorted
+    # latencies of each, to tell which limit refused slowly
+    refusals_by_error: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -101,6 +104,12 @@ class OpenLoopResult:
             )
         )
 
+    def refusals_line(self) -> str:
+        return ", ".join(
+            f"{error} {len(ms)} (p50 {percentile(ms, 50):.1f}, p99 {percentile(ms, 99):.1f} ms)"
+            for error, ms in sorted(self.refusals_by_error.items())
+        )
+
     def as_dict(self) -> dict[str, Any]:
         cdf = [[q / 2, round(self.p(q / 2), 3)] for q in range(1, 201)]
         cdf.insert(-1, [99.9, round(self.p(99.9), 3)])
@@ -115,6 +124,14 @@ class OpenLoopResult:
             "statuses": dict(self.statuses),
             **{f"p{q}_ms": round(self.p(q), 3) for q in (50, 90, 95, 99, 99.9, 100)},
             "refusals_p99_ms": round(percentile(refusals, 99), 3) if refusals else None,
+            "refusals_by_error": {
+                error: {
+                    "count": len(ms),
+                    "p50_ms": percentile(ms, 50),
+                    "p99_ms": percentile(ms, 99),
+                }
+                for error, ms in sorted(self.refusals_by_error.items())
+            },
             "send_lag_p99_ms": round(self.send_lag_p99_ms, 3),
             "latency_percentiles_ms": cdf,
             "cpu": self.cpu.as_dict() if self.cpu else None,
@@ -207,6 +224,7 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
     latencies: list[float] = []
     lags: list[float] = []
     refusals: list[float] = []
+    refusals_by_error: dict[str, list[float]] = {}
     timeline: list[tuple[float, float, int]] = []
     done_at: dict[str, float] = {}
     ok_span = [float("inf"), 0.0]  # completion time of the first and the last 2xx
@@ -222,6 +240,7 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         timeline.append((int(r["seq"]) / rate, latency_ms, code))
         if code in (429, 503):
             refusals.append(latency_ms)
+            refusals_by_error.setdefault(_problem_error(r), []).append(latency_ms)
         if 200 <= code < 300:
             ok_span[0], ok_span[1] = min(ok_span[0], done), max(ok_span[1], done)
             body = json.loads(base64.b64decode(r["body"])) if r.get("body") else {}
@@ -241,4 +260,15 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         done_at=done_at,
         refusal_latencies_ms=sorted(refusals),
         timeline=sorted(timeline),
+        refusals_by_error={error: sorted(ms) for error, ms in refusals_by_error.items()},
     )
+
+
+def _problem_error(result: dict[str, Any]) -> str:
+    """The ``error`` code of a problem body (every API error has one), else "?"."""
+    try:
+        body = json.loads(base64.b64decode(result.get("body") or ""))
+    except ValueError:
+        return "?"
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else "?"

@@ -86,7 +86,8 @@ def test_the_new_workload_never_repeats_a_place() -> None:
 
 
 def vegeta_result(seq: int, sent_s: float, latency_ms: float, code: int) -> dict:
-    body = json.dumps({"request_id": f"r{seq}"}).encode() if code == 200 else b"{}"
+    answer = {200: {"request_id": f"r{seq}"}, 503: {"error": "overloaded"}}.get(code, {})
+    body = json.dumps(answer).encode()
     return {
         "seq": seq,
         "timestamp": datetime.fromtimestamp(sent_s, UTC).isoformat(),
@@ -114,6 +115,7 @@ def test_latency_counts_from_the_scheduled_instant() -> None:
     assert run.latencies_ms == pytest.approx([0.0, 10.0, 20.0, 310.0], abs=0.01)
     assert run.statuses == Counter({"200": 2, "503": 1, "timeout": 1})
     assert run.refusal_latencies_ms == pytest.approx([310.0], abs=0.01)
+    assert run.refusals_by_error == {"overloaded": pytest.approx([310.0], abs=0.01)}
     assert set(run.done_at) == {"r0", "r1"}
     assert run.send_lag_p99_ms == pytest.approx(300.0, abs=1)
 
