@@ -76,11 +76,12 @@ class Settings(BaseModel):
     # and still bounds a standing queue to ~1 s at this machine's capacity.
     api_max_in_flight: int = Field(default=128, ge=1)
     # AI memes one API process keeps waiting at once, for clients it knows as AI; more
-    # are refused the same way (api/ai_admission.py). The AI pools saturate first: at
-    # their capacity here (~70 AI memes/s with two pools) 32 per process is ~1 s of queue,
-    # inside the pools' own wait bound (ai_max_wait_ms), so their excess is refused
-    # here at once rather than failed and refunded there after 1.5 s.
-    api_max_ai_in_flight: int = Field(default=32, ge=1)
+    # are refused the same way (api/ai_admission.py). The AI pools saturate first; with
+    # 16 per process their queue stays well inside their own wait bound
+    # (ai_max_wait_ms), so their excess is refused here at once instead of failed and
+    # refunded there after 1.5 s (at 32 some still were: docs/capacity.md, "Overload").
+    # At 100/s an API process waits on less than one; an AI pool's restart stalls ~10.
+    api_max_ai_in_flight: int = Field(default=16, ge=1)
     # Development mode (./run sets it): the three secrets below may keep their development
     # defaults. Anywhere else, a process that uses one refuses to start with its default
     # (``require_secrets``): a forgotten variable must not leave a door open.
