@@ -70,6 +70,8 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+        for limit in ("all", "ai"):  # exported at 0 from the start, not from the first refusal
+            self.overloaded.labels(limit=limit)
         self.refunds = Counter(
             "maas_refunds",
             "Meme requests answered as refunded, by reason.",

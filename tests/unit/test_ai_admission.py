@@ -10,15 +10,15 @@ from api.errors import Overloaded
 from api.metrics import Metrics
 
 
-def refused_total(metrics: Metrics) -> float:
-    value = metrics.registry.get_sample_value("maas_overloaded_total", {"limit": "ai"})
-    return value or 0.0
+def refused_total(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("maas_overloaded_total", {"limit": "ai"})
 
 
 def test_past_the_limit_an_ai_client_is_refused_and_a_standard_one_is_not() -> None:
     metrics = Metrics()
     gate = AiAdmission(limit=2, metrics=metrics)
     gate.learn("ai-client", "ai")
+    assert refused_total(metrics) == 0  # exported before the first refusal
 
     with gate.admit("ai-client"), gate.admit("ai-client"):
         assert gate.in_flight == 2
