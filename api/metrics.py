@@ -81,11 +81,8 @@ class Metrics:
 
     def observe_reply(self, reply: Reply) -> None:
         match reply.outcome:
-            case "delivered":
-                kind = getattr(reply.entry, "kind", "unknown")
-                self.charges.labels(kind=kind).inc()
-            case "made":
-                self.charges.labels(kind=getattr(reply.made, "kind", "unknown")).inc()
+            case "delivered" | "made":
+                self.charges.labels(kind=reply.meme_kind or "unknown").inc()
             case "rejected":
                 self.rejections.labels(reason=_reason_name(RejectReason, reply.reason)).inc()
             case "refunded":

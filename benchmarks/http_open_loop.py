@@ -24,7 +24,7 @@ import os
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -58,14 +58,13 @@ class OpenLoopResult:
     send_lag_p99_ms: float
     completed_in_s: float  # from the first to the last successful response
     done_at: dict[str, float]  # request_id of a 200 -> wall clock time of its first response
-    refusal_latencies_ms: list[float]  # sorted, of the 429 and 503 answers
+    # the 429 and 503 answers by the problem's ``error`` code ("overloaded", "not_ready",
+    # ...): the sorted latencies of each, to tell which limit refused slowly
+    refusals_by_error: dict[str, list[float]]
     # (scheduled instant in s from the start, latency ms, HTTP code or 0), in send order
     timeline: list[tuple[float, float, int]]
     cpu: CpuReport | None = None
     stages: dict[str, Any] | None = None
-    # the refusals by the problem's ``error`` code ("overloaded", "not_ready", ...): sorted
-    # latencies of each, to tell which limit refused slowly
-    refusals_by_error: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -103,6 +102,11 @@ class OpenLoopResult:
                 else ""
             )
         )
+
+    @property
+    def refusal_latencies_ms(self) -> list[float]:
+        """Sorted, of every refusal."""
+        return sorted(ms for latencies in self.refusals_by_error.values() for ms in latencies)
 
     def refusals_line(self) -> str:
         return ", ".join(
@@ -223,7 +227,6 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     lags: list[float] = []
-    refusals: list[float] = []
     refusals_by_error: dict[str, list[float]] = {}
     timeline: list[tuple[float, float, int]] = []
     done_at: dict[str, float] = {}
@@ -239,7 +242,6 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         latencies.append(latency_ms)
         timeline.append((int(r["seq"]) / rate, latency_ms, code))
         if code in (429, 503):
-            refusals.append(latency_ms)
             refusals_by_error.setdefault(_problem_error(r), []).append(latency_ms)
         if 200 <= code < 300:
             ok_span[0], ok_span[1] = min(ok_span[0], done), max(ok_span[1], done)
@@ -258,9 +260,8 @@ def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> Ope
         send_lag_p99_ms=percentile(sorted(lags), 99) if lags else 0.0,
         completed_in_s=max(0.0, ok_span[1] - ok_span[0]),
         done_at=done_at,
-        refusal_latencies_ms=sorted(refusals),
-        timeline=sorted(timeline),
         refusals_by_error={error: sorted(ms) for error, ms in refusals_by_error.items()},
+        timeline=sorted(timeline),
     )
 
 

@@ -347,6 +347,15 @@ class Reply(BaseModel):
     erasure: ErasureView | None = None
     made: MemeGenerated | None = None  # of outcome "made"; `balance` is after the charge
 
+    @property
+    def meme_kind(self) -> Kind | None:
+        """The kind of the meme this reply carries, if it carries one."""
+        if self.outcome == "made" and self.made is not None:
+            return self.made.kind
+        if self.outcome == "delivered" and isinstance(self.entry, MemeDelivered):
+            return self.entry.kind
+        return None
+
 
 InputEvent = Annotated[
     ClientRegistered

@@ -130,24 +130,13 @@ async def get_meme(
         # name the request, so that it can be looked up or retried under its key.
         exc.fields["request_id"] = request_id
         raise
-    if (kind := served_kind(reply)) is not None:
-        ai_gate.learn(client_id, kind)
+    if reply is not None and reply.meme_kind is not None:
+        ai_gate.learn(client_id, reply.meme_kind)
     if reply is not None and idempotency_key is not None:
         # Only a keyed request can be retried as the same request; without a key every
         # call is a new one, and keeping its answer would only feed the collector.
         settled.put(request_id, client_id, parameters, reply, now_ms())
     return answer(request_id, reply)
-
-
-def served_kind(reply: Reply | None) -> Kind | None:
-    """The kind of the meme a reply carries, if it carries one."""
-    if reply is None:
-        return None
-    if reply.outcome == "made" and reply.made is not None:
-        return reply.made.kind
-    if reply.outcome == "delivered" and isinstance(reply.entry, MemeDelivered):
-        return reply.entry.kind
-    return None
 
 
 def tokens_charged(reply: Reply, meme: MemeDelivered) -> int:

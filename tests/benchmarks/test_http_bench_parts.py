@@ -134,7 +134,16 @@ def run_of(timeline: list[tuple[float, float, int]], rate: float, seconds: float
     refusals = sorted(ms for _, ms, code in timeline if code in (429, 503))
     statuses = Counter(str(code) for _, _, code in timeline)
     return OpenLoopResult(
-        rate, seconds, len(timeline), latencies, statuses, 0.0, seconds, {}, refusals, timeline
+        rate,
+        seconds,
+        len(timeline),
+        latencies,
+        statuses,
+        0.0,
+        seconds,
+        {},
+        {"overloaded": refusals},
+        timeline,
     )
 
 
