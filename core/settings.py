@@ -46,9 +46,10 @@ class Settings(BaseModel):
     # what arrives meanwhile joins it. Each costs the broker a dozen requests whatever
     # it holds (docs/capacity.md), so at load fewer, larger ones; idle, no wait.
     min_transaction_interval_ms: int = Field(default=10, ge=0)
-    # An outcome consumed with no request beside it waits up to this long for a
-    # transaction that decides requests (processors/ledger/settlements.py); 0: none waits.
-    settle_within_ms: int = Field(default=50, ge=0)
+    # An outcome whose client its generator answered waits up to this long, to be
+    # settled with others (processors/ledger/settlements.py); 0: none waits. Meanwhile its
+    # request reads as charged, not yet delivered.
+    settle_within_ms: int = Field(default=500, ge=0)
     # At most this many inputs per ledger transaction. Batches grow this large only with
     # a backlog (a catch-up after a restart); the broker's cost is per request and per
     # record batch, so larger ones cost it less per decision (500: ~13k decisions/s on

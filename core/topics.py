@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A header of an outcome whose client its generator has answered already (a meme made
+# in time). Nobody waits for the ledger to settle such an outcome, so the ledger may hold
+# it to settle it later with others (processors/ledger/settlements.py). Only a hint for
+# batching: an outcome without it is settled at once, which is always correct.
+ANSWERED_HEADER = "maas-answered"
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -21,7 +27,8 @@ class Topics:
 
     @property
     def outcomes(self) -> str:
-        """MemeGenerated / MemeFailed from the generator pools, key = client_id."""
+        """MemeGenerated / MemeFailed from the generator pools, key = client_id; those
+        whose client was answered carry ``ANSWERED_HEADER``."""
         return f"{self.region}.outcomes"
 
     @property

@@ -74,7 +74,7 @@ from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
 from core.settings import Settings
-from core.topics import Topics
+from core.topics import ANSWERED_HEADER, Topics
 from memes import place, policy
 from memes.render import RenderedMeme, render_meme
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
@@ -284,12 +284,12 @@ class GeneratorPool:
             job.settled = True
             self.rendering.discard(job)
         approval = job.approval
+        told = _made_reply(approval, outcome) if isinstance(outcome, MemeGenerated) else None
 
         def acknowledged(err: KafkaError | None, _: Message) -> None:
             if err is not None:
                 self._fail(err)
                 return
-            told = _made_reply(approval, outcome) if isinstance(outcome, MemeGenerated) else None
             if told is None:
                 self._done(job.partition, job.offset)
                 return
@@ -308,19 +308,36 @@ class GeneratorPool:
                 self._done(job.partition, job.offset)
 
         # Same partition number as the approval: the outcomes topic is co-partitioned.
+        # An outcome this pool answers needs no prompt settlement: the header says so.
         self._produce(
-            self.topics.outcomes, approval.client_id, dump(outcome), job.partition, acknowledged
+            self.topics.outcomes,
+            approval.client_id,
+            dump(outcome),
+            job.partition,
+            acknowledged,
+            headers=None if told is None else {ANSWERED_HEADER: b"1"},
         )
 
     def _produce(
-        self, topic: str, key: str, value: bytes, partition: int, on_delivery: Delivered
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        partition: int,
+        on_delivery: Delivered,
+        headers: dict[str, str | bytes | None] | None = None,
     ) -> None:
         """A record whose job waits for its acknowledgement: if it cannot even be queued,
         the job would wait forever (and its partition's offsets with it), so the pool
         stops instead."""
         try:
             self.producer.produce(
-                topic, key=key.encode(), value=value, partition=partition, on_delivery=on_delivery
+                topic,
+                key=key.encode(),
+                value=value,
+                partition=partition,
+                on_delivery=on_delivery,
+                headers=headers,
             )
         except (BufferError, KafkaException) as exc:
             self._fail(exc)

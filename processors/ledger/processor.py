@@ -12,9 +12,9 @@ Commit protocol, once per batch (one Kafka transaction):
    has arrived, and what arrives until ``min_transaction_interval_ms`` has passed since
    the previous transaction began, at most ``max_batch_size`` (``processors.batching``).
    A transaction costs the broker about a dozen requests whatever it holds, so at load
-   this makes them fewer and larger; after a quiet spell a lone input is not held. A
-   batch of outcomes only waits, up to ``settle_within_ms``, to ride in the next batch
-   with a request in it (nobody waits for a settlement: ``settlements``). No
+   this makes them fewer and larger; after a quiet spell a lone input is not held.
+   Outcomes whose clients were answered are held up to ``settle_within_ms`` and settled
+   together (nobody waits for them: ``settlements``). No
    transaction is open while consuming, so a rebalance never interrupts one. Only
    messages of owned partitions, at or past the partition's position, are kept; with
    none and no deadline due, no transaction is opened.

@@ -1,26 +1,34 @@
-"""Outcomes held back to ride in the next transaction that decides requests.
+"""Answered outcomes held back, to be settled together.
 
 Nobody waits for the ledger to settle a meme made in time: its generator has told the
-client already, and the ledger only records the delivery. Yet an outcome comes ~10-20
-ms after its request's transaction, often alone, and a transaction costs the broker
-about a dozen requests whatever it holds (docs/capacity.md). So an outcome consumed
-with no request beside it waits, in memory, for the next batch with a request in it,
-or at most ``within_s``: at 100 requests/s that made a sixth fewer transactions
-(docs/performance.md, ninth session).
+client already (the outcome carries ``ANSWERED_HEADER``), and the ledger only records
+the delivery. Yet each transaction writes one ledger and one changelog record batch to
+every partition it touches, and the broker's cost is per partition written (a produce,
+its verification, a commit marker: docs/capacity.md). Outcomes settled one by one, each
+riding with whatever request came next, touched one or two more partitions per
+transaction; gathered for ``within_s`` they touch each of the instance's partitions once
+per window. At 100 requests/s, 500 ms: 15% fewer broker requests per meme
+(docs/performance.md, thirteenth session). Any other outcome (a failure, a meme made
+late) has a client waiting for the ledger's answer: it is decided in the next batch.
 
 What holding must not change:
 
-- *Order.* Held outcomes go first in the batch that takes them, before anything
-  consumed after them, so each partition is still decided in offset order.
+- *Order.* Within a partition of the outcomes topic, held outcomes are decided in offset
+  order, before any later outcome of that partition. Between topics Kafka gives no order
+  (a consumer may hand over a request before an older outcome), so the fold is already
+  correct for any interleaving of requests and outcomes; holding only widens it.
 - *Nothing is marked consumed before it is decided.* A held outcome is not decided yet,
-  so its partition's position, and the offset its next transaction commits, stay
-  before it. A killed or stopped processor loses nothing: its successor reads the
-  outcome again from the committed offset.
+  so its partition's position, and the offset each transaction commits, stay before it.
+  A killed or stopped processor loses nothing: its successor reads the outcome again
+  from the committed offset.
 - *Expiry.* A held outcome counts as unread for the deadline watch (``_expirable`` sees
   only decided offsets), and a due deadline takes the held outcomes into its
   transaction at once, so a meme made in time is delivered, not refunded.
 - *Rebalance.* A revoked partition's held outcomes are dropped with its position: its
   next owner, perhaps this instance again, reads them from the committed offset.
+- *Staleness.* For up to ``within_s`` after its 200, a request reads as charged, not
+  delivered (``GET /v1/requests/{id}``, ``/v1/me``); a retry with its
+  ``Idempotency-Key`` in that window waits for the settlement.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import Message
 
 from core.topic_reader import position_of
+from core.topics import ANSWERED_HEADER
 
 
 class HeldOutcomes:
@@ -55,17 +64,19 @@ class HeldOutcomes:
         return max(0.0, min(idle_wait_s, self.since + self.within_s - self.clock()))
 
     def take(self, messages: list[Message], *, deadlines_due: bool) -> list[Message]:
-        """The batch to decide now: the held outcomes first, then ``messages``; or none
-        while everything consumed is outcomes that may wait longer."""
-        if not deadlines_due and all(self._is_outcome(m) for m in messages):
-            if messages and not self.held:
-                self.since = self.clock()
-            self.held.extend(messages)
-            if not self._overdue():
-                return []
-            messages = []
-        batch, self.held = [*self.held, *messages], []
-        return batch
+        """The batch to decide now: ``messages`` but their answered outcomes, which are
+        held; or every held outcome first, then all of ``messages``, once the oldest has
+        waited ``within_s``, ``max_held`` wait, a deadline is due, or an outcome comes
+        that a client waits for (which must not pass the held ones of its partition)."""
+        answered = [m for m in messages if self._is_answered(m)]
+        if answered and not self.held:
+            self.since = self.clock()
+        waited_for = any(self._is_outcome(m) and not self._is_answered(m) for m in messages)
+        if deadlines_due or waited_for or self._overdue(len(self.held) + len(answered)):
+            batch, self.held = [*self.held, *messages], []
+            return batch
+        self.held.extend(answered)
+        return [m for m in messages if not self._is_answered(m)]
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
         gone = set(partitions)
@@ -74,7 +85,8 @@ class HeldOutcomes:
     def _is_outcome(self, message: Message) -> bool:
         return message.error() is None and message.topic() == self.outcomes_topic
 
-    def _overdue(self) -> bool:
-        return bool(self.held) and (
-            len(self.held) >= self.max_held or self.clock() - self.since >= self.within_s
-        )
+    def _is_answered(self, message: Message) -> bool:
+        return self._is_outcome(message) and ANSWERED_HEADER in dict(message.headers() or [])
+
+    def _overdue(self, held: int) -> bool:
+        return held > 0 and (held >= self.max_held or self.clock() - self.since >= self.within_s)

@@ -46,7 +46,7 @@ from core.admin import ensure_topics, topic_specs
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
-from core.topics import Topics
+from core.topics import ANSWERED_HEADER, Topics
 from ledger.replay import Replay
 from maas.processes import start_process
 from schemas.events import (
@@ -91,8 +91,10 @@ class Approval:
     approved: MemeApproved
 
 
-# A policy answers an approval with the outcomes to send, in order: "generated" or
-# "failed" (each may repeat, to send duplicates); an empty list sends nothing.
+# A policy answers an approval with the outcomes to send, in order: "generated",
+# "answered" (a meme made in time whose waiter its generator answered, marked as a
+# generator marks it) or "failed"; each may repeat, to send duplicates; an empty list
+# sends nothing.
 OutcomePolicy = Callable[[Approval], list[str]]
 
 
@@ -467,17 +469,30 @@ class LedgerDriver:
                 return self.topics.outcomes
         return self.topics.requests
 
-    def send(self, event: Envelope, *, partition: int | None = None) -> None:
-        self.send_raw(self._topic_for(event), event.client_id.encode(), dump(event), partition)
+    def send(
+        self,
+        event: Envelope,
+        *,
+        partition: int | None = None,
+        headers: dict[str, str | bytes | None] | None = None,
+    ) -> None:
+        self.send_raw(
+            self._topic_for(event), event.client_id.encode(), dump(event), partition, headers
+        )
 
     def send_raw(
-        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: dict[str, str | bytes | None] | None = None,
     ) -> None:
         # Any: mypy matches ** against every keyword of produce(), not just partition.
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, **extra)
+                self.producer.produce(topic, value=value, key=key, headers=headers, **extra)
                 break
             except BufferError:
                 self.producer.poll(0.05)
@@ -591,13 +606,14 @@ class LedgerDriver:
             "request_id": approved.request_id,
             "kind": approved.kind,
         }
-        if action == "generated":
+        if action in ("generated", "answered"):
             return MemeGenerated(
                 **common,
                 meme_id=f"m-{approved.request_id}",
                 template="drake",
                 caption="test",
                 image_key=f"blobs/{approved.request_id}.png",
+                replied_to=approved.correlation_id if action == "answered" else None,
             )
         if action == "failed":
             return MemeFailed(**common, error="generator fault (test)")
@@ -606,7 +622,10 @@ class LedgerDriver:
     def answer(self, approval: Approval, action: str) -> MemeGenerated | MemeFailed:
         """Send an outcome on the approval's own partition of ``<region>.outcomes``."""
         event = self.outcome(approval, action)
-        self.send(event, partition=approval.partition)
+        headers: dict[str, str | bytes | None] | None = (
+            {ANSWERED_HEADER: b"1"} if action == "answered" else None
+        )
+        self.send(event, partition=approval.partition, headers=headers)
         return event
 
     # --- the ledger --------------------------------------------------------------------

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from core.blobstore import LocalBlobStore
 from core.settings import Settings
+from core.topics import ANSWERED_HEADER
 from memes.render import render_meme
 from processors.generators.backends import AiBackendUnavailable, AiCaption, CaptionRequest
 from processors.generators.in_order import InOrder
@@ -101,14 +102,22 @@ class FakeProducer:
     def __init__(self, error: KafkaError | None = None) -> None:
         self.error = error
         self.produced: list[tuple[str, bytes, int]] = []
+        self.headers: list[dict[str, bytes] | None] = []  # of each record produced
         self.unacked: list[Delivery] = []
         self.lock = threading.Lock()
 
     def produce(
-        self, topic: str, key: bytes, value: bytes, partition: int, on_delivery: Delivery
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int,
+        on_delivery: Delivery,
+        headers: dict[str, bytes] | None = None,
     ) -> None:
         with self.lock:
             self.produced.append((topic, value, partition))
+            self.headers.append(headers)
             self.unacked.append(on_delivery)
 
     def poll(self, timeout: float) -> int:
@@ -220,11 +229,13 @@ def _outcomes(pool: GeneratorPool) -> list[MemeGenerated | MemeFailed]:
 
 def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) -> None:
     """Scenario: the model answers after the AI pool's deadline.
-    We expect: MemeFailed for the request (the ledger refunds it), within the deadline,
-    no second outcome when the model answers later, and the offset stored."""
-    message = FakeMessage(_approved("req-slow"), offset=7)
+    We expect: MemeFailed for the request (the ledger refunds it and answers the waiter,
+    so it is not marked answered), within the deadline, no second outcome when the model
+    answers later, and the offset stored."""
+    message = FakeMessage(_approved("req-slow", **WAITER), offset=7)
     pool = _pool(tmp_path, FixedBackend(AiCaption("late", "caption"), delay_s=1.0), [message])
     assert _run(pool, lambda: bool(_stored(pool))) < 0.9
+    assert pool.producer.headers == [None]  # type: ignore[attr-defined]
     (outcome,) = _outcomes(pool)
     assert isinstance(outcome, MemeFailed)
     assert outcome.request_id == "req-slow"
@@ -365,14 +376,16 @@ def test_a_slow_job_holds_back_no_other_but_its_offset_holds(tmp_path: Path) -> 
 
 def test_a_meme_made_in_time_is_told_to_its_waiter_after_its_outcome(tmp_path: Path) -> None:
     """Scenario: an approval that names its waiting API; the meme is made in time.
-    We expect: the MemeGenerated names the waiter it answered, and the answer ("made",
-    with the meme and what the charge left) goes to the waiter's reply partition after
-    the outcome is acknowledged; the offset is stored once the answer is acknowledged."""
+    We expect: the MemeGenerated names the waiter it answered and is marked answered (the
+    ledger may settle it later), and the answer ("made", with the meme and what the charge
+    left) goes to the waiter's reply partition after the outcome is acknowledged; the
+    offset is stored once the answer is acknowledged."""
     messages = [FakeMessage(_approved("req-told", **WAITER))]
     pool = _pool(tmp_path, FixedBackend(AiCaption("such", "wow")), messages, deadline_ms=5_000)
     _run(pool, lambda: bool(_stored(pool)))
     produced = _produced(pool)
     assert [(t, p) for t, _, p in produced] == [(pool.topics.outcomes, 0), (pool.topics.replies, 3)]
+    assert pool.producer.headers[0] == {ANSWERED_HEADER: b"1"}  # type: ignore[attr-defined]
     (made,) = _outcomes(pool)
     assert isinstance(made, MemeGenerated) and made.replied_to == "ev-1"
     reply = Reply.model_validate_json(produced[1][1])
@@ -393,6 +406,7 @@ def test_the_ledger_answers_when_the_generator_may_not(
     pool = _pool(tmp_path, backend, messages, deadline_ms=5_000)
     _run(pool, lambda: bool(_stored(pool)))
     assert [t for t, _, _ in _produced(pool)] == [pool.topics.outcomes]
+    assert pool.producer.headers == [None]  # type: ignore[attr-defined]  # settled at once
     (made,) = _outcomes(pool)
     assert isinstance(made, MemeGenerated) and made.replied_to is None
 
