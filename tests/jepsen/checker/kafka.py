@@ -1,4 +1,5 @@
-"""Reading Kafka: every committed record of a region's topics, from offset 0 to the end."""
+"""Reading Kafka: every committed record of a region's topics, from offset 0 to the end,
+once the ledger has decided every input in its log."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from tests.jepsen.checker.model import Record, Topics, topics_of
 
 READ_TIMEOUT_S = 120.0
+# How long the ledger may take to decide what its inputs hold when the check begins: it
+# settles an answered meme up to half a second after the client had it (settle_within_ms).
+AT_REST_TIMEOUT_S = 30.0
 
 
 def read_records(bootstrap: str, region: str, timeout_s: float = READ_TIMEOUT_S) -> list[Record]:
     """Every committed record of the region's topics, from offset 0 to the end offset
     each partition had when the read began (later records are left out, so that the
-    topics are cut at nearly one moment)."""
+    topics are cut at nearly one moment). The read begins once the ledger is at rest
+    (``wait_ledger_at_rest``)."""
     topics = topics_of(region)
+    wait_ledger_at_rest(bootstrap, region, topics, AT_REST_TIMEOUT_S)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -80,3 +86,36 @@ def _consume_until(
             if offset + 1 >= ends[topic, partition]:
                 remaining.discard((topic, partition))
     return records
+
+
+def wait_ledger_at_rest(bootstrap: str, region: str, topics: Topics, timeout_s: float) -> None:
+    """Wait until the ledger's group (``<region>.ledger``) has committed every partition of
+    its inputs (requests, purchases, outcomes) to its end: every input in the log is then
+    decided. Checked before the cut, so that a meme answered a moment ago is not taken
+    for one the ledger never settled. If it does not come to rest in ``timeout_s`` (a
+    processor down), the check goes on and shows what is open."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{region}.ledger",  # to read its commits; never joins, never commits
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        inputs = [TopicPartition(t, p) for t, p in _end_offsets(consumer, topics, timeout_s)]
+        inputs = [
+            tp for tp in inputs if tp.topic in (topics.requests, topics.purchases, topics.outcomes)
+        ]
+        give_up = time.monotonic() + timeout_s
+        while time.monotonic() < give_up:
+            committed = consumer.committed(inputs, timeout=timeout_s)
+            behind = [
+                tp
+                for tp in committed
+                if tp.offset < consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+            ]
+            if not behind:
+                return
+            time.sleep(0.2)  # the ledger's next transaction
+    finally:
+        consumer.close()
