@@ -3,9 +3,11 @@
 ``check(history, bootstrap, region)`` reads ``<region>.ledger``, ``<region>.requests``,
 ``<region>.purchases``, ``<region>.outcomes``, ``<region>.ledger-state-changelog`` (and,
 if it exists, ``<region>.ledger-checkpoints``) from offset 0 to their end, committed
-records only, and checks the history (``tests.jepsen.history``) against them. Run it
-once the service is idle and every request is past its deadline plus the refund grace,
-or open requests and a cut between topics are reported as problems.
+records only, and checks the history (``tests.jepsen.history``) against them. It reads
+once the ledger's group (``<region>.ledger``) has committed its input topics to their
+ends (at most 30 s): the ledger settles a meme up to half a second after its client had
+it. Run it once the service is idle and every request is past its deadline plus the
+refund grace, or open requests and a cut between topics are reported as problems.
 
 ``check_records(history, records, region)`` is the same check over records already in
 memory: the unit tests feed it synthetic topic contents.
@@ -54,6 +56,9 @@ wire, it learnt by reading the service's code, and re-implements here:
   ``MemeGenerated`` (outcomes topic, from a generator) carries ``request_id``, ``meme_id``
   and ``occurred_at_ms``; the ledger delivers it if that time is by the request's
   deadline and the request is still open when folded;
+- the ledger processors are one consumer group, ``<region>.ledger``, over the requests,
+  purchases and outcomes topics (processors/ledger/processor.py ``group_id``); its
+  committed offset of a partition is past every input it has decided;
 - a 200 for a meme comes from its generator once that ``MemeGenerated`` is in the
   outcomes topic (made by the deadline), or from the ledger's delivery; if the ledger
   refunded that request first (its deadline timer, or a second generator's failure),
