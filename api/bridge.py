@@ -63,8 +63,15 @@ from api.errors import KafkaUnavailable, NotReady, Overloaded
 from api.metrics import Metrics
 from core.clock import now_ms
 from core.settings import Settings
-from core.topics import Topics
-from schemas.events import Envelope, Reply, dump
+from core.topics import READS_HEADER, Topics
+from schemas.events import (
+    AccountQueried,
+    Envelope,
+    ErasureRequested,
+    Reply,
+    RequestQueried,
+    dump,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,9 @@ KAFKA_PROBE_TIMEOUT_S = 2.0
 # librdkafka reports every message by message.timeout.ms; this only guards against a
 # report that never comes (a bug), so that no request waits forever.
 DELIVERY_REPORT_SLACK_S = 5.0
+# Inputs whose answer reads the ledger's state of a client: marked, so that the ledger
+# settles the memes it holds first (processors/ledger/settlements.py).
+READS = (AccountQueried, RequestQueried, ErasureRequested)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +221,7 @@ class KafkaBridge:
                 key=event.client_id.encode(),
                 value=dump(event),
                 on_delivery=on_delivery,
+                headers={READS_HEADER: b"1"} if isinstance(event, READS) else None,
             )
         except BufferError as exc:
             raise KafkaUnavailable("producer queue is full", kafka_code="_QUEUE_FULL") from exc

@@ -47,8 +47,8 @@ class Settings(BaseModel):
     # it holds (docs/capacity.md), so at load fewer, larger ones; idle, no wait.
     min_transaction_interval_ms: int = Field(default=10, ge=0)
     # An outcome whose client its generator answered waits up to this long, to be
-    # settled with others (processors/ledger/settlements.py); 0: none waits. Meanwhile its
-    # request reads as charged, not yet delivered.
+    # settled with others (processors/ledger/settlements.py); 0: none waits. A query of
+    # the client's state takes the waiting ones along, so it never reads them unsettled.
     settle_within_ms: int = Field(default=500, ge=0)
     # At most this many inputs per ledger transaction. Batches grow this large only with
     # a backlog (a catch-up after a restart); the broker's cost is per request and per

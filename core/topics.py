@@ -9,6 +9,9 @@ from dataclasses import dataclass
 # it to settle it later with others (processors/ledger/settlements.py). Only a hint for
 # batching: an outcome without it is settled at once, which is always correct.
 ANSWERED_HEADER = "maas-answered"
+# A header of an input that reads a client's ledger state (a query, an erasure): the
+# ledger first settles the outcomes it holds, so that the read sees every meme settled.
+READS_HEADER = "maas-reads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +20,14 @@ class Topics:
 
     @property
     def requests(self) -> str:
-        """MemeRequested and client queries, key = client_id."""
+        """MemeRequested and client queries, key = client_id; a query carries
+        ``READS_HEADER``."""
         return f"{self.region}.requests"
 
     @property
     def purchases(self) -> str:
-        """ClientRegistered, TokensPurchased, SubscriptionRequested, key = client_id."""
+        """ClientRegistered, TokensPurchased, SubscriptionRequested, ErasureRequested
+        (with ``READS_HEADER``), key = client_id."""
         return f"{self.region}.purchases"
 
     @property

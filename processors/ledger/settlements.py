@@ -27,9 +27,10 @@ What holding must not change:
   transaction at once, so a meme made in time is delivered, not refunded.
 - *Rebalance.* A revoked partition's held outcomes are dropped with its position: its
   next owner, perhaps this instance again, reads them from the committed offset.
-- *Staleness.* For up to ``within_s`` after its 200, a request reads as charged, not
-  delivered (``GET /v1/requests/{id}``, ``/v1/me``); a retry with its
-  ``Idempotency-Key`` in that window waits for the settlement.
+- *Reads see them.* An input that reads a client's state (``GET /v1/me``,
+  ``GET /v1/requests/{id}``, an erasure; the API marks it with ``READS_HEADER``) takes
+  the held outcomes into its own transaction, before it. Only a retry with the same
+  ``Idempotency-Key`` inside the window waits for the settlement.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import Message
 
 from core.topic_reader import position_of
-from core.topics import ANSWERED_HEADER
+from core.topics import ANSWERED_HEADER, READS_HEADER
 
 
 class HeldOutcomes:
@@ -66,15 +67,23 @@ class HeldOutcomes:
 
     def take(self, messages: list[Message], *, deadlines_due: bool) -> list[Message]:
         """The batch to decide now: ``messages`` but their answered outcomes, which are
-        held; or every held outcome first, then all of ``messages``, once the oldest has
-        waited ``within_s``, ``max_held`` wait, a deadline is due, or an outcome comes
-        that a client waits for (which must not pass the held ones of its partition)."""
+        held; or every held outcome, then the outcomes of ``messages``, then the rest,
+        once the oldest has waited ``within_s``, ``max_held`` wait, a deadline is due, an
+        outcome comes that a client waits for (which must not pass the held ones of its
+        partition), or an input that reads a client's state (``READS_HEADER``: it must
+        see them settled)."""
         answered = [m for m in messages if self._is_answered(m)]
         if answered and not self.held:
             self.since = self.clock()
-        waited_for = any(self._is_outcome(m) and not self._is_answered(m) for m in messages)
+        waited_for = any(
+            self._reads(m) or (self._is_outcome(m) and not self._is_answered(m)) for m in messages
+        )
         if deadlines_due or waited_for or self._overdue(len(self.held) + len(answered)):
-            batch, self.held = [*self.held, *messages], []
+            # Outcomes before the rest (each topic keeps its order; between topics there
+            # is none to keep), so that a read in this batch sees them.
+            outcomes = [m for m in messages if self._is_outcome(m)]
+            rest = [m for m in messages if not self._is_outcome(m)]
+            batch, self.held = [*self.held, *outcomes, *rest], []
             return batch
         self.held.extend(answered)
         return [m for m in messages if not self._is_answered(m)]
@@ -88,6 +97,9 @@ class HeldOutcomes:
 
     def _is_answered(self, message: Message) -> bool:
         return self._is_outcome(message) and ANSWERED_HEADER in dict(message.headers() or [])
+
+    def _reads(self, message: Message) -> bool:
+        return message.error() is None and READS_HEADER in dict(message.headers() or [])
 
     def _overdue(self, held: int) -> bool:
         return held > 0 and (held >= self.max_held or self.clock() - self.since >= self.within_s)

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.topic_reader import read_topic
-from core.topics import Topics
+from core.topics import READS_HEADER, Topics
 from schemas.events import MemeRequested, Reply, parse_input
 from tests.stack import FAULT_QUERY, Stack, value_of
 
@@ -73,6 +73,32 @@ def test_the_request_can_be_looked_up_afterwards(stack: Stack) -> None:
 
     assert view["status"] == "delivered"
     assert view["meme"]["meme_id"] == meme["meme_id"]
+
+
+def test_reads_are_marked_so_that_the_ledger_settles_held_memes_before_them(
+    stack: Stack,
+) -> None:
+    """Scenario: a meme, then GET /v1/me and GET /v1/requests/{id}.
+    We expect: the two queries carry READS_HEADER in the requests topic (the ledger then
+    settles the memes it holds before answering them) and the meme request does not; the
+    account already counts the meme delivered (its outcome was in the log before the 200)."""
+    client_id, api_key = stack.new_client(tokens=1)
+    meme = stack.meme(api_key).json()
+
+    me = stack.http.get("/v1/me", headers=stack.auth(api_key)).json()
+    stack.http.get(f"/v1/requests/{meme['request_id']}", headers=stack.auth(api_key))
+
+    assert me["memes_delivered"] == 1, me
+    marked = Counter(
+        (parse_input(value_of(m)).type, READS_HEADER in dict(m.headers() or []))
+        for m in read_topic(stack.settings, Topics(stack.settings.region).requests)
+        if m.key() == client_id.encode()
+    )
+    assert marked == {
+        ("MemeRequested", False): 1,
+        ("AccountQueried", True): 1,
+        ("RequestQueried", True): 1,
+    }, marked
 
 
 def test_a_meme_is_told_by_its_generator_and_settled_by_the_ledger(stack: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, Message
 
-from core.topics import ANSWERED_HEADER
+from core.topics import ANSWERED_HEADER, READS_HEADER
 from processors.ledger.settlements import HeldOutcomes
 
 OUTCOMES = "eu.outcomes"
@@ -129,3 +129,26 @@ def test_a_revoked_partition_s_outcomes_are_dropped_for_its_next_owner() -> None
     outcomes.drop([(OUTCOMES, 0), (REQUESTS, 0)])
 
     assert positions(outcomes.take([], deadlines_due=True)) == [(OUTCOMES, 1, 3)]
+
+
+def test_an_input_that_reads_state_takes_the_held_outcomes_before_it() -> None:
+    # GET /v1/me right after a 200 must see that meme delivered: the API marks the query.
+    outcomes, _ = held(within_s=0.5)
+    outcomes.take([answered(0, 7)], deadlines_due=False)
+    query = Message(
+        topic=REQUESTS,
+        partition=0,
+        offset=41,
+        key=b"c",
+        value=b"{}",
+        headers=[(READS_HEADER, b"1")],
+    )
+
+    batch = outcomes.take([message(REQUESTS, 0, 40), query, answered(0, 8)], deadlines_due=False)
+
+    assert positions(batch) == [  # outcomes first: the read sees the one beside it too
+        (OUTCOMES, 0, 7),
+        (OUTCOMES, 0, 8),
+        (REQUESTS, 0, 40),
+        (REQUESTS, 0, 41),
+    ]
