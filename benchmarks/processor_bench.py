@@ -208,6 +208,9 @@ def run_processor(
         region.stop(label)
     committed.close()
     decisions = target - at_start
+    if decisions == 0:
+        # Done within one poll of its start (a --smoke size): nothing left to time.
+        say(f"processor: decided all {count} before its start was seen; raise --requests")
     cpu_ms = cpu_ms_per_decision(report, decisions)
     if instances > 1:
         cpu_ms["processor"] = round(sum(cpu_ms.pop(label) for label in labels), 4)
@@ -488,10 +491,8 @@ def main() -> int:
     scaling = ""
     if "exactly_once_instances" in results:
         scaled = results["exactly_once_instances"]
-        scaling = (
-            f" instances={args.instances}: {scaled['rate']:.0f}/s "
-            f"({scaled['rate'] / a['rate']:.2f}x of one)"
-        )
+        of_one = f"{scaled['rate'] / a['rate']:.2f}x of one" if a["rate"] else "one: not timed"
+        scaling = f" instances={args.instances}: {scaled['rate']:.0f}/s ({of_one})"
     print(
         f"processor: exactly_once={a['rate']:.0f}/s{scaling} at_least_once={b['rate']:.0f}/s "
         f"ratio={results['ratio']:.3f} cpu_ms_per_decision processor={cpu['processor']} "
