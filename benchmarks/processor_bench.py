@@ -374,7 +374,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
     args = parser.parse_args()
     if args.smoke:
-        args.requests, args.clients = 200, 4
+        # Enough that the processor is still deciding when its start is seen (50 ms polls):
+        # 200 were sometimes all decided within one poll, leaving nothing timed.
+        args.requests, args.clients = 2_000, 4
         args.instances = max(args.instances, 2)  # the scaling path runs too
     return args
 
