@@ -72,21 +72,21 @@ class HeldOutcomes:
         outcome comes that a client waits for (which must not pass the held ones of its
         partition), or an input that reads a client's state (``READS_HEADER``: it must
         see them settled)."""
-        answered = [m for m in messages if self._is_answered(m)]
+        outcomes = [m for m in messages if self._is_outcome(m)]
+        rest = [m for m in messages if not self._is_outcome(m)]
+        answered = [m for m in outcomes if _has_header(m, ANSWERED_HEADER)]
         if answered and not self.held:
             self.since = self.clock()
-        waited_for = any(
-            self._reads(m) or (self._is_outcome(m) and not self._is_answered(m)) for m in messages
+        someone_waits = len(answered) < len(outcomes) or any(
+            _has_header(m, READS_HEADER) for m in rest
         )
-        if deadlines_due or waited_for or self._overdue(len(self.held) + len(answered)):
+        if deadlines_due or someone_waits or self._overdue(len(self.held) + len(answered)):
             # Outcomes before the rest (each topic keeps its order; between topics there
             # is none to keep), so that a read in this batch sees them.
-            outcomes = [m for m in messages if self._is_outcome(m)]
-            rest = [m for m in messages if not self._is_outcome(m)]
             batch, self.held = [*self.held, *outcomes, *rest], []
             return batch
-        self.held.extend(answered)
-        return [m for m in messages if not self._is_answered(m)]
+        self.held.extend(answered)  # here every outcome is answered
+        return rest
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
         gone = set(partitions)
@@ -95,11 +95,9 @@ class HeldOutcomes:
     def _is_outcome(self, message: Message) -> bool:
         return message.error() is None and message.topic() == self.outcomes_topic
 
-    def _is_answered(self, message: Message) -> bool:
-        return self._is_outcome(message) and ANSWERED_HEADER in dict(message.headers() or [])
-
-    def _reads(self, message: Message) -> bool:
-        return message.error() is None and READS_HEADER in dict(message.headers() or [])
-
     def _overdue(self, held: int) -> bool:
         return held > 0 and (held >= self.max_held or self.clock() - self.since >= self.within_s)
+
+
+def _has_header(message: Message, name: str) -> bool:
+    return name in dict(message.headers() or [])
