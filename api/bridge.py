@@ -61,6 +61,7 @@ from pydantic import ValidationError
 
 from api.errors import KafkaUnavailable, NotReady, Overloaded
 from api.metrics import Metrics
+from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topics import READS_HEADER, Topics
@@ -252,7 +253,7 @@ class KafkaBridge:
 
     def _poll_producer(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            self._producer.poll(IDLE_WAIT_S)
 
     def _consume_replies(self) -> None:
         consumer = Consumer(
@@ -291,12 +292,7 @@ class KafkaBridge:
                 self._replies_positioned.set()
                 break
             while not self._stopping.is_set():
-                # consume(n, timeout) waits for n messages or the full timeout: a reply
-                # would sit out the timeout. Block on the first, then take what is there.
-                first = consumer.poll(0.1)
-                if first is None:
-                    continue
-                messages = [first, *consumer.consume(num_messages=499, timeout=0)]
+                messages = take_batch(consumer, 500, IDLE_WAIT_S)
                 batch: list[Reply] = []
                 for message in messages:
                     if (error := message.error()) is not None:

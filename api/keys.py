@@ -31,6 +31,7 @@ import threading
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from core.batching import IDLE_WAIT_S, take_batch
 from core.settings import Settings
 from core.topics import Topics
 from schemas.events import AccountOpened, parse_entry
@@ -141,7 +142,7 @@ class KeyTable:
             partitions = self._assign(consumer)
             at_end: set[int] = set()
             while not self._stopping.is_set():
-                for message in consumer.consume(num_messages=500, timeout=0.2):
+                for message in take_batch(consumer, 500, IDLE_WAIT_S):
                     error = message.error()
                     if error is not None:
                         partition = message.partition()

@@ -64,6 +64,7 @@ from confluent_kafka import (
 
 from api.routes.memes import fingerprint
 from core.admin import ensure_topics
+from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
@@ -71,7 +72,6 @@ from core.topics import Topics
 from ledger.memory import MemoryLedger
 from ledger.state import record_writes
 from maas.processes import process_label
-from processors.batching import take_batch
 from processors.ledger.outputs import decision_outputs
 from processors.ledger.processor import PRODUCE_LINGER_MS, group_id
 from schemas.events import ClientRegistered, MemeRequested, TokensPurchased, dump, parse_input

@@ -70,6 +70,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from core.batching import IDLE_WAIT_S
 from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
@@ -93,7 +94,6 @@ log = logging.getLogger("maas.generator")
 # How often the group is told progress, so how much a killed worker does again: at
 # 100/s 25 memes, a fraction of its restart; 4 commits a second instead of one a meme.
 AUTO_COMMIT_MS = 250
-WAKE_S = 0.05  # how often the main thread looks at the AI deadlines and the stop flag
 
 Delivered = Callable[[KafkaError | None, Message], None]
 
@@ -196,9 +196,10 @@ class GeneratorPool:
                     raise self.failure
                 self._fail_overdue()
                 self._store_offsets()
-                if not self.free_threads.acquire(timeout=WAKE_S):
+                wait_s = self._until_overdue_s()
+                if not self.free_threads.acquire(timeout=wait_s):
                     continue
-                message = self.consumer.poll(WAKE_S)
+                message = self.consumer.poll(wait_s)
                 if message is None or not self._start(message):
                     self.free_threads.release()
         finally:
@@ -215,7 +216,7 @@ class GeneratorPool:
     def _serve_deliveries(self, delivering: threading.Event) -> None:
         try:
             while delivering.is_set():
-                self.producer.poll(WAKE_S)
+                self.producer.poll(IDLE_WAIT_S)
         except Exception as exc:  # a callback's bug must stop the pool, not only this thread
             self._fail(exc)
 
@@ -263,6 +264,14 @@ class GeneratorPool:
             self._settle(job, outcome)
         finally:
             self.free_threads.release()
+
+    def _until_overdue_s(self) -> float:
+        """How long the main thread may block: until the first AI deadline (step 2)."""
+        with self.lock:
+            deadlines = [job.deadline for job in self.rendering if job.deadline is not None]
+        if not deadlines:
+            return IDLE_WAIT_S
+        return min(IDLE_WAIT_S, max(0.001, min(deadlines) - time.monotonic()))
 
     def _fail_overdue(self) -> None:
         """The AI pool's deadline (step 2): a job still rendering is reported failed."""

@@ -8,9 +8,10 @@ order by one task: that is the per-client lock. The decision is the pure fold
 
 Commit protocol, once per batch (one Kafka transaction):
 
-1. Take a batch: wait up to ``commit_interval_ms`` for a first message, then take what
-   has arrived, and what arrives until ``min_transaction_interval_ms`` has passed since
-   the previous transaction began, at most ``max_batch_size`` (``processors.batching``).
+1. Take a batch: wait for a first message until the next timer is due (a deadline, a
+   held outcome; at least ``commit_interval_ms``, at most ``IDLE_WAIT_S``), then take
+   what has arrived, and what arrives until ``min_transaction_interval_ms`` has passed
+   since the previous transaction began, at most ``max_batch_size`` (``core.batching``).
    A transaction costs the broker about a dozen requests whatever it holds, so at load
    this makes them fewer and larger; after a quiet spell a lone input is not held.
    Outcomes whose clients were answered are held up to ``settle_within_ms`` and settled
@@ -98,13 +99,13 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
 from ledger.fold import Decision, Expire, decide
 from ledger.state import KeyValueState, pending_key, record_writes
-from processors.batching import take_batch
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.ledger.faults import FaultPoint, Point
 from processors.ledger.outputs import decision_outputs
@@ -226,14 +227,13 @@ class LedgerProcessor:
             self.settings.instance_id,
             self.settings.region,
         )
-        wait_s = self.settings.commit_interval_ms / 1000
         spacing_s = self.settings.min_transaction_interval_ms / 1000
         try:
             while not self.stop_event.is_set():
                 messages = take_batch(
                     self.consumer,
                     self.settings.max_batch_size,
-                    self.held_outcomes.wait_s(wait_s),
+                    self.held_outcomes.wait_s(self._until_next_deadline_s()),
                     gather_until=self.began_at + spacing_s,
                 )
                 due = self._due_deadlines(now_ms())
@@ -488,6 +488,16 @@ class LedgerProcessor:
             if store is not None and store.get(pending_key(client_id, request_id)) is not None:
                 due.append(deadline)
         return due
+
+    def _until_next_deadline_s(self) -> float:
+        """How long until the earliest timer fires (``_due_deadlines``), within
+        [``commit_interval_ms``, ``IDLE_WAIT_S``]: a due deadline held back for unread
+        outcomes stays at the top of the heap, and is looked at again that often."""
+        until_s = IDLE_WAIT_S
+        if self.deadlines:
+            fires_ms = self.deadlines[0][0] + self.settings.refund_grace_ms + 1
+            until_s = min(until_s, (fires_ms - now_ms()) / 1000)
+        return max(self.settings.commit_interval_ms / 1000, until_s)
 
     def _expirable(
         self, due: list[tuple[int, int, str, str]], decided: dict[tuple[str, int], int]

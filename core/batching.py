@@ -9,6 +9,11 @@ batches that grow with load by themselves, while a lone request is not held back
 transaction): while that instant is ahead, the batch keeps taking what arrives, so at
 load batches are at least that far apart and larger, while a lone message after a quiet
 spell is taken at once (the instant has passed).
+
+``IDLE_WAIT_S`` is how long a thread with nothing else to wait for blocks in a poll: a
+record wakes it at once, so the bound only says how late it sees a stop flag. Each idle
+wake-up costs a process ~70 us of CPU; polls of 20-100 ms made the service's Python
+processes a third of its idle cost (docs/performance.md, idle).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, Message
+
+IDLE_WAIT_S = 0.5
 
 
 def take_batch(
