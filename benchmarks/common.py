@@ -40,7 +40,7 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.processes import DEFAULT_COUNTS, SERVICE, process_label, start_process
+from maas.processes import DEFAULT_COUNTS, OBSERVERS, SERVICE, process_label, start_process
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -194,6 +194,30 @@ class Region:
                 self.start(name, instance_id)
         self.wait_ready()
         self.wait_serving()
+
+    def start_usage(self) -> int:
+        """The usage worker, on a port of its own (a ``maas up`` on this machine holds the
+        default); returns the port of its ``/usage/`` view."""
+        port = free_port()
+        self.env["MAAS_USAGE_PORT"] = str(port)
+        self.start("usage")
+        return port
+
+    def start_observers(self, timeout_s: float = 60.0) -> None:
+        """The rest of what ``maas up`` runs (``OBSERVERS``), until the usage view answers."""
+        port = self.start_usage()
+        for name in OBSERVERS:
+            if name != "usage":
+                self.start(name)
+        give_up = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/usage/", timeout=2).is_success:
+                    return
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"the usage view did not answer within {timeout_s} s")
+            time.sleep(0.2)  # the usage worker starts up: poll its view again
 
     def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
         proc = self.procs.pop(name, None)

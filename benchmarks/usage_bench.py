@@ -41,7 +41,6 @@ from common import (
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from core.topics import Topics
-from maas.broker import free_port
 from processors.usage.counts import add_request, hour_of
 from schemas.events import MemeRequested, dump, parse_input
 
@@ -103,10 +102,8 @@ def fill(bootstrap: str, region: str, requests: int, clients: int, hours: int) -
 
 
 def run_faust(region: Region, requests: int, poll_s: float, timeout_s: float) -> dict[str, Any]:
-    port = free_port()
-    region.env["MAAS_USAGE_PORT"] = str(port)
-    proc = region.start("usage")
-    meter = CpuMeter({"usage": proc.pid})
+    port = region.start_usage()
+    meter = CpuMeter({"usage": region.pids()["usage"]})
     meter.start()
     started = time.monotonic()
     first: float | None = None

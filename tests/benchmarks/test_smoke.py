@@ -47,7 +47,7 @@ WITH_KAFKA = {
     "http_bench.py": r"^  service/bare at \d+ req/s: p50 \d+\.\d+x, p99 \d+\.\d+x$",
     # Idle CPU of the whole service against the broker alone (no broker figure here:
     # the session's broker is not the benchmark's own).
-    "idle_bench.py": r"^idle: total=\d+\.\d% of one core broker\(b\)/broker\(a\)=(n/a|\d+\.\d+x)$",
+    "idle_bench.py": r"^idle: total=\d+\.\d% of one core broker\(c\)/broker\(a\)=(n/a|\d+\.\d+x)$",
     "processor_bench.py": (
         r"^processor: exactly_once=\d+/s instances=2: \d+/s \(\d+\.\d+x of one\) "
         r"at_least_once=\d+/s ratio=\d+\.\d+"
