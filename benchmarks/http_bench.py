@@ -149,10 +149,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup",
         type=float,
-        default=30,
-        # A fresh broker's JIT compiles for its first minute of traffic: after 5 s of
-        # warm-up it used 75% of a core at 100/s, after 30 s 66%, warm 61% (performance.md).
-        help="open-loop warm-up, seconds (the broker's JIT needs ~30)",
+        default=60,
+        # A fresh broker's JIT compiles for its first minute of traffic: at 100/s it used
+        # 93, 90, 85, 74, 64 and 54% of a core in the first six 10 s windows, and the p99
+        # fell from 2.2 s to 96 ms (performance.md, HTTP, fourteenth session).
+        help="open-loop warm-up, seconds (a fresh broker's JIT needs ~60)",
     )
     parser.add_argument(
         "--idle-seconds", type=float, default=5, help="CPU with no traffic first, seconds"
