@@ -267,6 +267,8 @@ class GeneratorPool:
 
     def _until_overdue_s(self) -> float:
         """How long the main thread may block: until the first AI deadline (step 2)."""
+        if self.render_timeout_s is None:
+            return IDLE_WAIT_S
         with self.lock:
             deadlines = [job.deadline for job in self.rendering if job.deadline is not None]
         if not deadlines:
