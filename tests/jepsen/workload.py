@@ -32,12 +32,13 @@ the log back to its logical op through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +50,12 @@ from tests.jepsen.region import GENERATOR_FAULT_QUERY
 Mode = Literal["faults", "availability"]
 
 HTTP_TIMEOUT_S = 15.0  # above the API's longest wait (deadline + refund grace + slack)
+# httpcore scans every connection of a pool for every queued request on every event:
+# with thousands of requests in flight (a long fault run, the service down for seconds)
+# one pool of 2,000 connections took the runner's whole core and starved the service.
+# Eight pools of 250 hold as many connections and scan 64 times less.
+HTTP_POOLS = 8
+HTTP_MAX_CONNECTIONS = 2000
 PURCHASE_EVERY_S = 1.0
 DUPLICATE_PURCHASE_SHARE = 0.2
 KEYED_SHARE = 0.85
@@ -146,7 +153,8 @@ class Workload:
         self.open_requests: dict[str, tuple[Account, str]] = {}
         self._request_of: dict[str, str] = {}  # logical op -> its request id, once learned
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self._pools: list[httpx.AsyncClient] = []
+        self._sent = 0  # attempts sent: which pool the next one takes
 
     # --- what the runner reads ----------------------------------------------------------
 
@@ -158,7 +166,7 @@ class Workload:
     # --- phases ----------------------------------------------------------------------
 
     async def setup(self) -> None:
-        async with self._client():
+        async with self._clients():
             expected = self.rate * self.seconds / max(1, self.clients)  # memes per client
             gate = asyncio.Semaphore(8)
             on_ai: list[Account] = []
@@ -195,7 +203,7 @@ class Workload:
         ``most_seconds``); then call ``on_schedule_end`` and wait for the ops still in
         flight (their retries end within ``RETRY_BUDGET_S``)."""
         most_seconds = most_seconds or seconds
-        async with self._client():
+        async with self._clients():
             loop = asyncio.get_running_loop()
             start = loop.time() + 0.05
             start_ms = now_ms() + 50
@@ -223,7 +231,7 @@ class Workload:
     async def settle(self, bound_s: float) -> None:
         """Look up every named, open request until it is final (a 404 now means it never
         reached the log: the API's appends time out at the deadline, long past)."""
-        async with self._client():
+        async with self._clients():
             give_up = time.monotonic() + bound_s
             gate = asyncio.Semaphore(16)
 
@@ -240,7 +248,7 @@ class Workload:
             self.unknown_after_settle = sorted(self.open_requests)
 
     async def final_mes(self) -> None:
-        async with self._client():
+        async with self._clients():
             gate = asyncio.Semaphore(8)
 
             async def one(account: Account) -> None:
@@ -370,7 +378,9 @@ class Workload:
         attempt: int = 1,
     ) -> Answer:
         """One attempt: send, and record it in the history whatever happens."""
-        assert self._http is not None
+        assert self._pools, "send within _clients()"
+        pool = self._pools[self._sent % len(self._pools)]
+        self._sent += 1
         headers = {"Authorization": f"Bearer {account.api_key if account else ''}"}
         if op in ("register", "purchase", "subscribe"):
             headers["Authorization"] = f"Bearer {self.billing_token}"
@@ -383,9 +393,7 @@ class Workload:
         error: str | None = None
         retry_after_s: float | None = None
         try:
-            response = await self._http.request(
-                method, path, params=params, json=body, headers=headers
-            )
+            response = await pool.request(method, path, params=params, json=body, headers=headers)
             status = response.status_code
             try:
                 parsed = response.json()
@@ -505,12 +513,25 @@ class Workload:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    def _client(self) -> httpx.AsyncClient:
-        """One connection pool per phase (each phase runs in its own event loop)."""
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    @contextlib.asynccontextmanager
+    async def _clients(self) -> AsyncIterator[None]:
+        """The connection pools of one phase (each phase runs in its own event loop)."""
+        limits = httpx.Limits(
+            max_connections=HTTP_MAX_CONNECTIONS // HTTP_POOLS,
+            max_keepalive_connections=200 // HTTP_POOLS,
+        )
         timeout = httpx.Timeout(HTTP_TIMEOUT_S, pool=HTTP_TIMEOUT_S)
-        self._http = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout)
-        return self._http
+        async with contextlib.AsyncExitStack() as stack:
+            self._pools = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout)
+                )
+                for _ in range(HTTP_POOLS)
+            ]
+            try:
+                yield
+            finally:
+                self._pools = []
 
 
 def _retry_keyed_meme(answer: Answer) -> bool:
