@@ -72,20 +72,25 @@ class HeldOutcomes:
         outcome comes that a client waits for (which must not pass the held ones of its
         partition), or an input that reads a client's state (``READS_HEADER``: it must
         see them settled)."""
-        outcomes = [m for m in messages if self._is_outcome(m)]
-        rest = [m for m in messages if not self._is_outcome(m)]
-        answered = [m for m in outcomes if _has_header(m, ANSWERED_HEADER)]
+        outcomes: list[Message] = []
+        rest: list[Message] = []
+        answered, reads = 0, False
+        for message in messages:  # one pass: this runs on every batch of the loop
+            if self._is_outcome(message):
+                outcomes.append(message)
+                answered += _has_header(message, ANSWERED_HEADER)
+            else:
+                rest.append(message)
+                reads = reads or _has_header(message, READS_HEADER)
         if answered and not self.held:
             self.since = self.clock()
-        someone_waits = len(answered) < len(outcomes) or any(
-            _has_header(m, READS_HEADER) for m in rest
-        )
-        if deadlines_due or someone_waits or self._overdue(len(self.held) + len(answered)):
+        someone_waits = answered < len(outcomes) or reads
+        if deadlines_due or someone_waits or self._overdue(len(self.held) + answered):
             # Outcomes before the rest (each topic keeps its order; between topics there
             # is none to keep), so that a read in this batch sees them.
             batch, self.held = [*self.held, *outcomes, *rest], []
             return batch
-        self.held.extend(answered)  # here every outcome is answered
+        self.held.extend(outcomes)  # here every outcome is answered
         return rest
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -100,4 +105,4 @@ class HeldOutcomes:
 
 
 def _has_header(message: Message, name: str) -> bool:
-    return name in dict(message.headers() or [])
+    return any(header[0] == name for header in message.headers() or ())
