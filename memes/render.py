@@ -10,7 +10,8 @@ What is cached, per process (the rendering budget is in docs/performance.md):
   eight grey ramps of the AI backgrounds (``_ramp``);
 - the bundled font, opened once per size (``_font``), and per-character glyph checks
   and advance widths (``_has_glyph``, ``_char_width``);
-- caption layouts: font size and line breaks per (text, box) (``fit_text``);
+- caption layouts: font size and line breaks per (text, box) (``fit_text``), and each
+  drawn line as coverage masks of its outline and glyphs (``draw_line``);
 - template choice per query and place name per coordinates (``choose_template``,
   ``place.locate``);
 - the last ``FINISHED_MEMES`` finished memes (``_render``), keyed by everything the
@@ -18,8 +19,8 @@ What is cached, per process (the rendering budget is in docs/performance.md):
   without drawing. At ~64 KB a PNG that is ~130 MB per generator process; 256 missed
   two thirds of the realistic workload's standard memes (docs/capacity.md).
 
-What is not: drawing the text (the outline stroke is most of it) and encoding the PNG
-(``encode_png``), most of the time of a new meme.
+What is not: the AI backgrounds and encoding the PNG (``encode_png``), most of the time
+of a new meme now.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ IMAGE_SIZE = BASE_SIZE
 # ~3x slower (measured: Pillow's PNG encode 2.1 -> 5.9 ms after one isal call).
 PNG_ZLIB_LEVEL = 2
 FINISHED_MEMES = 2048  # finished memes cached per process (see the module docstring)
+LINE_MASKS = 2048  # drawn caption lines cached per process, ~25 KB each
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_FONT_SIZE = 12
 MAX_FONT_SIZE = 64
@@ -59,6 +61,7 @@ LAYOUT_ENGINE = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.L
 
 __all__ = [
     "RenderedMeme",
+    "draw_line",
     "drawable_text",
     "encode_png",
     "fit_text",
@@ -269,19 +272,46 @@ def _draw_caption(draw: ImageDraw.ImageDraw, text: str, slot: Slot) -> None:
     layout = fit_text(text, box.width, box.height)
     spare = box.height - layout.height
     offset = {"top": 0, "middle": spare // 2, "bottom": spare}[slot.valign]
-    font = _font(layout.font_size)
     cx = (box.x0 + box.x1) // 2
     for i, line in enumerate(layout.lines):
         y = box.y0 + offset + layout.stroke + i * layout.line_height
-        draw.text(
-            (cx, y),
-            line,
-            font=font,
-            fill="white",
-            anchor="ma",
-            stroke_width=layout.stroke,
-            stroke_fill="black",
-        )
+        draw_line(draw, (cx, y), line, layout.font_size, layout.stroke, "white", "black", "ma")
+
+
+@functools.lru_cache(maxsize=LINE_MASKS)
+def _line_mask(text: str, size: int, stroke: int, anchor: str) -> tuple[Image.Image, int, int]:
+    """One line's coverage as Pillow draws it (with ``stroke``, the filled outline; else
+    the glyphs alone), and where its top left sits from the anchor point."""
+    font = _font(size)
+    # Whole pixels for a line drawn at a whole-pixel anchor (typed float for other cases).
+    left, top, right, bottom = map(int, font.getbbox(text, stroke_width=stroke, anchor=anchor))
+    mask = Image.new("L", (right - left, bottom - top))
+    ImageDraw.Draw(mask).text(
+        (-left, -top), text, 255, font, anchor, stroke_width=stroke, stroke_fill=255
+    )
+    return mask, left, top
+
+
+def draw_line(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[int, int],
+    text: str,
+    size: int,
+    stroke: int,
+    fill: str | tuple[int, ...],
+    stroke_fill: str | tuple[int, ...],
+    anchor: str,
+) -> None:
+    """``draw.text`` of one outlined line, pixel for pixel, from cached masks.
+
+    FreeType rasterising the outline and then the glyphs was a third of a new meme's
+    time, and caption lines repeat far more than whole memes do (a query's top line at
+    every place, a phrase of the offline AI backend with every query).
+    """
+    x, y = xy
+    for ink, width in ((stroke_fill, stroke), (fill, 0)):
+        mask, left, top = _line_mask(text, size, width, anchor)
+        draw.bitmap((x + left, y + top), mask, fill=ink)
 
 
 def _inner(box: Box) -> Box:
@@ -364,15 +394,7 @@ def _draw_ai_badge(image: Image.Image, center: tuple[int, int]) -> None:
         [x0, y0, x1, y1], radius=14, fill=(150, 40, 220, 235), outline=(255, 255, 255, 255), width=3
     )
     _sparkle(draw, x0 + 20, (y0 + y1) // 2, 11)
-    draw.text(
-        (x1 - 28, (y0 + y1) // 2),
-        "AI",
-        font=_font(26),
-        fill="white",
-        anchor="mm",
-        stroke_width=1,
-        stroke_fill=(60, 0, 90),
-    )
+    draw_line(draw, (x1 - 28, (y0 + y1) // 2), "AI", 26, 1, "white", (60, 0, 90), "mm")
 
 
 def _render_ai_image(request_id: str, template: Template) -> Image.Image:

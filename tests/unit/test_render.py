@@ -6,20 +6,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from memes.captions import caption_for, clean_ai_caption, offline_ai_caption
 from memes.catalog import TEMPLATES, TEMPLATES_BY_NAME
 from memes.matching import word_forms
 from memes.render import (
+    LAYOUT_ENGINE,
     RenderedMeme,
+    draw_line,
     drawable_text,
     encode_png,
     fit_text,
     mocking_case,
     render_meme,
 )
-from memes.templates import Template
+from memes.templates import FONT_PATH, Template
 from schemas.events import Kind
 
 NYC = (40.7306, -73.9352)
@@ -249,6 +251,34 @@ def test_unicode_is_drawn_not_replaced() -> None:
     cyrillic = render_meme("r", "Привет мир", *PARIS, "standard").png
     question = render_meme("r", "?????? ???", *PARIS, "standard").png
     assert cyrillic != question
+
+
+@pytest.mark.parametrize(
+    ("text", "size", "stroke", "anchor"),
+    [
+        ("WHEN YOU WANT PIZZA", 48, 5, "ma"),
+        ("ΚΑΛΗΜΈΡΑ МИР שלום", 33, 3, "ma"),
+        ("مرحبا بالعالم", 20, 2, "ma"),
+        ("sUcH a GoOd IdEa\u2026", 12, 2, "ma"),
+        ("AI", 26, 1, "mm"),
+        ("", 30, 3, "ma"),
+    ],
+)
+def test_draw_line_draws_what_pillow_draws(text: str, size: int, stroke: int, anchor: str) -> None:
+    """The cached masks give the pixels of Pillow's own ``draw.text``, so memes keep their
+    bytes (and ids) across the change."""
+    font = ImageFont.truetype(str(FONT_PATH), size, layout_engine=LAYOUT_ENGINE)
+    background = Image.linear_gradient("L").resize((640, 160)).convert("RGB")
+    expected = background.copy()
+    ImageDraw.Draw(expected).text(
+        (320, 40), text, "white", font, anchor, stroke_width=stroke, stroke_fill=(60, 0, 90)
+    )
+    for _ in range(2):  # the second time from the cache
+        drawn = background.copy()
+        draw_line(
+            ImageDraw.Draw(drawn), (320, 40), text, size, stroke, "white", (60, 0, 90), anchor
+        )
+        assert drawn.tobytes() == expected.tobytes()
 
 
 def test_mocking_case() -> None:
