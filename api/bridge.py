@@ -5,11 +5,14 @@ Request/reply over a log, in numbered steps (``KafkaBridge.call``):
 1. register a future under the event's ``event_id`` (the reply's ``correlation_id``)
    *before* producing, so that a reply can never arrive unclaimed;
 2. produce the event (key = client_id) with ``acks=all`` and the idempotent producer;
-3. wait for the delivery report: only then is the event in the log and may the
-   client be told anything but "unavailable" (no report by the deadline, or an error:
-   ``KafkaUnavailable``, HTTP 503);
-4. wait for the reply until the request's deadline; the ledger processor writes it to
-   partition ``reply_to`` (= ``settings.api_instance``) of ``<region>.replies``;
+3. wait for the reply until the request's deadline; the ledger processor writes it to
+   partition ``reply_to`` (= ``settings.api_instance``) of ``<region>.replies``. A
+   reply can only follow a delivered event, so a success's delivery report need not
+   wake the loop (one wake-up per call, not two); a delivery that failed for sure ends
+   the wait with ``KafkaUnavailable`` (HTTP 503);
+4. no reply by the deadline: wait for the delivery report too, never less, so that
+   the client is told nothing before the event is in the log or librdkafka has given
+   up on it: delivered, ``None`` (the routes answer 504); not, ``KafkaUnavailable``;
 5. drop the future. A reply that comes later finds no future and is ignored.
 
 Each API instance reads only its own reply partition (group-less ``assign``), so
@@ -36,7 +39,9 @@ Failure scenarios:
 
 Threads: librdkafka callbacks and the reply consumer run in two daemon threads; they
 hand results to the event loop only through ``loop.call_soon_threadsafe``, so the
-dictionary of waiting futures is touched by the loop thread alone (no locks).
+dictionary of waiting futures is touched by the loop thread alone (no locks). The one
+thing both sides touch is a call's ``_Delivery`` record (its docstring says why that
+needs no lock).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,34 +193,50 @@ class KafkaBridge:
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
         try:
+            delivery = self._produce(loop, topic, event, future)
             try:
-                await self.append(topic, event)
-            except KafkaUnavailable as exc:
-                # A message that timed out in flight may still be in the log (librdkafka
-                # cannot tell): if it is, the ledger's reply is the truth, so wait for it
-                # until the deadline before saying "unavailable".
-                if exc.kafka_code != "_MSG_TIMED_OUT":
-                    raise
-                reply = await _wait(future, deadline_ms)
-                if reply is None:
-                    raise
-                return reply
-            return await _wait(future, deadline_ms)
+                # A reply can only follow a delivered event; a failed delivery ends the
+                # wait with KafkaUnavailable.
+                return await asyncio.wait_for(future, timeout=_seconds_until(deadline_ms))
+            except TimeoutError:
+                pass
+            await delivery.reported(loop)
+            if delivery.error is not None:
+                # Timed out in flight and no reply: it may still be in the log, unknown.
+                raise KafkaUnavailable(delivery.error.str(), kafka_code=delivery.error.name())
+            return None
         finally:
             self._waiting.pop(event.event_id, None)
 
-    async def append(self, topic: str, event: Envelope) -> None:
-        """Produce and wait for the delivery report (the event is then in the log).
+    def _produce(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        topic: str,
+        event: Envelope,
+        reply: asyncio.Future[Reply],
+    ) -> _Delivery:
+        """Produce ``event``; a delivery that failed for sure fails ``reply``.
 
-        The wait is librdkafka's own: ``message.timeout.ms`` from now, plus slack for the
-        report to come back. Giving up earlier would answer "unavailable" for an event
-        that librdkafka still delivers afterwards."""
-        loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[KafkaError | None] = loop.create_future()
+        A message that timed out in flight may still be in the log (librdkafka cannot
+        tell): then the ledger's reply is the truth, so it is waited for until the
+        deadline before saying "unavailable". A success wakes the loop only if the call
+        waits for it (``_Delivery.reported``): the reply wakes it anyway.
+        """
+        delivery = _Delivery(
+            time.monotonic() + self.settings.request_deadline_ms / 1000 + DELIVERY_REPORT_SLACK_S
+        )
 
         def on_delivery(err: KafkaError | None, _: Message) -> None:
-            # librdkafka's thread: hand over to the loop, never touch the future here.
-            _call_soon(loop, _settle, delivered, err)
+            # librdkafka's thread: record, and hand over to the loop what it must act on.
+            delivery.error = err
+            delivery.done = True
+            if err is not None:
+                log.warning("append failed topic=%s code=%s error=%s", topic, err.name(), err.str())
+                if err.code() != KafkaError._MSG_TIMED_OUT:
+                    failure = KafkaUnavailable(err.str(), kafka_code=err.name())
+                    _call_soon(loop, _fail, reply, failure)
+            if delivery.waiter is not None:
+                _call_soon(loop, _settle, delivery.waiter, None)
 
         try:
             self._producer.produce(
@@ -229,16 +251,7 @@ class KafkaBridge:
         except KafkaException as exc:
             error = exc.args[0]
             raise KafkaUnavailable(error.str(), kafka_code=error.name()) from exc
-        report_s = self.settings.request_deadline_ms / 1000 + DELIVERY_REPORT_SLACK_S
-        try:
-            err = await asyncio.wait_for(delivered, timeout=report_s)
-        except TimeoutError as exc:
-            raise KafkaUnavailable(
-                "no delivery report by the deadline", kafka_code="_MSG_TIMED_OUT"
-            ) from exc
-        if err is not None:
-            log.warning("append failed topic=%s code=%s error=%s", topic, err.name(), err.str())
-            raise KafkaUnavailable(err.str(), kafka_code=err.name())
+        return delivery
 
     def _resolve_replies(self, replies: list[Reply]) -> None:
         """Runs on the loop thread."""
@@ -379,21 +392,50 @@ def _lag(probe: Consumer, partitions: list[TopicPartition]) -> int:
     return lag
 
 
-async def _wait(future: asyncio.Future[Reply], deadline_ms: int) -> Reply | None:
-    """The reply, or ``None`` if none came by the deadline."""
-    try:
-        return await asyncio.wait_for(future, timeout=_seconds_until(deadline_ms))
-    except TimeoutError:
-        return None
-
-
 def _seconds_until(deadline_ms: int) -> float:
     return max(0.0, (deadline_ms - now_ms()) / 1000)
+
+
+class _Delivery:
+    """One append's delivery report, as librdkafka's thread records it.
+
+    The loop reads it without a lock: under the GIL, the thread sets ``done`` before it
+    looks at ``waiter``, and the loop sets ``waiter`` before it looks at ``done`` again,
+    so at least one of them sees the other and the loop is never left waiting.
+    """
+
+    __slots__ = ("done", "error", "report_by", "waiter")
+
+    def __init__(self, report_by: float) -> None:
+        self.done = False
+        self.error: KafkaError | None = None
+        self.report_by = report_by  # time.monotonic(): librdkafka's message timeout, plus slack
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def reported(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the report: the caller is never told anything before librdkafka has
+        given up on the event, so it cannot be appended after a 503 or 504."""
+        if self.done:
+            return
+        self.waiter = loop.create_future()
+        if self.done:
+            return
+        try:
+            await asyncio.wait_for(self.waiter, timeout=max(0.0, self.report_by - time.monotonic()))
+        except TimeoutError as exc:
+            raise KafkaUnavailable(
+                "no delivery report by the deadline", kafka_code="_MSG_TIMED_OUT"
+            ) from exc
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():  # the waiter may have timed out and cancelled it
         future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
