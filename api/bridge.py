@@ -202,7 +202,8 @@ class KafkaBridge:
                 pass
             await delivery.reported(loop)
             if delivery.error is not None:
-                # Timed out in flight and no reply: it may still be in the log, unknown.
+                # No reply and not delivered (one that timed out in flight may still be
+                # in the log: the client is told so, with the request's id).
                 raise KafkaUnavailable(delivery.error.str(), kafka_code=delivery.error.name())
             return None
         finally:

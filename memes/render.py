@@ -302,7 +302,7 @@ def draw_line(
     stroke_fill: str | tuple[int, ...],
     anchor: str,
 ) -> None:
-    """``draw.text`` of one outlined line, pixel for pixel, from cached masks.
+    """``draw.text`` of one line outlined in another ink, pixel for pixel, from cached masks.
 
     FreeType rasterising the outline and then the glyphs was a third of a new meme's
     time, and caption lines repeat far more than whole memes do (a query's top line at
