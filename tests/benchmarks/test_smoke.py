@@ -43,6 +43,9 @@ WITHOUT_KAFKA = {
     "replay_bench.py": r"^what-if/replay=\d+\.\d+$",
 }
 WITH_KAFKA = {
+    "bridge_bench.py": (
+        r"^bridge: \d+ us per call, baseline \d+ us per call, bridge/baseline \d+\.\d+x$"
+    ),
     # The open-loop run against the service and the bare app (bare_app.py), compared.
     "http_bench.py": r"^  service/bare at \d+ req/s: p50 \d+\.\d+x, p99 \d+\.\d+x$",
     # Idle CPU of the whole service against the broker alone (no broker figure here:
