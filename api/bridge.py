@@ -92,6 +92,39 @@ DELIVERY_REPORT_SLACK_S = 5.0
 READS = (AccountQueried, RequestQueried, ErasureRequested)
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The API instance's producer of input events."""
+    return {
+        **settings.kafka_common(),
+        "client.id": f"maas-api-{settings.region}-{settings.api_instance}",
+        "acks": "all",
+        "enable.idempotence": True,
+        # A request waits for its delivery report: batching longer than a
+        # millisecond or two only adds latency.
+        "linger.ms": 1,
+        # Give up on a message when its request has given up on it.
+        "message.timeout.ms": settings.request_deadline_ms,
+        "socket.nagle.disable": True,
+    }
+
+
+def reply_consumer_config(settings: Settings) -> dict[str, Any]:
+    """The consumer of the instance's reply partition (``settings.api_instance``)."""
+    return {
+        **settings.kafka_common(),
+        # Required by the client, never joined: the partition is assigned, and
+        # no offset is ever committed.
+        "group.id": f"{settings.region}.api-{settings.api_instance}.replies",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "latest",
+        "fetch.min.bytes": 1,
+        "fetch.error.backoff.ms": 50,
+        "socket.nagle.disable": True,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
@@ -109,20 +142,7 @@ class KafkaBridge:
         self._replies_positioned = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._producer = Producer(
-            {
-                **settings.kafka_common(),
-                "client.id": f"maas-api-{settings.region}-{settings.api_instance}",
-                "acks": "all",
-                "enable.idempotence": True,
-                # A request waits for its delivery report: batching longer than a
-                # millisecond or two only adds latency.
-                "linger.ms": 1,
-                # Give up on a message when its request has given up on it.
-                "message.timeout.ms": settings.request_deadline_ms,
-                "socket.nagle.disable": True,
-            }
-        )
+        self._producer = Producer(producer_config(settings))
         self._probe: Consumer | None = None  # built by the first readiness probe
         self._probe_lock = threading.Lock()
 
@@ -270,21 +290,7 @@ class KafkaBridge:
             self._producer.poll(IDLE_WAIT_S)
 
     def _consume_replies(self) -> None:
-        consumer = Consumer(
-            {
-                **self.settings.kafka_common(),
-                # Required by the client, never joined: the partition is assigned, and
-                # no offset is ever committed.
-                "group.id": f"{self.settings.region}.api-{self.settings.api_instance}.replies",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "latest",
-                "fetch.min.bytes": 1,
-                "fetch.error.backoff.ms": 50,
-                "socket.nagle.disable": True,
-            }
-        )
+        consumer = Consumer(reply_consumer_config(self.settings))
         partition = TopicPartition(self.topics.replies, self.settings.api_instance)
         try:
             while not self._stopping.is_set():

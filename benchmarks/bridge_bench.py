@@ -37,7 +37,7 @@ from typing import Any
 from common import RESULTS, CpuMeter, kafka, machine_description, say, timestamp
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from api.bridge import KafkaBridge
+from api.bridge import KafkaBridge, producer_config, reply_consumer_config
 from api.metrics import Metrics
 from core.admin import ensure_topics
 from core.batching import take_batch
@@ -120,26 +120,10 @@ async def bridge_phase(settings: Settings, calls: int, warmup: int, concurrency:
 
 def baseline_phase(settings: Settings, calls: int, warmup: int, concurrency: int) -> Phase:
     topics = Topics(settings.region)
-    # The bridge's producer and reply-consumer settings, so that only the plumbing differs.
-    producer = Producer(
-        {
-            **settings.kafka_common(),
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 1,
-            "socket.nagle.disable": True,
-        }
-    )
-    consumer = Consumer(
-        {
-            **settings.kafka_common(),
-            "group.id": f"{settings.region}.baseline",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "fetch.min.bytes": 1,
-            "socket.nagle.disable": True,
-        }
-    )
+    # The bridge's own producer and reply-consumer settings: only the plumbing differs.
+    own = settings.model_copy(update={"api_instance": BASELINE_PARTITION})
+    producer = Producer(producer_config(own))
+    consumer = Consumer(reply_consumer_config(own))
     partition = TopicPartition(topics.replies, BASELINE_PARTITION)
     _, end = consumer.get_watermark_offsets(partition, timeout=30)
     consumer.assign([TopicPartition(topics.replies, BASELINE_PARTITION, end)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -28,12 +28,12 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def settings(kafka, unique: str) -> Iterator[Settings]:
+def settings(kafka, unique: str) -> Settings:
     settings = Settings(
         region=f"r{unique[:20]}".lower(), bootstrap_servers=kafka.bootstrap, api_instance=3
     )
     ensure_topics(settings)
-    yield settings
+    return settings
 
 
 T = TypeVar("T")
