@@ -30,7 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The broker is meant for a laptop or a 2-core CI box; a 512 MiB heap is plenty here.
 # Start-up measured the same (~2-3 s) with G1 and SerialGC; SerialGC is chosen because
-# it runs no concurrent GC threads competing for 2 cores. C1-only JIT
+# it runs no concurrent GC threads competing for 2 cores. The parallel collector paused
+# shorter (one thread 10-16 ms, two 4-9 ms, against 20-30 ms) without a steady gain in
+# the p99, and two threads stalled 0.1-1 s while the machine was busy (docs/performance.md,
+# sixteenth session). C1-only JIT
 # (-XX:TieredStopAtLevel=1) would save ~0.5 s of start-up but slows the running broker.
 JVM_FLAGS = [
     "-Xmx512m",
