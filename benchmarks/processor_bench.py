@@ -39,6 +39,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,20 +195,20 @@ def run_processor(
         for label, instance_id in zip(labels, instance_ids, strict=True)
     }
     give_up = time.monotonic() + WAIT_TIMEOUT_S
-    while not all(map(_assigned_since, logs, log_sizes)):
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"processor: no partitions assigned on {topic}")
-        region.check_alive()
-        time.sleep(poll_s)
+
+    def wait(done: Callable[[], bool], what: str) -> None:
+        while not done():
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"processor: {what} on {topic}")
+            region.check_alive()
+            time.sleep(poll_s)  # the resolution of the end time
+
+    wait(lambda: all(map(_assigned_since, logs, log_sizes)), "no partitions assigned")
     meter = CpuMeter({**pids, "broker": broker_pid})
     meter.start()
     started_at = time.monotonic()
     produce_all(region.kafka.bootstrap, topic, records)
-    while committed_total(committed, group, tps) < target:
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"processor: {target} offsets not committed on {topic}")
-        region.check_alive()
-        time.sleep(poll_s)  # the resolution of the end time
+    wait(lambda: committed_total(committed, group, tps) >= target, f"offsets below {target}")
     seconds = time.monotonic() - started_at
     report = meter.stop()
     for label in labels:
