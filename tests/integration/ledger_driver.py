@@ -43,6 +43,7 @@ from confluent_kafka import (
 )
 
 from core.admin import ensure_topics, topic_specs
+from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
@@ -653,7 +654,7 @@ class LedgerDriver:
             remaining, count = set(parts), 0
             deadline = time.monotonic() + 60
             while remaining and time.monotonic() < deadline:
-                for msg in consumer.consume(10_000, 0.5):
+                for msg in take_batch(consumer, 10_000, 0.5):
                     error = msg.error()
                     if error is None:
                         count += 1

@@ -57,15 +57,23 @@ def has(findings: list[dict[str, str]], kind: str, client_id: str, seq: int) -> 
 
 @pytest.fixture(scope="module")
 def traffic(stack: Stack) -> dict[str, Any]:
-    """Two clients with purchases, memes and a refund; returns their ids and keys."""
+    """Two clients with purchases, memes and a refund; returns their ids and keys. Every
+    meme is settled in the ledger when it returns (a delivery is recorded just after the
+    200), so that the ledger does not grow under the tests."""
     alice, alice_key = stack.new_client(tokens=5)
     bob, bob_key = stack.new_client(tokens=2)
     for n in range(3):
-        assert stack.meme(alice_key, query=f"audit {n}").status_code == 200
+        settled_meme(stack, alice_key, f"audit {n}")
     assert stack.meme(alice_key, query=FAULT_QUERY).status_code == 502  # refunded
-    assert stack.meme(bob_key, query="audit bob").status_code == 200
+    settled_meme(stack, bob_key, "audit bob")
     stack.purchase(bob, 4)
     return {"alice": alice, "alice_key": alice_key, "bob": bob, "bob_key": bob_key}
+
+
+def settled_meme(stack: Stack, api_key: str, query: str) -> None:
+    response = stack.meme(api_key, query=query)
+    assert response.status_code == 200, response.text
+    assert stack.settled(api_key, response.json()["request_id"])["status"] == "delivered"
 
 
 def dump(stack: Stack, path: Path) -> list[dict[str, Any]]:
@@ -320,7 +328,7 @@ def test_the_checkpointer_signs_what_grew_until_stopped(
     time.sleep(3)  # three more rounds, and nothing new to sign
     assert len(checkpoints(stack)) == before + partitions
 
-    assert stack.meme(traffic["alice_key"], query="audit periodic").status_code == 200
+    settled_meme(stack, traffic["alice_key"], "audit periodic")
     alice_partition = next(
         position_of(msg)[1]
         for msg in read_topic(stack.settings, Topics(stack.settings.region).ledger)
