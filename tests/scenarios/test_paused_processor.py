@@ -18,6 +18,11 @@ We expect: every request has exactly one outcome (delivered or refunded, never b
 transaction of the resumed instance commits decisions for partitions it no longer owns;
 ``maas audit verify`` finds nothing; the replay has no violation and conserves tokens;
 the live accounts equal the replayed ones.
+
+The five pauses run at once, each in a region of its own (``scenarios``): a scenario
+mostly waits (for the pause, the rebalance, the late outcomes), so one after another they
+took over two minutes of the suite, and at once they take as long as the longest. Each
+test reports its own pause.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from processors.fatal import FATAL_EXIT_CODE
 from schemas.events import MemeDelivered, MemeRejected, TokensCharged, TokensRefunded
+from tests.conftest import KafkaCluster
 from tests.integration.ledger_driver import (
     REPO_ROOT,
     Clock,
@@ -78,13 +87,48 @@ PAUSES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def scenarios(
+    kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[None]]]:
+    """Every pause's scenario, started at once, by name."""
+    with ThreadPoolExecutor(len(PAUSES), thread_name_prefix="paused") as pool:
+        yield {
+            p.name: pool.submit(_run, kafka.bootstrap, tmp_path_factory.mktemp(p.name), p)
+            for p in PAUSES
+        }
+
+
 @pytest.mark.parametrize("pause", PAUSES, ids=[p.name for p in PAUSES])
-def test_paused_instance_writes_no_second_outcome(make_driver, pause: Pause) -> None:
-    clock = Clock("paused")
-    d: LedgerDriver = make_driver(
-        MAAS_TRANSACTION_TIMEOUT_MS=str(pause.transaction_timeout_ms),
-        MAAS_REFUND_GRACE_MS="500",
+def test_paused_instance_writes_no_second_outcome(
+    scenarios: dict[str, Future[None]], pause: Pause
+) -> None:
+    scenarios[pause.name].result()
+
+
+def _run(bootstrap: str, root: Path, pause: Pause) -> None:
+    d = LedgerDriver(
+        bootstrap,
+        root,
+        env={
+            "MAAS_TRANSACTION_TIMEOUT_MS": str(pause.transaction_timeout_ms),
+            "MAAS_REFUND_GRACE_MS": "500",
+        },
     )
+    try:
+        _scenario(d, pause)
+    except Exception as exc:
+        tails = "\n".join(
+            f"----- processor {i} of {pause.name} (log tail) -----\n{d.tail(i, 60)}"
+            for i in d.procs
+        )
+        raise AssertionError(f"{pause.name} failed:\n{tails}") from exc
+    finally:
+        d.close()
+
+
+def _scenario(d: LedgerDriver, pause: Pause) -> None:
+    clock = Clock(pause.name)
     d.start("0", **({"MAAS_FAULT_POINT": pause.fault_point} if pause.fault_point else {}))
     d.start("1")
     d.wait_serving()
