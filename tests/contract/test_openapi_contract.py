@@ -24,7 +24,7 @@ from tests.stack import Stack
 pytestmark = pytest.mark.kafka
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = os.environ.get("MAAS_CONTRACT_MAX_EXAMPLES", "6")
+MAX_EXAMPLES = os.environ.get("MAAS_CONTRACT_MAX_EXAMPLES", "25")
 TIMEOUT_S = 600
 
 
