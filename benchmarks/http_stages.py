@@ -37,6 +37,7 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+    from core.batching import take_batch
     from core.topics import Topics
 
     topics = Topics(region)
@@ -67,7 +68,7 @@ def stage_breakdown(bootstrap: str, region: str, done_at: dict[str, float]) -> d
         pending = {(tp.topic, tp.partition) for tp in assignment}
         give_up = time.monotonic() + 120
         while pending and time.monotonic() < give_up:
-            for msg in consumer.consume(1000, 1.0):
+            for msg in take_batch(consumer, 1000, 1.0):
                 if (error := msg.error()) is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard((msg.topic(), msg.partition()))

@@ -69,7 +69,11 @@ def _consume_until(
     while remaining:
         if time.monotonic() > deadline:
             raise TimeoutError(f"partitions not read to their end: {sorted(remaining)}")
-        for msg in consumer.consume(10_000, 1.0):
+        # The first record within a second, then what has arrived: consume(n, 1.0) alone
+        # would wait out its second unless n records came.
+        first = consumer.poll(1.0)
+        batch = [] if first is None else [first, *consumer.consume(10_000, 0)]
+        for msg in batch:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset()
             error = msg.error()
             if error is not None:
