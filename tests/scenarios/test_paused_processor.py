@@ -89,13 +89,20 @@ PAUSES = [
 
 @pytest.fixture(scope="module")
 def scenarios(
-    kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, Future[None]]]:
-    """Every pause's scenario, started at once, by name."""
-    with ThreadPoolExecutor(len(PAUSES), thread_name_prefix="paused") as pool:
+    """The scenario of every pause selected in this session (``-k`` may pick one), all
+    started at once, by name."""
+    selected = {
+        item.callspec.id  # the pause's name (the ids below)
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.module is request.module
+    }
+    pauses = [p for p in PAUSES if p.name in selected]
+    with ThreadPoolExecutor(len(pauses), thread_name_prefix="paused") as pool:
         yield {
             p.name: pool.submit(_run, kafka.bootstrap, tmp_path_factory.mktemp(p.name), p)
-            for p in PAUSES
+            for p in pauses
         }
 
 
