@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from api import errors, openapi
 from api import policy as api_policy
@@ -24,6 +26,7 @@ from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
 from api.routes import console as audit_console
 from api.settled import SettledRequests
+from api.shedding import MemeShedding
 from core.blobstore import make_blob_store
 from core.settings import Settings
 from memes.formats import ConvertedCache
@@ -103,8 +106,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ai_admission = AiAdmission(settings.api_max_ai_in_flight, metrics)
     errors.install(app)
     openapi.install(app)
+    # Inside the metrics, so that its refusals are counted.
+    app.add_middleware(MemeShedding, route=_route_of(memes.router, memes.get_meme))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     for module in (memes, me, billing, audit, images, health):
         app.include_router(module.router)
     app.include_router(audit_console.router)  # the auditors' web page, /audit/console
     return app
+
+
+def _route_of(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)

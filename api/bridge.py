@@ -188,6 +188,23 @@ class KafkaBridge:
             "reply_to": self.settings.api_instance,
         }
 
+    @property
+    def full(self) -> bool:
+        """As many calls wait on the ledger as this process admits (``api_max_in_flight``).
+
+        Admission control: past this, more waiting only lengthens every queue behind the
+        API until requests miss their deadlines (goodput collapses)."""
+        return len(self._waiting) >= self.settings.api_max_in_flight
+
+    def refusal(self) -> Overloaded:
+        """The answer to a call made while ``full``: refused before anything is appended,
+        so nothing is charged."""
+        self.metrics.overloaded.labels(limit="all").inc()
+        return Overloaded(
+            f"{len(self._waiting)} requests are waiting on the ledger; retry after "
+            "Retry-After seconds"
+        )
+
     def deadline_ms(self) -> int:
         return now_ms() + self.settings.request_deadline_ms
 
@@ -200,15 +217,8 @@ class KafkaBridge:
             deadline_ms = self.deadline_ms()
         if not self.replies_positioned:
             raise NotReady("reply consumer is not positioned yet")
-        if len(self._waiting) >= self.settings.api_max_in_flight:
-            # Admission control: past this, more waiting only lengthens every queue
-            # behind the API until requests miss their deadlines (goodput collapses).
-            # Refused before the append, so nothing is charged.
-            self.metrics.overloaded.labels(limit="all").inc()
-            raise Overloaded(
-                f"{len(self._waiting)} requests are waiting on the ledger; retry after "
-                "Retry-After seconds"
-            )
+        if self.full:
+            raise self.refusal()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future

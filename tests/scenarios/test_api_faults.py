@@ -239,6 +239,8 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     We expect: the third is refused at once with 503 ``overloaded`` and Retry-After,
     before anything is appended: the two waiting requests end refunded, and the refused
     one, retried under the same Idempotency-Key once the ledger is back, is charged once.
+    Without a key, a request is refused at the edge (``api.shedding``), in the same words
+    and counted the same way, before it is validated: even one with a bad ``lat``.
     """
     client_id, api_key = stack.new_client(tokens=5)
     stack.env["MAAS_API_MAX_IN_FLIGHT"] = "2"
@@ -248,6 +250,12 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     try:
         with two_waiting(stack, api_key, "maas_ledger_calls_waiting") as waiting:
             assert_refused_at_once(stack, api_key, refused_key)
+            assert_refused_at_once(stack, api_key)
+            assert_refused_at_once(stack, api_key, lat=91)
+            refusals = sample_value(stack, "maas_overloaded_total", limit="all")
+            shown = sample_value(
+                stack, "maas_http_requests_total", route="/memes", method="GET", status="503"
+            )
             answers = [w.result() for w in waiting]
     finally:
         stack.restart("processor")
@@ -255,6 +263,7 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
         stack.restart("api")
 
     assert [a.status_code for a in answers] == [504, 504], [a.text for a in answers]
+    assert (refusals, shown) == (3, 3)
     wait_for(lambda: stack.balance(api_key) == 5)
 
     retry = stack.meme(api_key, idempotency_key=refused_key)
@@ -310,13 +319,26 @@ def two_waiting(stack: Stack, api_key: str, gauge: str) -> Iterator[list[Future[
         yield waiting
 
 
-def assert_refused_at_once(stack: Stack, api_key: str, idempotency_key: str) -> None:
+def assert_refused_at_once(
+    stack: Stack, api_key: str, idempotency_key: str | None = None, **params: Any
+) -> None:
     started = time.monotonic()
-    refused = stack.meme(api_key, idempotency_key=idempotency_key)
+    if idempotency_key is not None:
+        params["idempotency_key"] = idempotency_key
+    refused = stack.meme(api_key, **params)
     assert time.monotonic() - started < 1.0
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "overloaded"
     assert refused.headers["Retry-After"] == "1"
+
+
+def sample_value(stack: Stack, name: str, **labels: str) -> int:
+    """The sample of the API's /metrics with these labels (0 if none yet)."""
+    for family in text_string_to_metric_families(stack.http.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return int(sample.value)
+    return 0
 
 
 def gauge_value(stack: Stack, name: str) -> int:
