@@ -346,9 +346,19 @@ class AtLeastOnce:
         writes.setdefault(partition, {}).update(
             record_writes(decision.account, decision.requests, decision.purchase)
         )
-        records = decision_outputs(self.out, partition, decision, self.settings.reply_partitions)
-        for topic, to, key, value in records:
-            produce(self.producer, topic, key, value, partition=to, on_delivery=self.delivered)
+        records = decision_outputs(
+            self.out, partition, decision, self.settings.partitions, self.settings.reply_partitions
+        )
+        for topic, to, key, value, headers in records:
+            produce(
+                self.producer,
+                topic,
+                key,
+                value,
+                partition=to,
+                headers=headers,
+                on_delivery=self.delivered,
+            )
 
     def delivered(self, err: KafkaError | None, _: Message) -> None:
         if err is not None:

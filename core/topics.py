@@ -12,6 +12,11 @@ ANSWERED_HEADER = "maas-answered"
 # A header of an input that reads a client's ledger state (a query, an erasure): the
 # ledger first settles the outcomes it holds, so that the read sees every meme settled.
 READS_HEADER = "maas-reads"
+# A header of an approval: the partition of its client's inputs, where its outcome goes
+# (the outcomes topic is co-partitioned with the ledger's other inputs). The approvals
+# themselves are spread over their pool's partitions by request id, so that one client's
+# memes are made by every generator of the pool, not by the one owning its partition.
+CLIENT_PARTITION_HEADER = "maas-client-partition"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class Topics:
         return f"{self.region}.ledger-checkpoints"
 
     def approved(self, kind: str) -> str:
-        """Approved work for the generator pool of ``kind`` (standard or ai)."""
+        """Approved work for the generator pool of ``kind`` (standard or ai), key =
+        client_id, partitioned by request id; each carries ``CLIENT_PARTITION_HEADER``."""
         return f"{self.region}.approved.{kind}"
 
     @property

@@ -75,7 +75,7 @@ from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
 from core.settings import Settings
-from core.topics import ANSWERED_HEADER, Topics
+from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics
 from memes import place, policy
 from memes.render import RenderedMeme, render_meme
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
@@ -103,6 +103,7 @@ class Job:
     partition: int
     offset: int
     approval: MemeApproved
+    client_partition: int  # of the outcomes topic: the client's inputs' partition
     approved_at_ms: int | None  # the approval record's timestamp: when the ledger decided
     deadline: float | None  # time.monotonic() instant; the AI pool's own (step 2)
     settled: bool = False  # its outcome is produced: the first of render and deadline wins
@@ -243,7 +244,14 @@ class GeneratorPool:
         )
         timestamp_type, timestamp = message.timestamp()
         approved_at_ms = None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp
-        job = Job(partition, offset, approval, approved_at_ms, deadline)
+        job = Job(
+            partition,
+            offset,
+            approval,
+            _client_partition(message, partition),
+            approved_at_ms,
+            deadline,
+        )
         if deadline is not None:
             with self.lock:
                 self.rendering.add(job)
@@ -318,13 +326,12 @@ class GeneratorPool:
             else:
                 self._done(job.partition, job.offset)
 
-        # Same partition number as the approval: the outcomes topic is co-partitioned.
         # An outcome this pool answers needs no prompt settlement: the header says so.
         self._produce(
             self.topics.outcomes,
             approval.client_id,
             dump(outcome),
-            job.partition,
+            job.client_partition,
             acknowledged,
             headers=None if told is None else {ANSWERED_HEADER: b"1"},
         )
@@ -495,3 +502,13 @@ def run(settings: Settings, kind: Kind) -> None:
         # not stored, and the supervisor starts one.
         log.critical("fatal kafka error, exiting error=%s", exc.args[0])
         raise SystemExit(FATAL_EXIT_CODE) from exc
+
+
+def _client_partition(message: Message, partition: int) -> int:
+    """Where the approval's outcome goes: the partition its header names. An approval
+    without it was written before approvals were spread (by a processor of an older
+    version, during a rolling deploy), on its client's own partition."""
+    for header in message.headers() or ():  # a consumed record's: (name, value) pairs
+        if header[0] == CLIENT_PARTITION_HEADER and header[1] is not None:
+            return int(header[1])
+    return partition

@@ -9,10 +9,11 @@ also feed the processor's overlay (see ``ledger.state.record_writes``).
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from core.topics import Topics
+from core.topics import CLIENT_PARTITION_HEADER, Topics
 from ledger.fold import Decision
 from schemas.events import AccountOpened, dump
 
@@ -24,14 +25,22 @@ class Output(NamedTuple):
     partition: int
     key: bytes
     value: bytes
+    headers: dict[str, str | bytes | None] | None = None
+
+
+def work_partition(request_id: str, partitions: int) -> int:
+    """The partition of an approval in its pool's topic: by request id, so that a client
+    with many memes keeps every generator of the pool busy, not only the one that owns
+    its partition. CRC-32: the same in every process and every retry of a transaction."""
+    return zlib.crc32(request_id.encode()) % partitions
 
 
 def decision_outputs(
-    topics: Topics, partition: int, decision: Decision, reply_partitions: int
+    topics: Topics, partition: int, decision: Decision, partitions: int, reply_partitions: int
 ) -> Iterator[Output]:
     """Ledger entries (and ``AccountOpened`` to the clients table) on the input's
-    partition, approved work to its pool's topic, replies to the partition each waiter
-    reads."""
+    partition, approved work to its pool's topic (``work_partition``, naming the input's
+    partition for the outcome), replies to the partition each waiter reads."""
     for entry in decision.entries:
         key = entry.client_id.encode()
         value = dump(entry)
@@ -41,7 +50,11 @@ def decision_outputs(
     if decision.approved is not None:
         approved = decision.approved
         yield Output(
-            topics.approved(approved.kind), partition, approved.client_id.encode(), dump(approved)
+            topics.approved(approved.kind),
+            work_partition(approved.request_id, partitions),
+            approved.client_id.encode(),
+            dump(approved),
+            {CLIENT_PARTITION_HEADER: str(partition)},
         )
     for reply_to, reply in decision.replies:
         if reply_to >= reply_partitions:

@@ -344,9 +344,15 @@ class LedgerProcessor:
             if request.status == "charged":
                 timer = (request.deadline_ms, partition, request.client_id, request.request_id)
                 self.charged.append(timer)
-        outputs = decision_outputs(self.topics, partition, decision, self.settings.reply_partitions)
-        for topic, out_partition, key, value in outputs:
-            self._produce(topic, out_partition, key, value)
+        outputs = decision_outputs(
+            self.topics,
+            partition,
+            decision,
+            self.settings.partitions,
+            self.settings.reply_partitions,
+        )
+        for topic, out_partition, key, value, headers in outputs:
+            self._produce(topic, out_partition, key, value, headers=headers)
 
     def _produce_changelog(self) -> None:
         """Each state key the batch wrote, once, with its last value: a client with five

@@ -47,7 +47,7 @@ from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
-from core.topics import ANSWERED_HEADER, Topics
+from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics
 from ledger.replay import Replay
 from maas.processes import start_process
 from schemas.events import (
@@ -85,11 +85,13 @@ def header(msg: Message, name: str) -> bytes:
 
 @dataclass(frozen=True)
 class Approval:
-    """One committed ``MemeApproved`` and the partition it was read from."""
+    """One committed ``MemeApproved``, the partition it was read from, and the partition
+    its header names for the outcome (its client's)."""
 
     partition: int
     offset: int
     approved: MemeApproved
+    client_partition: int
 
 
 # A policy answers an approval with the outcomes to send, in order: "generated",
@@ -230,7 +232,10 @@ class ApprovalReader:
             if msg is None or msg.error():
                 continue
             _, partition, offset = position_of(msg)
-            approval = Approval(partition, offset, MemeApproved.model_validate_json(value_of(msg)))
+            named = dict(msg.headers() or [])[CLIENT_PARTITION_HEADER]
+            assert isinstance(named, bytes)
+            approved = MemeApproved.model_validate_json(value_of(msg))
+            approval = Approval(partition, offset, approved, int(named))
             with self.cond:
                 self.approvals.append(approval)
                 self.count_by_request[approval.approved.request_id] += 1
@@ -621,12 +626,13 @@ class LedgerDriver:
         raise ValueError(action)
 
     def answer(self, approval: Approval, action: str) -> MemeGenerated | MemeFailed:
-        """Send an outcome on the approval's own partition of ``<region>.outcomes``."""
+        """Send an outcome on its client's partition of ``<region>.outcomes``, as the
+        approval's header names it."""
         event = self.outcome(approval, action)
         headers: dict[str, str | bytes | None] | None = (
             {ANSWERED_HEADER: b"1"} if action == "answered" else None
         )
-        self.send(event, partition=approval.partition, headers=headers)
+        self.send(event, partition=approval.client_partition, headers=headers)
         return event
 
     # --- the ledger --------------------------------------------------------------------

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from core.blobstore import LocalBlobStore
 from core.settings import Settings
-from core.topics import ANSWERED_HEADER
+from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER
 from memes.render import render_meme
 from processors.generators.backends import AiBackendUnavailable, AiCaption, CaptionRequest
 from processors.generators.in_order import InOrder
@@ -47,9 +47,15 @@ class FakeMessage:
     """A consumed record; its timestamp (when the ledger produced it) is now unless given."""
 
     def __init__(
-        self, value: bytes, partition: int = 0, offset: int = 0, age_ms: int | None = 0
+        self,
+        value: bytes,
+        partition: int = 0,
+        offset: int = 0,
+        age_ms: int | None = 0,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         self._value, self._partition, self._offset = value, partition, offset
+        self._headers = headers
         self._timestamp = (
             (TIMESTAMP_NOT_AVAILABLE, -1)
             if age_ms is None
@@ -64,6 +70,9 @@ class FakeMessage:
 
     def value(self) -> bytes:
         return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
     def partition(self) -> int:
         return self._partition
@@ -392,6 +401,26 @@ def test_a_meme_made_in_time_is_told_to_its_waiter_after_its_outcome(tmp_path: P
     reply = Reply.model_validate_json(produced[1][1])
     assert (reply.correlation_id, reply.outcome, reply.made) == ("ev-1", "made", made)
     assert (reply.balance, reply.tokens_charged, reply.caption) == (7, 1, None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "outcome_partition"),
+    [([(CLIENT_PARTITION_HEADER, b"1")], 1), (None, 4)],
+    ids=["naming its client's partition", "from an older processor, on its client's partition"],
+)
+def test_an_outcome_goes_to_its_clients_partition_whatever_the_approvals(
+    tmp_path: Path, headers: list[tuple[str, bytes]] | None, outcome_partition: int
+) -> None:
+    """Scenario: an approval read from partition 4 of its pool's topic (spread there by
+    its request id) whose header names partition 1 for its client; or one without the
+    header, which a processor from before the spreading wrote on its client's partition.
+    We expect: the outcome on the client's partition of the outcomes topic, where the
+    ledger processor that owns the client reads it; the offset stored for partition 4."""
+    message = FakeMessage(_approved("req-spread"), partition=4, offset=9, headers=headers)
+    pool = _pool(tmp_path, FixedBackend(AiCaption("such", "wow")), [message], deadline_ms=5_000)
+    _run(pool, lambda: bool(_stored(pool)))
+    assert [(t, p) for t, _, p in _produced(pool)] == [(pool.topics.outcomes, outcome_partition)]
+    assert _stored(pool) == [(4, 10)]
 
 
 @pytest.mark.parametrize(
