@@ -68,7 +68,6 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from pydantic import ValidationError
 
 from core.batching import IDLE_WAIT_S
 from core.blobstore import BlobStore, make_blob_store
@@ -235,8 +234,9 @@ class GeneratorPool:
             self.offsets.started(partition, offset)
         try:
             approval = MemeApproved.model_validate_json(value)
-        except ValidationError as exc:
-            log.error("invalid work offset=%d error=%s", offset, exc.errors()[:3])
+            client_partition = _client_partition(message, partition)
+        except ValueError as exc:  # pydantic's ValidationError, or a header not a number
+            log.error("invalid work partition=%d offset=%d error=%s", partition, offset, exc)
             self._done(partition, offset)  # never renderable: do not read it again
             return False
         deadline = (
@@ -248,7 +248,7 @@ class GeneratorPool:
             partition,
             offset,
             approval,
-            _client_partition(message, partition),
+            client_partition,
             approved_at_ms,
             deadline,
         )

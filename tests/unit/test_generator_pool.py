@@ -441,8 +441,18 @@ def test_the_ledger_answers_when_the_generator_may_not(
     assert isinstance(made, MemeGenerated) and made.replied_to is None
 
 
-def test_an_invalid_approval_is_skipped_and_its_offset_stored(tmp_path: Path) -> None:
-    messages = [FakeMessage(b'{"type": "MemeApproved"}', offset=3)]
+@pytest.mark.parametrize(
+    "message",
+    [
+        FakeMessage(b'{"type": "MemeApproved"}', offset=3),
+        FakeMessage(_approved("req-x"), offset=3, headers=[(CLIENT_PARTITION_HEADER, b"x")]),
+    ],
+    ids=["not an approval", "its client's partition not a number"],
+)
+def test_an_invalid_approval_is_skipped_and_its_offset_stored(
+    tmp_path: Path, message: FakeMessage
+) -> None:
+    messages = [message]
     pool = _pool(tmp_path, FixedBackend(AiCaption("a", "b")), messages, deadline_ms=5_000)
     _run(pool, lambda: bool(_stored(pool)))
     assert _stored(pool) == [(0, 4)]
