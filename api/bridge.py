@@ -196,9 +196,9 @@ class KafkaBridge:
         API until requests miss their deadlines (goodput collapses)."""
         return len(self._waiting) >= self.settings.api_max_in_flight
 
-    def refusal(self) -> Overloaded:
-        """The answer to a call made while ``full``: refused before anything is appended,
-        so nothing is charged."""
+    def refuse(self) -> Overloaded:
+        """Count a call refused while ``full`` and return its answer: refused before
+        anything is appended, so nothing is charged."""
         self.metrics.overloaded.labels(limit="all").inc()
         return Overloaded(
             f"{len(self._waiting)} requests are waiting on the ledger; retry after "
@@ -218,7 +218,7 @@ class KafkaBridge:
         if not self.replies_positioned:
             raise NotReady("reply consumer is not positioned yet")
         if self.full:
-            raise self.refusal()
+            raise self.refuse()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future

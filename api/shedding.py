@@ -39,7 +39,7 @@ class MemeShedding:
             bridge: KafkaBridge | None = getattr(scope["app"].state, "bridge", None)
             if bridge is not None and bridge.full and not _keyed(scope):
                 scope["route"] = route  # the HTTP metrics count it under its route
-                await bridge.refusal().response()(scope, receive, send)
+                await bridge.refuse().response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
