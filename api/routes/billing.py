@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
 from api.errors import Conflict, DeadlineExceeded, NotFound
@@ -36,7 +36,15 @@ from schemas.events import (
 router = APIRouter(prefix="/v1/clients", tags=["billing"], dependencies=[BillingScope])
 
 
-class NewClient(BaseModel):
+class Body(BaseModel):
+    """A request body: a field it does not know is refused (422 naming it), not ignored.
+    Billing sending ``{"days": 30}`` must learn that no such field exists, not get an
+    open-ended subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewClient(Body):
     name: str = Field(default="", max_length=200, description="A label for people")
 
 
@@ -50,7 +58,7 @@ class RegisteredClient(BaseModel):
     )
 
 
-class Purchase(BaseModel):
+class Purchase(Body):
     purchase_id: Id = Field(description="Billing's id; a repeat is credited once")
     tokens: TokenCount
 
@@ -62,7 +70,7 @@ class Credited(BaseModel):
     seq: int
 
 
-class SubscriptionChange(BaseModel):
+class SubscriptionChange(Body):
     until: Timestamp | None = Field(
         default=None, description="ISO 8601 with a time zone, 1970 or later; open-ended if absent"
     )

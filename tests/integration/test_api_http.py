@@ -423,6 +423,9 @@ def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack, key: str) ->
         pytest.param({"purchase_id": "p", "tokens": 10**9 + 1}, "tokens", id="tokens-too-many"),
         pytest.param({"tokens": 5}, "purchase_id", id="purchase-id-missing"),
         pytest.param({"purchase_id": "a b", "tokens": 5}, "purchase_id", id="purchase-id-bad"),
+        pytest.param(
+            {"purchase_id": "p", "tokens": 5, "currency": "EUR"}, "currency", id="unknown-field"
+        ),
     ],
 )
 def test_malformed_purchases_are_422_naming_the_field(
@@ -449,6 +452,19 @@ def test_subscription_until_must_be_a_datetime_with_timezone(stack: Stack, until
     )
 
     assert_invalid(response, "until")
+    assert stack.account(api_key)["ai_active"] is False
+
+
+def test_a_subscription_field_that_does_not_exist_is_refused_not_ignored(stack: Stack) -> None:
+    """``{"days": 30}`` is not how a subscription ends (``until`` is): ignored, it would
+    switch Memes AI on for good."""
+    client_id, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.put(
+        f"/v1/clients/{client_id}/subscription", json={"days": 30}, headers=stack.billing
+    )
+
+    assert_invalid(response, "days")
     assert stack.account(api_key)["ai_active"] is False
 
 
