@@ -232,10 +232,10 @@ class ApprovalReader:
             if msg is None or msg.error():
                 continue
             _, partition, offset = position_of(msg)
-            named = dict(msg.headers() or [])[CLIENT_PARTITION_HEADER]
-            assert isinstance(named, bytes)
             approved = MemeApproved.model_validate_json(value_of(msg))
-            approval = Approval(partition, offset, approved, int(named))
+            approval = Approval(
+                partition, offset, approved, int(header(msg, CLIENT_PARTITION_HEADER))
+            )
             with self.cond:
                 self.approvals.append(approval)
                 self.count_by_request[approval.approved.request_id] += 1

@@ -315,7 +315,7 @@ def two_waiting(stack: Stack, api_key: str, gauge: str) -> Iterator[list[Future[
             pool.submit(stack.meme, api_key, idempotency_key=f"w{n}-{uuid.uuid4().hex}")
             for n in range(2)
         ]
-        wait_for(lambda: gauge_value(stack, gauge) == 2, timeout_s=10, interval_s=0.05)
+        wait_for(lambda: sample_value(stack, gauge) == 2, timeout_s=10, interval_s=0.05)
         yield waiting
 
 
@@ -339,11 +339,3 @@ def sample_value(stack: Stack, name: str, **labels: str) -> int:
             if sample.name == name and sample.labels == labels:
                 return int(sample.value)
     return 0
-
-
-def gauge_value(stack: Stack, name: str) -> int:
-    """A gauge of the API's /metrics."""
-    for family in text_string_to_metric_families(stack.http.get("/metrics").text):
-        if family.name == name:
-            return int(family.samples[0].value)
-    raise AssertionError(f"no {name} in /metrics")
