@@ -50,12 +50,17 @@ from tests.jepsen.region import GENERATOR_FAULT_QUERY
 Mode = Literal["faults", "availability"]
 
 HTTP_TIMEOUT_S = 15.0  # above the API's longest wait (deadline + refund grace + slack)
-# httpcore scans every connection of a pool for every queued request on every event:
-# with thousands of requests in flight (a long fault run, the service down for seconds)
-# one pool of 2,000 connections took the runner's whole core and starved the service.
-# Eight pools of 250 hold as many connections and scan 64 times less.
-HTTP_POOLS = 8
-HTTP_MAX_CONNECTIONS = 2000
+# httpcore's pool scans all its connections for every queued request, and all of them
+# again for each idle one, whenever a request starts or ends: the cost of a request grows
+# with the square of the pool. One pool of 2,000 connections took the runner's whole core
+# and starved the service; eight of 250 (keeping 25 alive) still did in a long fault
+# run with thousands of retries in flight: its timeouts fired 30-60 s late and its sends
+# lagged 19 s (p99). Many small pools hold as many connections for a small cost.
+HTTP_POOLS = 64
+HTTP_POOL_CONNECTIONS = 32  # all kept alive: a closed one costs a new connection later
+# Below uvicorn's 5 s: a connection the API is closing for idleness is not reused, or a
+# request sent as it closes ends "Server disconnected" without an answer.
+HTTP_KEEPALIVE_S = 2.0
 PURCHASE_EVERY_S = 1.0
 DUPLICATE_PURCHASE_SHARE = 0.2
 KEYED_SHARE = 0.85
@@ -517,8 +522,9 @@ class Workload:
     async def _clients(self) -> AsyncIterator[None]:
         """The connection pools of one phase (each phase runs in its own event loop)."""
         limits = httpx.Limits(
-            max_connections=HTTP_MAX_CONNECTIONS // HTTP_POOLS,
-            max_keepalive_connections=200 // HTTP_POOLS,
+            max_connections=HTTP_POOL_CONNECTIONS,
+            max_keepalive_connections=HTTP_POOL_CONNECTIONS,
+            keepalive_expiry=HTTP_KEEPALIVE_S,
         )
         timeout = httpx.Timeout(HTTP_TIMEOUT_S, pool=HTTP_TIMEOUT_S)
         async with contextlib.AsyncExitStack() as stack:
