@@ -60,6 +60,9 @@ PROGRESS_EVERY_S = 10.0
 # broker that restarts slowly on a busy machine), up to this many times --seconds.
 MOST_LOAD_FACTOR = 3.0
 SETTLE_BOUND_S = 120.0
+# A load this late on its schedule is short of CPU itself: what it then measures (its
+# timeouts, which fire late, and the latencies it reports) is partly its own.
+LOAD_BEHIND_MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,12 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
         f"  load: {result.load}; its lag ms (sent - scheduled): p50 {result.lag_ms['p50']:.0f} "
         f"p99 {result.lag_ms['p99']:.0f} max {result.lag_ms['max']:.0f}"
     )
+    if result.lag_ms["p99"] > LOAD_BEHIND_MS:
+        lines.append(
+            f"  the load fell behind its schedule by {result.lag_ms['p99'] / 1000:.1f} s (p99): "
+            "its timeouts and latencies are then partly its own, not the service's "
+            "(docs/reliability.md)"
+        )
     lines.append("=== cpu during the load (shares of one core) ===")
     lines += [f"  {name}: {share:.3f}" for name, share in result.cpu.items()]
     lines.append(
