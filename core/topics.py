@@ -1,8 +1,11 @@
-"""Topic names of one region. Topic prefixes stand in for per-region clusters."""
+"""Topic names of one region, and the headers records carry. Topic prefixes stand in for
+per-region clusters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from confluent_kafka import Message
 
 # A header of an outcome whose client its generator has answered already (a meme made
 # in time). Nobody waits for the ledger to settle such an outcome, so the ledger may hold
@@ -17,6 +20,15 @@ READS_HEADER = "maas-reads"
 # themselves are spread over their pool's partitions by request id, so that one client's
 # memes are made by every generator of the pool, not by the one owning its partition.
 CLIENT_PARTITION_HEADER = "maas-client-partition"
+
+
+def header_value(message: Message, name: str) -> bytes | None:
+    """The value of a consumed record's header ``name``; None if it has none."""
+    for header in message.headers() or ():  # (name, value) pairs
+        if header[0] == name:
+            value = header[1]
+            return value if isinstance(value, bytes) else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
 from core.settings import Settings
-from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics
+from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from memes import place, policy
 from memes.render import RenderedMeme, render_meme
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
@@ -244,14 +244,7 @@ class GeneratorPool:
         )
         timestamp_type, timestamp = message.timestamp()
         approved_at_ms = None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp
-        job = Job(
-            partition,
-            offset,
-            approval,
-            client_partition,
-            approved_at_ms,
-            deadline,
-        )
+        job = Job(partition, offset, approval, client_partition, approved_at_ms, deadline)
         if deadline is not None:
             with self.lock:
                 self.rendering.add(job)
@@ -508,7 +501,5 @@ def _client_partition(message: Message, partition: int) -> int:
     """Where the approval's outcome goes: the partition its header names. An approval
     without it was written before approvals were spread (by a processor of an older
     version, during a rolling deploy), on its client's own partition."""
-    for header in message.headers() or ():  # a consumed record's: (name, value) pairs
-        if header[0] == CLIENT_PARTITION_HEADER and header[1] is not None:
-            return int(header[1])
-    return partition
+    value = header_value(message, CLIENT_PARTITION_HEADER)
+    return partition if value is None else int(value)

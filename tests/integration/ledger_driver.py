@@ -47,7 +47,7 @@ from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
-from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics
+from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from ledger.replay import Replay
 from maas.processes import start_process
 from schemas.events import (
@@ -76,10 +76,9 @@ def new_id(prefix: str) -> str:
 
 
 def header(msg: Message, name: str) -> bytes:
-    """A header of a consumed record that must have a value: the type also allows the
-    str a producer may pass (consumed, it is bytes) and None (a header without value)."""
-    value = dict(msg.headers() or [])[name]
-    assert isinstance(value, bytes), (name, value)
+    """A header of a consumed record that must have a value."""
+    value = header_value(msg, name)
+    assert value is not None, name
     return value
 
 
