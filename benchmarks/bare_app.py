@@ -46,11 +46,20 @@ async def healthz() -> dict[str, str]:
 def main() -> None:
     import uvicorn
 
+    from core.settings import Settings
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=Settings().api_keep_alive_s,
+    )
 
 
 if __name__ == "__main__":

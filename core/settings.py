@@ -83,6 +83,11 @@ class Settings(BaseModel):
     # refunded there after 1.5 s (at 32 some still were: docs/capacity.md, "Overload").
     # At 100/s an API process waits on less than one; an AI pool's restart stalls ~10.
     api_max_ai_in_flight: int = Field(default=16, ge=1)
+    # An idle client connection stays open this long. Above a load balancer's idle
+    # timeout (60 s is common), so the balancer closes first: a server that closes first
+    # races the balancer's next request on that connection, which ends in a 502 with no
+    # answer. uvicorn's own default is 5 s.
+    api_keep_alive_s: int = Field(default=75, ge=1, le=3600)
     # Development mode (./run sets it): the three secrets below may keep their development
     # defaults. Anywhere else, a process that uses one refuses to start with its default
     # (``require_secrets``): a forgotten variable must not leave a door open.

@@ -82,7 +82,12 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     log.info("api bound host=%s port=%d instance=%d", args.host, args.port, settings.api_instance)
     # Our own key=value logging config, and no access log: /metrics counts requests.
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=settings.api_keep_alive_s,
+    )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
     return 0

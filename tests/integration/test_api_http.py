@@ -6,8 +6,10 @@ malformed request is followed by a ``/v1/me`` that proves the balance did not mo
 
 from __future__ import annotations
 
+import http.client
 import re
 import signal
+import socket
 import time
 import uuid
 from collections import Counter
@@ -572,6 +574,27 @@ def test_health_and_readiness(stack: Stack) -> None:
     ready = stack.http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["kafka"] == "ok"
+
+
+def test_an_idle_connection_outlives_uvicorns_default_keep_alive(stack: Stack) -> None:
+    """Scenario: a client (or a load balancer) keeps a connection idle for 6 s, past
+    uvicorn's default keep-alive (5 s), then sends on it. We expect: the API has not
+    closed it (it keeps idle connections ``api_keep_alive_s``, 75 s), and answers."""
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b'{"status":"ok"}'
+        time.sleep(6)
+        assert conn.sock is not None
+        conn.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no data and no end of stream: still open
+            conn.sock.recv(1, socket.MSG_PEEK)
+        conn.sock.settimeout(10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
 
 
 def test_metrics_count_requests_by_route_template_and_ledger_outcomes(stack: Stack) -> None:

@@ -58,8 +58,9 @@ HTTP_TIMEOUT_S = 15.0  # above the API's longest wait (deadline + refund grace +
 # lagged 19 s (p99). Many small pools hold as many connections for a small cost.
 HTTP_POOLS = 64
 HTTP_POOL_CONNECTIONS = 32  # all kept alive: a closed one costs a new connection later
-# Below uvicorn's 5 s: a connection the API is closing for idleness is not reused, or a
-# request sent as it closes ends "Server disconnected" without an answer.
+# Well below the API's keep-alive (api_keep_alive_s): a connection the API is closing for
+# idleness is not reused, or a request sent as it closes ends "Server disconnected"
+# without an answer.
 HTTP_KEEPALIVE_S = 2.0
 PURCHASE_EVERY_S = 1.0
 DUPLICATE_PURCHASE_SHARE = 0.2
