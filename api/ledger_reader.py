@@ -1,13 +1,14 @@
 """What the auditor routes read: whole topics, committed only, from the start.
 
-Cost, on purpose: every call reads every partition of ``<region>.ledger`` (and, for the
-reconciliation, ``<region>.purchases`` and ``<region>.requests``) from offset 0 to the
-end, in a worker thread, with ``read_committed``. A client's page of its ledger costs a
-scan of the whole log. That is the simplest reader that is obviously correct, and it is
-fine for an auditor's occasional question on a log of modest size. It is not fine for
-dashboards or large logs: a production service would fold the ledger topic into an
-index (client id + seq -> offset, and per-client totals) maintained by a consumer of the
-topic, or would export the ledger to an analytics store, and answer from that.
+Cost, on purpose: the reconciliation reads every partition of ``<region>.ledger``,
+``<region>.purchases`` and ``<region>.requests`` from offset 0 to the end, in a worker
+thread, with ``read_committed``; a client's page of its ledger reads the one ledger
+partition that holds the client (``core.topics.key_partition``) from its start. That is
+the simplest reader that is obviously correct, and it is fine for an auditor's
+occasional question on a log of modest size. It is not fine for dashboards or large
+logs: a production service would fold the ledger topic into an index (client id + seq
+-> offset, and per-client totals) maintained by a consumer of the topic, or would export
+the ledger to an analytics store, and answer from that.
 
 The key of every topic is the client id, so the ledger reader skips other clients'
 records by key without parsing them.
@@ -29,7 +30,7 @@ from schemas.events import InputEvent, LedgerEntryUnion, parse_entry, parse_inpu
 def ledger_entries(settings: Settings, client_id: str | None = None) -> Iterator[LedgerEntryUnion]:
     """Every committed entry of the ledger (of one client if named), in log order."""
     key = client_id.encode() if client_id is not None else None
-    for msg in read_topic(settings, Topics(settings.region).ledger):
+    for msg in read_topic(settings, Topics(settings.region).ledger, key=key):
         if key is None or msg.key() == key:
             yield parse_entry(msg.value() or b"")
 

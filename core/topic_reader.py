@@ -16,6 +16,7 @@ from confluent_kafka import (
 
 from core.batching import take_batch
 from core.settings import Settings
+from core.topics import key_partition
 
 
 def position_of(msg: Message) -> tuple[str, int, int]:
@@ -26,8 +27,13 @@ def position_of(msg: Message) -> tuple[str, int, int]:
     return topic, partition, offset
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Message]:
-    """Yield every committed message of ``topic``; stops when each partition is at its end."""
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 60.0, *, key: bytes | None = None
+) -> Iterator[Message]:
+    """Yield every committed message of ``topic``; stops when each partition is at its end.
+
+    With ``key``, only the partition that key's records are on (``key_partition``), so
+    other keys' records of that partition come too: the caller filters them."""
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -42,7 +48,10 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Itera
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         if metadata.error is not None:
             raise KafkaException(metadata.error)
-        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        numbers = list(metadata.partitions)
+        if key is not None:
+            numbers = [key_partition(key, len(numbers))]
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers]
         consumer.assign(partitions)
         remaining = {tp.partition for tp in partitions}
         while remaining:

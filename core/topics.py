@@ -3,6 +3,7 @@ per-region clusters."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from confluent_kafka import Message
@@ -20,6 +21,16 @@ READS_HEADER = "maas-reads"
 # themselves are spread over their pool's partitions by request id, so that one client's
 # memes are made by every generator of the pool, not by the one owning its partition.
 CLIENT_PARTITION_HEADER = "maas-client-partition"
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (``consistent_random``) gives a
+    record with this key: CRC-32 of the key, modulo the partition count. Every producer
+    of the service keys by client id and leaves the choice to it, and the ledger writes a
+    client's entries on its inputs' partition, so this is where all of a client's records
+    are, as long as the topics keep their partition count (it never changes:
+    ``docs/capacity.md``)."""
+    return zlib.crc32(key) % partitions
 
 
 def header_value(message: Message, name: str) -> bytes | None:

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.topics import key_partition
 from maas.broker import LocalBroker, free_port
 from tests.stack import value_of
 
@@ -57,6 +58,28 @@ def test_create_produce_consume(kafka, unique: str) -> None:
     assert producer.flush(30) == 0
 
     assert sorted(consume(kafka.bootstrap, topic, unique, len(sent))) == sorted(sent)
+
+
+@pytest.mark.kafka
+def test_key_partition_is_the_partition_librdkafka_gives_a_key(kafka, unique: str) -> None:
+    """The auditor reads a client's ledger from one partition, the one its id keys to:
+    ``key_partition`` must agree with the producers' default partitioner on every key."""
+    topic = f"{unique}.keyed"
+    create_topic(kafka.bootstrap, topic, partitions=7)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all"})
+    placed: dict[bytes, int] = {}
+
+    def delivered(err: object, msg: Message) -> None:
+        assert err is None, err
+        placed[msg.key() or b""] = msg.partition() or 0
+
+    keys = [f"client-{i}-{'x' * (i % 40)}".encode() for i in range(300)] + ["čaj-☕".encode()]
+    for key in keys:
+        producer.produce(topic, b"v", key=key, on_delivery=delivered)
+    assert producer.flush(30) == 0
+
+    assert len(set(placed.values())) == 7  # every partition got some: the test can fail
+    assert {key: key_partition(key, 7) for key in keys} == placed
 
 
 @pytest.mark.kafka
