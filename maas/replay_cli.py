@@ -3,7 +3,8 @@
 The fold is ``ledger.replay.Replay`` (``evolve``, the function the live processor builds
 every entry with), so a replay of the whole topic equals the live state. Options:
 
-- ``--client ID``: fold only that client's entries (the topic's key is the client id);
+- ``--client ID``: fold only that client's entries (the topic's key is the client id),
+  read from the one partition that holds them;
 - ``--as-of-offset N`` or ``--as-of-offset P:N,P:N``: the state a consumer positioned at
   offset ``N`` of each partition would have, i.e. entries at offsets *below* ``N``
   (Kafka's "next offset" convention; transaction markers take offsets too). With the
@@ -34,7 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 from core import logs
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
-from core.topics import Topics
+from core.topics import Topics, key_partition
 from ledger.replay import Replay
 from ledger.whatif import CSV_HEADER, WhatIf, csv_row, parse_pricing
 from schemas.events import LedgerEntryUnion, parse_entry
@@ -129,13 +130,19 @@ class Progress:
         print(f"\r{bar}entries={read:,} rate={rate:,.0f}/s", end="", file=sys.stderr, flush=True)
 
 
-def ledger_size(settings: Settings, topic: str, timeout_s: float = 10.0) -> int | None:
-    """Offsets in the topic (entries plus transaction markers); None if unknown."""
+def ledger_size(
+    settings: Settings, topic: str, key: bytes | None = None, timeout_s: float = 10.0
+) -> int | None:
+    """Offsets in the topic, or in the partition of ``key`` (entries plus transaction
+    markers); None if unknown."""
     consumer = Consumer({**settings.kafka_common(), "group.id": "maas-replay-size"})
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        partitions = list(metadata.partitions)
+        if key is not None:
+            partitions = [key_partition(key, len(partitions))]
         total = 0
-        for partition in metadata.partitions:
+        for partition in partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s
             )
@@ -192,12 +199,13 @@ def replay_ledger(
     ``sink`` sees every entry that is folded, in order (the what-if fold uses it).
     """
     topic = Topics(settings.region).ledger
-    bar = Progress(ledger_size(settings, topic)) if progress else None
+    key = client.encode() if client is not None else None  # one client: its partition
+    bar = Progress(ledger_size(settings, topic, key)) if progress else None
     read = 0
 
     def records() -> Iterator[tuple[int, int, bytes | None, bytes]]:
         nonlocal read
-        for msg in read_topic(settings, topic):
+        for msg in read_topic(settings, topic, key=key):
             read += 1
             if bar is not None:
                 bar.update(read)
