@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import socket
 
 log = logging.getLogger("maas.api")
@@ -60,6 +61,19 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the limit.
+
+    Every client connection is an open file, and an idle one is kept for
+    ``api_keep_alive_s``: at the soft limit many systems start services with (1024),
+    a crowd of idle clients would have new connections refused while the CPU is idle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -80,7 +94,13 @@ def _run(args: argparse.Namespace) -> int:
             exc.strerror,
         )
         return 1
-    log.info("api bound host=%s port=%d instance=%d", args.host, args.port, settings.api_instance)
+    log.info(
+        "api bound host=%s port=%d instance=%d open_files_limit=%d",
+        args.host,
+        args.port,
+        settings.api_instance,
+        raise_open_files_limit(),
+    )
     # Our own key=value logging config, and no access log: /metrics counts requests.
     config = uvicorn.Config(
         create_app(settings),

@@ -54,3 +54,21 @@ def test_a_free_port_is_free_and_a_shared_one_is_not() -> None:
         # A stale API of an earlier run would share the port without a word: refused.
         with pytest.raises(ValueError, match=f"--port {port}: 127.0.0.1:{port} is taken"):
             check_port_free("127.0.0.1", port)
+
+
+def test_the_api_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    """Each kept-alive client connection is an open file: a process started with a low
+    soft limit (1024 is common) raises it to its hard limit."""
+    code = (
+        "import resource\n"
+        "from maas.api_cli import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    returned, soft, hard = map(int, done.stdout.split())
+    assert hard > 64  # so a raised limit differs from the one set here
+    assert returned == soft == hard
