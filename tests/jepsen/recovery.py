@@ -26,6 +26,12 @@ class Recovery:
     per_partition_s: dict[int, float | None]  # None: no decision since the kill
 
     @property
+    def known(self) -> bool:
+        """Whether the kill's partitions were known: the group coordinator, asked at the
+        kill, may not answer (during a broker fault)."""
+        return bool(self.per_partition_s)
+
+    @property
     def seconds(self) -> float | None:
         """The slowest partition; None if one never decided again (or none was known)."""
         values = list(self.per_partition_s.values())

@@ -137,9 +137,11 @@ class RunResult:
 
     @property
     def recovery_s(self) -> list[float]:
-        """Recovery of each kill; a kill after which a partition never decided again
-        counts as infinitely long."""
-        return [r.seconds if r.seconds is not None else float("inf") for r in self.recoveries]
+        """Recovery of each kill whose partitions were known; a kill after which a
+        partition never decided again counts as infinitely long."""
+        return [
+            r.seconds if r.seconds is not None else float("inf") for r in self.recoveries if r.known
+        ]
 
     @property
     def recovery_p50_s(self) -> float:
@@ -446,11 +448,14 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
         f"  availability (meme first attempts, 2xx within the deadline): {result.availability:.4f}"
     )
     for r in result.recoveries:
+        if not r.known:
+            lines.append(f"  {r.kill.name} {r.kill.how}: recovery not timed, partitions unknown")
+            continue
         per = {p: (round(s, 2) if s is not None else None) for p, s in r.per_partition_s.items()}
         lines.append(f"  {r.kill.name} {r.kill.how}: recovery {r.seconds} s  {per}")
-    if result.recoveries:
+    if result.recovery_s:
         lines.append(
-            f"  recovery over {len(result.recoveries)} kills: p50 {result.recovery_p50_s:.2f} s, "
+            f"  recovery over {len(result.recovery_s)} kills: p50 {result.recovery_p50_s:.2f} s, "
             f"max {result.recovery_max_s:.2f} s"
         )
     lines.append(

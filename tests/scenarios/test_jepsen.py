@@ -139,7 +139,7 @@ def test_availability_under_processor_and_generator_kills(vegeta: Path, tmp_path
         broker.stop()
     assert result.load == "vegeta"
     assert result.verdict.ok, _explain(result)
-    assert len(result.recoveries) >= 3, _explain(result)
+    assert len(result.recovery_s) >= 3, _explain(result)  # kills with known partitions
     assert result.availability >= 0.99, f"{result.availability:.4f} {_explain(result)}"
     assert result.recovery_p50_s <= 2.0, f"{result.recovery_s} {_explain(result)}"
     assert result.recovery_max_s <= 5.0, f"{result.recovery_s} {_explain(result)}"
