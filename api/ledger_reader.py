@@ -1,4 +1,4 @@
-"""What the auditor routes read: whole topics, committed only, from the start.
+"""What the auditor routes read: committed records only, from the start of the log.
 
 Cost, on purpose: the reconciliation reads every partition of ``<region>.ledger``,
 ``<region>.purchases`` and ``<region>.requests`` from offset 0 to the end, in a worker

@@ -1,4 +1,5 @@
-"""Read a whole topic, every partition from its start to its current end, committed only."""
+"""Read a topic (every partition, or the one a key is on) from its start to its current end,
+committed only."""
 
 from __future__ import annotations
 
