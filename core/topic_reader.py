@@ -28,6 +28,18 @@ def position_of(msg: Message) -> tuple[str, int, int]:
     return topic, partition, offset
 
 
+def partitions_to_read(
+    consumer: Consumer, topic: str, key: bytes | None, timeout_s: float
+) -> list[int]:
+    """The partitions of ``topic``, or with ``key`` only the one its records are on
+    (``key_partition``)."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    if metadata.error is not None:
+        raise KafkaException(metadata.error)
+    numbers = list(metadata.partitions)
+    return numbers if key is None else [key_partition(key, len(numbers))]
+
+
 def read_topic(
     settings: Settings, topic: str, timeout_s: float = 60.0, *, key: bytes | None = None
 ) -> Iterator[Message]:
@@ -46,13 +58,10 @@ def read_topic(
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        if metadata.error is not None:
-            raise KafkaException(metadata.error)
-        numbers = list(metadata.partitions)
-        if key is not None:
-            numbers = [key_partition(key, len(numbers))]
-        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers]
+        partitions = [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for p in partitions_to_read(consumer, topic, key, timeout_s)
+        ]
         consumer.assign(partitions)
         remaining = {tp.partition for tp in partitions}
         while remaining:

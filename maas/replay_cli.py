@@ -34,8 +34,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core import logs
 from core.settings import Settings
-from core.topic_reader import position_of, read_topic
-from core.topics import Topics, key_partition
+from core.topic_reader import partitions_to_read, position_of, read_topic
+from core.topics import Topics
 from ledger.replay import Replay
 from ledger.whatif import CSV_HEADER, WhatIf, csv_row, parse_pricing
 from schemas.events import LedgerEntryUnion, parse_entry
@@ -137,12 +137,8 @@ def ledger_size(
     markers); None if unknown."""
     consumer = Consumer({**settings.kafka_common(), "group.id": "maas-replay-size"})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        partitions = list(metadata.partitions)
-        if key is not None:
-            partitions = [key_partition(key, len(partitions))]
         total = 0
-        for partition in partitions:
+        for partition in partitions_to_read(consumer, topic, key, timeout_s):
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s
             )
