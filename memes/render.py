@@ -491,6 +491,13 @@ def render_meme(
     return _render(template, top, bottom, None)
 
 
+def finished_memes_cached() -> tuple[int, int]:
+    """How many memes this process served from its cache of finished memes, and how
+    many it drew: (hits, misses)."""
+    info = _render.cache_info()
+    return info.hits, info.misses
+
+
 @functools.lru_cache(maxsize=FINISHED_MEMES)
 def _render(template: Template, top: str, bottom: str, ai_request_id: str | None) -> RenderedMeme:
     """The picture is a function of exactly these arguments, so finished memes are cached:

@@ -76,7 +76,7 @@ from core.ids import stable_id
 from core.settings import Settings
 from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from memes import place, policy
-from memes.render import RenderedMeme, render_meme
+from memes.render import RenderedMeme, finished_memes_cached, render_meme
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.generators.backends import (
     AiBackend,
@@ -211,7 +211,13 @@ class GeneratorPool:
             self.producer.flush(10)
             self._store_offsets()
             self.consumer.close()
-            log.info("generator pool stopped kind=%s", self.kind)
+            hits, drawn = finished_memes_cached()
+            log.info(
+                "generator pool stopped kind=%s memes_from_cache=%d memes_drawn=%d",
+                self.kind,
+                hits,
+                drawn,
+            )
 
     def _serve_deliveries(self, delivering: threading.Event) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from core.topics import CLIENT_PARTITION_HEADER, Topics
 from ledger.fold import Decision
-from schemas.events import AccountOpened, dump
+from schemas.events import AccountOpened, MemeApproved, dump
 
 log = logging.getLogger("maas.ledger")
 
@@ -28,11 +28,25 @@ class Output(NamedTuple):
     headers: dict[str, str | bytes | None] | None = None
 
 
-def work_partition(request_id: str, partitions: int) -> int:
-    """The partition of an approval in its pool's topic: by request id, so that a client
-    with many memes keeps every generator of the pool busy, not only the one that owns
-    its partition. CRC-32: the same in every process and every retry of a transaction."""
-    return zlib.crc32(request_id.encode()) % partitions
+PLACE_CELL_DECIMALS = 1  # a standard meme's place, for routing: a 0.1 degree cell (~11 km)
+
+
+def work_partition(approved: MemeApproved, partitions: int) -> int:
+    """The partition of an approval in its pool's topic.
+
+    An AI meme is drawn for its request id and never cached: the request id chooses, so
+    a client with many AI memes keeps every generator of the pool busy. A standard meme
+    is a function of its query and place, and each generator process keeps the memes it
+    made (``memes.render``): the query and the place's cell choose, so each process makes
+    and keeps its own share of the popular memes instead of every process all of them.
+    CRC-32: the same in every process and every retry of a transaction."""
+    if approved.kind == "ai":
+        key = approved.request_id
+    else:
+        lat = round(approved.lat, PLACE_CELL_DECIMALS)
+        lon = round(approved.lon, PLACE_CELL_DECIMALS)
+        key = f"{approved.query}\0{lat}\0{lon}"
+    return zlib.crc32(key.encode()) % partitions
 
 
 def decision_outputs(
@@ -51,7 +65,7 @@ def decision_outputs(
         approved = decision.approved
         yield Output(
             topics.approved(approved.kind),
-            work_partition(approved.request_id, partitions),
+            work_partition(approved, partitions),
             approved.client_id.encode(),
             dump(approved),
             {CLIENT_PARTITION_HEADER: str(partition)},

@@ -632,11 +632,11 @@ def test_a_meme_made_in_time_but_unread_after_a_restart_is_delivered(make_driver
 def test_one_clients_approvals_spread_over_the_pool_and_each_outcome_reaches_it(
     make_driver,
 ) -> None:
-    """Scenario: one client asks for 24 memes at once.
+    """Scenario: one client asks for 24 memes of 24 queries at once.
 
-    We expect: its approvals on several partitions of its pool's topic (spread by request
-    id, so that every generator of the pool works for it), each naming the client's own
-    partition; the outcomes sent there are folded by the client's state (an outcome on
+    We expect: its approvals on several partitions of its pool's topic (spread by query
+    and place, so that every generator of the pool works for it), each naming the
+    client's own partition; the outcomes sent there are folded by the client's state (an outcome on
     another partition would find no request and the meme would be refunded at its
     deadline): every meme delivered, each charged once."""
     d = make_driver()
@@ -644,7 +644,7 @@ def test_one_clients_approvals_spread_over_the_pool_and_each_outcome_reaches_it(
     d.wait_serving()
     client = "busy-client"
     setup_clients(d, {client: 24})
-    requests = [d.request_meme(client) for _ in range(24)]
+    requests = [d.request_meme(client, query=f"topic {i}") for i in range(24)]
     d.flush()
     approvals = d.approvals.wait_for([r.request_id for r in requests], 60).values()
     assert len({a.partition for a in approvals}) > 1
