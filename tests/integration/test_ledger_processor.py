@@ -636,9 +636,9 @@ def test_one_clients_approvals_spread_over_the_pool_and_each_outcome_reaches_it(
 
     We expect: its approvals on several partitions of its pool's topic (spread by query
     and place, so that every generator of the pool works for it), each naming the
-    client's own partition; the outcomes sent there are folded by the client's state (an outcome on
-    another partition would find no request and the meme would be refunded at its
-    deadline): every meme delivered, each charged once."""
+    client's own partition; the outcomes sent there are folded by the client's state (an
+    outcome on another partition would find no request and the meme would be refunded at
+    its deadline): every meme delivered, each charged once."""
     d = make_driver()
     d.start()
     d.wait_serving()

@@ -11,13 +11,12 @@ PARTITIONS = 6
 
 
 def approval(kind: Kind, query: str, lat: float, lon: float, client_id: str = "c1") -> MemeApproved:
-    request_id = uuid4().hex
     return MemeApproved(
         event_id=uuid4().hex,
         client_id=client_id,
         region="eu",
         occurred_at_ms=1,
-        request_id=request_id,
+        request_id=uuid4().hex,
         kind=kind,
         lat=lat,
         lon=lon,
