@@ -100,7 +100,11 @@ class Settings(BaseModel):
     # generators
     generator_concurrency: int = Field(default=4, ge=1, le=256)
     ai_generator_deadline_ms: int = Field(default=3_000, ge=100)
-    ai_concurrency: int = Field(default=4, ge=1, le=256)  # AI calls in flight per AI pool
+    # AI memes one AI pool makes at once. With the offline backend each is ~5 ms of CPU
+    # (Pillow, zlib): two per pool keep two cores busy, and four made each wait for the
+    # others (p99 at 200/s 176-201 ms against 126-132 ms, docs/performance.md). A remote
+    # backend's calls wait on the network instead: raise it for one.
+    ai_concurrency: int = Field(default=2, ge=1, le=256)
     # AI work that waited longer than this since the ledger approved it is failed (and
     # refunded) rather than rendered late; 0: no bound. The AI pool saturates first, and
     # without a bound its backlog grows to the request deadline, which every new AI
