@@ -21,7 +21,6 @@ import random
 import sys
 import tempfile
 import time
-import zlib
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from core.topics import key_partition  # noqa: E402
 from ledger.fold import Expire  # noqa: E402
 from ledger.memory import MemoryLedger  # noqa: E402
 from maas.export_cli import export_table  # noqa: E402
@@ -151,7 +151,7 @@ def demo_region(
 
     def record(topic: str, event: InputEvent) -> None:
         ledger.handle(event)
-        p = zlib.crc32(event.client_id.encode()) % PARTITIONS
+        p = key_partition(event.client_id.encode(), PARTITIONS)
         offset = offsets.get((topic, p), 0)
         offsets[topic, p] = offset + 1
         inputs[topic].append((p, offset, dump(event)))
@@ -257,7 +257,7 @@ def demo_region(
                     )
     entries = []
     for e in ledger.entries:
-        p = zlib.crc32(e.client_id.encode()) % PARTITIONS
+        p = key_partition(e.client_id.encode(), PARTITIONS)
         offset = offsets.get(("ledger", p), 0)
         offsets["ledger", p] = offset + 1
         entries.append((p, offset, dump(e)))

@@ -9,11 +9,10 @@ also feed the processor's overlay (see ``ledger.state.record_writes``).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from core.topics import CLIENT_PARTITION_HEADER, Topics
+from core.topics import CLIENT_PARTITION_HEADER, Topics, key_partition
 from ledger.fold import Decision
 from schemas.events import AccountOpened, MemeApproved, dump
 
@@ -39,14 +38,15 @@ def work_partition(approved: MemeApproved, partitions: int) -> int:
     is a function of its query and place, and each generator process keeps the memes it
     made (``memes.render``): the query and the place's cell choose, so each process makes
     and keeps its own share of the popular memes instead of every process all of them.
-    CRC-32: the same in every process and every retry of a transaction."""
+    ``key_partition`` (CRC-32): the same in every process and every retry of a
+    transaction."""
     if approved.kind == "ai":
         key = approved.request_id
     else:
         lat = round(approved.lat, PLACE_CELL_DECIMALS)
         lon = round(approved.lon, PLACE_CELL_DECIMALS)
         key = f"{approved.query}\0{lat}\0{lon}"
-    return zlib.crc32(key.encode()) % partitions
+    return key_partition(key.encode(), partitions)
 
 
 def decision_outputs(

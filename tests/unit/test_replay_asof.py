@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import itertools
-import zlib
 
 import pytest
 
+from core.topics import key_partition
 from ledger.memory import MemoryLedger
 from ledger.replay import Replay
 from ledger.state import Account
@@ -106,7 +106,7 @@ class Inputs:
 
 
 def partition_of(client: str) -> int:
-    return zlib.crc32(client.encode()) % PARTITIONS
+    return key_partition(client.encode(), PARTITIONS)
 
 
 def layout(entries: list[LedgerEntryUnion]) -> list[Record]:
