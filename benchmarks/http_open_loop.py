@@ -199,7 +199,16 @@ def measured_open_loop(
             root / "targets.jsonl", root / "results.bin", rate, seconds, timeout_s
         )
         with (root / "vegeta.log").open("wb") as log:
-            vegeta = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            # A scheduling group of its own, like each process of the service
+            # (maas.processes): the clients it stands for are elsewhere, so it shares no
+            # group's CPU with the service's processes.
+            vegeta = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         meter = CpuMeter({**pids, "vegeta": vegeta.pid})
         meter.start()
         # vegeta's CPU times are read while it is a zombie, before it is reaped

@@ -124,8 +124,10 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # The children are sessions of their own (maas.processes): a closed terminal's hangup
+    # reaches only the supervisor, which must then stop them like a Ctrl-C does.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
 
     procs = children(settings, host, port, counts)
     for child in procs:

@@ -9,6 +9,7 @@ the reply partition of the instance that appended it (``reply_to``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -83,3 +84,15 @@ def test_a_restarting_api_process_takes_no_connection_before_it_is_ready(stack: 
     assert answers, "the restarted instance never answered"
     not_ready = [a for a in answers if not (a["key_table_loaded"] and a["replies_positioned"])]
     assert not_ready == [], not_ready[:3]
+
+
+def test_each_process_of_the_service_is_a_scheduling_group_of_its_own(stack: Stack) -> None:
+    """Scenario: the region's processes as ``maas up`` starts them.
+
+    We expect: each is the leader of its own session, so the kernel's autogroup (a group
+    per session) shares a saturated machine's CPU between processes rather than threads,
+    and the APIs refuse an overload's excess in time (docs/capacity.md, "Overload").
+    """
+    sessions = {label: os.getsid(proc.pid) for label, proc in stack.procs.items()}
+    assert sessions == {label: proc.pid for label, proc in stack.procs.items()}
+    assert os.getsid(0) not in sessions.values()
