@@ -90,8 +90,8 @@ def test_each_process_of_the_service_is_a_scheduling_group_of_its_own(stack: Sta
     """Scenario: the region's processes as ``maas up`` starts them.
 
     We expect: each is the leader of its own session, so the kernel's autogroup (a group
-    per session) shares a saturated machine's CPU between processes rather than threads,
-    and the APIs refuse an overload's excess in time (docs/capacity.md, "Overload").
+    per session) shares a saturated machine's CPU between processes rather than threads
+    (docs/architecture.md, "Decision: each process a scheduling group of its own").
     """
     sessions = {label: os.getsid(proc.pid) for label, proc in stack.procs.items()}
     assert sessions == {label: proc.pid for label, proc in stack.procs.items()}
