@@ -90,14 +90,11 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """Start one process of the service, its output appended to ``log_path``.
 
-    Each process is a session of its own, and so, where the kernel groups by session
-    (its autogroup, on by default), a scheduling group of its own: on a saturated
-    machine the CPU is then shared between processes, not between threads. In one
-    group, the processes with many runnable threads (the AI pools' render threads and
-    their Kafka clients) took CPU from the APIs' single event loops, which were
-    preempted twice as often and refused an overload's excess late; with a group each
-    the same machine served more, for less CPU (docs/capacity.md, "What changed"). A
-    session of its own also keeps the terminal's Ctrl-C from the child: the supervisor
+    Each process is a session of its own, so a scheduling group of its own where the
+    kernel groups by session (autogroup): a saturated machine's CPU is then shared
+    between processes, not threads, and the AI pools' many threads no longer crowd out
+    the APIs' event loops (docs/architecture.md, "Decision: each process a scheduling
+    group of its own"). The terminal's Ctrl-C then reaches only the supervisor, which
     stops its children itself, in order."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:  # the child holds its own descriptor
