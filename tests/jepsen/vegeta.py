@@ -195,8 +195,14 @@ class VegetaLoad:
 
     def start(self) -> int:
         with self.log_path.open("ab") as log:
+            # A scheduling group of its own, as the benchmarks' vegeta
+            # (benchmarks/http_open_loop.py): the clients it stands for are elsewhere.
             self._popen = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self._popen.pid
 
