@@ -20,32 +20,29 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from common import REPO, CpuMeter, CpuReport, percentile
+import vegeta_tool
+from common import CpuMeter, CpuReport, percentile
 from workload import Request
 
-VEGETA = REPO / ".maas" / "bin" / "vegeta"
 SEND_LAG_WARN_MS = 20
-NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
 
 
 def vegeta_binary() -> Path:
-    if not os.access(VEGETA, os.X_OK):
+    binary = vegeta_tool.installed()
+    if binary is None:
         raise SystemExit(
-            f"vegeta is not at {VEGETA}: run scripts/bootstrap.sh (it installs vegeta with "
-            "go install when go is on PATH)"
+            f"vegeta is not at {vegeta_tool.BINARY}: run scripts/bootstrap.sh (it installs "
+            "vegeta with go install when go is on PATH)"
         )
-    return VEGETA
+    return binary
 
 
 @dataclass
@@ -144,39 +141,14 @@ class OpenLoopResult:
 
 
 def write_targets(base_url: str, requests: list[Request], path: Path) -> None:
-    """vegeta's JSON target format, one line per request (every line ends in a newline:
-    vegeta's lazy reader drops a last line without one)."""
+    """One vegeta target per request, in order."""
     with path.open("w", encoding="utf-8") as out:
         for request in requests:
             header = {"Authorization": [f"Bearer {request.api_key}"]}
             if request.idempotency_key is not None:
                 header["Idempotency-Key"] = [request.idempotency_key]
-            target = {
-                "method": "GET",
-                "url": f"{base_url}/memes?{urlencode(request.params, quote_via=quote)}",
-                "header": header,
-            }
-            out.write(json.dumps(target, separators=(",", ":")) + "\n")
-
-
-def attack_command(
-    targets: Path, results: Path, rate: float, seconds: float, timeout_s: float
-) -> list[str]:
-    # vegeta takes a rate as "<int>/<duration>"
-    fraction = Fraction(rate).limit_denominator(1000)
-    return [
-        str(vegeta_binary()),
-        "attack",
-        "-format=json",
-        "-lazy",
-        f"-targets={targets}",
-        f"-rate={fraction.numerator}/{fraction.denominator}s",
-        f"-duration={seconds:g}s",
-        f"-timeout={timeout_s:g}s",
-        # every request of a timeout window may be in flight at once: open loop
-        f"-max-workers={int(rate * timeout_s) + 100}",
-        f"-output={results}",
-    ]
+            url = f"{base_url}/memes?{urlencode(request.params, quote_via=quote)}"
+            out.write(vegeta_tool.target_line(url, header))
 
 
 def measured_open_loop(
@@ -192,44 +164,27 @@ def measured_open_loop(
     count = round(rate * seconds)
     if len(requests) < count:
         raise ValueError(f"{len(requests)} requests planned, {count} needed")
+    binary = vegeta_binary()
     with tempfile.TemporaryDirectory(prefix="vegeta-") as scratch:
         root = Path(scratch)
-        write_targets(base_url, requests[:count], root / "targets.jsonl")
-        command = attack_command(
-            root / "targets.jsonl", root / "results.bin", rate, seconds, timeout_s
+        targets, results, log = root / "targets.jsonl", root / "results.bin", root / "vegeta.log"
+        write_targets(base_url, requests[:count], targets)
+        attack = vegeta_tool.start(
+            vegeta_tool.attack_command(binary, targets, results, rate, seconds, timeout_s), log
         )
-        with (root / "vegeta.log").open("wb") as log:
-            # A scheduling group of its own, like each process of the service
-            # (maas.processes): the clients it stands for are elsewhere, so it shares no
-            # group's CPU with the service's processes.
-            vegeta = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        meter = CpuMeter({**pids, "vegeta": vegeta.pid})
+        meter = CpuMeter({**pids, "vegeta": attack.pid})
         meter.start()
-        # vegeta's CPU times are read while it is a zombie, before it is reaped
-        os.waitid(os.P_PID, vegeta.pid, os.WEXITED | os.WNOWAIT)
-        cpu = meter.stop()
-        if vegeta.wait() != 0:
-            raise RuntimeError(f"vegeta attack failed: {(root / 'vegeta.log').read_text()}")
-        encoded = subprocess.run(
-            [str(vegeta_binary()), "encode", "--to", "json", str(root / "results.bin")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    result = summarise([json.loads(line) for line in encoded.splitlines()], rate, seconds)
+        cpu = vegeta_tool.wait(attack, log, meter.stop)  # vegeta's own CPU included
+        result = summarise(
+            vegeta_tool.read_results(binary, results, root / "results.jsonl"), rate, seconds
+        )
     result.cpu = cpu
     return result
 
 
 def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> OpenLoopResult:
     """One run's figures from vegeta's JSON results."""
-    results = [r for r in results if r["url"] or r["error"] != NO_TARGETS]
+    results = [r for r in results if r["url"] or r["error"] != vegeta_tool.NO_TARGETS]
     sent_s = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in results]
     scheduled_starts = (s - int(r["seq"]) / rate for s, r in zip(sent_s, results, strict=True))
     began_s = min(scheduled_starts, default=0.0)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from benchmarks import vegeta_tool
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.checker import Verdict, check
 from tests.jepsen.cpu import CpuMeter, CpuReport
@@ -50,7 +51,7 @@ from tests.jepsen.history import History
 from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
 from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
 from tests.jepsen.region import Region
-from tests.jepsen.vegeta import MEMES, Memes, VegetaLoad, vegeta_binary
+from tests.jepsen.vegeta import MEMES, Memes, VegetaLoad
 from tests.jepsen.workload import Workload
 
 Load = Literal["vegeta", "python"]
@@ -93,9 +94,9 @@ def choose_load(mode: Mode, load: Load | None) -> Load:
         if load == "vegeta":
             raise ValueError("faults mode needs the Python load (vegeta makes no retries)")
         return "python"
-    if load == "vegeta" and vegeta_binary() is None:
+    if load == "vegeta" and vegeta_tool.installed() is None:
         raise ValueError("--load vegeta: .maas/bin/vegeta is missing (scripts/bootstrap.sh)")
-    return load or ("vegeta" if vegeta_binary() is not None else "python")
+    return load or ("vegeta" if vegeta_tool.installed() is not None else "python")
 
 
 @dataclass
@@ -334,7 +335,7 @@ def _vegeta_load(
     say: Say,
 ) -> tuple[LoadResult, CpuReport]:
     """vegeta sends; this process only runs the nemesis and measures."""
-    binary = vegeta_binary()
+    binary = vegeta_tool.installed()
     assert binary is not None
     root = workload.history.path.parent / "vegeta"
     vegeta = VegetaLoad(

@@ -39,56 +39,23 @@ from __future__ import annotations
 import base64
 import heapq
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
+from benchmarks import vegeta_tool
 from benchmarks.workload import draw_query, place_clients
 from tests.jepsen.workload import Account, Answer, Workload
 
-VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
-VEGETA_VERSION = "v12.13.0"  # scripts/bootstrap.sh installs the same
-REPO = Path(__file__).resolve().parents[2]
-VEGETA = REPO / ".maas" / "bin" / "vegeta"
 # Past the API's longest wait (deadline + refund grace + slack): an answer, not a
 # client timeout, is what the run wants to see.
 ATTACK_TIMEOUT_S = 30
-NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
 Memes = Literal["new", "repeated"]
 MEMES: tuple[Memes, ...] = ("new", "repeated")
-INSTALL_TIMEOUT_S = 600
-
-
-def vegeta_binary() -> Path | None:
-    """``.maas/bin/vegeta`` if it is there (``scripts/bootstrap.sh`` puts it there)."""
-    return VEGETA if os.access(VEGETA, os.X_OK) else None
-
-
-def install_vegeta() -> Path:
-    """``go install`` vegeta into ``.maas/bin``, as ``scripts/bootstrap.sh`` does.
-    RuntimeError if go is missing or the install fails."""
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("go is not on PATH, so vegeta cannot be installed")
-    VEGETA.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [go, "install", f"{VEGETA_MODULE}@{VEGETA_VERSION}"],
-        env={**os.environ, "GOBIN": str(VEGETA.parent)},
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0 or vegeta_binary() is None:
-        raise RuntimeError(f"go install of vegeta failed: {done.stderr.strip()[-500:]}")
-    return VEGETA
 
 
 @dataclass(frozen=True)
@@ -116,7 +83,7 @@ class VegetaLoad:
     root: Path  # targets, results and vegeta's output go here
     rate: float
     seconds: float
-    binary: Path = VEGETA
+    binary: Path = vegeta_tool.BINARY
     say: Callable[[str], None] = print
     memes: Memes = "new"
     planned: dict[str, Planned] = field(default_factory=dict)  # by logical
@@ -158,65 +125,35 @@ class VegetaLoad:
                     params = self.workload.meme_params(logical)
                 self.planned[logical] = Planned(logical, account, params)
                 query = urlencode(params, quote_via=quote)
-                target = {
-                    "method": "GET",
-                    "url": f"{self.workload.base_url}/memes?{query}#{logical}",
-                    "header": {
-                        "Authorization": [f"Bearer {account.api_key}"],
-                        "Idempotency-Key": [logical],
-                    },
+                header = {
+                    "Authorization": [f"Bearer {account.api_key}"],
+                    "Idempotency-Key": [logical],
                 }
-                # Every line ends in a newline: vegeta's lazy reader drops a last line
-                # without one.
-                out.write(json.dumps(target, separators=(",", ":")) + "\n")
+                url = f"{self.workload.base_url}/memes?{query}#{logical}"
+                out.write(vegeta_tool.target_line(url, header))
         return count
 
     # --- 2. attack -----------------------------------------------------------------
 
     def command(self) -> list[str]:
-        rate = Fraction(self.rate).limit_denominator(1000)  # vegeta takes "<int>/<duration>"
-        return [
-            str(self.binary),
-            "attack",
-            "-format=json",
-            "-lazy",
-            f"-targets={self.targets_path}",
-            f"-rate={rate.numerator}/{rate.denominator}s",
-            f"-duration={self.seconds:g}s",
-            f"-timeout={ATTACK_TIMEOUT_S}s",
-            f"-max-workers={self.max_workers}",
-            f"-output={self.results_path}",
-        ]
-
-    @property
-    def max_workers(self) -> int:
-        """Enough for every request of the timeout window to be in flight at once."""
-        return int(self.rate * ATTACK_TIMEOUT_S) + 100
+        return vegeta_tool.attack_command(
+            self.binary,
+            self.targets_path,
+            self.results_path,
+            self.rate,
+            self.seconds,
+            ATTACK_TIMEOUT_S,
+        )
 
     def start(self) -> int:
-        with self.log_path.open("ab") as log:
-            # A scheduling group of its own, as the benchmarks' vegeta
-            # (benchmarks/http_open_loop.py): the clients it stands for are elsewhere.
-            self._popen = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._popen = vegeta_tool.start(self.command(), self.log_path)
         return self._popen.pid
 
-    def wait(self, before_reaping: Callable[[], None] = lambda: None) -> int:
+    def wait(self, before_reaping: Callable[[], object] = lambda: None) -> None:
         """Until vegeta exits; ``before_reaping`` runs while it is a zombie, whose CPU
-        times ``/proc`` still has. Returns its exit code."""
+        times ``/proc`` still has."""
         assert self._popen is not None
-        os.waitid(os.P_PID, self._popen.pid, os.WEXITED | os.WNOWAIT)
-        before_reaping()
-        code = self._popen.wait()
-        if code != 0:
-            tail = self.log_path.read_text(errors="replace")[-1000:]
-            raise RuntimeError(f"vegeta attack exited with {code}: {tail}")
-        return code
+        vegeta_tool.wait(self._popen, self.log_path, before_reaping)
 
     def stop(self) -> None:
         """Kill an attack still under way (the run is being abandoned)."""
@@ -227,23 +164,13 @@ class VegetaLoad:
     # --- 3. results ----------------------------------------------------------------
 
     def record(self, deadline_ms: int) -> VegetaOutcome:
-        subprocess.run(
-            [
-                str(self.binary),
-                "encode",
-                "--to",
-                "json",
-                f"--output={self.encoded_path}",
-                str(self.results_path),
-            ],
-            check=True,
-        )
-        results = []
-        with self.encoded_path.open(encoding="utf-8") as encoded:
-            for text in encoded:
-                result = json.loads(text)
-                if result["url"] or result["error"] != NO_TARGETS:
-                    results.append(result)
+        results = [
+            result
+            for result in vegeta_tool.read_results(
+                self.binary, self.results_path, self.encoded_path
+            )
+            if result["url"] or result["error"] != vegeta_tool.NO_TARGETS
+        ]
         lines = [self._line(r) for r in results]
         _assign_workers(lines)
         began_ms = min((line["began_ms"] for line in lines), default=0.0)

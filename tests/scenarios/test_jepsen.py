@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import vegeta_tool
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.run import Options, RunResult, run
-from tests.jepsen.vegeta import install_vegeta, vegeta_binary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
@@ -120,11 +120,11 @@ def test_faults_verdict_ok(cluster: Brokers, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def vegeta() -> Path:
     """``.maas/bin/vegeta``, installed with go if missing (as scripts/bootstrap.sh does)."""
-    binary = vegeta_binary()
+    binary = vegeta_tool.installed()
     if binary is not None:
         return binary
     try:
-        return install_vegeta()
+        return vegeta_tool.install()
     except RuntimeError as exc:
         pytest.skip(f"the availability form needs vegeta in .maas/bin: {exc}")
 
