@@ -93,6 +93,8 @@ log = logging.getLogger("maas.generator")
 # How often the group is told progress, so how much a killed worker does again: at
 # 100/s 25 memes, a fraction of its restart; 4 commits a second instead of one a meme.
 AUTO_COMMIT_MS = 250
+# A pool stopped this long is out of its group: another pool takes its partitions.
+SESSION_TIMEOUT_MS = 6_000
 
 Delivered = Callable[[KafkaError | None, Message], None]
 
@@ -154,7 +156,7 @@ class GeneratorPool:
                 # session to expire first, and every request in between would time out.
                 # Two pools of one kind need distinct instance ids (--instance-id).
                 "group.instance.id": f"{settings.region}.generators.{kind}.{settings.instance_id}",
-                "session.timeout.ms": 6_000,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "isolation.level": "read_committed",  # never render an aborted approval
                 "enable.auto.commit": True,
                 "auto.commit.interval.ms": AUTO_COMMIT_MS,

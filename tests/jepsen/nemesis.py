@@ -12,6 +12,13 @@ Faults (``Fault.kind``):
 - ``processor_pause``: SIGSTOP an instance past the session timeout (6 s) and the
   transaction timeout, then SIGCONT: a zombie that must be fenced;
 - ``generator_kill``: kill -9 a generator pool;
+- ``generator_pause``: SIGSTOP a generator pool past its session timeout, then SIGCONT:
+  another pool (for the AI kind, none: its requests expire and are refunded) takes its
+  work and makes the memes again, while the paused one resumes with renders under way
+  and outcomes to send, late;
+- ``api_kill``: kill -9 an API process with calls in flight: their clients see the
+  connection drop and retry (with their ``Idempotency-Key``, where they have one) on
+  another API process or the restarted one;
 - ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
   start it again a few seconds later;
 - ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
@@ -38,9 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from processors.generators.worker import SESSION_TIMEOUT_MS as GENERATOR_SESSION_TIMEOUT_MS
 from processors.ledger.processor import SESSION_TIMEOUT_MS
 from tests.jepsen.brokers import Brokers, node_of
-from tests.jepsen.region import Region, standard_generator_names
+from tests.jepsen.region import Region, api_names, standard_generator_names
 
 Mode = Literal["faults", "availability"]
 
@@ -52,7 +60,14 @@ FAULT_POINTS = (
     "after_offsets+refund",
     "after_commit+refund",
 )
-PROCESS_KINDS = ("processor_kill", "fault_point", "processor_pause", "generator_kill")
+PROCESS_KINDS = (
+    "processor_kill",
+    "fault_point",
+    "processor_pause",
+    "generator_kill",
+    "generator_pause",
+    "api_kill",
+)
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
 # What a fault takes, planned: the schedule's times come from these.
 ESTIMATED_S = {
@@ -61,11 +76,15 @@ ESTIMATED_S = {
     "fault_point+refund": 12.0,
     "processor_pause": 15.0,
     "generator_kill": 2.0,
+    "generator_pause": 10.0,
+    "api_kill": 2.0,
     "broker_kill": 10.0,
     "broker_pause": 7.0,
     "broker_restart": 10.0,
 }
 SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000  # the ledger processor's session
+# Past a generator pool's session, so that its partitions go to another pool.
+GENERATOR_PAUSE_S = GENERATOR_SESSION_TIMEOUT_MS / 1000 + 3
 BROKER_SESSION_TIMEOUT_S = 4.0  # broker.session.timeout.ms of the local brokers
 BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
@@ -137,6 +156,7 @@ def plan_faults(
     kill_every_s: float = 10.0,
     generator_kill_every_s: float = 15.0,
     generators_standard: int = 1,
+    apis: int = 1,
 ) -> Plan:
     rng = random.Random(seed)
     instances = [f"processor-{i}" for i in range(processors)]
@@ -163,6 +183,8 @@ def plan_faults(
         ("fault_point", points.pop(0)),
         ("processor_pause", ""),
         ("generator_kill", ""),
+        ("generator_pause", ""),
+        ("api_kill", ""),
     ]
     rng.shuffle(process)
     broker = [(kind, "") for kind in BROKER_KINDS]
@@ -186,8 +208,10 @@ def plan_faults(
             target = ""
             if kind in ("processor_kill", "fault_point", "processor_pause"):
                 target = rng.choice(instances)
-            elif kind == "generator_kill":
+            elif kind in ("generator_kill", "generator_pause"):
                 target = rng.choice([*generators, "generator-ai"])
+            elif kind == "api_kill":
+                target = rng.choice(api_names(apis))
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
             fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
@@ -286,9 +310,15 @@ class Nemesis:
                 return self._fault_point(fault.target, fault.point)
             case "processor_pause":
                 return self._processor_pause(fault.target)
-            case "generator_kill":
+            case "generator_kill" | "api_kill":
                 pid = self.region.kill(fault.target)
                 return f"killed pid={pid}"
+            case "generator_pause":
+                pid = self.region.pid(fault.target)
+                self.region.pause(fault.target)
+                time.sleep(GENERATOR_PAUSE_S)
+                self.region.resume(fault.target)
+                return f"pid={pid} stopped {GENERATOR_PAUSE_S:.0f}s, resumed"
             case "broker_kill" | "broker_pause" | "broker_restart":
                 if self.cluster is None:
                     return "skipped: the cluster is not ours"

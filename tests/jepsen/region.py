@@ -49,6 +49,11 @@ GENERATOR_FAULT_QUERY = "genfail"
 Say = Callable[[str], None]
 
 
+def api_names(count: int) -> list[str]:
+    """The children that are API processes: ``api`` if one, else ``api-0``..."""
+    return [process_label("api", str(i) if count > 1 else None) for i in range(count)]
+
+
 def standard_generator_names(count: int) -> list[str]:
     """The children that are standard generator pools: one keeps the plain name (as one
     API does here), several are numbered like ``maas up``'s instances."""
@@ -127,11 +132,9 @@ class Region:
         for i, name in enumerate(self.standard_generator_names):
             self._add(name, "generator-standard", str(i))
         self._add("generator-ai", "generator-ai")
-        if self.apis == 1:
-            self._add("api", "api")
-        for i in range(self.apis if self.apis > 1 else 0):
+        for i, name in enumerate(api_names(self.apis)):
             # On one port (SO_REUSEPORT), each with its own reply partition.
-            self._add(f"api-{i}", "api", str(i))
+            self._add(name, "api", str(i) if self.apis > 1 else None)
         self._lock = threading.RLock()  # children's processes: supervisor vs nemesis
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)

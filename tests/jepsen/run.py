@@ -182,6 +182,7 @@ def run(options: Options) -> RunResult:
         options.kill_every_s,
         options.generator_kill_every_s,
         options.generators_standard,
+        options.apis,
     )
     say(plan.describe())
     cluster = options.cluster

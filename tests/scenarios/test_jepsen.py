@@ -5,6 +5,8 @@
 nemesis, in two lanes, kills a processor at a random moment, kills one at the
 ``after_produce`` and one at the ``after_commit`` boundary (a third point by seed),
 pauses one past its session and transaction timeouts (a zombie), kills a generator pool,
+pauses one past its session (another pool makes its memes again, and it resumes with
+renders under way), kills an API process with calls in flight (their clients retry),
 kills the broker leading most partitions, pauses one past its session, and restarts one
 cleanly. We expect the checker's verdict to be ok: no double charge, nothing
 acknowledged lost, no negative balance, every answer matching the ledger.
@@ -49,6 +51,8 @@ EVERY_KIND = {
     "fault_point",
     "processor_pause",
     "generator_kill",
+    "generator_pause",
+    "api_kill",
     "broker_kill",
     "broker_pause",
     "broker_restart",
