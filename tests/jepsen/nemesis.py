@@ -387,9 +387,12 @@ class Nemesis:
         return f"pid={pid} stopped {pause_s:.0f}s, resumed"
 
     def _owned(self, name: str) -> set[int]:
+        """The group coordinator's word; when it has none (it did not answer during a
+        broker fault, or lists no assignment in a rebalance) the instance's own log says
+        what it last owned."""
         instance = self.region.children[name].instance_id or ""
-        owned = self.region.owned_partitions()  # None: the coordinator did not answer
-        return owned.get(instance, set()) if owned else set()
+        owned = (self.region.owned_partitions() or {}).get(instance)
+        return owned or self.region.logged_partitions(name)
 
     def _kept(self, kill: ProcessorKill) -> None:
         with self._lock:

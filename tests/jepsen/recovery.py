@@ -27,8 +27,9 @@ class Recovery:
 
     @property
     def known(self) -> bool:
-        """Whether the kill's partitions were known: the group coordinator, asked at the
-        kill, may not answer (during a broker fault)."""
+        """Whether the kill's partitions were known: neither the group coordinator (asked
+        at the kill, during a broker fault) nor the instance's log (killed while restoring
+        its first assignment) may say."""
         return bool(self.per_partition_s)
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -45,6 +46,10 @@ STARTUP_TIMEOUT_S = 180.0
 SUPERVISE_POLL_S = 0.1
 # The generators fail any query containing this text: the 502 / refund path.
 GENERATOR_FAULT_QUERY = "genfail"
+# A ledger processor's log lines that change what it owns (processors/ledger/processor.py).
+OWNERSHIP_LINE = re.compile(
+    r"ledger processor started|partitions (assigned|revoked) partitions=\[([0-9, ]*)\]"
+)
 
 Say = Callable[[str], None]
 
@@ -256,6 +261,20 @@ class Region:
         instance id, as the group coordinator has them (static members stay listed, with
         their assignment, until their session times out); None if it did not answer."""
         return owned_partitions(self.bootstrap, group_id(self.name), self.topics.requests)
+
+    def logged_partitions(self, name: str) -> set[int]:
+        """What processor ``name`` last said it owns, by its own log: the partitions of its
+        last assignment, unless revoked or restarted since (with the eager range assignor
+        each assignment and revocation is the whole set)."""
+        owned: set[int] = set()
+        path = self.children[name].log_path
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for match in OWNERSHIP_LINE.finditer(text):
+            if match.group(1) == "assigned":
+                owned = {int(p) for p in match.group(2).split(",") if p.strip()}
+            else:
+                owned = set()
+        return owned
 
     # --- logs --------------------------------------------------------------------------
 

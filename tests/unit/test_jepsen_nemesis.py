@@ -1,11 +1,15 @@
 """The fault runner's plan (``tests.jepsen.nemesis.plan_faults``): every kind of fault in
-every faults-mode run, each aimed at a process or node that exists."""
+every faults-mode run, each aimed at a process or node that exists; and what a killed
+processor owned, by its log, when the group coordinator cannot say."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS, plan_faults
+from tests.jepsen.region import Region
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -33,3 +37,19 @@ def test_one_api_is_named_as_the_region_names_it() -> None:
     plan = plan_faults(7, 60.0, "faults", processors=2, apis=1)
     (kill,) = [f for lane in plan.lanes for f in lane if f.kind == "api_kill" and f.required]
     assert kill.target == "api"
+
+
+def test_a_processor_owns_what_its_log_last_assigned(tmp_path: Path) -> None:
+    region = Region("127.0.0.1:9", tmp_path, processors=1)
+    log = region.children["processor-0"].log_path
+    log.parent.mkdir(parents=True)
+    lines = [
+        "ledger processor started instance=0",
+        "partitions assigned partitions=[0, 1, 2]",
+        "partitions revoked partitions=[0, 1, 2]",
+        "partitions assigned partitions=[3, 4]",
+    ]
+    log.write_text("\n".join(f"t level=INFO process=ledger-0 {line}" for line in lines))
+    assert region.logged_partitions("processor-0") == {3, 4}
+    log.write_text(log.read_text() + "\nt level=INFO ledger processor started instance=0\n")
+    assert region.logged_partitions("processor-0") == set()
