@@ -27,9 +27,9 @@ class Recovery:
 
     @property
     def known(self) -> bool:
-        """Whether the kill's partitions were known: neither the group coordinator (asked
-        at the kill, during a broker fault) nor the instance's log (killed while restoring
-        its first assignment) may say."""
+        """Whether the kill's partitions were known. Neither the group coordinator (asked
+        at the kill, during a broker fault) nor the instance's log may say: killed in a
+        rebalance, or before it had restored its assignment, it owned none."""
         return bool(self.per_partition_s)
 
     @property

@@ -451,7 +451,10 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
     )
     for r in result.recoveries:
         if not r.known:
-            lines.append(f"  {r.kill.name} {r.kill.how}: recovery not timed, partitions unknown")
+            lines.append(
+                f"  {r.kill.name} {r.kill.how}: recovery not timed, it owned no partition known "
+                "to the coordinator or in its log (a rebalance, or its assignment not restored yet)"
+            )
             continue
         per = {p: (round(s, 2) if s is not None else None) for p, s in r.per_partition_s.items()}
         lines.append(f"  {r.kill.name} {r.kill.how}: recovery {r.seconds} s  {per}")
