@@ -34,6 +34,7 @@ import pytest
 
 from benchmarks import vegeta_tool
 from tests.jepsen.brokers import Brokers, open_cluster
+from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS
 from tests.jepsen.run import Options, RunResult, run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
@@ -46,17 +47,7 @@ AVAILABILITY_SECONDS = 35.0
 # takes ~0.7 of a core at 40/s); three brokers cost more than one. The figures are in
 # docs/reliability.md. The form runs on one broker of its own, at 30/s, for headroom.
 AVAILABILITY_RATE = 30.0
-EVERY_KIND = {
-    "processor_kill",
-    "fault_point",
-    "processor_pause",
-    "generator_kill",
-    "generator_pause",
-    "api_kill",
-    "broker_kill",
-    "broker_pause",
-    "broker_restart",
-}
+EVERY_KIND = {*PROCESS_KINDS, *BROKER_KINDS}
 
 
 @pytest.fixture(scope="module")
