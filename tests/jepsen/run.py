@@ -121,7 +121,7 @@ class RunResult:
     history_path: Path
     root: Path
     load: Load = "python"
-    gave_up: list[str] = field(default_factory=list)
+    gave_up: list[tuple[str, str]] = field(default_factory=list)  # (logical op, last answer)
     unknown_after_settle: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
     machine_busy_share: float = 0.0  # of all cores, during the load, whoever used them
@@ -441,9 +441,11 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
     lines.append("=== attempts by op and status ===")
     for key, n in sorted(result.statuses.items()):
         lines.append(f"  {key}: {n}")
+    last_answers = Counter(answer for _, answer in result.gave_up).most_common()
     lines.append(
-        f"  gave up: {len(result.gave_up)}  still open after settling: "
-        f"{len(result.unknown_after_settle)}"
+        f"  gave up: {len(result.gave_up)}"
+        + (f" (their last answers: {dict(last_answers)})" if last_answers else "")
+        + f"  still open after settling: {len(result.unknown_after_settle)}"
     )
     lines.append("=== availability and recovery ===")
     lines.append(

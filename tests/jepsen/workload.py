@@ -100,6 +100,13 @@ class Answer:
     def field(self, name: str) -> Any:
         return self.body.get(name) if isinstance(self.body, dict) else None
 
+    def describe(self) -> str:
+        """The status and error code (``503 overloaded``), or the transport error's type."""
+        if self.status is None:
+            return f"no answer: {(self.error or '').split(':')[0]}"
+        code = self.field("error")
+        return f"{self.status} {code}" if code else str(self.status)
+
 
 @dataclass
 class FirstAttempt:
@@ -146,7 +153,7 @@ class Workload:
     accounts: list[Account] = field(default_factory=list)
     first_attempts: list[FirstAttempt] = field(default_factory=list)
     lags_ms: list[float] = field(default_factory=list)
-    gave_up: list[str] = field(default_factory=list)
+    gave_up: list[tuple[str, str]] = field(default_factory=list)  # (logical op, last answer)
     unknown_after_settle: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -449,7 +456,7 @@ class Workload:
             if not retry(answer):
                 return answer
             if attempt >= MAX_ATTEMPTS or time.monotonic() > give_up:
-                self.gave_up.append(logical)
+                self.gave_up.append((logical, answer.describe()))
                 return answer
             await asyncio.sleep(self._backoff(attempt, answer))
             attempt += 1

@@ -1,6 +1,7 @@
 """The fault runner's plan (``tests.jepsen.nemesis.plan_faults``): every kind of fault in
-every faults-mode run, each aimed at a process or node that exists; and what a killed
-processor owned, by its log, when the group coordinator cannot say."""
+every faults-mode run, each aimed at a process or node that exists; what a killed
+processor owned, by its log, when the group coordinator cannot say; and how the report
+names the last answer of an operation that gave up."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS, plan_faults
 from tests.jepsen.region import Region
+from tests.jepsen.workload import Answer
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -53,3 +55,10 @@ def test_a_processor_owns_what_its_log_last_assigned(tmp_path: Path) -> None:
     assert region.logged_partitions("processor-0") == {3, 4}
     log.write_text(log.read_text() + "\nt level=INFO ledger processor started instance=0\n")
     assert region.logged_partitions("processor-0") == set()
+
+
+def test_an_answer_is_described_by_its_status_and_error_code() -> None:
+    assert Answer(503, {"error": "overloaded"}, None, 1.0).describe() == "503 overloaded"
+    assert Answer(200, {"meme_id": "m"}, None, None).describe() == "200"
+    lost = Answer(None, None, "RemoteProtocolError: Server disconnected", None)
+    assert lost.describe() == "no answer: RemoteProtocolError"
