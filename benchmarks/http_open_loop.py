@@ -184,7 +184,7 @@ def measured_open_loop(
 
 def summarise(results: list[dict[str, Any]], rate: float, seconds: float) -> OpenLoopResult:
     """One run's figures from vegeta's JSON results."""
-    results = [r for r in results if r["url"] or r["error"] != vegeta_tool.NO_TARGETS]
+    results = vegeta_tool.sent(results)
     sent_s = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in results]
     scheduled_starts = (s - int(r["seq"]) / rate for s, r in zip(sent_s, results, strict=True))
     began_s = min(scheduled_starts, default=0.0)

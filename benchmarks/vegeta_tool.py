@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 MODULE = "github.com/tsenart/vegeta/v12"
 VERSION = "v12.13.0"  # scripts/bootstrap.sh installs the same
 BINARY = Path(__file__).resolve().parents[1] / ".maas" / "bin" / "vegeta"
-NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
+_NO_TARGETS = "no targets to attack"  # vegeta's result for a tick after the last target
 INSTALL_TIMEOUT_S = 600
 T = TypeVar("T")
 
@@ -121,3 +121,9 @@ def read_results(binary: Path, results: Path, encoded: Path) -> list[dict[str, A
     )
     with encoded.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines]
+
+
+def sent(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of requests sent: without the ticks after the last target, which a
+    ``-lazy`` attack records as errors."""
+    return [r for r in results if r["url"] or r["error"] != _NO_TARGETS]

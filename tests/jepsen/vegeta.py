@@ -164,13 +164,9 @@ class VegetaLoad:
     # --- 3. results ----------------------------------------------------------------
 
     def record(self, deadline_ms: int) -> VegetaOutcome:
-        results = [
-            result
-            for result in vegeta_tool.read_results(
-                self.binary, self.results_path, self.encoded_path
-            )
-            if result["url"] or result["error"] != vegeta_tool.NO_TARGETS
-        ]
+        results = vegeta_tool.sent(
+            vegeta_tool.read_results(self.binary, self.results_path, self.encoded_path)
+        )
         lines = [self._line(r) for r in results]
         _assign_workers(lines)
         began_ms = min((line["began_ms"] for line in lines), default=0.0)
