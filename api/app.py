@@ -28,6 +28,7 @@ from api.routes import console as audit_console
 from api.settled import SettledRequests
 from api.shedding import MemeShedding
 from core.blobstore import make_blob_store
+from core.heartbeat import beat
 from core.settings import Settings
 from memes.formats import ConvertedCache
 
@@ -54,6 +55,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # From the first moment the loop runs: its supervisor kills a silent API.
+        heartbeat = (
+            asyncio.create_task(beat(settings.heartbeat_file)) if settings.heartbeat_file else None
+        )
         # Kafka clients are built here, not at import: importing the app is free.
         bridge = KafkaBridge(settings, metrics)
         keys = KeyTable(settings)
@@ -89,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
             # Blocking joins and a producer flush: off the loop.
             await asyncio.to_thread(bridge.stop)
             await asyncio.to_thread(keys.stop)
+            if heartbeat is not None:
+                heartbeat.cancel()
             log.info("api stopped region=%s instance=%d", settings.region, settings.api_instance)
 
     app = FastAPI(

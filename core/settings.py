@@ -88,6 +88,13 @@ class Settings(BaseModel):
     # races the balancer's next request on that connection, which ends in a 502 with no
     # answer. uvicorn's own default is 5 s.
     api_keep_alive_s: int = Field(default=75, ge=1, le=3600)
+    # A supervisor (``maas up``) kills and restarts an API process whose event loop has
+    # not beaten for this long: a stopped one would keep its share of the port's new
+    # connections unanswered (core/heartbeat.py). Under a 2x overload the loop lags ~1 s
+    # at worst (docs/capacity.md), so 10 s kills only a process that stopped serving.
+    api_watchdog_s: float = Field(default=10.0, ge=1)
+    # The file this process touches as its heartbeat; set by its supervisor, else none.
+    heartbeat_file: Path | None = None
     # Development mode (./run sets it): the three secrets below may keep their development
     # defaults. Anywhere else, a process that uses one refuses to start with its default
     # (``require_secrets``): a forgotten variable must not leave a door open.

@@ -38,6 +38,13 @@ DEFAULT_COUNTS: Mapping[str, int] = {
 }
 
 
+# Kinds whose supervisor watches their heartbeat (core/heartbeat.py): the API processes,
+# which share a port, so one stopped would keep its share of the connections unanswered.
+# A stopped processor or generator pool loses its partitions to the others when its
+# Kafka session times out, and is fenced when it resumes: Kafka watches those.
+WATCHED = ("api",)
+
+
 def process_label(name: str, instance_id: str | None = None) -> str:
     """What a process is called in logs and reports: ``api``, ``api-1``, ``processor-0``."""
     return name if instance_id is None else f"{name}-{instance_id}"
@@ -70,12 +77,25 @@ def process_command(
     raise KeyError(name)
 
 
-def process_env(name: str, env: dict[str, str], instance_id: str | None = None) -> dict[str, str]:
-    """The environment of one process: ``env``, and for an API instance its
-    ``MAAS_API_INSTANCE`` (the partition of the replies topic it reads)."""
+def heartbeat_file(data_dir: Path, name: str, instance_id: str | None = None) -> Path | None:
+    """The file a process of a WATCHED kind touches as its heartbeat; None for the others."""
+    if name not in WATCHED:
+        return None
+    return data_dir / "heartbeats" / process_label(name, instance_id)
+
+
+def process_env(
+    name: str, env: dict[str, str], instance_id: str | None = None, heartbeat: Path | None = None
+) -> dict[str, str]:
+    """The environment of one process: ``env``, for an API instance its
+    ``MAAS_API_INSTANCE`` (the partition of the replies topic it reads), and the
+    heartbeat file its supervisor watches, if any."""
+    extra = {}
     if name == "api" and instance_id is not None:
-        return {**env, "MAAS_API_INSTANCE": instance_id}
-    return env
+        extra["MAAS_API_INSTANCE"] = instance_id
+    if heartbeat is not None:
+        extra["MAAS_HEARTBEAT_FILE"] = str(heartbeat)
+    return {**env, **extra} if extra else env
 
 
 def start_process(
@@ -86,6 +106,7 @@ def start_process(
     host: str = "127.0.0.1",
     port: int = 8000,
     instance_id: str | None = None,
+    heartbeat: Path | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start one process of the service, its output appended to ``log_path``.
@@ -95,12 +116,13 @@ def start_process(
     between processes, not threads, and the AI pools' many threads no longer crowd out
     the APIs' event loops (docs/architecture.md, "Decision: each process a scheduling
     group of its own"). The terminal's Ctrl-C then reaches only the supervisor, which
-    stops its children itself, in order."""
+    stops its children itself, in order. ``heartbeat``: the file the process is to touch
+    as its heartbeat (``heartbeat_file``), for a supervisor that watches it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:  # the child holds its own descriptor
         return subprocess.Popen(
             process_command(name, host, port, instance_id),
-            env=process_env(name, env, instance_id),
+            env=process_env(name, env, instance_id, heartbeat),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,

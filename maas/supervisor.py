@@ -8,7 +8,10 @@ usage analytics worker and the periodic audit checkpoints. A child that dies is
 restarted at once: that is the "supervisor restarts the process" the ledger processor's
 fatal-error path relies on, and a killed processor is back in about a second. Only a
 crash loop backs off (``restart_delay_s``), so a broken set-up shows one clear error in
-its log, not a restart storm. Ctrl-C stops everything, the broker last.
+its log, not a restart storm. An API process whose heartbeat falls silent for
+``api_watchdog_s`` is killed, then restarted the same way: stopped, it would keep its
+share of the port's new connections unanswered (``core/heartbeat.py``). Ctrl-C stops
+everything, the broker last.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pathlib import Path
 import httpx
 
 from core.admin import ensure_topics
+from core.heartbeat import HeartbeatWatch
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
-from maas.processes import PROCESSES, SERVICE, process_label, start_process
+from maas.processes import PROCESSES, SERVICE, heartbeat_file, process_label, start_process
 
 log = logging.getLogger("maas.up")
 
@@ -59,7 +63,10 @@ class Child:
     host: str
     port: int
     instance_id: str | None = None  # of one of several processes of a kind (SERVICE)
+    heartbeat: Path | None = None  # the file it touches, if its kind is watched
+    watchdog_s: float = 0.0  # the longest silence of its heartbeat before it is killed
     process: subprocess.Popen[bytes] | None = None
+    watch: HeartbeatWatch | None = None
     quick_exits: int = 0
     started_at: float = field(default=0.0)
     restart_at: float | None = None  # set while a restart waits out its delay
@@ -76,8 +83,11 @@ class Child:
             host=self.host,
             port=self.port,
             instance_id=self.instance_id,
+            heartbeat=self.heartbeat,
         )
         self.started_at = time.monotonic()
+        if self.heartbeat is not None:
+            self.watch = HeartbeatWatch.start(self.heartbeat, self.watchdog_s, self.started_at)
         log.info("started process=%s pid=%d log=%s", self.label, self.process.pid, self.log_path)
 
 
@@ -101,7 +111,18 @@ def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]
         instances = [str(i) for i in range(counts[name])] if name in SERVICE else [None]
         for instance_id in instances:
             log_path = logs_dir / f"{process_label(name, instance_id)}.log"
-            procs.append(Child(name, log_path, host, port, instance_id=instance_id))
+            heartbeat = heartbeat_file(Path(settings.data_dir), name, instance_id)
+            procs.append(
+                Child(
+                    name,
+                    log_path,
+                    host,
+                    port,
+                    instance_id=instance_id,
+                    heartbeat=heartbeat,
+                    watchdog_s=settings.api_watchdog_s,
+                )
+            )
     return procs
 
 
@@ -157,11 +178,22 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
 
 
 def supervise(child: Child, env: dict[str, str], now: float) -> None:
-    """One look at a child: notice an exit, and restart when its delay is over."""
+    """One look at a child: kill it if its heartbeat fell silent, notice an exit, and
+    restart when its delay is over."""
     assert child.process is not None
     if child.restart_at is None:
         code = child.process.poll()
         if code is None:
+            silent_s = child.watch.silent_s(now) if child.watch is not None else None
+            if silent_s is not None:
+                log.error(
+                    "process unresponsive process=%s pid=%d silent_s=%.1f; killing it so "
+                    "that its share of the connections goes to the others",
+                    child.label,
+                    child.process.pid,
+                    silent_s,
+                )
+                child.process.kill()
             return
         delay_s, child.quick_exits = restart_delay_s(now - child.started_at, child.quick_exits)
         child.restart_at = now + delay_s

@@ -9,15 +9,21 @@ the reply partition of the instance that appended it (``reply_to``).
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 
+from core.heartbeat import BEAT_INTERVAL_S
 from core.topic_reader import read_topic
 from core.topics import Topics
+from maas.supervisor import Child, supervise
 from schemas.events import MemeRequested, parse_input
 from tests.stack import Stack, value_of
 
@@ -95,3 +101,72 @@ def test_each_process_of_the_service_is_a_scheduling_group_of_its_own(stack: Sta
     """
     sessions = {label: os.getsid(proc.pid) for label, proc in stack.procs.items()}
     assert sessions == {label: proc.pid for label, proc in stack.procs.items()}
+
+
+WATCHDOG_S = 2.0
+
+
+def test_a_stopped_api_process_is_killed_by_its_supervisor_and_the_port_serves_again(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scenario: API instance 1 runs under a supervisor's watch, as ``maas up`` runs it
+    (its heartbeat file, a 2 s limit here), and is stopped with SIGSTOP: a wedged process.
+    Clients keep opening connections to the shared port.
+
+    We expect: the kernel keeps handing the stopped process its share of the new
+    connections, so the supervisor kills it once its heartbeat has been silent for the
+    limit (up to a second less, as it last beat before the stop, and within a second
+    more) and starts it again; then every call on a new
+    connection is answered, as many as reached instance 1 as before.
+    """
+    if "api-1" in stack.procs:  # a plain process of an earlier test: unwatched
+        stack.terminate("api-1")
+    child = Child(
+        "api",
+        stack.log_dir / "api-1.log",
+        "127.0.0.1",
+        stack.port,
+        instance_id="1",
+        heartbeat=tmp_path / "api-1",
+        watchdog_s=WATCHDOG_S,
+    )
+    child.start(stack.env)
+    assert child.process is not None
+    stack.procs["api-1"] = first = child.process
+    stack.api_instances.add(1)
+    stack.wait_ready()
+
+    stop = threading.Event()
+
+    def supervisor() -> None:
+        while not stop.is_set():
+            supervise(child, stack.env, time.monotonic())
+            stop.wait(0.1)
+
+    caplog.set_level(logging.ERROR, logger="maas.up")
+    watching = threading.Thread(target=supervisor, daemon=True)
+    watching.start()
+    try:
+        stopped_at = time.monotonic()
+        first.send_signal(signal.SIGSTOP)
+        # The supervisor's thread reaps it (``poll``), which sets its return code.
+        give_up = stopped_at + WATCHDOG_S + 10
+        while first.returncode is None and time.monotonic() < give_up:
+            time.sleep(0.05)
+        killed_after_s = time.monotonic() - stopped_at
+        while child.process is first and time.monotonic() < give_up:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watching.join(timeout=5)
+    assert first.returncode == -signal.SIGKILL
+    # Silent since its last beat, up to a beat's interval before the stop.
+    assert WATCHDOG_S - BEAT_INTERVAL_S <= killed_after_s <= WATCHDOG_S + 1.0, killed_after_s
+    assert "process unresponsive process=api-1" in caplog.text
+    stack.procs["api-1"] = child.process
+    stack.wait_ready()  # the restarted instance answers too
+
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=stack.base_url, timeout=5.0, limits=fresh) as http:
+        instances = Counter(http.get("/readyz").json()["api_instance"] for _ in range(CALLS))
+    assert set(instances) == {0, 1}, instances

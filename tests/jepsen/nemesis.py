@@ -19,6 +19,10 @@ Faults (``Fault.kind``):
 - ``api_kill``: kill -9 an API process with calls in flight: their clients see the
   connection drop and retry (with their ``Idempotency-Key``, where they have one) on
   another API process or the restarted one;
+- ``api_pause``: SIGSTOP an API process and leave it stopped: its supervisor must notice
+  the silent heartbeat and kill it (``core/heartbeat.py``), or its share of the port's
+  new connections would never be answered; the fault fails if that takes longer than
+  the watchdog's limit and ``API_PAUSE_SLACK_S``;
 - ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
   start it again a few seconds later;
 - ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
@@ -48,7 +52,7 @@ from typing import Literal
 from processors.generators.worker import SESSION_TIMEOUT_MS as GENERATOR_SESSION_TIMEOUT_MS
 from processors.ledger.processor import SESSION_TIMEOUT_MS
 from tests.jepsen.brokers import Brokers, node_of
-from tests.jepsen.region import Region, api_names, standard_generator_names
+from tests.jepsen.region import API_WATCHDOG_S, Region, api_names, standard_generator_names
 
 Mode = Literal["faults", "availability"]
 
@@ -67,6 +71,7 @@ PROCESS_KINDS = (
     "generator_kill",
     "generator_pause",
     "api_kill",
+    "api_pause",
 )
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
 # What a fault takes, planned: the schedule's times come from these.
@@ -78,6 +83,7 @@ ESTIMATED_S = {
     "generator_kill": 2.0,
     "generator_pause": 10.0,
     "api_kill": 2.0,
+    "api_pause": API_WATCHDOG_S + 2.0,
     "broker_kill": 10.0,
     "broker_pause": 7.0,
     "broker_restart": 10.0,
@@ -85,6 +91,8 @@ ESTIMATED_S = {
 SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000  # the ledger processor's session
 # Past a generator pool's session, so that its partitions go to another pool.
 GENERATOR_PAUSE_S = GENERATOR_SESSION_TIMEOUT_MS / 1000 + 3
+# Past the watchdog's limit, what its supervisor may take to notice a stopped API.
+API_PAUSE_SLACK_S = 3.0
 BROKER_SESSION_TIMEOUT_S = 4.0  # broker.session.timeout.ms of the local brokers
 BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
@@ -185,6 +193,7 @@ def plan_faults(
         ("generator_kill", ""),
         ("generator_pause", ""),
         ("api_kill", ""),
+        ("api_pause", ""),
     ]
     rng.shuffle(process)
     broker = [(kind, "") for kind in BROKER_KINDS]
@@ -210,7 +219,7 @@ def plan_faults(
                 target = rng.choice(instances)
             elif kind in ("generator_kill", "generator_pause"):
                 target = rng.choice([*generators, "generator-ai"])
-            elif kind == "api_kill":
+            elif kind in ("api_kill", "api_pause"):
                 target = rng.choice(api_names(apis))
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
@@ -319,6 +328,8 @@ class Nemesis:
                 time.sleep(GENERATOR_PAUSE_S)
                 self.region.resume(fault.target)
                 return f"pid={pid} stopped {GENERATOR_PAUSE_S:.0f}s, resumed"
+            case "api_pause":
+                return self._api_pause(fault.target)
             case "broker_kill" | "broker_pause" | "broker_restart":
                 if self.cluster is None:
                     return "skipped: the cluster is not ours"
@@ -385,6 +396,19 @@ class Nemesis:
         self.region.resume(name)
         self.zombie_marks.append((name, offset))
         return f"pid={pid} stopped {pause_s:.0f}s, resumed"
+
+    def _api_pause(self, name: str) -> str:
+        pid = self.region.pid(name)
+        self.region.pause(name)
+        started = time.monotonic()
+        bound_s = self.region.settings.api_watchdog_s + API_PAUSE_SLACK_S
+        while self.region.pid(name) == pid and time.monotonic() - started < bound_s:
+            time.sleep(0.1)
+        waited_s = time.monotonic() - started
+        if self.region.pid(name) == pid:
+            self.region.resume(name)
+            raise RuntimeError(f"pid={pid} still stopped after {waited_s:.1f}s: not killed")
+        return f"pid={pid} stopped; killed by its supervisor after {waited_s:.1f}s"
 
     def _owned(self, name: str) -> set[int]:
         """The group coordinator's word; when it has none (it did not answer during a

@@ -11,9 +11,11 @@ pool and one API (or N on one port, ``api-0``...), each appending to its own log
 A supervisor thread restarts any child that exits, at once, backing off only for a crash
 loop (``maas.supervisor.restart_delay_s``, the rule ``maas up`` follows), except while the
 nemesis holds the child (``hold``). A stopped child (SIGSTOP) has not exited, so it is
-left alone until it is resumed. A child can be started once with extra environment
-variables (``restart_with``, e.g. ``MAAS_FAULT_POINT``): the next start, after it
-exits, is without them.
+left alone until it is resumed; an API is the exception, as under ``maas up``: its
+heartbeat falls silent, and after ``API_WATCHDOG_S`` the supervisor kills it
+(``core/heartbeat.py``; shorter than ``maas up``'s default, for a shorter fault). A
+child can be started once with extra environment variables (``restart_with``, e.g.
+``MAAS_FAULT_POINT``): the next start, after it exits, is without them.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ from pathlib import Path
 import httpx
 
 from core.admin import ensure_topics
+from core.heartbeat import HeartbeatWatch
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
-from maas.processes import process_label, start_process
+from maas.processes import heartbeat_file, process_label, start_process
 from maas.supervisor import restart_delay_s
 from processors.ledger.processor import group_id
 from tests.jepsen.admin import owned_partitions
 
 STARTUP_TIMEOUT_S = 180.0
 SUPERVISE_POLL_S = 0.1
+API_WATCHDOG_S = 5.0
 # The generators fail any query containing this text: the 502 / refund path.
 GENERATOR_FAULT_QUERY = "genfail"
 # A ledger processor's log lines that change what it owns (processors/ledger/processor.py).
@@ -88,6 +92,7 @@ class Child:
     quick_exits: int = 0
     restart_at: float | None = None
     starts: int = 0
+    watch: HeartbeatWatch | None = None
 
     def pid(self) -> int | None:
         return self.popen.pid if self.popen is not None and self.popen.poll() is None else None
@@ -124,6 +129,7 @@ class Region:
             "MAAS_AUDITOR_TOKEN": f"auditor-{self.billing_token}",
             "MAAS_AUDIT_SIGNING_KEY": f"signing-{self.billing_token}",
             "MAAS_FAULT_INJECTION_QUERY": GENERATOR_FAULT_QUERY,
+            "MAAS_API_WATCHDOG_S": str(API_WATCHDOG_S),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
@@ -301,14 +307,19 @@ class Region:
     # --- internals ---------------------------------------------------------------------
 
     def _start(self, child: Child, extra_env: dict[str, str]) -> None:
+        heartbeat = heartbeat_file(self.settings.data_dir, child.process, child.instance_id)
         child.popen = start_process(
             child.process,
             {**self.env, **extra_env},
             child.log_path,
             port=self.port,
             instance_id=child.instance_id,
+            heartbeat=heartbeat,
         )
         child.started_at = time.monotonic()
+        if heartbeat is not None:
+            limit_s = self.settings.api_watchdog_s
+            child.watch = HeartbeatWatch.start(heartbeat, limit_s, child.started_at)
         child.starts += 1
         child.restart_at = None
         if child.starts > 1:
@@ -341,6 +352,10 @@ class Region:
         if child.restart_at is None:
             code = child.popen.poll()
             if code is None:
+                silent_s = child.watch.silent_s(now) if child.watch is not None else None
+                if silent_s is not None:
+                    self.say(f"supervisor: {child.name} silent {silent_s:.1f}s, killing it")
+                    child.popen.kill()
                 return
             self.exits.append(Exit(child.name, int(time.time() * 1000), code))
             delay_s, child.quick_exits = restart_delay_s(now - child.started_at, child.quick_exits)

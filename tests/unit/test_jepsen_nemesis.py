@@ -28,6 +28,7 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         "generator_kill": {"generator-standard-0", "generator-standard-1", "generator-ai"},
         "generator_pause": {"generator-standard-0", "generator-standard-1", "generator-ai"},
         "api_kill": {"api-0", "api-1"},
+        "api_pause": {"api-0", "api-1"},
     }
     for lane in plan.lanes:
         for fault in lane:

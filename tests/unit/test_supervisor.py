@@ -3,6 +3,7 @@ runs as many processes of each kind as ``maas up`` is told, each with its own in
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from core.heartbeat import HeartbeatWatch
 from core.settings import Settings
 from maas.cli import main
 from maas.processes import process_command, process_env
@@ -41,11 +43,14 @@ def test_restart_delay(lived_s: float, quick_exits: int, delay_s: float, after: 
 
 
 class SleepChild(Child):
-    """A child whose process is ``sleep``, so that no service process is started."""
+    """A child whose process is ``sleep``, so that no service process is started; it
+    never beats, so a watch on its heartbeat file sees silence."""
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         self.started_at = time.monotonic()
+        if self.heartbeat is not None:
+            self.watch = HeartbeatWatch.start(self.heartbeat, self.watchdog_s, self.started_at)
 
 
 def test_a_killed_child_is_restarted_at_once(tmp_path: Path) -> None:
@@ -65,6 +70,30 @@ def test_a_killed_child_is_restarted_at_once(tmp_path: Path) -> None:
     finally:
         restarted.kill()
         restarted.wait()
+
+
+def test_a_child_whose_heartbeat_falls_silent_is_killed_then_restarted(tmp_path: Path) -> None:
+    heartbeat = tmp_path / "api-0"
+    child = SleepChild(
+        "api", tmp_path / "api-0.log", "127.0.0.1", 8000, "0", heartbeat=heartbeat, watchdog_s=10
+    )
+    child.start({})
+    first = child.process
+    assert first is not None and child.watch is not None
+    try:
+        now = time.monotonic()
+        heartbeat.touch()
+        supervise(child, {}, now)  # its first beat
+        supervise(child, {}, now + 10)
+        assert first.poll() is None  # silent for the limit: not yet
+        supervise(child, {}, now + 10.5)
+        assert first.wait(5) == -signal.SIGKILL
+        supervise(child, {}, now + 10.6)  # the exit, seen like any other
+        assert child.process is not first and child.process.poll() is None
+    finally:
+        for process in (first, child.process):
+            process.kill()
+            process.wait()
 
 
 def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:
@@ -87,13 +116,20 @@ def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_pat
     assert all(c.log_path == tmp_path / "logs" / f"{c.label}.log" for c in procs)
     for child in procs:
         command = process_command(child.name, child.host, child.port, child.instance_id)
-        env = process_env(child.name, {"MAAS_REGION": "x"}, child.instance_id)
+        env = process_env(child.name, {"MAAS_REGION": "x"}, child.instance_id, child.heartbeat)
         if child.name in ("processor", "generator-standard", "generator-ai"):
             assert command[-2:] == ["--instance-id", child.instance_id]
         if child.name == "api":  # all on one port, each reading its own reply partition
             assert command[-2:] == ["--port", "8123"]
-            assert env == {"MAAS_REGION": "x", "MAAS_API_INSTANCE": child.instance_id}
+            heartbeat = tmp_path / "heartbeats" / child.label  # and each watched
+            assert (child.heartbeat, child.watchdog_s) == (heartbeat, settings.api_watchdog_s)
+            assert env == {
+                "MAAS_REGION": "x",
+                "MAAS_API_INSTANCE": child.instance_id,
+                "MAAS_HEARTBEAT_FILE": str(heartbeat),
+            }
         else:
+            assert child.heartbeat is None
             assert env == {"MAAS_REGION": "x"}
 
 
