@@ -89,11 +89,13 @@ def test_a_child_whose_heartbeat_falls_silent_is_killed_then_restarted(tmp_path:
         supervise(child, {}, now + 10.5)
         assert first.wait(5) == -signal.SIGKILL
         supervise(child, {}, now + 10.6)  # the exit, seen like any other
-        assert child.process is not first and child.process.poll() is None
+        restarted = child.process
+        assert restarted is not None and restarted is not first and restarted.poll() is None
     finally:
         for process in (first, child.process):
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:
