@@ -13,9 +13,9 @@ Faults (``Fault.kind``):
   transaction timeout, then SIGCONT: a zombie that must be fenced;
 - ``generator_kill``: kill -9 a generator pool;
 - ``generator_pause``: SIGSTOP a generator pool past its session timeout, then SIGCONT:
-  another pool (for the AI kind, none: its requests expire and are refunded) takes its
-  work and makes the memes again, while the paused one resumes with renders under way
-  and outcomes to send, late;
+  another pool of its kind (if there is one; else its requests expire and are refunded)
+  takes its work and makes the memes again, while the paused one resumes with renders
+  under way and outcomes to send, late;
 - ``api_kill``: kill -9 an API process with calls in flight: their clients see the
   connection drop and retry (with their ``Idempotency-Key``, where they have one) on
   another API process or the restarted one;
@@ -52,7 +52,7 @@ from typing import Literal
 from processors.generators.worker import SESSION_TIMEOUT_MS as GENERATOR_SESSION_TIMEOUT_MS
 from processors.ledger.processor import SESSION_TIMEOUT_MS
 from tests.jepsen.brokers import Brokers, node_of
-from tests.jepsen.region import API_WATCHDOG_S, Region, api_names, standard_generator_names
+from tests.jepsen.region import API_WATCHDOG_S, Region, api_names, generator_names
 
 Mode = Literal["faults", "availability"]
 
@@ -164,11 +164,12 @@ def plan_faults(
     kill_every_s: float = 10.0,
     generator_kill_every_s: float = 15.0,
     generators_standard: int = 1,
+    generators_ai: int = 1,
     apis: int = 1,
 ) -> Plan:
     rng = random.Random(seed)
     instances = [f"processor-{i}" for i in range(processors)]
-    generators = standard_generator_names(generators_standard)
+    generators = generator_names("standard", generators_standard)
     if mode == "availability":
         lane: list[Fault] = []
         first = rng.randrange(processors)
@@ -218,7 +219,7 @@ def plan_faults(
             if kind in ("processor_kill", "fault_point", "processor_pause"):
                 target = rng.choice(instances)
             elif kind in ("generator_kill", "generator_pause"):
-                target = rng.choice([*generators, "generator-ai"])
+                target = rng.choice([*generators, *generator_names("ai", generators_ai)])
             elif kind in ("api_kill", "api_pause"):
                 target = rng.choice(api_names(apis))
             elif kind == "broker_restart":

@@ -4,9 +4,9 @@ A fresh region name (``j<8 hex>``), data dir and development secrets, as
 ``tests/stack.py`` makes them; the processes are started through
 ``maas.processes.start_process`` like ``maas up`` starts them: K ledger processor
 instances (``instance_id`` "0".."K-1", children ``processor-0``...), G standard
-generator pools (``generator-standard-0``..., or ``generator-standard`` if one), one AI
-pool and one API (or N on one port, ``api-0``...), each appending to its own log in
-``<root>/logs``.
+generator pools (``generator-standard-0``..., or ``generator-standard`` if one), as many
+AI pools (``generator-ai-0``..., or ``generator-ai``) and one API (or N on one port,
+``api-0``...), each appending to its own log in ``<root>/logs``.
 
 A supervisor thread restarts any child that exits, at once, backing off only for a crash
 loop (``maas.supervisor.restart_delay_s``, the rule ``maas up`` follows), except while the
@@ -63,12 +63,10 @@ def api_names(count: int) -> list[str]:
     return [process_label("api", str(i) if count > 1 else None) for i in range(count)]
 
 
-def standard_generator_names(count: int) -> list[str]:
-    """The children that are standard generator pools: one keeps the plain name (as one
+def generator_names(kind: str, count: int) -> list[str]:
+    """The children that are generator pools of ``kind``: one keeps the plain name (as one
     API does here), several are numbered like ``maas up``'s instances."""
-    return [
-        process_label("generator-standard", str(i) if count > 1 else None) for i in range(count)
-    ]
+    return [process_label(f"generator-{kind}", str(i) if count > 1 else None) for i in range(count)]
 
 
 @dataclass
@@ -106,6 +104,7 @@ class Region:
     root: Path
     processors: int = 2
     generators_standard: int = 2
+    generators_ai: int = 2
     apis: int = 1
     replication_factor: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -142,7 +141,8 @@ class Region:
             self._add(f"processor-{i}", "processor", str(i))
         for i, name in enumerate(self.standard_generator_names):
             self._add(name, "generator-standard", str(i))
-        self._add("generator-ai", "generator-ai")
+        for i, name in enumerate(generator_names("ai", self.generators_ai)):
+            self._add(name, "generator-ai", str(i))
         for i, name in enumerate(api_names(self.apis)):
             # On one port (SO_REUSEPORT), each with its own reply partition.
             self._add(name, "api", str(i) if self.apis > 1 else None)
@@ -160,7 +160,7 @@ class Region:
 
     @property
     def standard_generator_names(self) -> list[str]:
-        return standard_generator_names(self.generators_standard)
+        return generator_names("standard", self.generators_standard)
 
     # --- life cycle ------------------------------------------------------------------
 

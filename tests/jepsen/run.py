@@ -73,6 +73,7 @@ class Options:
     nodes: int = 3
     processors: int = 2
     generators_standard: int = 2
+    generators_ai: int = 2
     apis: int = 2
     clients: int = 40
     seed: int | None = None
@@ -182,6 +183,7 @@ def run(options: Options) -> RunResult:
         options.kill_every_s,
         options.generator_kill_every_s,
         options.generators_standard,
+        options.generators_ai,
         options.apis,
     )
     say(plan.describe())
@@ -200,6 +202,7 @@ def run(options: Options) -> RunResult:
         root / "region",
         processors=options.processors,
         generators_standard=options.generators_standard,
+        generators_ai=options.generators_ai,
         apis=options.apis,
         replication_factor=3 if options.nodes > 1 else 1,
         say=say,
@@ -532,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--generators-standard", type=int, default=2, help="standard generator pool processes"
     )
+    parser.add_argument("--generators-ai", type=int, default=2, help="AI generator pool processes")
     parser.add_argument("--api", type=int, default=2, help="API processes, on one port")
     parser.add_argument("--clients", type=int, default=40)
     parser.add_argument("--seed", type=int, default=None)
@@ -560,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes=args.nodes,
         processors=args.processors,
         generators_standard=args.generators_standard,
+        generators_ai=args.generators_ai,
         apis=args.api,
         clients=args.clients,
         seed=args.seed,

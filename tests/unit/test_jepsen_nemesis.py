@@ -13,10 +13,14 @@ from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS, plan_faults
 from tests.jepsen.region import Region
 from tests.jepsen.workload import Answer
 
+GENERATORS = ("generator-standard-0", "generator-standard-1", "generator-ai-0", "generator-ai-1")
+
 
 @pytest.mark.parametrize("seed", range(20))
 def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
-    plan = plan_faults(seed, 60.0, "faults", processors=2, nodes=3, generators_standard=2, apis=2)
+    plan = plan_faults(
+        seed, 60.0, "faults", processors=2, nodes=3, generators_standard=2, generators_ai=2, apis=2
+    )
     required = [f.kind for lane in plan.lanes for f in lane if f.required]
     assert sorted(required) == sorted(
         [*PROCESS_KINDS, "fault_point", *BROKER_KINDS]  # two fault points every run
@@ -25,8 +29,8 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         "processor_kill": {"processor-0", "processor-1"},
         "processor_pause": {"processor-0", "processor-1"},
         "fault_point": {"processor-0", "processor-1"},
-        "generator_kill": {"generator-standard-0", "generator-standard-1", "generator-ai"},
-        "generator_pause": {"generator-standard-0", "generator-standard-1", "generator-ai"},
+        "generator_kill": {*GENERATORS},
+        "generator_pause": {*GENERATORS},
         "api_kill": {"api-0", "api-1"},
         "api_pause": {"api-0", "api-1"},
     }
