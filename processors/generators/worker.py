@@ -39,9 +39,15 @@ pool spent more time waiting than drawing, docs/capacity.md):
    waiter of a meme made in time; the answer's acknowledgement, or the outcome's if
    there is no answer, ends the job and may move its partition's stored offset.
 
-A delivery that fails for good, or a fatal consumer error (a static member fenced after
-its session timed out while the broker was away), ends the process (``processors.fatal``):
-the supervisor starts a fresh one, which redoes what was not stored.
+A delivery that fails for good ends the process (``processors.fatal``): the supervisor
+starts a fresh one, which redoes what was not stored. A fatal consumer error (librdkafka
+has one: a static member fenced, as every pool of a group was in a broker kill of the
+fault runs, and as a pool stopped past its session is when it resumes) ends only the
+pool: a fresh one rejoins in the same process (``run``), which keeps its loaded models
+and its finished memes; a restart took 2-4 s and began with a cold cache. The
+``MAX_FENCES``-th fence within ``FENCES_WINDOW_S`` ends the process instead: two pools
+given one instance id would fence each other in turn, and the supervisor backs off a
+crash loop and says so in its log.
 
 With the offline backend the AI meme is a pure function of the request, like a standard
 one. With an HTTP model a re-run after a crash may get other words from the model; the
@@ -55,6 +61,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,7 +84,7 @@ from core.settings import Settings
 from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from memes import place, policy
 from memes.render import RenderedMeme, finished_memes_cached, render_meme
-from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
+from processors.fatal import FATAL_EXIT_CODE, is_fatal
 from processors.generators.backends import (
     AiBackend,
     AiBackendError,
@@ -95,8 +102,25 @@ log = logging.getLogger("maas.generator")
 AUTO_COMMIT_MS = 250
 # A pool stopped this long is out of its group: another pool takes its partitions.
 SESSION_TIMEOUT_MS = 6_000
+# A pool fenced this often within the window exits instead of rejoining. Twins (one
+# instance id given twice) fence each other every few seconds (each learns it at its
+# next heartbeat, every 3 s by librdkafka's default); the fault runs' broker kills
+# fenced a pool twice within 10 s at most.
+MAX_FENCES = 3
+FENCES_WINDOW_S = 60.0
 
 Delivered = Callable[[KafkaError | None, Message], None]
+
+
+def membership(settings: Settings, kind: Kind) -> tuple[str, str]:
+    """The consumer group of the pools of ``kind`` and this pool's static member id."""
+    group = f"{settings.region}.generators.{kind}"
+    return group, f"{group}.{settings.instance_id}"
+
+
+class ConsumerFatal(KafkaException):
+    """The pool's consumer can consume no more (fenced as a static member); a fresh
+    consumer can rejoin its group."""
 
 
 @dataclass(eq=False, slots=True)
@@ -123,13 +147,14 @@ class GeneratorPool:
         producer: Producer | None = None,
         backend: AiBackend | None = None,
         blobs: BlobStore | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.kind = kind
         self.topics = Topics(settings.region)
         self.work_topic = self.topics.approved(kind)
         self.blobs = blobs if blobs is not None else make_blob_store(settings)
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event or threading.Event()
         self.concurrency = (
             settings.ai_concurrency if kind == "ai" else settings.generator_concurrency
         )
@@ -147,15 +172,16 @@ class GeneratorPool:
             self.backend = None
         self.caption_threshold = settings.policy_caption_threshold
         common = settings.kafka_common()
+        group, member = membership(settings, kind)
         self.consumer = consumer or Consumer(
             {
                 **common,
-                "group.id": f"{settings.region}.generators.{kind}",
+                "group.id": group,
                 # Static membership: a pool killed and restarted takes its partitions
                 # straight back. A new dynamic member would wait for the dead one's
                 # session to expire first, and every request in between would time out.
                 # Two pools of one kind need distinct instance ids (--instance-id).
-                "group.instance.id": f"{settings.region}.generators.{kind}.{settings.instance_id}",
+                "group.instance.id": member,
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "isolation.level": "read_committed",  # never render an aborted approval
                 "enable.auto.commit": True,
@@ -232,7 +258,8 @@ class GeneratorPool:
         """Start rendering one approval on a free thread; False if none was started."""
         error = message.error()
         if error is not None:
-            raise_if_fatal(error)
+            if is_fatal(error):
+                raise ConsumerFatal(error)
             log.error("consume error=%s", error)
             return False
         partition, offset, value = message.partition(), message.offset(), message.value()
@@ -492,17 +519,33 @@ def warm_up(kind: Kind) -> None:
 
 
 def run(settings: Settings, kind: Kind) -> None:
-    pool = GeneratorPool(settings, kind)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=warm_up, args=(kind,), name="warm-up", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: pool.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: pool.stop_event.set())
-    try:
-        pool.run()
-    except KafkaException as exc:
-        # Fenced, or an outcome the broker never took: a fresh process redoes what was
-        # not stored, and the supervisor starts one.
-        log.critical("fatal kafka error, exiting error=%s", exc.args[0])
-        raise SystemExit(FATAL_EXIT_CODE) from exc
+    fences: deque[float] = deque(maxlen=MAX_FENCES)
+    while not stop.is_set():
+        try:
+            GeneratorPool(settings, kind, stop_event=stop).run()
+        except ConsumerFatal as exc:
+            fences.append(time.monotonic())
+            if len(fences) == MAX_FENCES and fences[-1] - fences[0] < FENCES_WINDOW_S:
+                log.critical(
+                    "consumer fenced %d times within %.0f s, exiting (is another pool running "
+                    "with instance id %s?) error=%s",
+                    MAX_FENCES,
+                    FENCES_WINDOW_S,
+                    settings.instance_id,
+                    exc.args[0],
+                )
+                raise SystemExit(FATAL_EXIT_CODE) from exc
+            # What it had not stored is redone by the partitions' next owner.
+            log.warning("consumer fenced, rejoining with a fresh one error=%s", exc.args[0])
+        except KafkaException as exc:
+            # An outcome the broker never took: a fresh process redoes what was not
+            # stored, and the supervisor starts one.
+            log.critical("fatal kafka error, exiting error=%s", exc.args[0])
+            raise SystemExit(FATAL_EXIT_CODE) from exc
 
 
 def _client_partition(message: Message, partition: int) -> int:

@@ -11,13 +11,19 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.routes.memes import SETTLE_SLACK_MS
+from core.topics import Topics
+from maas.processes import start_process
+from processors.fatal import FATAL_EXIT_CODE
+from processors.generators.worker import MAX_FENCES, membership
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
@@ -131,6 +137,96 @@ def test_a_killed_generator_pool_serves_again_within_the_deadline(stack: Stack) 
     assert response.status_code == 200, response.text
     assert elapsed_s < stack.settings.request_deadline_ms / 1000
     assert stack.balance(api_key) == 0
+
+
+def test_a_fenced_generator_pool_rejoins_in_its_process(stack: Stack) -> None:
+    """Scenario: the standard generator pool is fenced as a static member: another
+    consumer joins its group with its ``group.instance.id`` (as a lost join of its own
+    does in a broker fault, when the coordinator processes it late), then goes away.
+
+    We expect: the pool's process is not restarted (it keeps its loaded place index and
+    finished memes): a fresh consumer rejoins the group, leaving no Kafka client of the
+    fenced pool behind, and the next meme is served within its deadline.
+    """
+    _, api_key = stack.new_client(tokens=2)
+    assert stack.meme(api_key).status_code == 200
+    pool = stack.procs["generator-standard"]
+    threads_before = _threads(pool.pid)
+    log_mark = len(stack.tail("generator-standard", lines=100_000))
+    _fence_the_standard_pool(stack)
+    wait_for(lambda: REJOINED in stack.tail("generator-standard", lines=100_000)[log_mark:])
+
+    started = time.monotonic()
+    response = stack.meme(api_key)
+    elapsed_s = time.monotonic() - started
+
+    assert pool.poll() is None, stack.tail("generator-standard")
+    assert response.status_code == 200, response.text
+    assert elapsed_s < stack.settings.request_deadline_ms / 1000
+    assert _threads(pool.pid) <= threads_before, (threads_before, _threads(pool.pid))
+
+
+def test_twin_generator_pools_do_not_fence_each_other_for_ever(stack: Stack) -> None:
+    """Scenario: a second standard pool is started with the instance id of the first (a
+    mistake of configuration): each one's join fences the other.
+
+    We expect: one of them exits with the fatal exit code (71) after its third fence in a
+    minute, so the supervisor's crash-loop backoff and its log take over; the other serves.
+    """
+    pool = stack.procs["generator-standard"]
+    twin = start_process(
+        "generator-standard",
+        stack.env,
+        stack.log_dir / "generator-standard-twin.log",
+        instance_id=stack.settings.instance_id,
+    )
+    try:
+        wait_for(lambda: pool.poll() is not None or twin.poll() is not None, 90)
+        exited, other = (pool, twin) if pool.poll() is not None else (twin, pool)
+        assert exited.returncode == FATAL_EXIT_CODE
+        assert other.poll() is None
+    finally:
+        stack.terminate("generator-standard")
+        twin.kill()
+        twin.wait()
+    logs = stack.tail("generator-standard") + stack.tail("generator-standard-twin")
+    assert f"consumer fenced {MAX_FENCES} times" in logs
+    stack.start("generator-standard")
+    _, api_key = stack.new_client(tokens=1)
+    assert stack.meme(api_key).status_code == 200
+
+
+REJOINED = "consumer fenced, rejoining"  # our log line (librdkafka's say "rejoining" too)
+
+
+def _fence_the_standard_pool(stack: Stack) -> None:
+    """Join the standard pools' group with the pool's own static member id, then go away
+    (a static member leaves no group on close): the coordinator fences the pool."""
+    group, member = membership(stack.settings, "standard")
+    intruder = Consumer(
+        {
+            "bootstrap.servers": stack.settings.bootstrap_servers,
+            "group.id": group,
+            "group.instance.id": member,
+            "session.timeout.ms": 6_000,
+            "enable.auto.commit": False,  # it takes no work from the pool
+        }
+    )
+
+    def joined() -> bool:
+        intruder.poll(0.2)
+        return bool(intruder.assignment())
+
+    try:
+        intruder.subscribe([Topics(stack.settings.region).approved("standard")])
+        wait_for(joined, 30, 0)
+    finally:
+        intruder.close()
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
 def test_api_killed_comes_back_knowing_every_key(stack: Stack) -> None:
