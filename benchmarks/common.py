@@ -14,7 +14,8 @@
   ``/proc/<pid>/stat`` (utime + stime of every thread), in % of one core, and the whole
   machine's busy % from ``/proc/stat`` (the machine may be shared: ``others`` is the
   part no process of ours used, and of it ``steal`` the part a virtual machine's host
-  gave to someone else).
+  gave to someone else). The Jepsen-style runs use it too, sampling processes that are
+  killed and restarted.
 
 Environment variables reach the children unchanged, so ``MAAS_MAX_BATCH_SIZE=50
 python benchmarks/http_bench.py`` runs the service with that setting.
@@ -28,9 +29,10 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,6 +473,10 @@ def machine_ticks() -> tuple[int, int, int]:
     return total - idle, total, values[7]
 
 
+# Each process's pid by name (None: not running), or a function that says so now.
+Pids = Mapping[str, int | None] | Callable[[], Mapping[str, int | None]]
+
+
 @dataclass
 class CpuReport:
     seconds: float
@@ -513,48 +519,91 @@ class CpuReport:
 
 
 class CpuMeter:
-    """``with CpuMeter(pids) as meter: ...``; then ``meter.report``."""
+    """CPU of named processes from ``start()`` to ``stop()`` (or a ``with`` block), which
+    sets ``report``; ``so_far()`` reports up to the latest sample while it runs.
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+    ``pids`` is a mapping, or a function asked again at every sample: a process started
+    again under its name (a new pid, as after a kill) counts as the sum over its pids,
+    and one first seen after ``start()`` counts from 0 (it was born meanwhile). With
+    ``every_s`` a thread samples meanwhile, so a process that dies loses at most that
+    much; ``sample()`` may also be called at any moment (on a child that has exited but
+    is not reaped yet, whose ticks ``/proc`` still holds)."""
+
+    def __init__(self, pids: Pids, every_s: float | None = None) -> None:
+        self._pids = pids if callable(pids) else (lambda: pids)
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._first: dict[tuple[str, int], int] = {}
+        self._last: dict[tuple[str, int], int] = {}
+        self._names: list[str] = []
+        self._started = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.report: CpuReport | None = None
 
     def start(self) -> None:
-        self.__enter__()
+        self._t0 = time.monotonic()
+        self._machine = machine_ticks()
+        self.sample()
+        self._started = True
+        if self._every_s is not None:
+            self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+            self._thread.start()
+
+    def sample(self) -> None:
+        pids = self._pids()
+        with self._lock:
+            for name, pid in pids.items():
+                if pid is None:
+                    continue
+                ticks = process_ticks(pid)
+                if ticks is None:
+                    continue
+                if name not in self._names:
+                    self._names.append(name)
+                key = (name, pid)
+                if key not in self._first:
+                    self._first[key] = ticks if not self._started else 0
+                self._last[key] = ticks
 
     def stop(self) -> CpuReport:
-        self.__exit__()
-        assert self.report is not None
+        self.sample()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.report = self.so_far()
         return self.report
 
-    def __enter__(self) -> CpuMeter:
-        self._start = time.monotonic()
-        self._machine = machine_ticks()
-        self._ticks = {name: process_ticks(pid) for name, pid in self.pids.items()}
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        seconds = time.monotonic() - self._start
+    def so_far(self) -> CpuReport:
+        seconds = max(1e-9, time.monotonic() - self._t0)
         busy1, total1, steal1 = machine_ticks()
         busy0, total0, steal0 = self._machine
-        percent: dict[str, float] = {}
-        ours = 0
-        for name, pid in self.pids.items():
-            before, after = self._ticks.get(name), process_ticks(pid)
-            if before is None or after is None:
-                continue
-            ours += after - before
-            percent[name] = 100.0 * (after - before) / CLK_TCK / seconds
+        with self._lock:
+            used = dict.fromkeys(self._names, 0)
+            for (name, pid), last in self._last.items():
+                used[name] += last - self._first[(name, pid)]
         total = max(1, total1 - total0)
-        self.report = CpuReport(
+        return CpuReport(
             seconds=seconds,
-            percent=percent,
+            percent={name: 100.0 * t / CLK_TCK / seconds for name, t in used.items()},
             machine_busy_percent=100.0 * (busy1 - busy0) / total,
-            ours_percent_of_machine=100.0 * ours / total,
+            ours_percent_of_machine=100.0 * sum(used.values()) / total,
             cores=os.cpu_count() or 1,
             machine_ticks=total,
             steal_percent_of_machine=100.0 * (steal1 - steal0) / total,
         )
+
+    def __enter__(self) -> CpuMeter:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        assert self._every_s is not None
+        while not self._stop.wait(self._every_s):
+            self.sample()
 
 
 def machine_description() -> dict[str, str]:

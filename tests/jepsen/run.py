@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Literal
 
 from benchmarks import vegeta_tool
+from benchmarks.common import CpuMeter, CpuReport
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.checker import Verdict, check
-from tests.jepsen.cpu import CpuMeter, CpuReport
 from tests.jepsen.history import History
 from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
 from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
@@ -57,6 +57,7 @@ from tests.jepsen.workload import Workload
 Load = Literal["vegeta", "python"]
 
 PROGRESS_EVERY_S = 10.0
+CPU_EVERY_S = 1.0  # a killed process's CPU since its last sample is lost
 # The load goes on past --seconds while a fault every run must have is still to come (a
 # broker that restarts slowly on a busy machine), up to this many times --seconds.
 MOST_LOAD_FACTOR = 3.0
@@ -283,9 +284,9 @@ def _run_in(
         load=load,
         gave_up=list(workload.gave_up),
         unknown_after_settle=list(workload.unknown_after_settle),
-        cpu=cpu.core_share,
-        machine_busy_share=cpu.machine_busy_share,
-        ours_share=cpu.ours_share,
+        cpu={name: percent / 100 for name, percent in cpu.percent.items()},
+        machine_busy_share=cpu.machine_busy_percent / 100,
+        ours_share=cpu.ours_percent_of_machine / 100,
         zombies=list(nemesis.zombie_marks),
     )
 
@@ -299,7 +300,7 @@ def _python_load(
     say: Say,
 ) -> tuple[LoadResult, CpuReport]:
     """The Python open loop, in this process (so is the nemesis: its CPU is small)."""
-    meter = CpuMeter(_pids(region, cluster, {"load_generator (runner)": os.getpid}))
+    meter = CpuMeter(_pids(region, cluster, {"load_generator (runner)": os.getpid}), CPU_EVERY_S)
     meter.start()
     stop_progress = threading.Event()
     progress = threading.Thread(
@@ -347,9 +348,8 @@ def _vegeta_load(
     )
     count = vegeta.write_targets()
     say(f"vegeta: {count} targets in {vegeta.targets_path}; {' '.join(vegeta.command())}")
-    meter = CpuMeter(
-        _pids(region, cluster, {"load_generator (vegeta)": lambda: vegeta.pid, "runner": os.getpid})
-    )
+    load = {"load_generator (vegeta)": lambda: vegeta.pid, "runner": os.getpid}
+    meter = CpuMeter(_pids(region, cluster, load), CPU_EVERY_S)
     meter.start()
     stop_progress = threading.Event()
     progress = threading.Thread(
@@ -421,11 +421,11 @@ def _progress(
     stop: threading.Event,
 ) -> None:
     while not stop.wait(PROGRESS_EVERY_S):
-        cpu = meter.report()
-        load = {k: v for k, v in cpu.core_share.items() if k.startswith("load_generator")}
+        cpu = meter.so_far()
+        load = {k: f"{v:.0f}%" for k, v in cpu.percent.items() if k.startswith("load_generator")}
         say(
             f"progress: {describe()} faults={dict(nemesis.counts())} cpu: {load} "
-            f"machine busy {cpu.machine_busy_share:.0%}"
+            f"machine busy {cpu.machine_busy_percent:.0f}%"
         )
 
 
@@ -511,7 +511,7 @@ def _zombie_notes(result: RunResult, region: Region) -> list[str]:
 
 def _log_notes(region: Region) -> list[str]:
     notes = []
-    for needle in ("Traceback", " ERROR ", "fenced", "watchdog"):
+    for needle in ("Traceback", " ERROR ", "fenced", "rejoining with a fresh", "watchdog"):
         for name, found in region.grep(needle).items():
             example = found[0][:200]
             notes.append(f"  {name}: {len(found)} lines with {needle.strip()!r}, e.g. {example}")
