@@ -23,6 +23,10 @@ Faults (``Fault.kind``):
   the silent heartbeat and kill it (``core/heartbeat.py``), or its share of the port's
   new connections would never be answered; the fault fails if that takes longer than
   the watchdog's limit and ``API_PAUSE_SLACK_S``;
+- ``api_stall``: SIGSTOP an API process for ``API_STALL_S``, less than the watchdog's
+  limit, then SIGCONT (a long pause of its own, such as a swapped-out process): it must
+  not be killed, and its calls resume, their deadlines passed meanwhile racing the
+  replies that arrived;
 - ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
   start it again a few seconds later;
 - ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
@@ -72,6 +76,7 @@ PROCESS_KINDS = (
     "generator_pause",
     "api_kill",
     "api_pause",
+    "api_stall",
 )
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
 # What a fault takes, planned: the schedule's times come from these.
@@ -84,6 +89,7 @@ ESTIMATED_S = {
     "generator_pause": 10.0,
     "api_kill": 2.0,
     "api_pause": API_WATCHDOG_S + 2.0,
+    "api_stall": API_WATCHDOG_S - 2.0,
     "broker_kill": 10.0,
     "broker_pause": 7.0,
     "broker_restart": 10.0,
@@ -93,6 +99,9 @@ SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000  # the ledger processor's session
 GENERATOR_PAUSE_S = GENERATOR_SESSION_TIMEOUT_MS / 1000 + 3
 # Past the watchdog's limit, what its supervisor may take to notice a stopped API.
 API_PAUSE_SLACK_S = 3.0
+# Under the watchdog's limit by its last beat (up to 1 s before the stop) and 2 s more
+# for a busy machine to run the resumed loop.
+API_STALL_S = API_WATCHDOG_S - 3.0
 BROKER_SESSION_TIMEOUT_S = 4.0  # broker.session.timeout.ms of the local brokers
 BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
@@ -195,6 +204,7 @@ def plan_faults(
         ("generator_pause", ""),
         ("api_kill", ""),
         ("api_pause", ""),
+        ("api_stall", ""),
     ]
     rng.shuffle(process)
     broker = [(kind, "") for kind in BROKER_KINDS]
@@ -220,7 +230,7 @@ def plan_faults(
                 target = rng.choice(instances)
             elif kind in ("generator_kill", "generator_pause"):
                 target = rng.choice([*generators, *generator_names("ai", generators_ai)])
-            elif kind in ("api_kill", "api_pause"):
+            elif kind in ("api_kill", "api_pause", "api_stall"):
                 target = rng.choice(api_names(apis))
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
@@ -331,6 +341,8 @@ class Nemesis:
                 return f"pid={pid} stopped {GENERATOR_PAUSE_S:.0f}s, resumed"
             case "api_pause":
                 return self._api_pause(fault.target)
+            case "api_stall":
+                return self._api_stall(fault.target)
             case "broker_kill" | "broker_pause" | "broker_restart":
                 if self.cluster is None:
                     return "skipped: the cluster is not ours"
@@ -410,6 +422,15 @@ class Nemesis:
             self.region.resume(name)
             raise RuntimeError(f"pid={pid} still stopped after {waited_s:.1f}s: not killed")
         return f"pid={pid} stopped; killed by its supervisor after {waited_s:.1f}s"
+
+    def _api_stall(self, name: str) -> str:
+        pid = self.region.pid(name)
+        self.region.pause(name)
+        time.sleep(API_STALL_S)
+        self.region.resume(name)
+        if self.region.pid(name) != pid:
+            raise RuntimeError(f"pid={pid} killed while stopped {API_STALL_S:.0f}s")
+        return f"pid={pid} stopped {API_STALL_S:.0f}s, resumed"
 
     def _owned(self, name: str) -> set[int]:
         """The group coordinator's word; when it has none (it did not answer during a

@@ -33,6 +33,7 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         "generator_pause": {*GENERATORS},
         "api_kill": {"api-0", "api-1"},
         "api_pause": {"api-0", "api-1"},
+        "api_stall": {"api-0", "api-1"},
     }
     for lane in plan.lanes:
         for fault in lane:
