@@ -11,12 +11,21 @@ connections queued on the dead socket, and their clients retry on the others.
 
 The watch looks only for a change of the file's modification time and times the silence
 with its own monotonic clock, so a step of the wall clock is never a missed beat.
+
+Before the kill, the supervisor asks for the process's stacks (``kill_silent``): a
+watched process writes every thread's stack to its log on ``STACKS_SIGNAL``
+(``dump_stacks_on_signal``), from C, so also while a thread holds the interpreter. A
+wedged event loop then says where it was stuck; a stopped process says nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +33,20 @@ BEAT_INTERVAL_S = 1.0
 # Before its first beat a process imports, loads and connects; on a saturated machine
 # that has taken tens of seconds, and killing it then would only start it over.
 START_GRACE_S = 60.0
+STACKS_SIGNAL = signal.SIGUSR1
+STACKS_WAIT_S = 0.5  # for the stacks to be written before the kill
+
+
+def dump_stacks_on_signal() -> None:
+    """Write every thread's stack to stderr (the process's log) on ``STACKS_SIGNAL``."""
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
+
+
+def kill_silent(process: subprocess.Popen[bytes]) -> None:
+    """Ask a silent process for its stacks, give it ``STACKS_WAIT_S``, then SIGKILL it."""
+    process.send_signal(STACKS_SIGNAL)
+    time.sleep(STACKS_WAIT_S)
+    process.kill()
 
 
 async def beat(path: Path, interval_s: float = BEAT_INTERVAL_S) -> None:

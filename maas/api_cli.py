@@ -79,10 +79,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from core import logs
+    from core.heartbeat import dump_stacks_on_signal
     from core.settings import Settings
 
     settings = Settings.from_env()
     logs.configure(f"api-{settings.api_instance}")
+    dump_stacks_on_signal()  # what a supervisor asks for before it kills a silent API
     try:
         sock = shared_socket(args.host, args.port)
     except OSError as exc:

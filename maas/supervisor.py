@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from core.admin import ensure_topics
-from core.heartbeat import HeartbeatWatch
+from core.heartbeat import HeartbeatWatch, kill_silent
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
 from maas.processes import PROCESSES, SERVICE, heartbeat_file, process_label, start_process
@@ -188,12 +188,13 @@ def supervise(child: Child, env: dict[str, str], now: float) -> None:
             if silent_s is not None:
                 log.error(
                     "process unresponsive process=%s pid=%d silent_s=%.1f; killing it so "
-                    "that its share of the connections goes to the others",
+                    "that its share of the connections goes to the others (its stacks, if it "
+                    "can write them, are in its log)",
                     child.label,
                     child.process.pid,
                     silent_s,
                 )
-                child.process.kill()
+                kill_silent(child.process)
             return
         delay_s, child.quick_exits = restart_delay_s(now - child.started_at, child.quick_exits)
         child.restart_at = now + delay_s

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.heartbeat import BEAT_INTERVAL_S
+from core.heartbeat import BEAT_INTERVAL_S, STACKS_WAIT_S
 from core.topic_reader import read_topic
 from core.topics import Topics
 from maas.supervisor import Child, supervise
@@ -115,8 +115,8 @@ def test_a_stopped_api_process_is_killed_by_its_supervisor_and_the_port_serves_a
 
     We expect: the kernel keeps handing the stopped process its share of the new
     connections, so the supervisor kills it once its heartbeat has been silent for the
-    limit (up to a second less, as it last beat before the stop, and within a second
-    more) and starts it again; then every call on a new
+    limit (up to a second less, as it last beat before the stop; a little more, as its
+    stacks are asked for first) and starts it again; then every call on a new
     connection is answered, as many as reached instance 1 as before.
     """
     if "api-1" in stack.procs:  # a plain process of an earlier test: unwatched
@@ -161,7 +161,8 @@ def test_a_stopped_api_process_is_killed_by_its_supervisor_and_the_port_serves_a
         watching.join(timeout=5)
     assert first.returncode == -signal.SIGKILL
     # Silent since its last beat, up to a beat's interval before the stop.
-    assert WATCHDOG_S - BEAT_INTERVAL_S <= killed_after_s <= WATCHDOG_S + 1.0, killed_after_s
+    slack_s = STACKS_WAIT_S + 1.0  # its stacks asked for first; a busy machine
+    assert WATCHDOG_S - BEAT_INTERVAL_S <= killed_after_s <= WATCHDOG_S + slack_s, killed_after_s
     assert "process unresponsive process=api-1" in caplog.text
     stack.procs["api-1"] = child.process
     stack.wait_ready()  # the restarted instance answers too

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from core.admin import ensure_topics
-from core.heartbeat import HeartbeatWatch
+from core.heartbeat import HeartbeatWatch, kill_silent
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
@@ -355,7 +355,7 @@ class Region:
                 silent_s = child.watch.silent_s(now) if child.watch is not None else None
                 if silent_s is not None:
                     self.say(f"supervisor: {child.name} silent {silent_s:.1f}s, killing it")
-                    child.popen.kill()
+                    kill_silent(child.popen)
                 return
             self.exits.append(Exit(child.name, int(time.time() * 1000), code))
             delay_s, child.quick_exits = restart_delay_s(now - child.started_at, child.quick_exits)

@@ -25,6 +25,8 @@ from maas.supervisor import (
     supervise,
 )
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.mark.parametrize(
     ("lived_s", "quick_exits", "delay_s", "after"),
@@ -42,12 +44,28 @@ def test_restart_delay(lived_s: float, quick_exits: int, delay_s: float, after: 
     assert restart_delay_s(lived_s, quick_exits) == (delay_s, after)
 
 
+# A process stuck in a function of its own, which writes its stacks when asked, as an
+# API process does (``maas.api_cli``).
+WEDGED = """
+from core.heartbeat import dump_stacks_on_signal
+import time
+dump_stacks_on_signal()
+print("ready", flush=True)
+def wedged_in_here():
+    time.sleep(60)
+wedged_in_here()
+"""
+
+
 class SleepChild(Child):
-    """A child whose process is ``sleep``, so that no service process is started; it
-    never beats, so a watch on its heartbeat file sees silence."""
+    """A child whose process sleeps, so that no service process is started; it never
+    beats, so a watch on its heartbeat file sees silence."""
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WEDGED], stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
         self.started_at = time.monotonic()
         if self.heartbeat is not None:
             self.watch = HeartbeatWatch.start(self.heartbeat, self.watchdog_s, self.started_at)
@@ -86,8 +104,12 @@ def test_a_child_whose_heartbeat_falls_silent_is_killed_then_restarted(tmp_path:
         supervise(child, {}, now)  # its first beat
         supervise(child, {}, now + 10)
         assert first.poll() is None  # silent for the limit: not yet
+        give_up = time.monotonic() + 30  # until it has registered for its stacks
+        while "ready" not in child.log_path.read_text() and time.monotonic() < give_up:
+            time.sleep(0.05)
         supervise(child, {}, now + 10.5)
         assert first.wait(5) == -signal.SIGKILL
+        assert "in wedged_in_here" in child.log_path.read_text()  # its stacks, first
         supervise(child, {}, now + 10.6)  # the exit, seen like any other
         restarted = child.process
         assert restarted is not None and restarted is not first and restarted.poll() is None
