@@ -323,6 +323,10 @@ class Nemesis:
             )
 
     def _carry_out(self, fault: Fault) -> str:
+        if fault.kind in PROCESS_KINDS and fault.kind != "fault_point":
+            # A lane behind its schedule runs faults back to back: the target of this one
+            # may still be restarting after the last.
+            self.region.wait_running(fault.target)
         match fault.kind:
             case "processor_kill":
                 return self._processor_kill(fault.target)

@@ -219,6 +219,19 @@ class Region:
     def pid(self, name: str) -> int | None:
         return self.children[name].pid()
 
+    def wait_running(self, name: str, timeout_s: float = 30.0) -> int:
+        """The child's pid once it runs and, if its heartbeat is watched, has beaten: a
+        fault aimed at a child the supervisor is still restarting would hit nothing (a
+        dead pid), or stop an API still in its start grace, which no watch would kill."""
+        child = self.children[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pid = child.pid()
+            if pid is not None and (child.watch is None or child.watch.beat_at is not None):
+                return pid
+            time.sleep(0.1)
+        raise TimeoutError(f"{name} not running after {timeout_s:.0f}s")
+
     def kill(self, name: str) -> int | None:
         """SIGKILL, as a crash; the supervisor restarts it unless held. Returns the pid."""
         with self._lock:
