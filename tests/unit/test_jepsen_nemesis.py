@@ -1,14 +1,18 @@
 """The fault runner's plan (``tests.jepsen.nemesis.plan_faults``): every kind of fault in
 every faults-mode run, each aimed at a process or node that exists; what a killed
 processor owned, by its log, when the group coordinator cannot say; and how the report
-names the last answer of an operation that gave up."""
+names the last answer of an operation that gave up; a fault waits for its target to run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from core.heartbeat import HeartbeatWatch
 from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS, plan_faults
 from tests.jepsen.region import Region
 from tests.jepsen.workload import Answer
@@ -68,3 +72,20 @@ def test_an_answer_is_described_by_its_status_and_error_code() -> None:
     assert Answer(200, {"meme_id": "m"}, None, None).describe() == "200"
     lost = Answer(None, None, "RemoteProtocolError: Server disconnected", None)
     assert lost.describe() == "no answer: RemoteProtocolError"
+
+
+def test_a_fault_waits_for_its_target_to_run_and_a_watched_one_to_beat(tmp_path: Path) -> None:
+    region = Region("127.0.0.1:9", tmp_path, processors=1)
+    with pytest.raises(TimeoutError, match="api not running"):
+        region.wait_running("api", timeout_s=0.2)  # not started
+    child = region.children["api"]
+    child.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        child.watch = HeartbeatWatch(tmp_path / "api", 5.0, started_at=time.monotonic())
+        with pytest.raises(TimeoutError):
+            region.wait_running("api", timeout_s=0.2)  # running, no beat seen yet
+        child.watch.beat_at = time.monotonic()
+        assert region.wait_running("api", timeout_s=0.2) == child.popen.pid
+    finally:
+        child.popen.kill()
+        child.popen.wait()
