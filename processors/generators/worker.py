@@ -523,10 +523,13 @@ def run(settings: Settings, kind: Kind) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=warm_up, args=(kind,), name="warm-up", daemon=True).start()
+    # Made once: a pool that rejoins after a fence keeps its backend's connections.
+    backend = make_backend(settings) if kind == "ai" else None
+    blobs = make_blob_store(settings)
     fences: deque[float] = deque(maxlen=MAX_FENCES)
     while not stop.is_set():
         try:
-            GeneratorPool(settings, kind, stop_event=stop).run()
+            GeneratorPool(settings, kind, backend=backend, blobs=blobs, stop_event=stop).run()
         except ConsumerFatal as exc:
             fences.append(time.monotonic())
             if len(fences) == MAX_FENCES and fences[-1] - fences[0] < FENCES_WINDOW_S:
