@@ -95,7 +95,7 @@ def process_env(
         extra["MAAS_API_INSTANCE"] = instance_id
     if heartbeat is not None:
         extra["MAAS_HEARTBEAT_FILE"] = str(heartbeat)
-    return {**env, **extra} if extra else env
+    return {**env, **extra}
 
 
 def start_process(
