@@ -21,9 +21,10 @@ Checks for a meme request, in order (the first that applies decides):
 5. otherwise ``TokensCharged`` of the price; the work goes to the kind's pool.
 
 A charged request ends exactly once: ``MemeDelivered`` (meme made by the deadline) or
-``TokensRefunded`` of what was charged (generator failed, a meme made after the
-deadline, or no outcome by the deadline plus the grace). "By the deadline" is judged by
-the ``MemeGenerated``'s event time, never by when it is folded. Outcomes that arrive
+``TokensRefunded`` of what was charged (generator failed by the deadline; or deadline
+expired: a meme made or a failure after the deadline, or no outcome by the deadline plus
+the grace). "By the deadline" is judged by the outcome's event time, never by when it is
+folded. Outcomes that arrive
 after the end are ignored: "when in doubt, the client gets a free meme".
 
 A delivered meme's caption is kept in the request record, never in the ledger entry;
@@ -59,7 +60,7 @@ from ledger.decision import (
 )
 from ledger.request_rules import (
     deadline_refund,
-    end_with_refund,
+    meme_failed,
     meme_generated,
     meme_requested,
 )
@@ -71,7 +72,6 @@ from schemas.events import (
     MemeFailed,
     MemeGenerated,
     MemeRequested,
-    RefundReason,
     RequestQueried,
     SubscriptionRequested,
     TokensPurchased,
@@ -98,9 +98,7 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
         case MemeGenerated():
             return meme_generated(state, event)
         case MemeFailed():
-            return end_with_refund(
-                state, event, RefundReason.GENERATOR_FAILED, event.event_id, event.occurred_at_ms
-            )
+            return meme_failed(state, event)
         case Expire():
             return deadline_refund(state, event, event.now_ms)
         case TokensPurchased():

@@ -197,9 +197,23 @@ def meme_generated(state: StateView, event: MemeGenerated) -> Decision:
     return Decision(entries=(delivered,), account=account, requests=(ended,), replies=replies)
 
 
-def deadline_refund(state: StateView, cause: MemeGenerated | Expire, at_ms: int) -> Decision:
-    """The refund of a request whose deadline has passed: by its timer, or by a meme made
-    too late. One entry id for both, so whichever comes first is the one refund."""
+def meme_failed(state: StateView, event: MemeFailed) -> Decision:
+    """A generator's failure refunds the charge. Judged by event time, as a meme is: a
+    failure after the deadline (the pool never got to the work in time) is the deadline's
+    refund, so that its client hears "no meme in time" (504), not "generator failed"."""
+    record = state.request(event.client_id, event.request_id)
+    if record is not None and event.occurred_at_ms > record.deadline_ms:
+        return deadline_refund(state, event, event.occurred_at_ms)
+    return end_with_refund(
+        state, event, RefundReason.GENERATOR_FAILED, event.event_id, event.occurred_at_ms
+    )
+
+
+def deadline_refund(
+    state: StateView, cause: MemeGenerated | MemeFailed | Expire, at_ms: int
+) -> Decision:
+    """The refund of a request whose deadline has passed: by its timer, or by an outcome
+    that came too late. One entry id for all, so whichever comes first is the one refund."""
     return end_with_refund(
         state,
         cause,

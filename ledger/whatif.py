@@ -131,8 +131,14 @@ def input_of(entry: LedgerEntryUnion) -> InputEvent | Expire | None:
         case TokensRefunded():
             if entry.reason == RefundReason.DEADLINE_EXPIRED:
                 return Expire(entry.client_id, entry.request_id, entry.region, entry.occurred_at_ms)
-            # The fold does not read a failure's kind.
-            return MemeFailed(**envelope, request_id=entry.request_id, kind="standard", error="-")
+            # Refunded as failed live, so failed by its deadline: stamped at the
+            # reconstructed deadline (0), as a delivery is. The fold reads no failure's kind.
+            return MemeFailed(
+                **{**envelope, "occurred_at_ms": 0},
+                request_id=entry.request_id,
+                kind="standard",
+                error="-",
+            )
     return None
 
 

@@ -588,7 +588,12 @@ class LedgerMachine(RuleBasedStateMachine):
             **self._envelope(client_id), request_id=request_id, kind="standard", error="boom"
         )
         decision = self._handle(event)
-        self._check_refund(decision, (client_id, request_id), GENERATOR_FAILED)
+        key = (client_id, request_id)
+        if self._is_open(key) and event.occurred_at_ms > self.requests[key].deadline_ms:
+            note_path("failed: after the deadline, refunded as expired")
+            self._check_refund(decision, key, DEADLINE_EXPIRED)
+            return
+        self._check_refund(decision, key, GENERATOR_FAILED)
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data())

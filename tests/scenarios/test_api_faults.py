@@ -77,10 +77,10 @@ def test_processor_down_is_a_504_and_the_token_comes_back(stack: Stack) -> None:
     wait_for(lambda: request_status(stack, api_key, body["request_id"]) == "refunded")
     assert stack.balance(api_key) == 2
 
-    # Refunded for either reason: the processor's deadline timer (504) or a generator
-    # that refused work past its deadline (502). Both say refunded, same request.
+    # Refunded on the deadline, by the processor's timer or by a generator that refused
+    # the work past its deadline (judged by that failure's time): 504 either way.
     retry = stack.meme(api_key, idempotency_key=key)
-    assert retry.status_code in (502, 504), retry.text
+    assert retry.status_code == 504, retry.text
     assert retry.json()["refunded"] is True
     assert retry.json()["request_id"] == body["request_id"]
     assert stack.balance(api_key) == 2

@@ -1035,6 +1035,37 @@ def test_a_meme_made_after_the_deadline_is_refunded_whenever_it_is_folded(
         assert [e.type for e in decision.entries] == ["MemeDelivered"]
 
 
+@pytest.mark.parametrize(
+    ("failed_after_ms", "reason"),
+    [(0, RefundReason.GENERATOR_FAILED), (1, RefundReason.DEADLINE_EXPIRED)],
+)
+def test_a_failure_after_the_deadline_is_the_deadlines_refund(
+    funded: Script, failed_after_ms: int, reason: RefundReason
+) -> None:
+    """Scenario: the generator fails at the deadline, or 1 ms after it (a pool that
+    never got to the work in time).
+    We expect: judged by event time, as a meme is: at the deadline the generator failed
+    (the client hears 502); after it the deadline expired (504), the very refund the
+    timer would have made (same entry id), and the timer then does nothing."""
+    funded.request("c1", "r1", at_ms=100)
+    deadline_ms = 100 + DEADLINE_AFTER_MS
+    timer_twin = Script()  # the same history, ended by the deadline's timer instead
+    timer_twin.register("c1")
+    timer_twin.buy("c1", "p1", tokens=3)
+    timer_twin.request("c1", "r1", at_ms=100)
+    (by_timer,) = timer_twin.expire("c1", "r1", now_ms=deadline_ms + 1).entries
+
+    decision = funded.failed("c1", "r1", at_ms=deadline_ms + failed_after_ms)
+
+    (refunded,) = decision.entries
+    assert isinstance(refunded, TokensRefunded)
+    assert (refunded.reason, refunded.tokens, refunded.balance_after) == (reason, 1, 3)
+    assert only_reply(decision)[1].reason == reason
+    assert funded.record("r1").refund_reason == reason
+    assert (refunded.event_id == by_timer.event_id) == (reason == RefundReason.DEADLINE_EXPIRED)
+    assert funded.expire("c1", "r1", now_ms=deadline_ms + 2_000) == Decision()
+
+
 def test_early_expiry_then_expiry_at_the_deadline_refunds_once(funded: Script) -> None:
     funded.request("c1", "r1", at_ms=100)
     deadline_ms = 100 + DEADLINE_AFTER_MS
