@@ -62,10 +62,17 @@ class Settings(BaseModel):
     # Streams' default for exactly once is the same 10 s).
     transaction_timeout_ms: int = Field(default=10_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
-    # Tests and drills only: crash or freeze at a commit boundary (processors/ledger/faults.py).
+    # A ledger processor or generator pool whose main loop has not polled Kafka for this
+    # long leaves its group, and its partitions move to the others of its kind: a loop
+    # wedged while librdkafka's own threads keep the session alive would otherwise hold
+    # them for librdkafka's default of 5 minutes. A processor's longest legitimate gap is
+    # one commit, retried for up to ``transaction_timeout_ms``.
+    max_poll_interval_ms: int = Field(default=30_000, ge=10_000)
+    # Tests and drills only: crash, freeze or wedge at a commit boundary
+    # (processors/ledger/faults.py).
     fault_point: str = Field(
         default="",
-        pattern=r"^$|^(after_produce|after_offsets|after_commit)(\+refund)?:(KILL|STOP)$",
+        pattern=r"^$|^(after_produce|after_offsets|after_commit)(\+refund)?:(KILL|STOP|WEDGE)$",
     )
 
     # api
@@ -146,6 +153,8 @@ class Settings(BaseModel):
     def _check_relationships(self) -> Settings:
         if self.transaction_timeout_ms <= self.commit_interval_ms:
             raise ValueError("transaction_timeout_ms must exceed commit_interval_ms")
+        if self.max_poll_interval_ms <= self.transaction_timeout_ms:
+            raise ValueError("max_poll_interval_ms must exceed transaction_timeout_ms")
         if self.min_transaction_interval_ms >= self.request_deadline_ms:
             # Every reply of the ledger can wait this long: it must leave time to answer.
             raise ValueError("min_transaction_interval_ms must be below request_deadline_ms")

@@ -183,6 +183,9 @@ class GeneratorPool:
                 # Two pools of one kind need distinct instance ids (--instance-id).
                 "group.instance.id": member,
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
+                # A loop that stops polling (every render thread stuck) gives up its
+                # partitions to the other pools of its kind after this long.
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "isolation.level": "read_committed",  # never render an aborted approval
                 "enable.auto.commit": True,
                 "auto.commit.interval.ms": AUTO_COMMIT_MS,

@@ -192,6 +192,7 @@ class LedgerProcessor:
                 # that the broker answers as soon as a record is there, so waiting costs
                 # no latency, and a few ms would make the broker spin at idle.
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
             }
         )
         self.producer = Producer(

@@ -7,12 +7,15 @@ no outcomes), so 2 requests per client are charged and wait. Instance 0 is then 
 
 - *between transactions*, from outside, 1.5 s after the requests; or
 - *inside a transaction*, by itself, at a commit boundary of the first transaction that
-  refunds expired deadlines (``MAAS_FAULT_POINT``, ``processors/ledger/faults.py``).
+  refunds expired deadlines (``MAAS_FAULT_POINT``, ``processors/ledger/faults.py``); or
+- *wedged* there: its main thread blocked for good while librdkafka's threads keep its
+  session alive, so only ``max_poll_interval_ms`` (12 s here) moves its partitions.
 
 A pause past the session timeout (6 s) lets instance 1 take the partitions and refund
-the requests; a shorter one does not. After the pause, the generators answer every
-request late (``MemeGenerated``), and 2 s later instance 0 resumes (SIGCONT) with the
-RocksDB state and deadline timers it had.
+the requests; a shorter one does not; a wedged instance 0 loses them after 12 s. After
+the pause, the generators answer every request late (``MemeGenerated``), and 2 s later
+instance 0 resumes (SIGCONT) with the RocksDB state and deadline timers it had (a wedged
+one never does).
 
 We expect: every request has exactly one outcome (delivered or refunded, never both); no
 transaction of the resumed instance commits decisions for partitions it no longer owns;
@@ -69,8 +72,11 @@ class Pause:
     transaction_timeout_ms: int = 10_000
     # What instance 0's frozen transaction comes to, where the fault point makes it sure:
     # "aborted" (the offsets are refused), "fenced" (the commit is: a fatal exit),
-    # "committed" (it still owned the partitions when it decided).
+    # "committed" (it still owned the partitions when it decided); "wedged" (it never
+    # comes back: instance 1 must take every partition).
     zombie: str = ""
+    # Above the transaction timeout (Settings): 30 s allows the 10 s ones.
+    max_poll_interval_ms: int = 30_000
 
 
 PAUSES = [
@@ -78,12 +84,17 @@ PAUSES = [
     Pause("between-4s", 4),
     # Inside the refund transaction, before its offsets and group metadata are sent; the
     # transaction outlives the pause, so the offsets are what fences it.
-    Pause("before-offsets-14s", 14, "after_produce+refund:STOP", 30_000, "aborted"),
+    Pause("before-offsets-14s", 14, "after_produce+refund:STOP", 30_000, "aborted", 60_000),
     # After the offsets, before the commit: the broker aborts the frozen transaction
     # (timeout 10 s) before instance 0 resumes...
     Pause("before-commit-14s-aborted", 14, "after_offsets+refund:STOP", 10_000, "fenced"),
     # ... or the transaction outlives the pause: instance 1 waits for it, then reads it.
-    Pause("before-commit-14s-committed", 14, "after_offsets+refund:STOP", 30_000, "committed"),
+    Pause(
+        "before-commit-14s-committed", 14, "after_offsets+refund:STOP", 30_000, "committed", 60_000
+    ),
+    # Wedged inside the refund transaction, which the broker aborts after 10 s; instance 1
+    # gets the partitions once instance 0 has not polled for 12 s.
+    Pause("wedged-in-transaction", 14, "after_produce+refund:WEDGE", 10_000, "wedged", 12_000),
 ]
 
 
@@ -119,6 +130,7 @@ def _run(bootstrap: str, root: Path, pause: Pause) -> None:
         root,
         env={
             "MAAS_TRANSACTION_TIMEOUT_MS": str(pause.transaction_timeout_ms),
+            "MAAS_MAX_POLL_INTERVAL_MS": str(pause.max_poll_interval_ms),
             "MAAS_REFUND_GRACE_MS": "500",
         },
     )
@@ -154,7 +166,9 @@ def _scenario(d: LedgerDriver, pause: Pause) -> None:
     clock.lap(f"{len(requests)} requests charged, no outcomes sent")
 
     mark = d.mark("0", f"scenario: {pause.name}")
-    if pause.fault_point:
+    if pause.zombie == "wedged":
+        _wait_wedged(d, mark, timeout_s=DEADLINE_MS / 1000 + 30)
+    elif pause.fault_point:
         _wait_stopped(d, "0", timeout_s=DEADLINE_MS / 1000 + 30)
     else:
         time.sleep(1.5)
@@ -167,7 +181,11 @@ def _scenario(d: LedgerDriver, pause: Pause) -> None:
     clock.lap(f"instance 0 resumed after {pause.seconds + 2:.0f} s")
 
     final = d.replies.wait([r.event_id for r in requests], SETTLE_TIMEOUT_S)
-    if pause.seconds > SESSION_TIMEOUT_S:
+    if pause.zombie == "wedged":
+        after = "still wedged"
+        assert d.running("0")
+        assert _last_assignment(d.log_text("1")) == list(range(d.settings.partitions))
+    elif pause.seconds > SESSION_TIMEOUT_S:
         after = _wait_settled(d, mark)
     else:  # no rebalance: instance 0 just goes on, and refunds what is due
         time.sleep(3.0)
@@ -245,6 +263,15 @@ def _wait_stopped(d: LedgerDriver, instance: str, timeout_s: float) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"instance {instance} never reached its fault point:\n{d.tail(instance)}")
+
+
+def _wait_wedged(d: LedgerDriver, mark: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "the main thread wedges here" in d.log_since("0", mark):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"instance 0 never reached its fault point:\n{d.tail('0')}")
 
 
 def _wait_settled(d: LedgerDriver, mark: int, timeout_s: float = 60.0) -> str:

@@ -22,6 +22,10 @@ from core.settings import Settings
             {"MAAS_TRANSACTION_TIMEOUT_MS": "1000", "MAAS_COMMIT_INTERVAL_MS": "1000"},
             "transaction_timeout_ms must exceed commit_interval_ms",
         ),
+        (
+            {"MAAS_TRANSACTION_TIMEOUT_MS": "30000"},
+            "max_poll_interval_ms must exceed transaction_timeout_ms",
+        ),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(env: dict[str, str], message: str) -> None:
