@@ -41,9 +41,8 @@ DEFAULT_COUNTS: Mapping[str, int] = {
 # Kinds whose supervisor watches their heartbeat (core/heartbeat.py): the API processes,
 # which share a port, so one stopped would keep its share of the connections unanswered.
 # A stopped processor or generator pool loses its partitions to the others when its
-# Kafka session times out, a wedged one (its loop blocked, librdkafka's threads alive)
-# when it has not polled for max_poll_interval_ms, and either is fenced when it resumes:
-# Kafka watches those.
+# Kafka session times out, and is fenced when it resumes: Kafka watches those. A wedged
+# one (its loop blocked, librdkafka's threads alive) ends itself (processors/watchdog.py).
 WATCHED = ("api",)
 
 

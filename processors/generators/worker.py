@@ -93,6 +93,7 @@ from processors.generators.backends import (
     make_backend,
 )
 from processors.generators.in_order import InOrder
+from processors.watchdog import Watchdog
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, Reply, dump
 
 log = logging.getLogger("maas.generator")
@@ -184,7 +185,8 @@ class GeneratorPool:
                 "group.instance.id": member,
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 # A loop that stops polling (every render thread stuck) gives up its
-                # partitions to the other pools of its kind after this long.
+                # partitions to the other pools of its kind after this long (and its
+                # watchdog ends it: processors/watchdog.py).
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "isolation.level": "read_committed",  # never render an aborted approval
                 "enable.auto.commit": True,
@@ -209,6 +211,8 @@ class GeneratorPool:
         # going back. (With one, this static member was fenced on rejoining after its
         # session timed out while the broker was away, in test_api_faults.)
         self.consumer.subscribe([self.work_topic])
+        # A loop that stops polling (every render thread stuck) ends the process.
+        watchdog = Watchdog(poll_limit_s=self.settings.max_poll_interval_ms / 1000)
         delivering = threading.Event()
         delivery = threading.Thread(
             target=self._serve_deliveries, args=(delivering,), name="deliveries", daemon=True
@@ -230,10 +234,12 @@ class GeneratorPool:
                 wait_s = self._until_overdue_s()
                 if not self.free_threads.acquire(timeout=wait_s):
                     continue
-                message = self.consumer.poll(wait_s)
+                with watchdog.polling():
+                    message = self.consumer.poll(wait_s)
                 if message is None or not self._start(message):
                     self.free_threads.release()
         finally:
+            watchdog.close()
             # Jobs under way finish (an AI call within its timeout) and their outcomes
             # are delivered, so that closing commits as much as possible.
             self.executor.shutdown(wait=True)

@@ -73,8 +73,12 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
 - *A transactional call hangs past its timeout*: librdkafka's
   ``send_offsets_to_transaction`` can block forever when the group coordinator moves
   (librdkafka #5456, #5511, open; seen here on a broker restart). A watchdog ends the
-  process if any transactional call outlives ``transaction_timeout_ms``; the restart
-  fences and aborts the hung transaction, as after a kill.
+  process if any transactional call outlives its own timeout by 2 s; the restart fences
+  and aborts the hung transaction, as after a kill.
+- *The main loop wedges* (a deadlock, while librdkafka's threads keep the session
+  alive): after ``max_poll_interval_ms`` without a poll librdkafka leaves the group, so
+  the other instances take the partitions, and the watchdog ends the process, its
+  threads' stacks in its log; the restart takes them back (``processors.watchdog``).
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ from processors.ledger.ownership import offsets_after, owned_inputs
 from processors.ledger.restore import ChangelogRestorer, is_transient
 from processors.ledger.settlements import HeldOutcomes
 from processors.ledger.store import Overlay, PartitionStore
-from processors.ledger.watchdog import Watchdog
+from processors.watchdog import Watchdog
 from schemas.events import parse_input
 
 log = logging.getLogger("maas.ledger")
@@ -175,7 +179,7 @@ class LedgerProcessor:
         self.held_outcomes = HeldOutcomes(
             self.topics.outcomes, settings.settle_within_ms / 1000, settings.max_batch_size
         )
-        self.watchdog = Watchdog()
+        self.watchdog = Watchdog(poll_limit_s=settings.max_poll_interval_ms / 1000)
         common = settings.kafka_common()
         self.consumer = Consumer(
             {
@@ -231,12 +235,13 @@ class LedgerProcessor:
         spacing_s = self.settings.min_transaction_interval_ms / 1000
         try:
             while not self.stop_event.is_set():
-                messages = take_batch(
-                    self.consumer,
-                    self.settings.max_batch_size,
-                    self.held_outcomes.wait_s(self._until_next_deadline_s()),
-                    gather_until=self.began_at + spacing_s,
-                )
+                with self.watchdog.polling():
+                    messages = take_batch(
+                        self.consumer,
+                        self.settings.max_batch_size,
+                        self.held_outcomes.wait_s(self._until_next_deadline_s()),
+                        gather_until=self.began_at + spacing_s,
+                    )
                 due = self._due_deadlines(now_ms())
                 messages = self.held_outcomes.take(messages, deadlines_due=bool(due))
                 if not messages and not due:
@@ -250,6 +255,7 @@ class LedgerProcessor:
             self.close()
 
     def close(self) -> None:
+        self.watchdog.close()
         self.consumer.close()
         self.restorer.close()
         for store in self.stores.values():

@@ -31,7 +31,7 @@ from core.settings import Settings
 from maas.cluster import LocalCluster
 from processors.ledger.processor import init_transactions
 from processors.ledger.restore import is_transient
-from processors.ledger.watchdog import Watchdog
+from processors.watchdog import Watchdog
 from tests.stack import value_of
 
 pytestmark = [

@@ -9,13 +9,14 @@ no outcomes), so 2 requests per client are charged and wait. Instance 0 is then 
 - *inside a transaction*, by itself, at a commit boundary of the first transaction that
   refunds expired deadlines (``MAAS_FAULT_POINT``, ``processors/ledger/faults.py``); or
 - *wedged* there: its main thread blocked for good while librdkafka's threads keep its
-  session alive, so only ``max_poll_interval_ms`` (12 s here) moves its partitions.
+  session alive, so only ``max_poll_interval_ms`` (12 s here) moves its partitions, and
+  its watchdog ends it then.
 
 A pause past the session timeout (6 s) lets instance 1 take the partitions and refund
 the requests; a shorter one does not; a wedged instance 0 loses them after 12 s. After
 the pause, the generators answer every request late (``MemeGenerated``), and 2 s later
 instance 0 resumes (SIGCONT) with the RocksDB state and deadline timers it had (a wedged
-one never does).
+one has ended itself by then).
 
 We expect: every request has exactly one outcome (delivered or refunded, never both); no
 transaction of the resumed instance commits decisions for partitions it no longer owns;
@@ -42,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from processors.fatal import FATAL_EXIT_CODE
+from processors.watchdog import WATCHDOG_EXIT_CODE
 from schemas.events import MemeDelivered, MemeRejected, TokensCharged, TokensRefunded
 from tests.conftest import KafkaCluster
 from tests.integration.ledger_driver import (
@@ -72,8 +74,8 @@ class Pause:
     transaction_timeout_ms: int = 10_000
     # What instance 0's frozen transaction comes to, where the fault point makes it sure:
     # "aborted" (the offsets are refused), "fenced" (the commit is: a fatal exit),
-    # "committed" (it still owned the partitions when it decided); "wedged" (it never
-    # comes back: instance 1 must take every partition).
+    # "committed" (it still owned the partitions when it decided); "wedged" (its
+    # watchdog ends it: instance 1 must take every partition).
     zombie: str = ""
     # Above the transaction timeout (Settings): 30 s allows the 10 s ones.
     max_poll_interval_ms: int = 30_000
@@ -182,8 +184,11 @@ def _scenario(d: LedgerDriver, pause: Pause) -> None:
 
     final = d.replies.wait([r.event_id for r in requests], SETTLE_TIMEOUT_S)
     if pause.zombie == "wedged":
-        after = "still wedged"
-        assert d.running("0")
+        log = d.log_since("0", mark)
+        assert not d.running("0"), log[-3000:]
+        after = f"ended with code {d.procs['0'].returncode}"
+        assert d.procs["0"].returncode == WATCHDOG_EXIT_CODE, log[-3000:]
+        assert "main loop has not polled" in log and "in reached" in log, log[-3000:]
         assert _last_assignment(d.log_text("1")) == list(range(d.settings.partitions))
     elif pause.seconds > SESSION_TIMEOUT_S:
         after = _wait_settled(d, mark)

@@ -1,0 +1,106 @@
+"""The watchdog of a processor's main loop: a process stuck where it must not be ends.
+
+Two things are watched, by one daemon thread that looks every second:
+
+- **a guarded call**: librdkafka's ``send_offsets_to_transaction`` can block forever
+  when the group coordinator moves (librdkafka #5456, #5511); the ledger processor
+  guards every transactional call (``guard``), and a call that outlives its limit ends
+  the process. The restart fences and aborts the hung transaction, as after a kill
+  (``processors.ledger.processor``, failure scenarios).
+- **the loop's polls**: a loop that has not been inside a Kafka poll (``polling``) for
+  ``poll_limit_s`` since its first one is wedged (a deadlock, every render thread
+  stuck) while librdkafka's own threads keep its session alive. librdkafka makes it
+  leave its group after ``max.poll.interval.ms``, so the others of its kind take its
+  partitions; but a wedged process never comes back, and alone (one processor, as in
+  docker-compose) nobody takes them. So it ends too, with every thread's stack in its
+  log, and its supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger("maas.watchdog")
+
+WATCHDOG_EXIT_CODE = 70
+
+
+class Watchdog:
+    """Ends the process when a guarded call outlives its limit, or when the loop has not
+    polled for ``poll_limit_s`` (None: not watched). See the module docstring.
+
+    Guarding a call or a poll costs a few assignments, not a timer each.
+    """
+
+    def __init__(self, poll_limit_s: float | None = None) -> None:
+        self.limit_s = 0.0
+        self.what = ""
+        self.deadline: float | None = None
+        self.poll_limit_s = poll_limit_s
+        self.polled_at: float | None = None  # watched from the first poll on
+        self.in_poll = False
+        self.closed = threading.Event()
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def close(self) -> None:
+        """The loop has ended: nothing is watched any more."""
+        self.closed.set()
+
+    @contextmanager
+    def guard(self, limit_s: float, what: str) -> Iterator[None]:
+        self.limit_s = limit_s
+        self.what = what
+        self.deadline = time.monotonic() + limit_s
+        try:
+            yield
+        finally:
+            self.deadline = None
+
+    @contextmanager
+    def polling(self) -> Iterator[None]:
+        """Around a Kafka poll: time in it is not silence (librdkafka counts it alike)."""
+        self.in_poll = True
+        try:
+            yield
+        finally:
+            self.in_poll = False
+            self.polled_at = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self.closed.wait(1.0):
+            now = time.monotonic()
+            deadline = self.deadline
+            if deadline is not None and now > deadline:
+                _exit(
+                    "guarded call hung call=%s limit_s=%.0f; exiting so that a restart fences "
+                    "the transaction",
+                    self.what,
+                    self.limit_s,
+                )
+            limit_s, polled_at = self.poll_limit_s, self.polled_at
+            if (
+                limit_s is not None
+                and polled_at is not None
+                and not self.in_poll
+                and now - polled_at > limit_s
+            ):
+                _exit(
+                    "main loop has not polled for %.0f s (limit %.0f s): wedged; exiting so "
+                    "that a restart takes its partitions back",
+                    now - polled_at,
+                    limit_s,
+                )
+
+
+def _exit(message: str, *args: object) -> None:
+    log.critical(message, *args)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    logging.shutdown()
+    os._exit(WATCHDOG_EXIT_CODE)

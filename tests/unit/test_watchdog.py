@@ -1,0 +1,75 @@
+"""The watchdog ends a process stuck where it must not be, with its stacks in its log.
+
+Each case runs in a child process, since the watchdog ends its process with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from processors.watchdog import WATCHDOG_EXIT_CODE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_child(body: str) -> subprocess.CompletedProcess[str]:
+    code = "import time\nfrom processors.watchdog import Watchdog\n" + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_loop_silent_past_its_limit_since_its_last_poll_is_ended_with_its_stacks() -> None:
+    """Scenario: a loop polls once, then wedges (sleeps) past its 0.5 s limit.
+    We expect: exit code 70, the reason logged, and the wedged function in the stacks."""
+    child = run_child(
+        """
+        def wedged_here():
+            time.sleep(10)
+
+        watchdog = Watchdog(poll_limit_s=0.5)
+        with watchdog.polling():
+            pass
+        wedged_here()
+        """
+    )
+    assert child.returncode == WATCHDOG_EXIT_CODE, child.stderr
+    assert "main loop has not polled" in child.stderr
+    assert "in wedged_here" in child.stderr
+
+
+def test_a_guarded_call_that_outlives_its_limit_ends_the_process() -> None:
+    child = run_child(
+        """
+        watchdog = Watchdog()
+        with watchdog.guard(0.5, "send_offsets_to_transaction"):
+            time.sleep(10)
+        """
+    )
+    assert child.returncode == WATCHDOG_EXIT_CODE, child.stderr
+    assert "guarded call hung call=send_offsets_to_transaction" in child.stderr
+
+
+def test_time_in_a_poll_before_the_first_poll_and_after_close_is_not_silence() -> None:
+    """Scenario: with a 0.5 s limit, a loop starts slowly (1.5 s before its first poll),
+    stays 1.5 s inside one poll, and, once closed, is silent for 1.5 s.
+    We expect: none of it ends the process."""
+    child = run_child(
+        """
+        watchdog = Watchdog(poll_limit_s=0.5)
+        time.sleep(1.5)
+        with watchdog.polling():
+            time.sleep(1.5)
+        watchdog.close()
+        time.sleep(1.5)
+        print("alive")
+        """
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
