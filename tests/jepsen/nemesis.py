@@ -11,6 +11,13 @@ Faults (``Fault.kind``):
   are paused (SIGSTOP) until a deadline passes with no meme;
 - ``processor_pause``: SIGSTOP an instance past the session timeout (6 s) and the
   transaction timeout, then SIGCONT: a zombie that must be fenced;
+- ``processor_wedge``: the instance is restarted once with
+  ``MAAS_FAULT_POINT=after_produce:WEDGE``: its main thread blocks for good inside its
+  first transaction while librdkafka's threads keep its session alive. The others must
+  take its partitions, and its watchdog must end it (exit 70) once it has not polled for
+  ``max_poll_interval_ms`` (``processors/watchdog.py``); the fault fails otherwise. It
+  takes that long (30 s), so it is never a required fault: only a long run whose seed
+  picks it has one;
 - ``generator_kill``: kill -9 a generator pool;
 - ``generator_pause``: SIGSTOP a generator pool past its session timeout, then SIGCONT:
   another pool of its kind (if there is one; else its requests expire and are refunded)
@@ -33,9 +40,10 @@ Faults (``Fault.kind``):
 - ``broker_restart``: a clean restart (SIGTERM, start) of a broker.
 
 Faults mode runs two lanes side by side, the processes' and the brokers', each one fault
-at a time, so a broker can fail while a processor is down: every kind at least once, then
-more while time remains. Availability mode kills a processor instance every X s
-(alternating) and a standard generator pool every Y s (alternating), nothing else.
+at a time, so a broker can fail while a processor is down: every kind at least once (but
+``EXTRA_ONLY``), then more while time remains. Availability mode kills a processor
+instance every X s (alternating) and a standard generator pool every Y s (alternating),
+nothing else.
 
 The plan is printed at the start; each fault is printed with its time as it happens.
 Process faults that kill an instance are kept (``kills``) with the partitions it owned,
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -53,8 +62,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.settings import Settings
 from processors.generators.worker import SESSION_TIMEOUT_MS as GENERATOR_SESSION_TIMEOUT_MS
 from processors.ledger.processor import SESSION_TIMEOUT_MS
+from processors.watchdog import WATCHDOG_EXIT_CODE
 from tests.jepsen.brokers import Brokers, node_of
 from tests.jepsen.region import API_WATCHDOG_S, Region, api_names, generator_names
 
@@ -72,6 +83,7 @@ PROCESS_KINDS = (
     "processor_kill",
     "fault_point",
     "processor_pause",
+    "processor_wedge",
     "generator_kill",
     "generator_pause",
     "api_kill",
@@ -79,12 +91,15 @@ PROCESS_KINDS = (
     "api_stall",
 )
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
+# Planned only where time remains after the required faults (see processor_wedge above).
+EXTRA_ONLY = ("processor_wedge",)
 # What a fault takes, planned: the schedule's times come from these.
 ESTIMATED_S = {
     "processor_kill": 2.0,
     "fault_point": 5.0,
     "fault_point+refund": 12.0,
     "processor_pause": 15.0,
+    "processor_wedge": 5.0 + Settings().max_poll_interval_ms / 1000 + 2.0,
     "generator_kill": 2.0,
     "generator_pause": 10.0,
     "api_kill": 2.0,
@@ -107,6 +122,7 @@ BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
 FAULT_POINT_ATTEMPTS = 2
 REFUND_FIRE_TIMEOUT_S = 20.0
+WEDGE_SLACK_S = 5.0  # past the poll limit: the watchdog looks once a second, then a restart
 GAP_S = (1.5, 4.0)
 
 
@@ -226,7 +242,7 @@ def plan_faults(
         at_s = rng.uniform(3.0, 6.0)
         for n, (kind, point) in enumerate(required + extras(kinds)):
             target = ""
-            if kind in ("processor_kill", "fault_point", "processor_pause"):
+            if kind in ("processor_kill", "fault_point", "processor_pause", "processor_wedge"):
                 target = rng.choice(instances)
             elif kind in ("generator_kill", "generator_pause"):
                 target = rng.choice([*generators, *generator_names("ai", generators_ai)])
@@ -334,6 +350,8 @@ class Nemesis:
                 return self._fault_point(fault.target, fault.point)
             case "processor_pause":
                 return self._processor_pause(fault.target)
+            case "processor_wedge":
+                return self._processor_wedge(fault.target)
             case "generator_kill" | "api_kill":
                 pid = self.region.kill(fault.target)
                 return f"killed pid={pid}"
@@ -413,6 +431,33 @@ class Nemesis:
         self.region.resume(name)
         self.zombie_marks.append((name, offset))
         return f"pid={pid} stopped {pause_s:.0f}s, resumed"
+
+    def _processor_wedge(self, name: str) -> str:
+        limit_s = self.region.settings.max_poll_interval_ms / 1000
+        log_path = self.region.children[name].log_path
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        started = time.monotonic()
+        popen = self.region.restart_with(name, {"MAAS_FAULT_POINT": "after_produce:WEDGE"})
+        try:
+            code = popen.wait(FAULT_POINT_FIRE_TIMEOUT_S + limit_s + WEDGE_SLACK_S)
+        except subprocess.TimeoutExpired:
+            self.region.restart_with(name, {})  # without the fault
+            raise RuntimeError(
+                f"{name} still running {time.monotonic() - started:.0f}s after it was armed "
+                f"(poll limit {limit_s:.0f}s): wedged and not ended"
+            ) from None
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            said = log.read().decode(errors="replace")
+        if "the main thread wedges here" not in said:
+            # A broker fault of the other lane ended it before its first transaction.
+            return f"did not wedge: {name} exited first with code {code}"
+        if code != WATCHDOG_EXIT_CODE or "main loop has not polled" not in said:
+            raise RuntimeError(f"{name} wedged, then exited with code {code}, not its watchdog")
+        return (
+            f"wedged; ended by its watchdog {time.monotonic() - started:.1f}s after the "
+            f"restart (poll limit {limit_s:.0f}s)"
+        )
 
     def _api_pause(self, name: str) -> str:
         pid = self.region.pid(name)

@@ -34,7 +34,7 @@ import pytest
 
 from benchmarks import vegeta_tool
 from tests.jepsen.brokers import Brokers, open_cluster
-from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS
+from tests.jepsen.nemesis import BROKER_KINDS, EXTRA_ONLY, PROCESS_KINDS
 from tests.jepsen.run import Options, RunResult, run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
@@ -47,7 +47,7 @@ AVAILABILITY_SECONDS = 35.0
 # takes ~0.7 of a core at 40/s); three brokers cost more than one. The figures are in
 # docs/reliability.md. The form runs on one broker of its own, at 30/s, for headroom.
 AVAILABILITY_RATE = 30.0
-EVERY_KIND = {*PROCESS_KINDS, *BROKER_KINDS}
+EVERY_KIND = {*PROCESS_KINDS, *BROKER_KINDS} - set(EXTRA_ONLY)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.heartbeat import HeartbeatWatch
-from tests.jepsen.nemesis import BROKER_KINDS, PROCESS_KINDS, plan_faults
+from tests.jepsen.nemesis import BROKER_KINDS, EXTRA_ONLY, PROCESS_KINDS, plan_faults
 from tests.jepsen.region import Region
 from tests.jepsen.workload import Answer
 
@@ -26,12 +26,12 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         seed, 60.0, "faults", processors=2, nodes=3, generators_standard=2, generators_ai=2, apis=2
     )
     required = [f.kind for lane in plan.lanes for f in lane if f.required]
-    assert sorted(required) == sorted(
-        [*PROCESS_KINDS, "fault_point", *BROKER_KINDS]  # two fault points every run
-    )
+    every = [k for k in (*PROCESS_KINDS, *BROKER_KINDS) if k not in EXTRA_ONLY]
+    assert sorted(required) == sorted([*every, "fault_point"])  # two fault points every run
     targets = {
         "processor_kill": {"processor-0", "processor-1"},
         "processor_pause": {"processor-0", "processor-1"},
+        "processor_wedge": {"processor-0", "processor-1"},
         "fault_point": {"processor-0", "processor-1"},
         "generator_kill": {*GENERATORS},
         "generator_pause": {*GENERATORS},
@@ -43,6 +43,18 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         for fault in lane:
             if fault.kind in targets:
                 assert fault.target in targets[fault.kind], fault
+
+
+def test_a_long_run_plans_the_extra_only_kinds_too() -> None:
+    """A wedge takes the 30 s poll limit: never required, but a 300 s run has some."""
+    kinds = {
+        f.kind
+        for seed in range(5)
+        for lane in plan_faults(seed, 300.0, "faults", processors=2).lanes
+        for f in lane
+        if not f.required
+    }
+    assert set(EXTRA_ONLY) <= kinds
 
 
 def test_one_api_is_named_as_the_region_names_it() -> None:
