@@ -63,10 +63,11 @@ class Settings(BaseModel):
     transaction_timeout_ms: int = Field(default=10_000, ge=1000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
     # A ledger processor or generator pool whose main loop has not polled Kafka for this
-    # long leaves its group, and its partitions move to the others of its kind: a loop
-    # wedged while librdkafka's own threads keep the session alive would otherwise hold
-    # them for librdkafka's default of 5 minutes. A processor's longest legitimate gap is
-    # one commit, retried for up to ``transaction_timeout_ms``.
+    # long leaves its group, so its partitions move to the others of its kind, and ends
+    # (processors/watchdog.py): a loop wedged while librdkafka's own threads keep the
+    # session alive would otherwise hold them for librdkafka's default of 5 minutes. A
+    # processor's longest legitimate gap is one commit, retried for up to
+    # ``transaction_timeout_ms``.
     max_poll_interval_ms: int = Field(default=30_000, ge=10_000)
     # Tests and drills only: crash, freeze or wedge at a commit boundary
     # (processors/ledger/faults.py).

@@ -14,7 +14,7 @@ The points, in the order a transaction reaches them (steps of the commit protoco
 ``KILL`` is a crash at that boundary; ``STOP`` freezes the process there (SIGSTOP) until
 a test resumes it (SIGCONT): a zombie paused inside its transaction. ``WEDGE`` blocks the
 main thread there for good while librdkafka's threads run on and keep its Kafka session
-alive: a deadlocked loop, which only ``max_poll_interval_ms`` ends.
+alive: a deadlocked loop, which its watchdog ends after ``max_poll_interval_ms``.
 """
 
 from __future__ import annotations
