@@ -47,6 +47,7 @@ needs no lock).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -70,7 +71,7 @@ from api.metrics import Metrics
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.settings import Settings
-from core.topics import READS_HEADER, Topics
+from core.topics import READS_HEADER, Topics, key_partition
 from schemas.events import (
     AccountQueried,
     Envelope,
@@ -137,6 +138,7 @@ class KafkaBridge:
         self.topics = Topics(settings.region)
         self.metrics = metrics
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._waiting_in: collections.Counter[int] = collections.Counter()  # by partition
         metrics.waiting.set_function(lambda: len(self._waiting))  # read at scrape time
         self._stopping = threading.Event()
         self._replies_positioned = threading.Event()
@@ -205,6 +207,15 @@ class KafkaBridge:
             "Retry-After seconds"
         )
 
+    def _refuse_partition(self, partition: int) -> Overloaded:
+        """The same refusal, for a partition holding its share of the limit: it is slow
+        or stalled, and the other partitions' clients keep the rest."""
+        self.metrics.overloaded.labels(limit="partition").inc()
+        return Overloaded(
+            f"{self._waiting_in[partition]} requests of clients like this one are waiting "
+            "on the ledger; retry after Retry-After seconds"
+        )
+
     def deadline_ms(self) -> int:
         return now_ms() + self.settings.request_deadline_ms
 
@@ -219,9 +230,13 @@ class KafkaBridge:
             raise NotReady("reply consumer is not positioned yet")
         if self.full:
             raise self.refuse()
+        partition = key_partition(event.client_id.encode(), self.settings.partitions)
+        if self._waiting_in[partition] >= self.settings.api_max_in_flight_per_partition:
+            raise self._refuse_partition(partition)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
+        self._waiting_in[partition] += 1
         try:
             delivery = self._produce(loop, topic, event, future)
             try:
@@ -238,6 +253,7 @@ class KafkaBridge:
             return None
         finally:
             self._waiting.pop(event.event_id, None)
+            self._waiting_in[partition] -= 1
 
     def _produce(
         self,

@@ -66,11 +66,14 @@ class Metrics:
         self.overloaded = Counter(
             "maas_overloaded",
             "Requests refused with 503 overloaded, by the limit reached: 'all' "
-            "(api_max_in_flight ledger calls waiting) or 'ai' (api_max_ai_in_flight AI memes).",
+            "(api_max_in_flight ledger calls waiting), 'partition' (as many for clients of "
+            "one partition: api_max_in_flight_per_partition) or 'ai' (api_max_ai_in_flight "
+            "AI memes).",
             ["limit"],
             registry=self.registry,
         )
-        for limit in ("all", "ai"):  # exported at 0 from the start, not from the first refusal
+        # Exported at 0 from the start, not from the first refusal.
+        for limit in ("all", "partition", "ai"):
             self.overloaded.labels(limit=limit)
         self.refunds = Counter(
             "maas_refunds",

@@ -84,6 +84,12 @@ class Settings(BaseModel):
     # out a 1-3 s stall of some partitions at 100/s (a processor or generator restart)
     # and still bounds a standing queue to ~1 s at this machine's capacity.
     api_max_in_flight: int = Field(default=128, ge=1)
+    # Of those, at most this many for clients of one partition (of the ledger's inputs):
+    # a stalled partition (its processor restarting, or wedged until the poll limit)
+    # fills its share, not the whole limit, so clients of the other partitions are still
+    # served. A quarter: one processor's three partitions of six hold at most 96, and at
+    # 100/s a partition's share rides out a stall of ~4 s, as the whole limit did.
+    api_max_in_flight_per_partition: int = Field(default=32, ge=1)
     # AI memes one API process keeps waiting at once, for clients it knows as AI; more
     # are refused the same way (api/ai_admission.py). The AI pools saturate first; with
     # 16 per process their queue stays well inside their own wait bound

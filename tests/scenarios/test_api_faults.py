@@ -20,7 +20,7 @@ from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.routes.memes import SETTLE_SLACK_MS
-from core.topics import Topics
+from core.topics import Topics, key_partition
 from maas.processes import start_process
 from processors.fatal import FATAL_EXIT_CODE
 from processors.generators.worker import MAX_FENCES, membership
@@ -330,42 +330,67 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     stack: Stack,
 ) -> None:
     """Scenario: the ledger stalls (processor killed) while an API process that keeps at
-    most two calls waiting gets a third.
+    most three calls waiting, two for clients of one partition, gets two of one client,
+    then a third of that client, then one of a client of another partition, then more.
 
-    We expect: the third is refused at once with 503 ``overloaded`` and Retry-After,
-    before anything is appended: the two waiting requests end refunded, and the refused
-    one, retried under the same Idempotency-Key once the ledger is back, is charged once.
+    We expect: the client's third is refused at once with 503 ``overloaded`` and
+    Retry-After (its partition holds its share), while the other partition's client is
+    still admitted; then, with three waiting, every request is refused the same way,
+    before anything is appended. The waiting requests end refunded, and a refused one,
+    retried under the same Idempotency-Key once the ledger is back, is charged once.
     Without a key, a request is refused at the edge (``api.shedding``), in the same words
     and counted the same way, before it is validated: even one with a bad ``lat``.
     """
     client_id, api_key = stack.new_client(tokens=5)
-    stack.env["MAAS_API_MAX_IN_FLIGHT"] = "2"
+    other_key = _client_of_another_partition(stack, client_id, tokens=5)
+    stack.env["MAAS_API_MAX_IN_FLIGHT"] = "3"
+    stack.env["MAAS_API_MAX_IN_FLIGHT_PER_PARTITION"] = "2"
     stack.restart("api")
     stack.kill("processor")
     refused_key = f"refused-{uuid.uuid4().hex}"
     try:
         with two_waiting(stack, api_key, "maas_ledger_calls_waiting") as waiting:
             assert_refused_at_once(stack, api_key, refused_key)
-            assert_refused_at_once(stack, api_key)
-            assert_refused_at_once(stack, api_key, lat=91)
-            refusals = sample_value(stack, "maas_overloaded_total", limit="all")
-            shown = sample_value(
-                stack, "maas_http_requests_total", route="/memes", method="GET", status="503"
-            )
-            answers = [w.result() for w in waiting]
+            by_partition = sample_value(stack, "maas_overloaded_total", limit="partition")
+            with ThreadPoolExecutor(1) as pool:
+                other = pool.submit(stack.meme, other_key, idempotency_key=uuid.uuid4().hex)
+                wait_for(
+                    lambda: sample_value(stack, "maas_ledger_calls_waiting") == 3,
+                    timeout_s=10,
+                    interval_s=0.05,
+                )
+                assert_refused_at_once(stack, other_key, uuid.uuid4().hex)
+                assert_refused_at_once(stack, api_key)
+                assert_refused_at_once(stack, api_key, lat=91)
+                refusals = sample_value(stack, "maas_overloaded_total", limit="all")
+                shown = sample_value(
+                    stack, "maas_http_requests_total", route="/memes", method="GET", status="503"
+                )
+                answers = [w.result() for w in [*waiting, other]]
     finally:
         stack.restart("processor")
-        del stack.env["MAAS_API_MAX_IN_FLIGHT"]
+        del stack.env["MAAS_API_MAX_IN_FLIGHT"], stack.env["MAAS_API_MAX_IN_FLIGHT_PER_PARTITION"]
         stack.restart("api")
 
-    assert [a.status_code for a in answers] == [504, 504], [a.text for a in answers]
-    assert (refusals, shown) == (3, 3)
-    wait_for(lambda: stack.balance(api_key) == 5)
+    assert [a.status_code for a in answers] == [504, 504, 504], [a.text for a in answers]
+    assert (by_partition, refusals, shown) == (1, 3, 4)
+    wait_for(lambda: stack.balance(api_key) == 5 and stack.balance(other_key) == 5)
 
     retry = stack.meme(api_key, idempotency_key=refused_key)
     assert retry.status_code == 200, retry.text
     assert stack.balance(api_key) == 4
     assert stack.account(api_key)["client_id"] == client_id
+
+
+def _client_of_another_partition(stack: Stack, client_id: str, tokens: int) -> str:
+    """The API key of a new client whose records are on another partition than
+    ``client_id``'s."""
+    partitions = stack.settings.partitions
+    taken = key_partition(client_id.encode(), partitions)
+    while True:
+        other_id, other_key = stack.new_client(tokens=tokens)
+        if key_partition(other_id.encode(), partitions) != taken:
+            return other_key
 
 
 def test_past_the_ai_limit_an_ai_meme_is_refused_at_once_while_standard_memes_go_on(
