@@ -212,8 +212,8 @@ class KafkaBridge:
         or stalled, and the other partitions' clients keep the rest."""
         self.metrics.overloaded.labels(limit="partition").inc()
         return Overloaded(
-            f"{self._waiting_in[partition]} requests of clients like this one are waiting "
-            "on the ledger; retry after Retry-After seconds"
+            f"{self._waiting_in[partition]} requests of clients on this client's partition "
+            "are waiting on the ledger; retry after Retry-After seconds"
         )
 
     def deadline_ms(self) -> int:

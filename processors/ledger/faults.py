@@ -54,5 +54,6 @@ class FaultPoint:
         self.fired = True
         if self.action == "WEDGE":
             log.critical("fault point %s: the main thread wedges here for good", point)
-            threading.Event().wait()
-        os.kill(os.getpid(), signal.Signals[f"SIG{self.action}"])
+            threading.Event().wait()  # never set
+        else:
+            os.kill(os.getpid(), signal.Signals[f"SIG{self.action}"])
