@@ -66,7 +66,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
-from api.errors import KafkaUnavailable, NotReady, Overloaded
+from api.errors import KafkaUnavailable, NotReady, Overloaded, TooManyRequests
 from api.metrics import Metrics
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
@@ -139,6 +139,7 @@ class KafkaBridge:
         self.metrics = metrics
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._waiting_in: collections.Counter[int] = collections.Counter()  # by partition
+        self._waiting_of: collections.Counter[str] = collections.Counter()  # by client id
         metrics.waiting.set_function(lambda: len(self._waiting))  # read at scrape time
         self._stopping = threading.Event()
         self._replies_positioned = threading.Event()
@@ -216,6 +217,15 @@ class KafkaBridge:
             "are waiting on the ledger; retry after Retry-After seconds"
         )
 
+    def _refuse_client(self, client_id: str) -> TooManyRequests:
+        """The refusal of a client that holds its own share: one client's burst leaves
+        room for the other clients of its partition."""
+        self.metrics.overloaded.labels(limit="client").inc()
+        return TooManyRequests(
+            f"{self._waiting_of[client_id]} requests of this client are waiting on the "
+            "ledger; retry after Retry-After seconds"
+        )
+
     def deadline_ms(self) -> int:
         return now_ms() + self.settings.request_deadline_ms
 
@@ -230,13 +240,17 @@ class KafkaBridge:
             raise NotReady("reply consumer is not positioned yet")
         if self.full:
             raise self.refuse()
-        partition = key_partition(event.client_id.encode(), self.settings.partitions)
+        client_id = event.client_id
+        if self._waiting_of[client_id] >= self.settings.api_max_in_flight_per_client:
+            raise self._refuse_client(client_id)
+        partition = key_partition(client_id.encode(), self.settings.partitions)
         if self._waiting_in[partition] >= self.settings.api_max_in_flight_per_partition:
             raise self._refuse_partition(partition)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[event.event_id] = future
         self._waiting_in[partition] += 1
+        self._waiting_of[client_id] += 1
         try:
             delivery = self._produce(loop, topic, event, future)
             try:
@@ -254,6 +268,9 @@ class KafkaBridge:
         finally:
             self._waiting.pop(event.event_id, None)
             self._waiting_in[partition] -= 1
+            self._waiting_of[client_id] -= 1
+            if not self._waiting_of[client_id]:
+                del self._waiting_of[client_id]  # one entry per client ever seen would grow
 
     def _produce(
         self,

@@ -13,6 +13,7 @@
     ├── DeadlineExceeded          504  no outcome by the deadline (maybe refunded, maybe later)
     ├── KafkaUnavailable          503  the event could not be appended; keeps the Kafka code
     ├── Overloaded                503  too many calls waiting on the ledger; nothing appended
+    │   └── TooManyRequests       429  too many of this client's calls waiting; nothing appended
     └── NotReady                  503  the API's own consumers have not caught up yet
 
 Rejections are data in the ledger (``MemeRejected`` with a numbered reason); they only
@@ -180,6 +181,14 @@ class Overloaded(ApiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class TooManyRequests(Overloaded):
+    """The same refusal, for a client that holds its own share of the waiting calls: the
+    excess is this client's, not the service's."""
+
+    status_code = 429
+    error = "too_many_requests"
 
 
 class NotReady(ApiError):

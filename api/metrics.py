@@ -65,15 +65,16 @@ class Metrics:
         )
         self.overloaded = Counter(
             "maas_overloaded",
-            "Requests refused with 503 overloaded, by the limit reached: 'all' "
+            "Requests refused before anything was appended, by the limit reached: 'all' "
             "(api_max_in_flight ledger calls waiting), 'partition' (as many for clients of "
             "one partition: api_max_in_flight_per_partition) or 'ai' (api_max_ai_in_flight "
-            "AI memes).",
+            "AI memes), answered 503 overloaded; 'client' (as many for one client: "
+            "api_max_in_flight_per_client), answered 429 too_many_requests.",
             ["limit"],
             registry=self.registry,
         )
         # Exported at 0 from the start, not from the first refusal.
-        for limit in ("all", "partition", "ai"):
+        for limit in ("all", "partition", "client", "ai"):
             self.overloaded.labels(limit=limit)
         self.refunds = Counter(
             "maas_refunds",

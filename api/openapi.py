@@ -1,7 +1,7 @@
 """The OpenAPI document, with every error a route can answer described as a ``Problem``.
 
 Routes declare the statuses that are theirs (402, 404, 409, 502; ``CALLS_LEDGER`` for
-503 and 504 where a route appends to the log and waits for the ledger) with a
+429, 503 and 504 where a route appends to the log and waits for the ledger) with a
 description. What follows from a route's shape is added here, once, so that no route
 can forget it:
 
@@ -24,6 +24,7 @@ from api.errors import PROBLEM_MEDIA_TYPE, Problem
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 CALLS_LEDGER: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many of this client's calls waiting; retry after Retry-After"},
     503: {"description": "Not recorded, overloaded or not ready; retry after Retry-After"},
     504: {"description": "No answer from the ledger by the deadline; repeating the call is safe"},
 }

@@ -90,6 +90,11 @@ class Settings(BaseModel):
     # served. A quarter: one processor's three partitions of six hold at most 96, and at
     # 100/s a partition's share rides out a stall of ~4 s, as the whole limit did.
     api_max_in_flight_per_partition: int = Field(default=32, ge=1)
+    # And at most this many for one client: past it that client is told 429, so that one
+    # client's burst holds half its partition's share, not all of it, and the clients it
+    # shares a partition with are still served. At p50 ~15 ms, 16 waiting calls carry
+    # ~1,000 requests/s of one client per API process.
+    api_max_in_flight_per_client: int = Field(default=16, ge=1)
     # AI memes one API process keeps waiting at once, for clients it knows as AI; more
     # are refused the same way (api/ai_admission.py). The AI pools saturate first; with
     # 16 per process their queue stays well inside their own wait bound

@@ -1,8 +1,8 @@
 """The two clients: ``MemesClient`` (an API key: memes, balance, request outcomes) and
 ``BillingClient`` (the billing token: register, credit tokens, switch Memes AI).
 
-Retries, the same for every call: a 503 (``Retry-After`` honoured), a 504, a 409
-``request_in_progress`` and a lost connection or timeout are tried again, with
+Retries, the same for every call: a 503 and a 429 (``Retry-After`` honoured), a 504, a
+409 ``request_in_progress`` and a lost connection or timeout are tried again, with
 exponential backoff and full jitter (``RetryPolicy``), until ``max_attempts`` or the
 time budget runs out; then the typed error is raised (``errors.py``). No other 4xx is
 ever retried: the same request would get the same answer.
@@ -33,6 +33,7 @@ from maas_client.errors import (
     DeadlineExceeded,
     MaasError,
     RequestInProgress,
+    TooManyRequests,
     Unavailable,
     Unreachable,
     error_for,
@@ -152,15 +153,20 @@ class _Service:
 
 
 def _retryable(error: MaasError) -> bool:
-    return isinstance(error, Unreachable | Unavailable | DeadlineExceeded | RequestInProgress)
+    return isinstance(
+        error, Unreachable | Unavailable | DeadlineExceeded | RequestInProgress | TooManyRequests
+    )
 
 
 def _service_did_not_act(error: MaasError) -> bool:
     """True when the service certainly did not act: even a call that is not idempotent
-    may be repeated. A 503 ``not_ready`` or ``overloaded`` is answered before anything is
-    appended; a ``kafka_unavailable`` may follow an append that did reach the log."""
+    may be repeated. A 503 ``not_ready`` or ``overloaded`` and a 429 are answered before
+    anything is appended; a ``kafka_unavailable`` may follow an append that did reach the
+    log."""
     if isinstance(error, Unreachable):
         return not error.request_sent
+    if isinstance(error, TooManyRequests):
+        return True
     return isinstance(error, Unavailable) and error.error in ("not_ready", "overloaded")
 
 

@@ -11,6 +11,8 @@
     ├── Conflict               409 conflict: an id reused with other parameters
     ├── RequestInProgress      409 request_in_progress: ``request_id``, ``retry_after_s``
     ├── InvalidRequest         422 invalid_request: ``fields`` names each invalid field
+    ├── TooManyRequests        429 too_many_requests: this client's calls waiting on the
+    │                              service's ledger are at their limit; ``retry_after_s``
     └── ServerError            500 and any other 5xx
         ├── GenerationFailed   502 generation_failed: ``request_id``; the token was refunded
         ├── Unavailable        503 kafka_unavailable, overloaded, not_ready: ``retry_after_s``,
@@ -22,10 +24,10 @@ with a machine-readable ``error`` code; the class is chosen by that code, and by
 status when the body is not a problem (a proxy's 502, say). The problem body is kept
 whole in ``problem``: typed properties read the fields each error documents.
 
-``Unreachable``, ``RequestInProgress``, ``Unavailable`` and ``DeadlineExceeded`` are
-the ones the clients retry by themselves; seeing one means the retries ran out.
-``idempotency_key`` is the key ``MemesClient.meme`` sent: repeat the call with it later
-and the request is never charged twice.
+``Unreachable``, ``RequestInProgress``, ``TooManyRequests``, ``Unavailable`` and
+``DeadlineExceeded`` are the ones the clients retry by themselves; seeing one means the
+retries ran out. ``idempotency_key`` is the key ``MemesClient.meme`` sent: repeat the
+call with it later and the request is never charged twice.
 
 A body that does not match the contract (a client older or newer than the service)
 raises the root itself, with error ``unexpected_response``.
@@ -132,6 +134,11 @@ class InvalidRequest(MaasError):
         )
 
 
+class TooManyRequests(MaasError):
+    """Refused before anything was recorded: this client already has as many calls
+    waiting as the service takes from one client; try again after ``retry_after_s``."""
+
+
 class ServerError(MaasError):
     pass
 
@@ -170,6 +177,7 @@ _BY_CODE: dict[str, type[MaasError]] = {
     "conflict": Conflict,
     "request_in_progress": RequestInProgress,
     "invalid_request": InvalidRequest,
+    "too_many_requests": TooManyRequests,
     "generation_failed": GenerationFailed,
     "kafka_unavailable": Unavailable,
     "overloaded": Unavailable,
@@ -187,6 +195,7 @@ _BY_STATUS: dict[int, type[MaasError]] = {
     413: BadRequest,
     415: BadRequest,
     422: InvalidRequest,
+    429: TooManyRequests,
     503: Unavailable,
     504: DeadlineExceeded,
 }

@@ -20,6 +20,7 @@ from api.errors import (
     RequestInProgress,
     Unauthorized,
 )
+from api.openapi import CALLS_LEDGER
 from api.policy import ScreenedQuery
 from core.clock import now_ms
 from core.ids import stable_id
@@ -76,6 +77,7 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
             "description": "Idempotency-Key reused with other parameters (`conflict`); or a "
             "retry of a request still in progress (`request_in_progress`, with Retry-After)"
         },
+        429: CALLS_LEDGER[429],
         502: {"description": "The generator failed; the token was refunded"},
         503: {
             "description": "Not confirmed in the log; it may still be recorded: retry with the "

@@ -627,4 +627,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 def test_openapi_documents_every_route(stack: Stack) -> None:
     paths = stack.http.get("/openapi.json").json()["paths"]
     assert {"/memes", "/v1/me", "/v1/clients", "/v1/images/{key}"} <= set(paths)
+    # Every refusal a meme call can get is documented, each as a problem.
+    memes = paths["/memes"]["get"]["responses"]
+    assert {"401", "402", "409", "422", "429", "502", "503", "504"} <= set(memes)
+    assert all("application/problem+json" in memes[code]["content"] for code in ("429", "503"))
     assert stack.http.get("/docs").status_code == 200

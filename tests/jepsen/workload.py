@@ -18,9 +18,10 @@ Phases, each an ``async`` method run by ``tests.jepsen.run``:
 Client behaviour (what a careful client does):
 
 - most meme requests carry an ``Idempotency-Key`` and are retried with the same key on a
-  503, a 504 that does not say the token was refunded, a 409 ``request_in_progress`` and
-  a transport error, honouring ``Retry-After``: one logical op, attempts 1, 2, ...;
-- the others carry no key; on a 503 or a transport error they are sent again as a new
+  503 or 429, a 504 that does not say the token was refunded, a 409
+  ``request_in_progress`` and a transport error, honouring ``Retry-After``: one logical
+  op, attempts 1, 2, ...;
+- the others carry no key; on a 503, a 429 or a transport error they are sent again as a new
   request, which without a key is a new logical op (its own query);
 - after a 503 or 504 naming a request id, now and then a ``lookup``
   (``GET /v1/requests/{id}``).
@@ -297,7 +298,7 @@ class Workload:
             lambda attempt: self._op(
                 "purchase", logical, account, "POST", path, None, None, body, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (503, 504),
+            lambda a: a.status is None or a.status in (429, 503, 504),
             logical,
         )
 
@@ -309,7 +310,7 @@ class Workload:
             lambda attempt: self._op(
                 "subscribe", logical, account, "PUT", path, None, None, {}, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (503, 504),
+            lambda a: a.status is None or a.status in (429, 503, 504),
             logical,
         )
 
@@ -352,7 +353,7 @@ class Workload:
             await self._retried(attempt_once, _retry_keyed_meme, logical)
             return
         answer = await attempt_once(1)
-        if (answer.status is None or answer.status == 503) and resends < MAX_RESENDS:
+        if (answer.status is None or answer.status in (429, 503)) and resends < MAX_RESENDS:
             # Without a key the service cannot tell a repeat: sending it again is a new
             # request, and may be charged again if the first one did reach the log.
             await asyncio.sleep(self._backoff(resends + 1, answer))
@@ -372,7 +373,7 @@ class Workload:
             lambda attempt: self._op(
                 "me", logical, account, "GET", "/v1/me", None, None, None, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (503, 504),
+            lambda a: a.status is None or a.status in (429, 503, 504),
             logical,
         )
 
@@ -556,7 +557,7 @@ def _retry_keyed_meme(answer: Answer) -> bool:
 def _open_answer(answer: Answer) -> bool:
     """The service has not given this request's final outcome (it may still be made)."""
     match answer.status:
-        case 503:
+        case 429 | 503:
             return True
         case 504:
             return answer.field("refunded") is not True

@@ -343,51 +343,68 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     stack: Stack,
 ) -> None:
     """Scenario: the ledger stalls (processor killed) while an API process that keeps at
-    most three calls waiting, two for clients of one partition, gets two of one client,
-    then a third of that client, then one of a client of another partition, then more.
+    most four calls waiting, three for clients of one partition and two for one client,
+    gets two of client A, a third of A, one of client C (A's partition), another of C,
+    one of client B (another partition), then more.
 
-    We expect: the client's third is refused at once with 503 ``overloaded`` and
-    Retry-After (its partition holds its share), while the other partition's client is
-    still admitted; then, with three waiting, every request is refused the same way,
-    before anything is appended. The waiting requests end refunded, and a refused one,
-    retried under the same Idempotency-Key once the ledger is back, is charged once.
-    Without a key, a request is refused at the edge (``api.shedding``), in the same words
-    and counted the same way, before it is validated: even one with a bad ``lat``.
+    We expect: A's third is refused at once with 429 ``too_many_requests`` and
+    Retry-After (A holds its own share) while C is still admitted; C's second gets 503
+    ``overloaded`` (the partition holds its share) while B is still admitted; then, with
+    four waiting, every request is refused with 503, before anything is appended. The
+    waiting requests end refunded, and a refused one, retried under the same
+    Idempotency-Key once the ledger is back, is charged once. Without a key, a request is
+    refused at the edge (``api.shedding``), in the same words and counted the same way,
+    before it is validated: even one with a bad ``lat``.
     """
     client_id, api_key = stack.new_client(tokens=5)
-    other_key = _client_of_another_partition(stack, client_id, tokens=5)
-    stack.env["MAAS_API_MAX_IN_FLIGHT"] = "3"
-    stack.env["MAAS_API_MAX_IN_FLIGHT_PER_PARTITION"] = "2"
+    same_key = _client_on_a_partition(stack, client_id, same=True, tokens=5)
+    other_key = _client_on_a_partition(stack, client_id, same=False, tokens=5)
+    limits = {
+        "MAAS_API_MAX_IN_FLIGHT": "4",
+        "MAAS_API_MAX_IN_FLIGHT_PER_PARTITION": "3",
+        "MAAS_API_MAX_IN_FLIGHT_PER_CLIENT": "2",
+    }
+    stack.env.update(limits)
     stack.restart("api")
     stack.kill("processor")
     refused_key = f"refused-{uuid.uuid4().hex}"
     try:
         with two_waiting(stack, api_key, "maas_ledger_calls_waiting") as waiting:
-            assert_refused_at_once(stack, api_key, refused_key)
-            by_partition = sample_value(stack, "maas_overloaded_total", limit="partition")
-            with ThreadPoolExecutor(1) as pool:
+            assert_refused_at_once(stack, api_key, refused_key, status=429)
+            with ThreadPoolExecutor(2) as pool:
+                same = pool.submit(stack.meme, same_key, idempotency_key=uuid.uuid4().hex)
+                wait_for_waiting(stack, 3)
+                assert_refused_at_once(stack, same_key, uuid.uuid4().hex)
                 other = pool.submit(stack.meme, other_key, idempotency_key=uuid.uuid4().hex)
-                wait_for(
-                    lambda: sample_value(stack, "maas_ledger_calls_waiting") == 3,
-                    timeout_s=10,
-                    interval_s=0.05,
-                )
+                wait_for_waiting(stack, 4)
                 assert_refused_at_once(stack, other_key, uuid.uuid4().hex)
                 assert_refused_at_once(stack, api_key)
                 assert_refused_at_once(stack, api_key, lat=91)
-                refusals = sample_value(stack, "maas_overloaded_total", limit="all")
-                shown = sample_value(
-                    stack, "maas_http_requests_total", route="/memes", method="GET", status="503"
-                )
-                answers = [w.result() for w in [*waiting, other]]
+                counted = {
+                    limit: sample_value(stack, "maas_overloaded_total", limit=limit)
+                    for limit in ("client", "partition", "all")
+                }
+                shown = {
+                    status: sample_value(
+                        stack,
+                        "maas_http_requests_total",
+                        route="/memes",
+                        method="GET",
+                        status=status,
+                    )
+                    for status in ("429", "503")
+                }
+                answers = [w.result() for w in [*waiting, same, other]]
     finally:
         stack.restart("processor")
-        del stack.env["MAAS_API_MAX_IN_FLIGHT"], stack.env["MAAS_API_MAX_IN_FLIGHT_PER_PARTITION"]
+        for name in limits:
+            del stack.env[name]
         stack.restart("api")
 
-    assert [a.status_code for a in answers] == [504, 504, 504], [a.text for a in answers]
-    assert (by_partition, refusals, shown) == (1, 3, 4)
-    wait_for(lambda: stack.balance(api_key) == 5 and stack.balance(other_key) == 5)
+    assert [a.status_code for a in answers] == [504] * 4, [a.text for a in answers]
+    assert counted == {"client": 1, "partition": 1, "all": 3}
+    assert shown == {"429": 1, "503": 4}
+    wait_for(lambda: [stack.balance(k) for k in (api_key, same_key, other_key)] == [5, 5, 5])
 
     retry = stack.meme(api_key, idempotency_key=refused_key)
     assert retry.status_code == 200, retry.text
@@ -395,15 +412,23 @@ def test_past_the_in_flight_limit_a_request_is_refused_at_once_and_not_charged(
     assert stack.account(api_key)["client_id"] == client_id
 
 
-def _client_of_another_partition(stack: Stack, client_id: str, tokens: int) -> str:
-    """The API key of a new client whose records are on another partition than
-    ``client_id``'s."""
+def _client_on_a_partition(stack: Stack, client_id: str, *, same: bool, tokens: int) -> str:
+    """The API key of a new client whose records are on ``client_id``'s partition
+    (``same``) or on another."""
     partitions = stack.settings.partitions
     taken = key_partition(client_id.encode(), partitions)
     while True:
-        other_id, other_key = stack.new_client(tokens=tokens)
-        if key_partition(other_id.encode(), partitions) != taken:
-            return other_key
+        new_id, new_key = stack.new_client(tokens=tokens)
+        if (key_partition(new_id.encode(), partitions) == taken) == same:
+            return new_key
+
+
+def wait_for_waiting(stack: Stack, calls: int) -> None:
+    wait_for(
+        lambda: sample_value(stack, "maas_ledger_calls_waiting") == calls,
+        timeout_s=10,
+        interval_s=0.05,
+    )
 
 
 def test_past_the_ai_limit_an_ai_meme_is_refused_at_once_while_standard_memes_go_on(
@@ -454,15 +479,19 @@ def two_waiting(stack: Stack, api_key: str, gauge: str) -> Iterator[list[Future[
 
 
 def assert_refused_at_once(
-    stack: Stack, api_key: str, idempotency_key: str | None = None, **params: Any
+    stack: Stack,
+    api_key: str,
+    idempotency_key: str | None = None,
+    status: int = 503,
+    **params: Any,
 ) -> None:
     started = time.monotonic()
     if idempotency_key is not None:
         params["idempotency_key"] = idempotency_key
     refused = stack.meme(api_key, **params)
     assert time.monotonic() - started < 1.0
-    assert refused.status_code == 503, refused.text
-    assert refused.json()["error"] == "overloaded"
+    assert refused.status_code == status, refused.text
+    assert refused.json()["error"] == {429: "too_many_requests", 503: "overloaded"}[status]
     assert refused.headers["Retry-After"] == "1"
 
 

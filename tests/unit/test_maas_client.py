@@ -36,6 +36,7 @@ from maas_client import (
     RequestInProgress,
     RetryPolicy,
     ServerError,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     Unreachable,
@@ -78,6 +79,7 @@ def problem(status: int, error: str, **fields: Any) -> dict[str, Any]:
         (413, "body_too_large", BadRequest),
         (415, "unsupported_media_type", BadRequest),
         (422, "invalid_request", InvalidRequest),
+        (429, "too_many_requests", TooManyRequests),
         (500, "internal_error", ServerError),
         (502, "generation_failed", GenerationFailed),
         (503, "kafka_unavailable", Unavailable),
@@ -128,7 +130,9 @@ def test_without_a_problem_body_the_status_decides() -> None:
     # A code this client does not know yet: the status still gives the family.
     assert type(error_for(503, problem(503, "brand_new"))) is Unavailable
     limited = error_for(429, {})
-    assert type(limited) is MaasError and limited.error == "too_many_requests"
+    assert type(limited) is TooManyRequests and limited.error == "too_many_requests"
+    teapot = error_for(418, {})
+    assert type(teapot) is MaasError and teapot.error == "im_a_teapot"
 
 
 # --- backoff ---------------------------------------------------------------------------
@@ -237,6 +241,7 @@ def test_a_meme_retry_after_a_503_waits_and_sends_the_same_key(sleeps: list[floa
     script = Script(
         answer(503, problem(503, "kafka_unavailable", request_id="r1"), **{"Retry-After": "2"}),
         answer(409, problem(409, "request_in_progress", request_id="r1"), **{"Retry-After": "1"}),
+        answer(429, problem(429, "too_many_requests"), **{"Retry-After": "3"}),
         answer(504, problem(504, "deadline_exceeded", request_id="r1")),
         answer(200, MEME),
     )
@@ -244,8 +249,8 @@ def test_a_meme_retry_after_a_503_waits_and_sends_the_same_key(sleeps: list[floa
 
     assert meme == Meme.from_json(MEME)
     keys = {request.headers["Idempotency-Key"] for request in script.sent}
-    assert len(script.sent) == 4 and len(keys) == 1 and keys != {""}
-    assert sleeps[0] >= 2 and sleeps[1] >= 1
+    assert len(script.sent) == 5 and len(keys) == 1 and keys != {""}
+    assert sleeps[0] >= 2 and sleeps[1] >= 1 and sleeps[2] >= 3
     first = script.sent[0]
     assert first.headers["Authorization"] == "Bearer mk_test"
     assert dict(first.url.params) == {"lat": "40.73", "lon": "-73.93", "query": "food"}
@@ -335,11 +340,12 @@ def test_register_is_retried_when_nothing_was_registered(sleeps: list[float]) ->
         httpx.ConnectError("refused"),
         answer(503, problem(503, "not_ready"), **{"Retry-After": "1"}),
         answer(503, problem(503, "overloaded"), **{"Retry-After": "1"}),
+        answer(429, problem(429, "too_many_requests"), **{"Retry-After": "1"}),
         answer(202, {"client_id": "c1", "api_key": "mk_1", "pending": True}),
     )
     registered = billing(script).register("demo")
     assert registered == RegisteredClient(client_id="c1", api_key="mk_1", pending=True)
-    assert len(script.sent) == 4
+    assert len(script.sent) == 5
 
 
 def test_a_repeated_purchase_is_retried_and_reported_as_a_repeat(sleeps: list[float]) -> None:
