@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -67,7 +66,13 @@ from processors.generators.worker import SESSION_TIMEOUT_MS as GENERATOR_SESSION
 from processors.ledger.processor import SESSION_TIMEOUT_MS
 from processors.watchdog import WATCHDOG_EXIT_CODE
 from tests.jepsen.brokers import Brokers, node_of
-from tests.jepsen.region import API_WATCHDOG_S, Region, api_names, generator_names
+from tests.jepsen.region import (
+    API_WATCHDOG_S,
+    Region,
+    api_names,
+    generator_names,
+    owned_by_log,
+)
 
 Mode = Literal["faults", "availability"]
 
@@ -122,6 +127,7 @@ BROKER_DOWN_S = 4.0
 FAULT_POINT_FIRE_TIMEOUT_S = 25.0
 FAULT_POINT_ATTEMPTS = 2
 REFUND_FIRE_TIMEOUT_S = 20.0
+WEDGED = "the main thread wedges here"  # processors/ledger/faults.py, at the fault point
 WEDGE_SLACK_S = 5.0  # past the poll limit: the watchdog looks once a second, then a restart
 GAP_S = (1.5, 4.0)
 
@@ -156,9 +162,12 @@ class Done:
     error: str | None = None
 
 
+WEDGED_HOW = "wedged"  # ProcessorKill.how of a wedge: held for the poll limit, not killed
+
+
 @dataclass
 class ProcessorKill:
-    """An instance killed (by us or by its fault point), for the recovery time."""
+    """An instance killed (by us or by its fault point) or wedged, for the recovery time."""
 
     name: str
     at_ms: int
@@ -433,30 +442,43 @@ class Nemesis:
         return f"pid={pid} stopped {pause_s:.0f}s, resumed"
 
     def _processor_wedge(self, name: str) -> str:
+        """Kept as a kill from the moment it wedged, with the partitions it held then:
+        its recovery is how long until the others decide them (the poll limit, then a
+        rebalance)."""
         limit_s = self.region.settings.max_poll_interval_ms / 1000
         log_path = self.region.children[name].log_path
         offset = log_path.stat().st_size if log_path.exists() else 0
+
+        def said() -> str:
+            with log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+
         started = time.monotonic()
         popen = self.region.restart_with(name, {"MAAS_FAULT_POINT": "after_produce:WEDGE"})
-        try:
-            code = popen.wait(FAULT_POINT_FIRE_TIMEOUT_S + limit_s + WEDGE_SLACK_S)
-        except subprocess.TimeoutExpired:
-            self.region.restart_with(name, {})  # without the fault
-            raise RuntimeError(
-                f"{name} still running {time.monotonic() - started:.0f}s after it was armed "
-                f"(poll limit {limit_s:.0f}s): wedged and not ended"
-            ) from None
-        with log_path.open("rb") as log:
-            log.seek(offset)
-            said = log.read().decode(errors="replace")
-        if "the main thread wedges here" not in said:
+        wedged_at_ms: int | None = None
+        while popen.poll() is None:
+            if time.monotonic() - started > FAULT_POINT_FIRE_TIMEOUT_S + limit_s + WEDGE_SLACK_S:
+                self.region.restart_with(name, {})  # without the fault
+                raise RuntimeError(
+                    f"{name} still running {time.monotonic() - started:.0f}s after it was "
+                    f"armed (poll limit {limit_s:.0f}s): wedged and not ended"
+                )
+            if wedged_at_ms is None and WEDGED in said():
+                wedged_at_ms = int(time.time() * 1000)
+            time.sleep(0.1)
+        code, log = popen.returncode, said()
+        if WEDGED not in log:
             # A broker fault of the other lane ended it before its first transaction.
             return f"did not wedge: {name} exited first with code {code}"
-        if code != WATCHDOG_EXIT_CODE or "main loop has not polled" not in said:
+        if code != WATCHDOG_EXIT_CODE or "main loop has not polled" not in log:
             raise RuntimeError(f"{name} wedged, then exited with code {code}, not its watchdog")
+        partitions = owned_by_log(log[: log.index(WEDGED)])
+        if wedged_at_ms is not None:  # else it wedged and ended between two looks: untimed
+            self._kept(ProcessorKill(name, wedged_at_ms, partitions, WEDGED_HOW))
         return (
             f"wedged; ended by its watchdog {time.monotonic() - started:.1f}s after the "
-            f"restart (poll limit {limit_s:.0f}s)"
+            f"restart (poll limit {limit_s:.0f}s) partitions={sorted(partitions)}"
         )
 
     def _api_pause(self, name: str) -> str:

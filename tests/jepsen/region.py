@@ -55,6 +55,18 @@ OWNERSHIP_LINE = re.compile(
     r"ledger processor started|partitions (assigned|revoked) partitions=\[([0-9, ]*)\]"
 )
 
+
+def owned_by_log(text: str) -> set[int]:
+    """The partitions a processor's log says it owns at its end."""
+    owned: set[int] = set()
+    for match in OWNERSHIP_LINE.finditer(text):
+        if match.group(1) == "assigned":
+            owned = {int(p) for p in match.group(2).split(",") if p.strip()}
+        else:
+            owned = set()
+    return owned
+
+
 Say = Callable[[str], None]
 
 
@@ -285,15 +297,8 @@ class Region:
         """What processor ``name`` last said it owns, by its own log: the partitions of its
         last assignment, unless revoked or restarted since (with the eager range assignor
         each assignment and revocation is the whole set)."""
-        owned: set[int] = set()
         path = self.children[name].log_path
-        text = path.read_text(errors="replace") if path.exists() else ""
-        for match in OWNERSHIP_LINE.finditer(text):
-            if match.group(1) == "assigned":
-                owned = {int(p) for p in match.group(2).split(",") if p.strip()}
-            else:
-                owned = set()
-        return owned
+        return owned_by_log(path.read_text(errors="replace") if path.exists() else "")
 
     # --- logs --------------------------------------------------------------------------
 

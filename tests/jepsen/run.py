@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,7 +48,7 @@ from benchmarks.common import CpuMeter, CpuReport
 from tests.jepsen.brokers import Brokers, open_cluster
 from tests.jepsen.checker import Verdict, check
 from tests.jepsen.history import History
-from tests.jepsen.nemesis import Done, Mode, Nemesis, Plan, plan_faults
+from tests.jepsen.nemesis import WEDGED_HOW, Done, Mode, Nemesis, Plan, plan_faults
 from tests.jepsen.recovery import Recovery, decision_times_ms, recoveries
 from tests.jepsen.region import Region
 from tests.jepsen.vegeta import MEMES, Memes, VegetaLoad
@@ -142,9 +142,12 @@ class RunResult:
     def recovery_s(self) -> list[float]:
         """Recovery of each kill whose partitions were known; a kill after which a
         partition never decided again counts as infinitely long."""
-        return [
-            r.seconds if r.seconds is not None else float("inf") for r in self.recoveries if r.known
-        ]
+        return _seconds(r for r in self.recoveries if r.kill.how != WEDGED_HOW)
+
+    @property
+    def wedge_recovery_s(self) -> list[float]:
+        """The same for each wedge: its partitions are held up to the poll limit."""
+        return _seconds(r for r in self.recoveries if r.kill.how == WEDGED_HOW)
 
     @property
     def recovery_p50_s(self) -> float:
@@ -153,6 +156,10 @@ class RunResult:
     @property
     def recovery_max_s(self) -> float:
         return max(self.recovery_s, default=0.0)
+
+
+def _seconds(found: Iterable[Recovery]) -> list[float]:
+    return [r.seconds if r.seconds is not None else float("inf") for r in found if r.known]
 
 
 class Say:
@@ -463,11 +470,12 @@ def _report(result: RunResult, region: Region, say: Say) -> None:
             continue
         per = {p: (round(s, 2) if s is not None else None) for p, s in r.per_partition_s.items()}
         lines.append(f"  {r.kill.name} {r.kill.how}: recovery {r.seconds} s  {per}")
-    if result.recovery_s:
-        lines.append(
-            f"  recovery over {len(result.recovery_s)} kills: p50 {result.recovery_p50_s:.2f} s, "
-            f"max {result.recovery_max_s:.2f} s"
-        )
+    for what, seconds in (("kills", result.recovery_s), ("wedges", result.wedge_recovery_s)):
+        if seconds:
+            lines.append(
+                f"  recovery over {len(seconds)} {what}: p50 {statistics.median(seconds):.2f} s, "
+                f"max {max(seconds):.2f} s"
+            )
     lines.append(
         f"  load: {result.load}; its lag ms (sent - scheduled): p50 {result.lag_ms['p50']:.0f} "
         f"p99 {result.lag_ms['p99']:.0f} max {result.lag_ms['max']:.0f}"
