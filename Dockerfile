@@ -5,7 +5,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
 # Only what the package needs: tests, the venv and local data stay out of the image.
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 COPY core ./core
 COPY maas ./maas
 COPY ledger ./ledger
@@ -13,7 +13,7 @@ COPY memes ./memes
 COPY api ./api
 COPY processors ./processors
 COPY schemas ./schemas
-RUN pip install . && useradd --create-home maas && mkdir /data && chown maas /data
+RUN pip install -c constraints.txt . && useradd --create-home maas && mkdir /data && chown maas /data
 
 # Local state (e.g. the ledger processor's RocksDB) goes here, writable by the app user.
 ENV MAAS_DATA_DIR=/data
