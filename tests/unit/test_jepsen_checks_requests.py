@@ -8,7 +8,16 @@ from __future__ import annotations
 import pytest
 
 from tests.jepsen.checker import stable_request_id
-from tests.unit.jepsen_sim import TOPICS, Sim, answer, assert_only, busy, problems, remove
+from tests.unit.jepsen_sim import (
+    TOPICS,
+    Sim,
+    answer,
+    assert_only,
+    busy,
+    problem,
+    problems,
+    remove,
+)
 
 
 @pytest.fixture
@@ -346,3 +355,44 @@ def test_requests_the_subscription_may_not_have_preceded_are_not_judged(sim: Sim
     verdict = sim.verdict()
     assert verdict.ok, verdict.report()
     assert "charged_ai" not in verdict.stats
+
+
+# --- 9. a request refused before its append never reached the log -------------------------
+
+
+def refused(sim: Sim, client: str, logical: str, status: int, error: str, key: str | None) -> None:
+    sim.line(
+        "meme", logical, client, path="/memes", idempotency_key=key,
+        params={"query": f"jepsen {logical}"}, status=status, response=problem(status, error),
+    )  # fmt: skip
+
+
+def test_requests_refused_before_their_append_pass_when_not_in_the_log(sim: Sim) -> None:
+    client = sim.register()
+    keyless, keyed = sim.name("m"), sim.name("m")
+    refused(sim, client, keyless, 503, "overloaded", None)
+    refused(sim, client, keyed, 429, "too_many_requests", "k2")
+    refused(sim, client, keyed, 503, "not_ready", "k2")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["meme_ops_refused"] == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(503, "overloaded"), (503, "not_ready"), (429, "too_many_requests")]
+)
+def test_a_refused_request_found_in_the_log_fails(sim: Sim, status: int, error: str) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, logical = sim.meme(client, "delivered", in_history=False)
+    refused(sim, client, logical, status, error, None)
+    assert_only(sim.verdict(), "refused", f"logical={logical}", request_id)
+
+
+def test_a_refusal_after_an_attempt_that_may_have_appended_is_not_judged(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    _, logical = sim.meme(client, "delivered", told="none", key="k")  # connection lost
+    refused(sim, client, logical, 503, "overloaded", "k")
+    verdict = sim.verdict()
+    assert "refused" not in verdict.report() and "meme_ops_refused" not in verdict.stats

@@ -1,7 +1,8 @@
 """The checks of requests: 1 (every acknowledged request has exactly one final outcome),
 2 (one charge, one end), 3 (no charge for a request the clients never sent), 6 (what
-each client was told of a request agrees with the ledger) and 8 (the kind charged
-follows the client's Memes AI subscription)."""
+each client was told of a request agrees with the ledger), 8 (the kind charged
+follows the client's Memes AI subscription) and 9 (a request refused before its append
+in every attempt never reached the log)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from tests.jepsen.checker.context import Context
 from tests.jepsen.checker.fold import Request
 from tests.jepsen.checker.model import Json, stable_request_id
-from tests.jepsen.checker.ops import query_of, response_of, told
+from tests.jepsen.checker.ops import Logical, query_of, response_of, told
 
 # The API stamps MemeRequested.occurred_at_ms between the client's invoke and complete
 # (same machine); the slack covers clock granularity when matching an attempt by time.
@@ -23,6 +24,9 @@ REFUND_DEADLINE_EXPIRED = 2
 FINAL = ("rejected", "delivered", "refunded")
 # What a meme attempt was told, and which of those say the request is in the log.
 ACKNOWLEDGED = frozenset({"200", "402", "502", "504", "504_refunded", "409_in_progress"})
+# Answers the API gives before it appends anything (api/bridge.py ``call``, api/shedding.py,
+# api/ai_admission.py): (status, error code).
+REFUSED = frozenset({(503, "overloaded"), (503, "not_ready"), (429, "too_many_requests")})
 
 
 def attempt_request_ids(ctx: Context, attempt: Json) -> tuple[str, ...]:
@@ -97,11 +101,12 @@ def _told_unknown_client(ctx: Context, client_id: str, request_id: str) -> bool:
 
 def check_memes(ctx: Context) -> None:
     """Checks 1 and 6 per attempt: an acknowledged request is in the ledger, and what
-    the client was told agrees with the ledger's final word."""
+    the client was told agrees with the ledger's final word; check 9 per op."""
     for op in ctx.ops.values():
         if op.op != "meme":
             continue
         ctx.stats["meme_ops"] += 1
+        _check_refused(ctx, op)
         delivered: dict[str, set[str]] = defaultdict(set)
         for attempt in op.attempts:
             code = told(attempt)
@@ -130,6 +135,23 @@ def check_memes(ctx: Context) -> None:
                     f"different memes {sorted(meme_ids)}",
                 )
         ctx.stats["meme_retries"] += len(op.attempts) - 1
+
+
+def _check_refused(ctx: Context, op: Logical) -> None:
+    """Check 9: an op whose every attempt was refused before the API appended anything
+    has no ``MemeRequested`` (its query names the op, keyed or not), so no charge."""
+    if not op.attempts or op.client_id is None:
+        return
+    if not all((a["status"], response_of(a).get("error")) in REFUSED for a in op.attempts):
+        return
+    ctx.stats["meme_ops_refused"] += 1
+    appended = ctx.log.by_query.get((op.client_id, query_of(op.attempts[0]) or ""), [])
+    if appended:
+        ctx.problems.add(
+            "refused",
+            f"client={op.client_id} logical={op.logical}: every attempt was refused before "
+            f"the append, yet request {appended[0]['request_id']} is in the requests topic",
+        )
 
 
 def _in_log(ctx: Context, client_id: str, request_ids: tuple[str, ...]) -> bool:
