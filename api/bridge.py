@@ -270,7 +270,7 @@ class KafkaBridge:
             self._waiting_in[partition] -= 1
             self._waiting_of[client_id] -= 1
             if not self._waiting_of[client_id]:
-                del self._waiting_of[client_id]  # one entry per client ever seen would grow
+                del self._waiting_of[client_id]  # else it keeps every client it saw
 
     def _produce(
         self,
