@@ -1,6 +1,7 @@
 """The Jepsen checker's checks of accounts, writes and replay on synthetic runs
 (``tests.unit.jepsen_sim``): 4. seq, chain, conservation, no overdraft; 5. nothing
-acknowledged is missing; 7. replay equals live."""
+acknowledged is missing; 7. replay equals live; 9. a purchase refused before its append
+was never appended."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.unit.jepsen_sim import (
     busy,
     compact,
     ledger_bodies,
+    problem,
     remove,
 )
 
@@ -197,3 +199,39 @@ def test_a_live_purchase_or_request_the_ledger_never_had_fails(sim: Sim) -> None
     verdict = sim.verdict()
     assert_only(verdict, "replay", "purchase=phantom", "nothing in the ledger")
     assert_only(verdict, "replay", "request=phantom", "nothing in the ledger")
+
+
+# --- 9. a purchase refused before its append was never appended ----------------------------
+
+
+def refused_purchase(sim: Sim, client: str, purchase_id: str, status: int, error: str) -> None:
+    sim.line(
+        "purchase", sim.name("p"), client, method="POST", status=status,
+        path=f"/v1/clients/{client}/purchases", body={"purchase_id": purchase_id, "tokens": 3},
+        response=problem(status, error),
+    )  # fmt: skip
+
+
+def test_a_purchase_refused_before_its_append_passes_when_not_in_the_log(sim: Sim) -> None:
+    client = sim.register()
+    refused_purchase(sim, client, "order-1", 503, "overloaded")
+    refused_purchase(sim, client, "order-1", 429, "too_many_requests")  # billing sent it twice
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["purchases_refused"] == 1
+
+
+def test_a_refused_purchase_found_in_the_log_fails(sim: Sim) -> None:
+    client = sim.register()
+    told = sim.purchase(client, 3, purchase_id="order-2")
+    told.update(status=503, response=problem(503, "not_ready"))  # the API said: not appended
+    assert_only(sim.verdict(), "refused", "purchase=order-2", "TokensPurchased")
+
+
+def test_a_purchase_refused_once_and_credited_by_its_twin_is_not_judged(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 3, purchase_id="order-3")
+    refused_purchase(sim, client, "order-3", 503, "overloaded")
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert "purchases_refused" not in verdict.stats

@@ -1,6 +1,7 @@
 """The checks of accounts and writes: 4 (seq, chain, conservation, no overdraft; the
-fold checked the seq and chain) and 5 (nothing acknowledged is missing: registrations and
-purchases)."""
+fold checked the seq and chain), 5 (nothing acknowledged is missing: registrations and
+purchases) and 9 for purchases (one refused before its append in every attempt was never
+appended)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import hashlib
 from tests.jepsen.checker.context import Context
 from tests.jepsen.checker.fold import VIEW_FIELDS
 from tests.jepsen.checker.model import GENESIS_HASH, Json
-from tests.jepsen.checker.ops import Logical, response_of
+from tests.jepsen.checker.ops import Logical, refused, response_of
 
 
 def check_accounts(ctx: Context) -> None:
@@ -83,11 +84,25 @@ def check_checkpoints(ctx: Context, ledger_topic: str) -> None:
 def check_writes(ctx: Context) -> None:
     """Check 5: acknowledged registrations and purchases are in the ledger, once, as
     told; and every account and credit answers an input that was sent."""
+    # Per purchase id (billing may send one twice, as two ops): refused in every attempt.
+    all_refused: dict[tuple[str, str], bool] = {}
     for op in ctx.ops.values():
         if op.op == "register":
             _check_register(ctx, op)
         elif op.op == "purchase":
             _check_purchase(ctx, op)
+            key = (op.client_id or "", _purchase_id(op))
+            all_refused[key] = all_refused.get(key, True) and all(map(refused, op.attempts))
+    for (client_id, purchase_id), refused_only in sorted(all_refused.items()):
+        if not refused_only:
+            continue
+        ctx.stats["purchases_refused"] += 1
+        if ctx.log.purchased.get((client_id, purchase_id)):
+            ctx.problems.add(
+                "refused",
+                f"client={client_id} purchase={purchase_id}: every attempt was refused before "
+                "the append, yet a TokensPurchased is in the purchases topic",
+            )
     for client_id in sorted(ctx.fold.accounts):
         sent = ctx.log.registered.get(client_id, [])
         opened = ctx.fold.accounts[client_id].api_key_sha256
@@ -115,6 +130,11 @@ def _check_register(ctx: Context, op: Logical) -> None:
             ctx.problems.add("missing", f"client={client_id}: told {attempt['status']}, no account")
         elif account.api_key_sha256 != hashlib.sha256(api_key.encode()).hexdigest():
             ctx.problems.add("missing", f"client={client_id}: opened with another key's hash")
+
+
+def _purchase_id(op: Logical) -> str:
+    purchase_id = (op.attempts[0].get("body") or {}).get("purchase_id")
+    return purchase_id if isinstance(purchase_id, str) else ""
 
 
 def _check_purchase(ctx: Context, op: Logical) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from tests.jepsen.checker.context import Context
 from tests.jepsen.checker.fold import Request
 from tests.jepsen.checker.model import Json, stable_request_id
-from tests.jepsen.checker.ops import Logical, query_of, response_of, told
+from tests.jepsen.checker.ops import Logical, query_of, refused, response_of, told
 
 # The API stamps MemeRequested.occurred_at_ms between the client's invoke and complete
 # (same machine); the slack covers clock granularity when matching an attempt by time.
@@ -24,9 +24,6 @@ REFUND_DEADLINE_EXPIRED = 2
 FINAL = ("rejected", "delivered", "refunded")
 # What a meme attempt was told, and which of those say the request is in the log.
 ACKNOWLEDGED = frozenset({"200", "402", "502", "504", "504_refunded", "409_in_progress"})
-# Answers the API gives before it appends anything (api/bridge.py ``call``, api/shedding.py,
-# api/ai_admission.py): (status, error code).
-REFUSED = frozenset({(503, "overloaded"), (503, "not_ready"), (429, "too_many_requests")})
 
 
 def attempt_request_ids(ctx: Context, attempt: Json) -> tuple[str, ...]:
@@ -142,7 +139,7 @@ def _check_refused(ctx: Context, op: Logical) -> None:
     has no ``MemeRequested`` (its query names the op, keyed or not), so no charge."""
     if not op.attempts or op.client_id is None:
         return
-    if not all((a["status"], response_of(a).get("error")) in REFUSED for a in op.attempts):
+    if not all(refused(a) for a in op.attempts):
         return
     ctx.stats["meme_ops_refused"] += 1
     appended = ctx.log.by_query.get((op.client_id, query_of(op.attempts[0]) or ""), [])

@@ -65,6 +65,16 @@ def query_of(attempt: Json) -> str | None:
     return query if isinstance(query, str) else None
 
 
+# Answers the API gives before it appends anything (api/bridge.py ``call``, api/shedding.py,
+# api/ai_admission.py): (status, error code).
+REFUSED = frozenset({(503, "overloaded"), (503, "not_ready"), (429, "too_many_requests")})
+
+
+def refused(attempt: Json) -> bool:
+    """The attempt was refused before the API appended anything."""
+    return (attempt["status"], response_of(attempt).get("error")) in REFUSED
+
+
 def response_of(attempt: Json) -> Json:
     response = attempt.get("response")
     return response if isinstance(response, dict) else {}
