@@ -39,7 +39,10 @@ OPEN_TRANSACTION_POLL_S = 0.1
 # Answers that librdkafka does not flag as retriable but that pass once the cluster's
 # metadata catches up: a topic just created or a broker just restarted has no leader yet;
 # a killed broker's connection fails, and when it leaves the metadata librdkafka destroys
-# its handle, failing what was queued on it (seen in the Jepsen faults run).
+# its handle, failing what was queued on it (seen in the Jepsen faults run). Not a local
+# "unknown partition" (the partition missing from librdkafka's metadata) nor a query's own
+# time-out: asked again, one persisted for 40 s in a faults run and held the instance's
+# every partition, where an exit and a restart (a fresh client) serve again in ~2 s.
 TRANSIENT_CODES = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,

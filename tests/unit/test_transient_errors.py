@@ -43,3 +43,10 @@ def test_what_librdkafka_flags_retriable_is_asked_again() -> None:
 )
 def test_fencing_and_permanent_errors_are_not(code: int) -> None:
     assert not is_transient(KafkaError(code))
+
+
+@pytest.mark.parametrize("code", [KafkaError._UNKNOWN_PARTITION, KafkaError._TIMED_OUT])
+def test_a_partition_missing_from_the_clients_metadata_ends_the_process(code: int) -> None:
+    """Tried as transient: in a faults run one instance asked again for 40 s, holding all
+    its partitions, where a restart (a fresh client) serves again in about 2 s."""
+    assert not is_transient(KafkaError(code))
