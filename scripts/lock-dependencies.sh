@@ -15,9 +15,15 @@ trap 'rm -rf "$tmp"' EXIT
 echo "lock: resolving pyproject.toml's dependencies in a fresh venv ($py)" >&2
 "$py" -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[dev,s3]'
+cp constraints.txt "$tmp/before.txt" 2>/dev/null || : >"$tmp/before.txt"
 {
   echo "# Exact versions of every Python package the project installs, written by"
   echo "# scripts/lock-dependencies.sh; pip takes them as constraints (pip install -c)."
   "$tmp/venv/bin/pip" freeze --exclude-editable
 } >constraints.txt
-echo "lock: wrote constraints.txt ($(grep -c '==' constraints.txt) packages)" >&2
+echo "lock: wrote constraints.txt ($(grep -c '==' constraints.txt) packages); changed:" >&2
+# One line per package whose version moved, came or went: "name old -> new".
+join -a1 -a2 -e - -o 0,1.2,2.2 \
+  <(grep '==' "$tmp/before.txt" | sed 's/==/ /' | sort -k1,1) \
+  <(grep '==' constraints.txt | sed 's/==/ /' | sort -k1,1) |
+  awk '$2 != $3 { printf "  %s %s -> %s\n", $1, $2, $3; n++ } END { if (!n) print "  nothing" }' >&2
