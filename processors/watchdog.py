@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import math
 import os
 import sys
 import threading
@@ -44,8 +45,9 @@ class Watchdog:
         self.what = ""
         self.deadline: float | None = None
         self.poll_limit_s = poll_limit_s
-        self.polled_at: float | None = None  # watched from the first poll on
-        self.in_poll = False
+        # When the last poll ended; inf inside one (never silent); None before the first.
+        # One field, so the watcher never sees a poll's end without its time.
+        self.polled_at: float | None = None
         self.closed = threading.Event()
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
@@ -66,11 +68,10 @@ class Watchdog:
     @contextmanager
     def polling(self) -> Iterator[None]:
         """Around a Kafka poll: time in it is not silence (librdkafka counts it alike)."""
-        self.in_poll = True
+        self.polled_at = math.inf
         try:
             yield
         finally:
-            self.in_poll = False
             self.polled_at = time.monotonic()
 
     def _watch(self) -> None:
@@ -85,12 +86,7 @@ class Watchdog:
                     self.limit_s,
                 )
             limit_s, polled_at = self.poll_limit_s, self.polled_at
-            if (
-                limit_s is not None
-                and polled_at is not None
-                and not self.in_poll
-                and now - polled_at > limit_s
-            ):
+            if limit_s is not None and polled_at is not None and now - polled_at > limit_s:
                 _exit(
                     "main loop has not polled for %.0f s (limit %.0f s): wedged; exiting so "
                     "that a restart takes its partitions back",
