@@ -298,7 +298,7 @@ class Workload:
             lambda attempt: self._op(
                 "purchase", logical, account, "POST", path, None, None, body, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (429, 503, 504),
+            _retry_call,
             logical,
         )
 
@@ -310,7 +310,7 @@ class Workload:
             lambda attempt: self._op(
                 "subscribe", logical, account, "PUT", path, None, None, {}, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (429, 503, 504),
+            _retry_call,
             logical,
         )
 
@@ -373,7 +373,7 @@ class Workload:
             lambda attempt: self._op(
                 "me", logical, account, "GET", "/v1/me", None, None, None, attempt=attempt
             ),
-            lambda a: a.status is None or a.status in (429, 503, 504),
+            _retry_call,
             logical,
         )
 
@@ -547,6 +547,12 @@ class Workload:
                 yield
             finally:
                 self._pools = []
+
+
+def _retry_call(answer: Answer) -> bool:
+    """Retried as it is (purchases, subscriptions, ``me``): refused, not recorded, or not
+    answered by the deadline; each is idempotent by its id or a read."""
+    return answer.status is None or answer.status in (429, 503, 504)
 
 
 def _retry_keyed_meme(answer: Answer) -> bool:

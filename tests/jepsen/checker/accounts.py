@@ -139,9 +139,8 @@ def _purchase_id(op: Logical) -> str:
 
 def _check_purchase(ctx: Context, op: Logical) -> None:
     ctx.stats["purchase_ops"] += 1
-    body = op.attempts[0].get("body") or {}
-    purchase_id, tokens = body.get("purchase_id"), body.get("tokens")
-    credits = ctx.fold.credits.get((op.client_id or "", purchase_id or ""), [])
+    purchase_id, tokens = _purchase_id(op), (op.attempts[0].get("body") or {}).get("tokens")
+    credits = ctx.fold.credits.get((op.client_id or "", purchase_id), [])
     where = f"client={op.client_id} purchase={purchase_id}"
     for attempt in op.attempts:
         status, answer = attempt["status"], response_of(attempt)
