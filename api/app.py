@@ -78,6 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
             if not await asyncio.to_thread(wait, remaining):
                 log.warning("api listening before it is ready timeout_s=%s", START_READY_TIMEOUT_S)
                 break
+        else:
+            app.state.started_ready = True  # maas.api_cli says so once it listens
         # What exists now lives as long as the process (the policy model, the app, the
         # Kafka clients). Frozen, a full collection no longer walks it: each one took
         # ~50 ms of CPU here, and under overload stalled the loop for up to 0.5 s.
@@ -106,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.started_ready = False
     # The store the generators write to (local by default), read by the image route.
     app.state.blobs = make_blob_store(settings)
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded

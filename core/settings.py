@@ -114,6 +114,9 @@ class Settings(BaseModel):
     api_watchdog_s: float = Field(default=10.0, ge=1)
     # The file this process touches as its heartbeat; set by its supervisor, else none.
     heartbeat_file: Path | None = None
+    # The file this process touches once it serves (core/readiness.py); set by its
+    # supervisor, else none.
+    ready_file: Path | None = None
     # Development mode (./run sets it): the three secrets below may keep their development
     # defaults. Anywhere else, a process that uses one refuses to start with its default
     # (``require_secrets``): a forgotten variable must not leave a door open.

@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     from api.app import create_app
     from core import logs
     from core.heartbeat import dump_stacks_on_signal
+    from core.readiness import mark_ready
     from core.settings import Settings
 
     settings = Settings.from_env()
@@ -103,13 +104,22 @@ def _run(args: argparse.Namespace) -> int:
         settings.api_instance,
         raise_open_files_limit(),
     )
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # Listening, with its keys loaded and its replies positioned: it serves.
+            if self.started and app.state.started_ready:
+                mark_ready(settings.ready_file)
+
     # Our own key=value logging config, and no access log: /metrics counts requests.
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,
         access_log=False,
         timeout_keep_alive=settings.api_keep_alive_s,
     )
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     return 0

@@ -85,17 +85,29 @@ def heartbeat_file(data_dir: Path, name: str, instance_id: str | None = None) ->
     return data_dir / "heartbeats" / process_label(name, instance_id)
 
 
+def ready_file(data_dir: Path, name: str, instance_id: str | None = None) -> Path:
+    """The file a process touches once it serves (``core/readiness.py``)."""
+    return data_dir / "ready" / process_label(name, instance_id)
+
+
 def process_env(
-    name: str, env: dict[str, str], instance_id: str | None = None, heartbeat: Path | None = None
+    name: str,
+    env: dict[str, str],
+    instance_id: str | None = None,
+    heartbeat: Path | None = None,
+    ready: Path | None = None,
 ) -> dict[str, str]:
     """The environment of one process: ``env``, for an API instance its
     ``MAAS_API_INSTANCE`` (the partition of the replies topic it reads), and the
-    heartbeat file its supervisor watches, if any."""
+    heartbeat file its supervisor watches and the file it touches once it serves, if
+    its supervisor asks for them."""
     extra = {}
     if name == "api" and instance_id is not None:
         extra["MAAS_API_INSTANCE"] = instance_id
     if heartbeat is not None:
         extra["MAAS_HEARTBEAT_FILE"] = str(heartbeat)
+    if ready is not None:
+        extra["MAAS_READY_FILE"] = str(ready)
     return {**env, **extra}
 
 
@@ -108,6 +120,7 @@ def start_process(
     port: int = 8000,
     instance_id: str | None = None,
     heartbeat: Path | None = None,
+    ready: Path | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start one process of the service, its output appended to ``log_path``.
@@ -118,12 +131,13 @@ def start_process(
     the APIs' event loops (docs/architecture.md, "Decision: each process a scheduling
     group of its own"). The terminal's Ctrl-C then reaches only the supervisor, which
     stops its children itself, in order. ``heartbeat``: the file the process is to touch
-    as its heartbeat (``heartbeat_file``), for a supervisor that watches it."""
+    as its heartbeat (``heartbeat_file``), for a supervisor that watches it; ``ready``:
+    the one it is to touch once it serves (``ready_file``), for a rolling restart."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:  # the child holds its own descriptor
         return subprocess.Popen(
             process_command(name, host, port, instance_id),
-            env=process_env(name, env, instance_id, heartbeat),
+            env=process_env(name, env, instance_id, heartbeat, ready),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,

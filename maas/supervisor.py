@@ -10,8 +10,9 @@ fatal-error path relies on, and a killed processor is back in about a second. On
 crash loop backs off (``restart_delay_s``), so a broken set-up shows one clear error in
 its log, not a restart storm. An API process whose heartbeat falls silent for
 ``api_watchdog_s`` is killed, then restarted the same way: stopped, it would keep its
-share of the port's new connections unanswered (``core/heartbeat.py``). Ctrl-C stops
-everything, the broker last.
+share of the port's new connections unanswered (``core/heartbeat.py``). SIGUSR2
+(``maas restart``) restarts every child in turn, each once the last serves again: a
+deploy without downtime (``maas/rolling.py``). Ctrl-C stops everything, the broker last.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
-from maas.processes import PROCESSES, SERVICE, heartbeat_file, process_label, start_process
+from maas.processes import (
+    PROCESSES,
+    SERVICE,
+    heartbeat_file,
+    process_label,
+    ready_file,
+    start_process,
+)
+from maas.rolling import PID_FILE, ROLL_SIGNAL, STATUS_FILE, Roll
 
 log = logging.getLogger("maas.up")
 
@@ -65,6 +74,7 @@ class Child:
     instance_id: str | None = None  # of one of several processes of a kind (SERVICE)
     heartbeat: Path | None = None  # the file it touches, if its kind is watched
     watchdog_s: float = 0.0  # the longest silence of its heartbeat before it is killed
+    ready_file: Path | None = None  # the file it touches once it serves
     process: subprocess.Popen[bytes] | None = None
     watch: HeartbeatWatch | None = None
     quick_exits: int = 0
@@ -76,6 +86,8 @@ class Child:
         return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)  # the last process's word is void
         self.process = start_process(
             self.name,
             env,
@@ -84,6 +96,7 @@ class Child:
             port=self.port,
             instance_id=self.instance_id,
             heartbeat=self.heartbeat,
+            ready=self.ready_file,
         )
         self.started_at = time.monotonic()
         if self.heartbeat is not None:
@@ -105,22 +118,21 @@ def check_api_count(count: int, settings: Settings) -> None:
 def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> list[Child]:
     """Every process of the service: ``counts[name]`` of each kind of SERVICE, with
     instance ids 0, 1, ...; one of each observer."""
-    logs_dir = Path(settings.data_dir) / "logs"
+    data_dir = Path(settings.data_dir)
     procs = []
     for name in PROCESSES:
         instances = [str(i) for i in range(counts[name])] if name in SERVICE else [None]
         for instance_id in instances:
-            log_path = logs_dir / f"{process_label(name, instance_id)}.log"
-            heartbeat = heartbeat_file(Path(settings.data_dir), name, instance_id)
             procs.append(
                 Child(
                     name,
-                    log_path,
+                    data_dir / "logs" / f"{process_label(name, instance_id)}.log",
                     host,
                     port,
                     instance_id=instance_id,
-                    heartbeat=heartbeat,
+                    heartbeat=heartbeat_file(data_dir, name, instance_id),
                     watchdog_s=settings.api_watchdog_s,
+                    ready_file=ready_file(data_dir, name, instance_id),
                 )
             )
     return procs
@@ -140,15 +152,21 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
     ensure_topics(settings)
 
     stopping = False
+    roll_asked = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    def ask_roll(*_: object) -> None:
+        nonlocal roll_asked
+        roll_asked = True
+
     # The children are sessions of their own (maas.processes): a closed terminal's hangup
     # reaches only the supervisor, which must then stop them like a Ctrl-C does.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
+    signal.signal(ROLL_SIGNAL, ask_roll)
 
     procs = children(settings, host, port, counts)
     for child in procs:
@@ -156,12 +174,26 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
     base_url = f"http://{host}:{port}"
     if _wait_ready(base_url, procs, lambda: stopping):
         print(_banner(base_url, settings), flush=True)
+    roll: Roll | None = None
+    data_dir = Path(settings.data_dir)
+    pid_file = data_dir / PID_FILE
+    pid_file.write_text(str(os.getpid()), encoding="utf-8")  # for maas restart
     try:
         while not stopping:
+            now = time.monotonic()
             for child in procs:
-                supervise(child, env, time.monotonic())
+                supervise(child, env, now)
+            if roll_asked:
+                roll_asked = False
+                if roll is not None and roll.rolling:
+                    log.warning("a rolling restart is already under way; asked again, ignored")
+                else:
+                    roll = Roll(list(procs), data_dir / STATUS_FILE)
+            if roll is not None and roll.rolling:
+                roll.step(now)
             time.sleep(POLL_S)
     finally:
+        pid_file.unlink(missing_ok=True)
         for child in reversed(procs):
             if child.process and child.process.poll() is None:
                 child.process.terminate()

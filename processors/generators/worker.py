@@ -80,6 +80,7 @@ from core.batching import IDLE_WAIT_S
 from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
+from core.readiness import mark_ready
 from core.settings import Settings
 from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from memes import place, policy
@@ -225,6 +226,7 @@ class GeneratorPool:
             self.concurrency,
             self.backend.name if self.backend else "-",
         )
+        ready = False
         try:
             while not self.stop_event.is_set():
                 if self.failure is not None:
@@ -236,6 +238,9 @@ class GeneratorPool:
                     continue
                 with watchdog.polling():
                     message = self.consumer.poll(wait_s)
+                if not ready and self.consumer.assignment():
+                    mark_ready(self.settings.ready_file)  # holds partitions: it serves
+                    ready = True
                 if message is None or not self._start(message):
                     self.free_threads.release()
         finally:

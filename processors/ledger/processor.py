@@ -105,6 +105,7 @@ from pydantic import ValidationError
 
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
+from core.readiness import mark_ready
 from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
@@ -577,6 +578,7 @@ class LedgerProcessor:
                 )
         self._rebuild_deadlines()
         log.info("partitions assigned partitions=%s", numbers)
+        mark_ready(self.settings.ready_file)
 
     def _wait_stable_offsets(
         self, consumer: Consumer, partitions: list[TopicPartition]

@@ -34,6 +34,7 @@ from typing import Any
 import faust
 from pydantic import TypeAdapter, ValidationError
 
+from core.readiness import mark_ready
 from core.settings import Settings
 from core.topics import Topics
 from processors.usage.counts import add_request, hour_of, summarize
@@ -71,6 +72,10 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
     # Keys and values use the app's defaults: raw (the client id) and JSON (the hours).
     hourly = app.Table("hourly", default=dict, partitions=settings.partitions)
     retention_hours = settings.usage_retention_hours
+
+    @app.task
+    async def started() -> None:
+        mark_ready(settings.ready_file)  # an observer serves once it runs
 
     @app.agent(requests)
     async def count_requests(stream: faust.StreamT) -> None:

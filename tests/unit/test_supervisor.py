@@ -138,6 +138,7 @@ def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_pat
         "checkpointer",
     ]
     assert all(c.log_path == tmp_path / "logs" / f"{c.label}.log" for c in procs)
+    assert all(c.ready_file == tmp_path / "ready" / c.label for c in procs)
     for child in procs:
         command = process_command(child.name, child.host, child.port, child.instance_id)
         env = process_env(child.name, {"MAAS_REGION": "x"}, child.instance_id, child.heartbeat)
