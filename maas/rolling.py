@@ -1,8 +1,11 @@
 """A rolling restart of ``maas up``'s processes: a deploy without downtime.
 
 ``maas restart`` (or ``kill -USR2 <pid of maas up>``) asks the supervisor to restart
-every child in turn, in the order it started them, so that each runs the code now on
-disk. For each child:
+every child in turn, so that each runs the code now on disk. The ledger processors go
+last (``ROLL_ORDER``): they write what the others read strictly (replies, approvals,
+ledger entries), while the others write only inputs, which an older processor reads
+whatever a newer writer adds (``docs/architecture.md``); so at every moment of a deploy
+each reader is at least as new as what it reads. For each child:
 
 1. SIGTERM: its graceful stop (an API answers the calls it holds and stops taking
    connections, which go to the other API processes on the port; a ledger processor
@@ -30,7 +33,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -38,6 +41,7 @@ from typing import Literal, Protocol
 log = logging.getLogger("maas.up")
 
 ROLL_SIGNAL = signal.SIGUSR2
+ROLL_ORDER = ("api", "generator-standard", "generator-ai", "usage", "checkpointer", "processor")
 STOP_TIMEOUT_S = 30.0  # an API's graceful stop waits for its calls (5 s deadlines)
 READY_TIMEOUT_S = 120.0  # a restart on a saturated machine has taken tens of seconds
 PID_FILE = "up.pid"
@@ -49,6 +53,8 @@ RollState = Literal["rolling", "done", "halted"]
 class Rollable(Protocol):
     """What a roll needs of a supervised child (``maas.supervisor.Child``)."""
 
+    @property
+    def name(self) -> str: ...
     @property
     def label(self) -> str: ...
     @property
@@ -80,13 +86,19 @@ class RollStatus:
             return None
 
 
+def in_roll_order(children: Sequence[Rollable]) -> list[Rollable]:
+    """The children in the order a roll restarts them (``ROLL_ORDER``), each kind's
+    instances in their own order."""
+    return sorted(children, key=lambda child: ROLL_ORDER.index(child.name))
+
+
 class Roll:
     """One rolling restart, advanced by the supervisor's loop (``step``) between its
     looks at the children, so that the others stay supervised meanwhile."""
 
     def __init__(
         self,
-        children: list[Rollable],
+        children: Sequence[Rollable],
         status_path: Path,
         *,
         stop_timeout_s: float = STOP_TIMEOUT_S,

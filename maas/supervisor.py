@@ -40,7 +40,7 @@ from maas.processes import (
     ready_file,
     start_process,
 )
-from maas.rolling import PID_FILE, ROLL_SIGNAL, STATUS_FILE, Roll
+from maas.rolling import PID_FILE, ROLL_SIGNAL, STATUS_FILE, Roll, in_roll_order
 
 log = logging.getLogger("maas.up")
 
@@ -188,7 +188,7 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
                 if roll is not None and roll.rolling:
                     log.warning("a rolling restart is already under way; asked again, ignored")
                 else:
-                    roll = Roll(list(procs), data_dir / STATUS_FILE)
+                    roll = Roll(in_roll_order(procs), data_dir / STATUS_FILE)
             if roll is not None and roll.rolling:
                 roll.step(now)
             time.sleep(POLL_S)

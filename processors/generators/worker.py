@@ -21,7 +21,9 @@ that waited longer than ``ai_max_wait_ms`` since the ledger approved it (the rec
 timestamp): the AI pool is the first to saturate, and without that bound its backlog
 grows to the request deadline under overload and every new AI request waits behind it
 afterwards. Failing the stale work costs the pool little, so it makes as many memes, and
-the fresh ones in time.
+the fresh ones in time. The wait counts from the pool's start if that is later: work that
+arrived while the pool was restarting (a deploy, a crash) waited for the restart, not
+behind the pool's own backlog, and is made (it still has its deadline).
 
 Each job flows on its own, step by step (a pipeline, not batches: a batch waited for its
 slowest meme and two broker round trips before the next began, and under load the AI
@@ -206,6 +208,7 @@ class GeneratorPool:
         self.render_timeout_s = settings.ai_generator_deadline_ms / 1000 if kind == "ai" else None
         # ... and a bound on how long its work may wait for a render thread (step 1).
         self.max_wait_ms = settings.ai_max_wait_ms if kind == "ai" else 0
+        self.started_at_ms = now_ms()  # the wait bound counts from here at the earliest
 
     def run(self) -> None:
         # No rebalance callback: ``InOrder`` sees a partition taken again by its offsets
@@ -226,7 +229,7 @@ class GeneratorPool:
             self.concurrency,
             self.backend.name if self.backend else "-",
         )
-        ready = False
+        ready = self.settings.ready_file is None  # or no supervisor asked to be told
         try:
             while not self.stop_event.is_set():
                 if self.failure is not None:
@@ -439,7 +442,7 @@ class GeneratorPool:
         if now > approval.deadline_ms:
             return _failed(approval, "deadline passed before generation")
         if self.max_wait_ms and job.approved_at_ms is not None:
-            waited_ms = now - job.approved_at_ms
+            waited_ms = now - max(job.approved_at_ms, self.started_at_ms)
             if waited_ms > self.max_wait_ms:
                 return _failed(
                     approval,

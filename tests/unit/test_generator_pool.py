@@ -268,6 +268,7 @@ def test_ai_pool_fails_work_that_waited_past_its_bound_and_makes_the_rest(
         FakeMessage(_approved("req-untimed"), offset=3, age_ms=None),
     ]
     pool = _pool(tmp_path, backend, messages, deadline_ms=3_000)
+    pool.started_at_ms -= 60_000  # running for a minute: the backlog is its own
     assert pool.max_wait_ms == 1_500
     _run(pool, lambda: (0, 4) in _stored(pool))
     by_request = {outcome.request_id: outcome for outcome in _outcomes(pool)}
@@ -278,6 +279,22 @@ def test_ai_pool_fails_work_that_waited_past_its_bound_and_makes_the_rest(
         assert "waited" in failed.error and "limit 1500" in failed.error
     assert isinstance(by_request["req-fresh"], MemeGenerated)
     assert isinstance(by_request["req-untimed"], MemeGenerated)
+    assert backend.calls == 2
+
+
+def test_ai_pool_makes_the_work_that_waited_for_its_restart(tmp_path: Path) -> None:
+    """Scenario: an AI pool restarts (a deploy) while approvals arrive for its partitions;
+    the new pool finds them 1.6 and 2.5 s old, within the request deadline.
+    We expect: both made, not failed: they waited for the restart, not behind the pool's
+    own backlog."""
+    backend = FixedBackend(AiCaption("fresh", "meme"))
+    messages = [
+        FakeMessage(_approved("req-during-0"), offset=0, age_ms=2_500),
+        FakeMessage(_approved("req-during-1"), offset=1, age_ms=1_600),
+    ]
+    pool = _pool(tmp_path, backend, messages, deadline_ms=3_000)
+    _run(pool, lambda: (0, 2) in _stored(pool))
+    assert all(isinstance(outcome, MemeGenerated) for outcome in _outcomes(pool))
     assert backend.calls == 2
 
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from maas import supervisor
 from maas.cli import main
 from maas.processes import process_env, ready_file
-from maas.rolling import PID_FILE, STATUS_FILE, Roll, RollStatus, request
-from maas.supervisor import CRASH_LOOP_S, Child, supervise
+from maas.rolling import PID_FILE, STATUS_FILE, Roll, RollStatus, in_roll_order, request
+from maas.supervisor import CRASH_LOOP_S, Child, children, supervise
 
 CHILD = """
 import os, pathlib, signal, sys, time
@@ -145,6 +146,24 @@ def test_a_child_that_does_not_stop_is_killed(tmp_path: Path, control: Path) -> 
 
     assert roll.status.state == "done"
     assert stubborn is not None and stubborn.returncode == -signal.SIGKILL
+
+
+def test_the_ledger_processors_roll_last(tmp_path: Path) -> None:
+    """They write what the others read strictly; the others write only inputs, which an
+    older processor reads whatever a newer writer adds."""
+    counts = {"processor": 2, "generator-standard": 2, "generator-ai": 1, "api": 2}
+    procs = children(Settings(data_dir=tmp_path), "127.0.0.1", 8000, counts)
+    assert [c.label for c in in_roll_order(procs)] == [
+        "api-0",
+        "api-1",
+        "generator-standard-0",
+        "generator-standard-1",
+        "generator-ai-0",
+        "usage",
+        "checkpointer",
+        "processor-0",
+        "processor-1",
+    ]
 
 
 # A ``maas up`` that answers a roll request at once, as the real one does when done.
