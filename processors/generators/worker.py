@@ -525,8 +525,11 @@ def _failed(job: MemeApproved, error: str) -> MemeFailed:
 
 
 def warm_up(kind: Kind) -> None:
-    """The process's one-off loads (place index ~2 s, policy model ~4 s), run while its
-    pool joins the group; a render that needs one before it is ready waits for it."""
+    """The process's one-off loads (the place index and, for AI captions, the policy
+    model: about a second together here, up to 6 s on a slow host), before its pool takes
+    work. A pool that took work first drew nothing until they were done, so it said it
+    served when it did not, and the AI pool's wait bound, counting from the pool's start,
+    failed the work that had arrived during its restart."""
     for load in (place.warm_up, policy.warm_up) if kind == "ai" else (place.warm_up,):
         load()
     # What exists now lives as long as the process. Frozen, a full collection no longer
@@ -539,7 +542,7 @@ def run(settings: Settings, kind: Kind) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=warm_up, args=(kind,), name="warm-up", daemon=True).start()
+    warm_up(kind)
     # Made once: a pool that rejoins after a fence keeps its backend's connections.
     backend = make_backend(settings) if kind == "ai" else None
     blobs = make_blob_store(settings)
