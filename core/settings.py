@@ -117,6 +117,9 @@ class Settings(BaseModel):
     # The file this process touches once it serves (core/readiness.py); set by its
     # supervisor, else none.
     ready_file: Path | None = None
+    # The process this one replaces in a rolling restart: it waits for that one to exit
+    # before what the two cannot share (core/readiness.py, take_over).
+    predecessor_pid: int | None = Field(default=None, ge=1)
     # Development mode (./run sets it): the three secrets below may keep their development
     # defaults. Anywhere else, a process that uses one refuses to start with its default
     # (``require_secrets``): a forgotten variable must not leave a door open.

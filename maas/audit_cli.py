@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from core import logs
-from core.readiness import mark_ready
+from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
 from core.topics import Topics
@@ -218,6 +218,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     interval_s = settings.audit_checkpoint_interval_s
     log.info("audit checkpoints every interval_s=%d", interval_s)
+    take_over(settings.ready_file, settings.predecessor_pid)  # one signer at a time
     mark_ready(settings.ready_file)
     signed: dict[int, int] = {}
     while not stop.is_set():

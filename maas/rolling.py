@@ -1,28 +1,31 @@
 """A rolling restart of ``maas up``'s processes: a deploy without downtime.
 
-``maas restart`` (or ``kill -USR2 <pid of maas up>``) asks the supervisor to restart
+``maas restart`` (or ``kill -USR2 <pid of maas up>``) asks the supervisor to replace
 every child in turn, so that each runs the code now on disk. The ledger processors go
 last (``ROLL_ORDER``): they write what the others read strictly (replies, approvals,
 ledger entries), while the others write only inputs, which an older processor reads
 whatever a newer writer adds (``docs/architecture.md``); so at every moment of a deploy
 each reader is at least as new as what it reads. For each child:
 
-1. SIGTERM: its graceful stop (an API answers the calls it holds and stops taking
-   connections, which go to the other API processes on the port; a ledger processor
-   ends between transactions; a generator pool finishes its renders);
-2. the supervisor restarts it once it has exited, as it restarts any child
-   (``maas.supervisor.supervise``); one still running after ``STOP_TIMEOUT_S`` is killed;
-3. the next child waits until this one serves again: until it has touched its ready
-   file (``core/readiness.py``). The instances of a kind are never down together.
+1. its replacement starts while it still serves, told its pid (``MAAS_PREDECESSOR_PID``):
+   it imports, loads and builds its clients, then says it is warm and waits for the
+   predecessor to exit (``core/readiness.py``, ``take_over``); an API process instead
+   listens beside it and says it serves;
+2. the predecessor gets SIGTERM: its graceful stop (an API answers the calls it holds
+   and leaves the port to the others, a processor ends between transactions, a pool
+   finishes its renders); one still running after ``STOP_TIMEOUT_S`` is killed;
+3. the replacement takes over (its transactional id, its static group membership: its
+   predecessor's partitions, without a rebalance), and the next child waits until it
+   serves: until it has touched its ready file.
 
-A child that does not serve within ``READY_TIMEOUT_S`` halts the roll: restarting the
-next could take a second instance of its kind down. The supervisor still restarts it if
-it exits, as always. Progress goes to the supervisor's log and to ``roll.json`` in the
-data dir (``RollStatus``), which ``maas restart`` waits on.
-
-A static member of a consumer group (a ledger processor, a generator pool) takes its own
-partitions back when it returns, so each restart stalls only that instance's partitions,
-for as long as it takes to start (about a second here: ``docs/reliability.md``).
+So a processor's or a pool's partitions wait only for its predecessor's stop and its own
+join, not for a whole start, and the instances of a kind are never down together. A
+replacement that is not warm, or does not serve, within ``READY_TIMEOUT_S`` halts the
+roll: one that never got warm is killed and its predecessor kept. The supervisor looks
+after the replacement as after any child (a crashed one is started again, without a
+predecessor to wait for; the roll then stops the old one at once). Progress goes to the
+supervisor's log and to ``roll.json`` in the data dir (``RollStatus``), which
+``maas restart`` waits on.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
+
+from core.readiness import warm_file
 
 log = logging.getLogger("maas.up")
 
@@ -53,14 +58,13 @@ RollState = Literal["rolling", "done", "halted"]
 class Rollable(Protocol):
     """What a roll needs of a supervised child (``maas.supervisor.Child``)."""
 
-    @property
-    def name(self) -> str: ...
+    name: str
+    process: subprocess.Popen[bytes] | None
+    ready_file: Path | None
+
     @property
     def label(self) -> str: ...
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None: ...
-    @property
-    def ready_file(self) -> Path | None: ...
+    def start(self, env: dict[str, str]) -> None: ...
 
 
 @dataclass
@@ -92,6 +96,9 @@ def in_roll_order(children: Sequence[Rollable]) -> list[Rollable]:
     return sorted(children, key=lambda child: ROLL_ORDER.index(child.name))
 
 
+Phase = Literal["warming", "stopping", "taking over"]
+
+
 class Roll:
     """One rolling restart, advanced by the supervisor's loop (``step``) between its
     looks at the children, so that the others stay supervised meanwhile."""
@@ -100,18 +107,22 @@ class Roll:
         self,
         children: Sequence[Rollable],
         status_path: Path,
+        env: dict[str, str],
         *,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.children = children
         self.status_path = status_path
+        self.env = env
         self.stop_timeout_s = stop_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.status = RollStatus("rolling", time.time())
         self._next = 0
-        self._stopping: subprocess.Popen[bytes] | None = None  # the process being replaced
-        self._restarted = False  # whether the supervisor has started its successor
+        self._phase: Phase | None = None  # None: the next child's replacement to start
+        self._old: subprocess.Popen[bytes] | None = None  # the predecessor
+        self._new: subprocess.Popen[bytes] | None = None  # its replacement, as started
+        self._began_at = 0.0
         self._stopped_at = 0.0
         self._deadline = 0.0
         log.info("rolling restart started processes=%d", len(children))
@@ -125,55 +136,114 @@ class Roll:
         """Advance as far as the children allow."""
         while self.rolling:
             child = self.children[self._next]
-            if self._stopping is None:
-                self._stop(child, now)
-            elif child.process is self._stopping:  # not restarted yet
-                if self._stopping.poll() is None and now > self._deadline:
-                    log.warning(
-                        "rolling restart: process=%s did not stop within %.0f s; killing it",
-                        child.label,
-                        self.stop_timeout_s,
-                    )
-                    self._stopping.kill()
-                return
-            elif not self._restarted:
-                self._restarted, self._deadline = True, now + self.ready_timeout_s
-            elif child.ready_file is not None and child.ready_file.exists():
+            if self._phase is None:
+                self._replace(child, now)
+            elif self._phase == "warming":
+                if not self._warmed(child, now):
+                    return
+            elif self._phase == "stopping":
+                if not self._stopped(child, now):
+                    return
+            elif _serves(child):
                 self._served(child, now)
             elif now > self._deadline:
                 self._halt(f"{child.label} did not serve within {self.ready_timeout_s:.0f} s")
             else:
                 return
 
-    def _stop(self, child: Rollable, now: float) -> None:
-        process = child.process
-        assert process is not None
-        self._stopping, self._stopped_at = process, now
-        self._deadline = now + self.stop_timeout_s
+    def _replace(self, child: Rollable, now: float) -> None:
+        old = child.process
+        assert old is not None
+        self._old, self._began_at = old, now
         self.status.current = child.label
         self.status.write(self.status_path)
-        log.info("rolling restart: stopping process=%s pid=%d", child.label, process.pid)
-        if process.poll() is None:
-            process.terminate()
+        child.start({**self.env, "MAAS_PREDECESSOR_PID": str(old.pid)})
+        self._new = child.process
+        log.info(
+            "rolling restart: replacing process=%s pid=%d",
+            child.label,
+            old.pid,
+        )
+        self._phase, self._deadline = "warming", now + self.ready_timeout_s
+
+    def _warmed(self, child: Rollable, now: float) -> bool:
+        """Whether the replacement waits only for its predecessor now (it said so, or it
+        serves already, or it crashed and its restart waits for nobody)."""
+        ready = child.ready_file
+        warm = ready is not None and (ready.exists() or warm_file(ready).exists())
+        new = self._new
+        crashed = new is None or new.poll() is not None or child.process is not new
+        if not warm and not crashed:
+            if now <= self._deadline:
+                return False
+            self._give_back(child)
+            return False
+        assert self._old is not None
+        log.info(
+            "rolling restart: process=%s warm after %.1f s; stopping pid=%d",
+            child.label,
+            now - self._began_at,
+            self._old.pid,
+        )
+        self._old.terminate()
+        self._phase, self._deadline = "stopping", now + self.stop_timeout_s
+        return True
+
+    def _stopped(self, child: Rollable, now: float) -> bool:
+        assert self._old is not None
+        if self._old.poll() is None:
+            if now > self._deadline:
+                log.warning(
+                    "rolling restart: process=%s pid=%d did not stop within %.0f s; killing it",
+                    child.label,
+                    self._old.pid,
+                    self.stop_timeout_s,
+                )
+                self._old.kill()
+            return False
+        self._stopped_at = now
+        self._phase, self._deadline = "taking over", now + self.ready_timeout_s
+        return True
 
     def _served(self, child: Rollable, now: float) -> None:
         log.info(
-            "rolling restart: process=%s serves again after %.1f s",
+            "rolling restart: process=%s serves again %.1f s after its predecessor "
+            "stopped (%.1f s in all)",
             child.label,
             now - self._stopped_at,
+            now - self._began_at,
         )
         self.status.restarted.append(child.label)
-        self._stopping, self._restarted = None, False
+        self._phase, self._old, self._new = None, None, None
         self._next += 1
         if self._next == len(self.children):
             self.status.state, self.status.current = "done", None
             log.info("rolling restart done processes=%d", len(self.children))
         self.status.write(self.status_path)
 
+    def _give_back(self, child: Rollable) -> None:
+        """A replacement never got warm: the predecessor stays, the replacement goes."""
+        replacement = child.process
+        child.process = self._old
+        if replacement is not None:
+            replacement.kill()
+            replacement.wait()
+        self._halt(f"{child.label}'s replacement was not warm within {self.ready_timeout_s:.0f} s")
+
     def _halt(self, error: str) -> None:
         log.error("rolling restart halted: %s; the processes after it were not restarted", error)
         self.status.state, self.status.error = "halted", error
         self.status.write(self.status_path)
+
+
+def _serves(child: Rollable) -> bool:
+    process = child.process
+    return (
+        child.ready_file is not None
+        and child.ready_file.exists()
+        and process is not None
+        and process.poll() is None
+    )
 
 
 def request(

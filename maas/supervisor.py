@@ -11,7 +11,7 @@ crash loop backs off (``restart_delay_s``), so a broken set-up shows one clear e
 its log, not a restart storm. An API process whose heartbeat falls silent for
 ``api_watchdog_s`` is killed, then restarted the same way: stopped, it would keep its
 share of the port's new connections unanswered (``core/heartbeat.py``). SIGUSR2
-(``maas restart``) restarts every child in turn, each once the last serves again: a
+(``maas restart``) replaces every child in turn, each once the last serves again: a
 deploy without downtime (``maas/rolling.py``). Ctrl-C stops everything, the broker last.
 """
 
@@ -30,6 +30,7 @@ import httpx
 
 from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
+from core.readiness import warm_file
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
 from maas.processes import (
@@ -86,8 +87,9 @@ class Child:
         return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
-        if self.ready_file is not None:
-            self.ready_file.unlink(missing_ok=True)  # the last process's word is void
+        if self.ready_file is not None:  # the last process's word is void
+            self.ready_file.unlink(missing_ok=True)
+            warm_file(self.ready_file).unlink(missing_ok=True)
         self.process = start_process(
             self.name,
             env,
@@ -188,7 +190,7 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
                 if roll is not None and roll.rolling:
                     log.warning("a rolling restart is already under way; asked again, ignored")
                 else:
-                    roll = Roll(in_roll_order(procs), data_dir / STATUS_FILE)
+                    roll = Roll(in_roll_order(procs), data_dir / STATUS_FILE, env)
             if roll is not None and roll.rolling:
                 roll.step(now)
             time.sleep(POLL_S)

@@ -82,7 +82,7 @@ from core.batching import IDLE_WAIT_S
 from core.blobstore import BlobStore, make_blob_store
 from core.clock import now_ms
 from core.ids import stable_id
-from core.readiness import mark_ready
+from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from memes import place, policy
@@ -543,6 +543,7 @@ def run(settings: Settings, kind: Kind) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     warm_up(kind)
+    take_over(settings.ready_file, settings.predecessor_pid)  # its group membership
     # Made once: a pool that rejoins after a fence keeps its backend's connections.
     backend = make_backend(settings) if kind == "ai" else None
     blobs = make_blob_store(settings)

@@ -105,7 +105,7 @@ from pydantic import ValidationError
 
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
-from core.readiness import mark_ready
+from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
@@ -657,6 +657,8 @@ def run(settings: Settings) -> None:
     gc.freeze()
     signal.signal(signal.SIGTERM, lambda *_: processor.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: processor.stop_event.set())
+    # Its transactional id and state are its predecessor's until that one has exited.
+    take_over(settings.ready_file, settings.predecessor_pid)
     try:
         processor.run()
     except KafkaException as exc:

@@ -34,7 +34,7 @@ from typing import Any
 import faust
 from pydantic import TypeAdapter, ValidationError
 
-from core.readiness import mark_ready
+from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topics import Topics
 from processors.usage.counts import add_request, hour_of, summarize
@@ -125,6 +125,7 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
 
 def run(settings: Settings, host: str) -> None:
     app = build_app(settings, host)
+    take_over(settings.ready_file, settings.predecessor_pid)  # its tables and membership
     log_format = "%(asctime)s level=%(levelname)s process=usage logger=%(name)s %(message)s"
     faust.Worker(
         app,

@@ -1,10 +1,14 @@
-"""A rolling restart restarts each child in turn, the next only once the last serves again;
-it halts at a child that does not serve, and kills one that does not stop.
+"""A rolling restart replaces each child in turn: the replacement starts while its
+predecessor serves, the predecessor is stopped once the replacement is warm, and the
+next child is replaced only once this one serves. It halts at a replacement that does
+not get warm (keeping the predecessor) or does not serve, and kills a predecessor that
+does not stop.
 
 The children here are small Python processes, started by the supervisor's own
 ``Child.start`` and restarted by its own ``supervise``; only the command they run is
-replaced (``start_process``). Each touches the ready file its supervisor names once it
-"serves", and exits on SIGTERM, unless the control file tells it otherwise.
+replaced (``start_process``). Each waits for its predecessor with the real
+``take_over``, touches the ready file its supervisor names once it "serves", notes each
+step in a shared event log, and exits on SIGTERM, unless the control file says otherwise.
 """
 
 from __future__ import annotations
@@ -28,17 +32,28 @@ from maas.supervisor import CRASH_LOOP_S, Child, children, supervise
 
 CHILD = """
 import os, pathlib, signal, sys, time
-from core.readiness import mark_ready
+from core.readiness import mark_ready, take_over
 ready = pathlib.Path(os.environ["MAAS_READY_FILE"])
 control = pathlib.Path(os.environ["FAKE_CONTROL"])
+events = pathlib.Path(os.environ["FAKE_EVENTS"])
 rules = control.read_text().split() if control.exists() else []
-if "ignore-term:" + ready.name in rules:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-else:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-time.sleep(0.2)  # starting
+def note(what):
+    with events.open("a") as log:
+        log.write(f"{time.time()} {ready.name} {os.getpid()} {what}\\n")
+def stop(*_):
+    note("stopped")
+    sys.exit(0)
+note("started")
+signal.signal(signal.SIGTERM, signal.SIG_IGN if "ignore-term:" + ready.name in rules else stop)
+time.sleep(0.2)  # imports, loads
+while "never-warm:" + ready.name in rules:
+    time.sleep(1)
+predecessor = os.environ.get("MAAS_PREDECESSOR_PID")
+take_over(ready, int(predecessor) if predecessor else None)
+note("took over")
 if "never-ready:" + ready.name not in rules:
     mark_ready(ready)
+    note("ready")
 while True:
     time.sleep(1)
 """
@@ -61,7 +76,7 @@ def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def started(tmp_path: Path, control: Path, names: list[str]) -> tuple[list[Child], dict]:
-    env = {**os.environ, "FAKE_CONTROL": str(control)}
+    env = {**os.environ, "FAKE_CONTROL": str(control), "FAKE_EVENTS": str(tmp_path / "events")}
     procs = [
         Child(name, tmp_path / f"{name}.log", "", 0, ready_file=ready_file(tmp_path, name))
         for name in names
@@ -76,9 +91,8 @@ def started(tmp_path: Path, control: Path, names: list[str]) -> tuple[list[Child
     return procs, env
 
 
-def drive(procs: list[Child], env: dict, roll: Roll, timeout_s: float = 60) -> list[int]:
-    """The supervisor's loop until the roll ends; how many children were down at each look."""
-    down = []
+def drive(procs: list[Child], roll: Roll, env: dict, timeout_s: float = 60) -> None:
+    """The supervisor's loop until the roll ends."""
     give_up = time.monotonic() + timeout_s
     while roll.rolling:
         assert time.monotonic() < give_up, roll.status
@@ -86,9 +100,16 @@ def drive(procs: list[Child], env: dict, roll: Roll, timeout_s: float = 60) -> l
         for child in procs:
             supervise(child, env, now)
         roll.step(now)
-        down.append(sum(not (c.ready_file and c.ready_file.exists()) for c in procs))
         time.sleep(0.02)
-    return down
+
+
+def events(tmp_path: Path) -> dict[tuple[int, str], float]:
+    """(pid, step) -> when, from the children's shared event log."""
+    noted = {}
+    for line in (tmp_path / "events").read_text().splitlines():
+        at, _, pid, step = line.split(" ", 3)
+        noted[int(pid), step] = float(at)
+    return noted
 
 
 def stop_all(procs: list[Child]) -> None:
@@ -98,49 +119,77 @@ def stop_all(procs: list[Child]) -> None:
             child.process.wait()
 
 
-def test_each_child_is_restarted_in_turn_and_never_two_are_down(
+def test_each_child_is_replaced_while_it_serves_and_one_at_a_time(
     tmp_path: Path, control: Path
 ) -> None:
     procs, env = started(tmp_path, control, ["a", "b", "c"])
-    first = [c.process for c in procs]
+    old = [c.process for c in procs]
     try:
-        roll = Roll(list(procs), tmp_path / STATUS_FILE)
-        down = drive(procs, env, roll)
+        roll = Roll(procs, tmp_path / STATUS_FILE, env)
+        drive(procs, roll, env)
+        new = [c.process for c in procs]
     finally:
         stop_all(procs)
 
     assert roll.status.state == "done"
     assert roll.status.restarted == ["a", "b", "c"]
-    assert all(c.process is not p for c, p in zip(procs, first, strict=True))
-    assert all(p is not None and p.returncode == 0 for p in first)  # stopped gracefully
-    assert max(down) == 1  # one at a time, and each restart was seen
     assert RollStatus.read(tmp_path / STATUS_FILE) == roll.status
+    at = events(tmp_path)
+    for i, (before, after) in enumerate(zip(old, new, strict=True)):
+        assert before is not None and after is not None and after is not before
+        assert before.returncode == 0  # stopped gracefully
+        # The replacement started while its predecessor served, and took over after it.
+        assert at[after.pid, "started"] < at[before.pid, "stopped"]
+        assert at[before.pid, "stopped"] < at[after.pid, "took over"] < at[after.pid, "ready"]
+        if i + 1 < len(old):  # the next is stopped only once this one serves
+            assert at[after.pid, "ready"] < at[old[i + 1].pid, "stopped"]  # type: ignore[union-attr]
 
 
-def test_a_child_that_does_not_serve_halts_the_roll(tmp_path: Path, control: Path) -> None:
+def test_a_replacement_that_never_gets_warm_is_killed_and_its_predecessor_kept(
+    tmp_path: Path, control: Path
+) -> None:
     procs, env = started(tmp_path, control, ["a", "b", "c"])
-    control.write_text("never-ready:b")  # its next start never serves
+    control.write_text("never-warm:b")
+    kept, untouched = procs[1].process, procs[2].process
+    try:
+        roll = Roll(procs, tmp_path / STATUS_FILE, env, ready_timeout_s=1.0)
+        drive(procs, roll, env)
+        for _ in range(10):  # the supervisor keeps looking after the one it kept
+            supervise(procs[1], env, time.monotonic())
+        assert kept is not None and kept.poll() is None and procs[1].process is kept
+        assert untouched is not None and untouched.poll() is None
+    finally:
+        stop_all(procs)
+
+    assert roll.status.state == "halted"
+    assert roll.status.restarted == ["a"]
+    assert roll.status.error == "b's replacement was not warm within 1 s"
+    assert procs[2].process is untouched
+
+
+def test_a_replacement_that_does_not_serve_halts_the_roll(tmp_path: Path, control: Path) -> None:
+    procs, env = started(tmp_path, control, ["a", "b", "c"])
+    control.write_text("never-ready:b")
     untouched = procs[2].process
     try:
-        roll = Roll(list(procs), tmp_path / STATUS_FILE, ready_timeout_s=1.0)
-        drive(procs, env, roll)
-        assert untouched is not None and untouched.poll() is None  # c was left running
+        roll = Roll(procs, tmp_path / STATUS_FILE, env, ready_timeout_s=1.0)
+        drive(procs, roll, env)
+        assert untouched is not None and untouched.poll() is None
     finally:
         stop_all(procs)
 
     assert roll.status.state == "halted"
     assert roll.status.restarted == ["a"]
     assert roll.status.error == "b did not serve within 1 s"
-    assert procs[2].process is untouched
 
 
-def test_a_child_that_does_not_stop_is_killed(tmp_path: Path, control: Path) -> None:
+def test_a_predecessor_that_does_not_stop_is_killed(tmp_path: Path, control: Path) -> None:
     control.write_text("ignore-term:a")
     procs, env = started(tmp_path, control, ["a"])
     stubborn = procs[0].process
     try:
-        roll = Roll(list(procs), tmp_path / STATUS_FILE, stop_timeout_s=0.5)
-        drive(procs, env, roll)
+        roll = Roll(procs, tmp_path / STATUS_FILE, env, stop_timeout_s=0.5)
+        drive(procs, roll, env)
     finally:
         stop_all(procs)
 
