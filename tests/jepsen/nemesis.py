@@ -34,6 +34,11 @@ Faults (``Fault.kind``):
   limit, then SIGCONT (a long pause of its own, such as a swapped-out process): it must
   not be killed, and its calls resume, their deadlines passed meanwhile racing the
   replies that arrived;
+- ``graceful_restart``: a deploy's replacement of one process (a processor, a generator
+  pool or an API, by seed), as ``maas restart`` makes it: the replacement starts beside
+  it and waits; once it is warm the old one gets SIGTERM and stops gracefully with work
+  under way (a transaction ended, renders finished and their outcomes sent, calls
+  answered), and the replacement takes over (its transactional id, its membership);
 - ``broker_kill``: kill -9 the broker leading most partitions of ``<region>.requests``,
   start it again a few seconds later;
 - ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
@@ -94,6 +99,7 @@ PROCESS_KINDS = (
     "api_kill",
     "api_pause",
     "api_stall",
+    "graceful_restart",
 )
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
 # Planned only where time remains after the required faults (see processor_wedge above).
@@ -110,6 +116,7 @@ ESTIMATED_S = {
     "api_kill": 2.0,
     "api_pause": API_WATCHDOG_S + 2.0,
     "api_stall": API_WATCHDOG_S - 2.0,
+    "graceful_restart": 5.0,
     "broker_kill": 10.0,
     "broker_pause": 7.0,
     "broker_restart": 10.0,
@@ -230,6 +237,7 @@ def plan_faults(
         ("api_kill", ""),
         ("api_pause", ""),
         ("api_stall", ""),
+        ("graceful_restart", ""),
     ]
     rng.shuffle(process)
     broker = [(kind, "") for kind in BROKER_KINDS]
@@ -257,6 +265,9 @@ def plan_faults(
                 target = rng.choice([*generators, *generator_names("ai", generators_ai)])
             elif kind in ("api_kill", "api_pause", "api_stall"):
                 target = rng.choice(api_names(apis))
+            elif kind == "graceful_restart":
+                ai = generator_names("ai", generators_ai)
+                target = rng.choice([*instances, *generators, *ai, *api_names(apis)])
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
             fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
@@ -374,6 +385,9 @@ class Nemesis:
                 return self._api_pause(fault.target)
             case "api_stall":
                 return self._api_stall(fault.target)
+            case "graceful_restart":
+                old, code, new = self.region.replace(fault.target)
+                return f"pid={new} took over from pid={old} (stopped, code={code})"
             case "broker_kill" | "broker_pause" | "broker_restart":
                 if self.cluster is None:
                     return "skipped: the cluster is not ours"

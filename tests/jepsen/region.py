@@ -37,6 +37,7 @@ import httpx
 
 from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
+from core.readiness import warm_file
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
@@ -251,6 +252,33 @@ class Region:
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
             return pid
+
+    def replace(self, name: str, timeout_s: float = 60.0) -> tuple[int, int, int]:
+        """A deploy's replacement of one process, as ``maas restart`` makes it
+        (``maas/rolling.py``): the replacement starts beside it, told its pid; once the
+        replacement is warm (an API: serves), the old one gets SIGTERM and stops
+        gracefully, and the replacement takes over. Returns the old pid, its exit code and
+        the new pid; a replacement that exits or never gets warm fails the fault."""
+        ready = self.root / "ready" / name
+        for path in (ready, warm_file(ready)):
+            path.unlink(missing_ok=True)
+        with self.hold(name) as child:
+            old = child.popen
+            assert old is not None
+            env = {"MAAS_PREDECESSOR_PID": str(old.pid), "MAAS_READY_FILE": str(ready)}
+            self._start(child, env)
+            new = child.popen
+            assert new is not None
+            give_up = time.monotonic() + timeout_s
+            while not (ready.exists() or warm_file(ready).exists()):
+                if new.poll() is not None:
+                    raise RuntimeError(f"{name}'s replacement exited with code {new.returncode}")
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"{name}'s replacement not warm after {timeout_s:.0f}s")
+                time.sleep(0.05)
+            old.terminate()
+            code = old.wait(timeout_s)  # a graceful stop that hangs fails the fault
+        return old.pid, code, self.wait_running(name, timeout_s)
 
     def pause(self, name: str) -> None:
         """SIGSTOP: the process neither runs nor exits, so the supervisor waits."""
