@@ -2,9 +2,10 @@
 broker (two ledger processors, two standard generator pools, one AI pool, two API
 processes, the observers); clients ask for memes at a steady rate, one of them on Memes
 AI, each call with an ``Idempotency-Key`` and no retry; meanwhile ``maas restart``
-restarts every process in turn.
+replaces every process in turn.
 
-We expect: ``maas restart`` exits 0 and names every process; each runs with a new pid;
+We expect: ``maas restart`` exits 0 and names every process, the ledger processors last;
+each runs with a new pid;
 every call of the whole run was answered 200, none slower than the request deadline; and
 each client's balance is what it bought less one token per meme, each charged once.
 """
@@ -26,22 +27,22 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import Settings
 from maas.broker import free_port
+from maas.rolling import in_roll_order
+from maas.supervisor import children
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
-COUNTS = ["--processors", "2", "--generators-standard", "2", "--generators-ai", "1", "--api", "2"]
-ROLL_ORDER = [  # the ledger processors last (maas/rolling.py)
-    "api-0",
-    "api-1",
-    "generator-standard-0",
-    "generator-standard-1",
-    "generator-ai-0",
-    "usage",
-    "checkpointer",
-    "processor-0",
-    "processor-1",
-]
+COUNTS = {"processor": 2, "generator-standard": 2, "generator-ai": 1, "api": 2}
+FLAGS = {
+    "processor": "--processors",
+    "generator-standard": "--generators-standard",
+    "generator-ai": "--generators-ai",
+    "api": "--api",
+}
+# The order maas/rolling.py replaces them in (pinned in tests/unit/test_rolling.py).
+ROLL_ORDER = [c.label for c in in_roll_order(children(Settings(), "127.0.0.1", 0, COUNTS))]
 CHILDREN = set(ROLL_ORDER)
 RATE = 20.0  # calls a second
 TOKENS = 1_000
@@ -69,7 +70,7 @@ def test_a_rolling_restart_under_load_answers_every_call(kafka: Any, tmp_path: P
     up_log = tmp_path / "up.log"
     with up_log.open("wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "maas.cli", "up", "--port", str(port), *COUNTS],
+            [sys.executable, "-m", "maas.cli", "up", "--port", str(port), *_count_flags()],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -171,6 +172,10 @@ def _clients(http: httpx.Client, count: int, ai: int) -> list[str]:
             http.put(f"/v1/clients/{client['client_id']}/subscription", headers=billing, json={})
         keys.append(client["api_key"])
     return keys
+
+
+def _count_flags() -> list[str]:
+    return [arg for kind, count in COUNTS.items() for arg in (FLAGS[kind], str(count))]
 
 
 def _auth(key: str) -> dict[str, str]:
