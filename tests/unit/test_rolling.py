@@ -48,6 +48,10 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN if "ignore-term:" + ready.name in r
 time.sleep(0.2)  # imports, loads
 while "never-warm:" + ready.name in rules:
     time.sleep(1)
+crashed = ready.with_name(ready.name + ".crashed")
+if "crash-once:" + ready.name in rules and not crashed.exists():
+    crashed.touch()
+    sys.exit(1)
 predecessor = os.environ.get("MAAS_PREDECESSOR_PID")
 take_over(ready, int(predecessor) if predecessor else None)
 note("took over")
@@ -181,6 +185,26 @@ def test_a_replacement_that_does_not_serve_halts_the_roll(tmp_path: Path, contro
     assert roll.status.state == "halted"
     assert roll.status.restarted == ["a"]
     assert roll.status.error == "b did not serve within 1 s"
+
+
+def test_a_replacement_that_crashes_is_started_again_and_its_predecessor_stopped(
+    tmp_path: Path, control: Path
+) -> None:
+    """The supervisor starts the crashed replacement again, as any child, without a
+    predecessor to wait for; the roll stops the predecessor at once and goes on."""
+    procs, env = started(tmp_path, control, ["a", "b"])
+    control.write_text("crash-once:a")
+    before = procs[0].process
+    try:
+        roll = Roll(procs, tmp_path / STATUS_FILE, env)
+        drive(procs, roll, env)
+    finally:
+        stop_all(procs)
+
+    assert roll.status.state == "done"
+    assert roll.status.restarted == ["a", "b"]
+    assert before is not None and before.returncode == 0
+    assert (tmp_path / "ready" / "a.crashed").exists()
 
 
 def test_a_predecessor_that_does_not_stop_is_killed(tmp_path: Path, control: Path) -> None:
