@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     restart = sub.add_parser(
         "restart",
-        help="restart every process of the running maas up in turn, without downtime "
+        help="replace every process of the running maas up in turn, without downtime "
         "(a deploy: each runs the code now on disk)",
     )
     restart.add_argument(
