@@ -63,11 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
     up.set_defaults(func=_up)
 
-    restart = sub.add_parser(
-        "restart",
-        help="replace every process of the running maas up in turn, without downtime "
-        "(a deploy: each runs the code now on disk)",
+    what = (
+        "replace every process of the running maas up in turn, without downtime (a "
+        "deploy: each runs the code now on disk); prints each as it serves again"
     )
+    restart = sub.add_parser("restart", help=what, description=what)
     restart.add_argument(
         "--timeout",
         type=_positive,
