@@ -10,7 +10,7 @@ last one's file is back.
 
 A rolling restart starts each replacement while its predecessor still serves, naming it
 (``MAAS_PREDECESSOR_PID``). The replacement does all it can alone (imports, loads,
-clients), says so (``warm_file``), and waits in ``take_over`` until the predecessor has
+clients), says so (``is_warm``), and waits in ``take_over`` until the predecessor has
 exited before what the two cannot share: a ledger processor's transactional id and
 RocksDB state, a pool's static group membership, the usage worker's tables. The
 supervisor stops the predecessor once the replacement is warm, so its partitions wait
@@ -20,7 +20,6 @@ share the port and need no wait: a new one listens beside the old one.)
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,9 +34,20 @@ def mark_ready(path: Path | None) -> None:
     path.touch()
 
 
-def warm_file(ready: Path) -> Path:
+def _warm_file(ready: Path) -> Path:
     """Where a replacement says it waits only for its predecessor."""
     return ready.with_name(ready.name + ".warm")
+
+
+def forget(ready: Path) -> None:
+    """Before a start: what the last process said is void."""
+    ready.unlink(missing_ok=True)
+    _warm_file(ready).unlink(missing_ok=True)
+
+
+def is_warm(ready: Path) -> bool:
+    """Whether the process waits only for its predecessor, or serves already."""
+    return ready.exists() or _warm_file(ready).exists()
 
 
 def take_over(ready: Path | None, predecessor_pid: int | None) -> None:
@@ -46,7 +56,7 @@ def take_over(ready: Path | None, predecessor_pid: int | None) -> None:
     if predecessor_pid is None:
         return
     if ready is not None:
-        mark_ready(warm_file(ready))
+        mark_ready(_warm_file(ready))
     while running(predecessor_pid):
         time.sleep(TAKE_OVER_POLL_S)
 
@@ -60,9 +70,3 @@ def running(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except FileNotFoundError:
         return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from core.readiness import warm_file
+from core.readiness import is_warm
 
 log = logging.getLogger("maas.up")
 
@@ -170,7 +170,7 @@ class Roll:
         """Whether the replacement waits only for its predecessor now (it said so, or it
         serves already, or it crashed and its restart waits for nobody)."""
         ready = child.ready_file
-        warm = ready is not None and (ready.exists() or warm_file(ready).exists())
+        warm = ready is not None and is_warm(ready)
         new = self._new
         crashed = new is None or new.poll() is not None or child.process is not new
         if not warm and not crashed:

@@ -30,7 +30,7 @@ import httpx
 
 from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
-from core.readiness import warm_file
+from core.readiness import forget
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
 from maas.broker import LocalBroker
 from maas.processes import (
@@ -87,9 +87,8 @@ class Child:
         return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
-        if self.ready_file is not None:  # the last process's word is void
-            self.ready_file.unlink(missing_ok=True)
-            warm_file(self.ready_file).unlink(missing_ok=True)
+        if self.ready_file is not None:
+            forget(self.ready_file)
         self.process = start_process(
             self.name,
             env,

@@ -37,7 +37,7 @@ import httpx
 
 from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
-from core.readiness import warm_file
+from core.readiness import forget, is_warm
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
@@ -260,8 +260,7 @@ class Region:
         gracefully, and the replacement takes over. Returns the old pid, its exit code and
         the new pid; a replacement that exits or never gets warm fails the fault."""
         ready = self.root / "ready" / name
-        for path in (ready, warm_file(ready)):
-            path.unlink(missing_ok=True)
+        forget(ready)
         with self.hold(name) as child:
             old = child.popen
             assert old is not None
@@ -270,7 +269,7 @@ class Region:
             new = child.popen
             assert new is not None
             give_up = time.monotonic() + timeout_s
-            while not (ready.exists() or warm_file(ready).exists()):
+            while not is_warm(ready):
                 if new.poll() is not None:
                     raise RuntimeError(f"{name}'s replacement exited with code {new.returncode}")
                 if time.monotonic() > give_up:
