@@ -38,6 +38,7 @@ from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topics import Topics
 from processors.usage.counts import add_request, hour_of, summarize
+from processors.usage.fetching import Transport
 from schemas.events import Id, MemeRequested, parse_input
 
 log = logging.getLogger("maas.usage")
@@ -67,6 +68,8 @@ def build_app(settings: Settings, host: str = "127.0.0.1") -> faust.App:
         web_host=host,
         web_port=settings.usage_port,
     )
+    # Before anything asks for the transport (``app.topic`` does): see fetching.py.
+    app.transport = Transport(app.conf.broker_consumer, app)
     requests_topic = topics.requests
     requests = app.topic(requests_topic, key_serializer="raw", value_serializer="raw")
     # Keys and values use the app's defaults: raw (the client id) and JSON (the hours).
