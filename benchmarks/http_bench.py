@@ -1,7 +1,8 @@
 """HTTP benchmark of ``GET /memes`` on a whole region, against a bare FastAPI baseline.
 
 Starts a broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``), a fresh region with every
-process of the service (``benchmarks/common.py``), registers clients with plenty of
+process ``maas up`` runs (``benchmarks/common.py``; the observers too, unless
+``--no-observers``), registers clients with plenty of
 tokens, and serves ``benchmarks/bare_app.py`` (the same endpoint with no ledger) the
 same way. Then, each against the service and the bare app:
 
@@ -135,6 +136,11 @@ def parse_args() -> argparse.Namespace:
             default=DEFAULT_COUNTS[kind],
             help=f"{kind} processes (default %(default)s, as maas up)",
         )
+    parser.add_argument(
+        "--no-observers",
+        action="store_true",
+        help="without the usage worker and audit checkpointer that maas up also runs",
+    )
     parser.add_argument("--tokens", type=int, default=10_000_000, help="tokens per client")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
@@ -218,6 +224,8 @@ def main() -> int:
             generators_ai=args.generators_ai,
             api=args.api,
         )
+        if not args.no_observers:
+            region.start_observers()
         clients = region.register_clients(args.clients, args.tokens)
         keys = [c.api_key for c in clients]
         subscribe_ai(region, clients[: ai_count(len(clients))])
