@@ -162,7 +162,13 @@ def run_faust(
 
 
 def run_live(
-    cluster: Kafka, region: Region, port: int, already: int, rate: float, seconds: float
+    cluster: Kafka,
+    region: Region,
+    port: int,
+    already: int,
+    clients: int,
+    rate: float,
+    seconds: float,
 ) -> dict[str, Any]:
     """(c): requests appended one by one at ``rate`` while the caught-up worker counts."""
     producer = Producer(
@@ -178,7 +184,7 @@ def run_live(
         due = started + i / rate
         if (wait := due - time.monotonic()) > 0:
             time.sleep(wait)  # the open-loop schedule: the next append is not due yet
-        append(producer, topic, request(rng, i, region.name, 1_000, int(time.time() * 1000)))
+        append(producer, topic, request(rng, i, region.name, clients, int(time.time() * 1000)))
         producer.poll(0)
     if producer.flush(60) != 0:
         raise RuntimeError("live: some requests were not delivered")
@@ -268,7 +274,9 @@ def main() -> int:
         port = region.start_usage()
         faust = run_faust(region, port, args.requests, args.poll_ms / 1000, args.timeout_s)
         say(f"(c) live: {live_rate:g} requests/s for {args.live_seconds:g} s, one at a time")
-        live = run_live(cluster, region, port, faust["counted"], live_rate, args.live_seconds)
+        live = run_live(
+            cluster, region, port, faust["counted"], args.clients, live_rate, args.live_seconds
+        )
     for name, figures in (("faust", faust), ("baseline", baseline)):
         if figures["counted"] != args.requests:
             raise SystemExit(f"{name} counted {figures['counted']:,} of {args.requests:,}")

@@ -3,8 +3,8 @@
 faust builds its worker consumer with aiokafka's default ``fetch_min_bytes`` of 1 and
 offers no setting for it: the broker answers a fetch as soon as one record is there, so
 a live worker fetched, decoded and dispatched a record or two at a time, and each fetch
-crossed from the consumer's thread to the worker's loop. That cost the usage worker ~1.5
-ms of CPU per request at 200 requests/s, four times what the same worker spends per
+crossed from the consumer's thread to the worker's loop. That cost the usage worker
+1.4-2.2 ms of CPU per request at 200 requests/s, several times what it spends per
 request reading a backlog (``benchmarks/usage_bench.py``, (a) and (c);
 ``docs/performance.md``, Usage analytics). Here the broker holds a fetch until
 ``FETCH_MIN_BYTES`` are there or ``FETCH_MAX_WAIT_MS`` have passed: a count shows up to
