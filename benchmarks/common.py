@@ -295,7 +295,7 @@ class Region:
         partition (seen: committed 34, end 36, nothing left to read), which a fixed
         allowance of one offset counted as a backlog for good.
         """
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         from core.topics import Topics
 
@@ -306,15 +306,7 @@ class Region:
             f"{self.name}.generators.ai": [topics.approved("ai")],
         }
         committed = CommittedOffsets(self.kafka.bootstrap)
-        probe = Consumer(
-            {
-                "bootstrap.servers": self.kafka.bootstrap,
-                "group.id": f"bench-backlog-{os.getpid()}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
+        probe = end_probe(self.kafka.bootstrap, f"bench-backlog-{os.getpid()}")
         out: dict[str, int] = {}
         try:
             for group, names in groups.items():
@@ -400,9 +392,25 @@ class Region:
         delete_topics(self.kafka.bootstrap, self.name)
 
 
+def end_probe(bootstrap: str, group: str) -> Any:
+    """A consumer of committed records that says where each partition ends (``unread``);
+    it commits nothing."""
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+
+
 def unread(probe: Any, positions: list[Any], timeout_s: float = 30.0) -> int:
-    """How many records ``probe`` (a consumer with ``enable.partition.eof``) reads from
-    ``positions`` to the end of their partitions; commit markers are not records."""
+    """How many records ``probe`` (an ``end_probe``) reads from ``positions`` to the end
+    of their partitions; commit markers are not records."""
     from confluent_kafka import KafkaError, KafkaException
 
     if not positions:

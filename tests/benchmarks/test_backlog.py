@@ -15,26 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from common import unread
+from common import end_probe, unread
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.kafka]
-
-
-def probe(bootstrap: str, group: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
 
 
 def test_commit_markers_at_the_end_are_no_backlog(kafka: Any, unique: str) -> None:
@@ -54,7 +42,7 @@ def test_commit_markers_at_the_end_are_no_backlog(kafka: Any, unique: str) -> No
     for producer in producers:
         producer.commit_transaction(30)
 
-    group = probe(kafka.bootstrap, f"{unique}-group")
+    group = end_probe(kafka.bootstrap, f"{unique}-group")
     group.assign([TopicPartition(topic, 0, 0)])
     read = [group.poll(10) for _ in range(2)]
     assert [m.value() for m in read if m is not None] == [b"approval 0", b"approval 1"]
@@ -64,7 +52,7 @@ def test_commit_markers_at_the_end_are_no_backlog(kafka: Any, unique: str) -> No
     group.commit(offsets=[TopicPartition(topic, 0, committed)], asynchronous=False)
     group.close()
 
-    counter = probe(kafka.bootstrap, f"{unique}-probe")
+    counter = end_probe(kafka.bootstrap, f"{unique}-probe")
     try:
         _, end = counter.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         assert end - committed == 2  # the two markers
