@@ -21,6 +21,7 @@ from api import errors, openapi
 from api import policy as api_policy
 from api.ai_admission import AiAdmission
 from api.bridge import KafkaBridge
+from api.draining import Draining
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.routes import audit, billing, health, images, me, memes
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.started_ready = False
+    app.state.draining = False  # set by maas.api_cli when the process stops
     # The store the generators write to (local by default), read by the image route.
     app.state.blobs = make_blob_store(settings)
     app.state.converted = ConvertedCache()  # WebP / JPEG renditions, bounded
@@ -119,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Inside the metrics, so that its refusals are counted.
     app.add_middleware(MemeShedding, route=_route_of(memes.router, memes.get_meme))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(Draining)  # outermost: every answer of a draining process closes
     for module in (memes, me, billing, audit, images, health):
         app.include_router(module.router)
     app.include_router(audit_console.router)  # the auditors' web page, /audit/console

@@ -107,6 +107,14 @@ class Settings(BaseModel):
     # races the balancer's next request on that connection, which ends in a 502 with no
     # answer. uvicorn's own default is 5 s.
     api_keep_alive_s: int = Field(default=75, ge=1, le=3600)
+    # A stopping API process (a rolling restart, maas up's stop) stops listening, then for
+    # up to this long answers the calls on the connections it holds with ``Connection:
+    # close``, so that their clients go on, between two calls, on the API processes still
+    # listening (api/draining.py). One still idle at the end is closed: a client sending
+    # on it just then gets no answer, the race that closing it at once would run on every
+    # idle connection. A client whose own idle timeout is shorter (httpx: 5 s) never sends
+    # on one this closes.
+    api_drain_s: float = Field(default=5.0, ge=0, le=60)
     # A supervisor (``maas up``) kills and restarts an API process whose event loop has
     # not beaten for this long: a stopped one would keep its share of the port's new
     # connections unanswered (core/heartbeat.py). Under a 2x overload the loop lags ~1 s

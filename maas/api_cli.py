@@ -8,11 +8,14 @@ replies from its own partition (``MAAS_API_INSTANCE``), so instances share no st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import resource
 import socket
 
 log = logging.getLogger("maas.api")
+
+DRAIN_POLL_S = 0.05
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -112,6 +115,28 @@ def _run(args: argparse.Namespace) -> int:
             # Listening, with its keys loaded and its replies positioned: it serves.
             if self.started and app.state.started_ready:
                 mark_ready(settings.ready_file)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await self.drain(sockets)
+            await super().shutdown(sockets)  # closes what is left, waits for the calls
+
+        async def drain(self, sockets: list[socket.socket] | None) -> None:
+            """Stop listening, then let the clients leave between calls (api/draining.py):
+            until no connection is open, ``api_drain_s`` has passed or a second Ctrl-C."""
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:
+                sock.close()
+            app.state.draining = True
+            connections = self.server_state.connections
+            log.info(
+                "api draining connections=%d for_up_to_s=%s", len(connections), settings.api_drain_s
+            )
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + settings.api_drain_s
+            while connections and not self.force_exit and loop.time() < give_up:
+                await asyncio.sleep(DRAIN_POLL_S)
+            log.info("api drained connections_left=%d", len(connections))
 
     # Our own key=value logging config, and no access log: /metrics counts requests.
     config = uvicorn.Config(

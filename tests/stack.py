@@ -78,6 +78,10 @@ class Stack:
         proc = self.procs[name]
         if proc.poll() is not None:
             return
+        if name.startswith("api"):
+            # A stopping API waits for its clients to leave (api_drain_s): these leave now.
+            self.http.close()
+            self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
         proc.terminate()
         try:
             proc.wait(timeout=timeout_s)

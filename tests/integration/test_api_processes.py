@@ -9,6 +9,8 @@ the reply partition of the instance that appended it (``reply_to``).
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import signal
@@ -171,3 +173,53 @@ def test_a_stopped_api_process_is_killed_by_its_supervisor_and_the_port_serves_a
     with httpx.Client(base_url=stack.base_url, timeout=5.0, limits=fresh) as http:
         instances = Counter(http.get("/readyz").json()["api_instance"] for _ in range(CALLS))
     assert set(instances) == {0, 1}, instances
+
+
+def test_a_stopping_api_process_answers_calls_on_its_connections_and_closes_them(
+    stack: Stack,
+) -> None:
+    """Scenario: API instance 1 gets SIGTERM (a rolling restart's predecessor, or ``maas
+    up`` stopping) while a client holds two idle keep-alive connections to it. Half a
+    second later the client sends a call on the first; it leaves the second idle.
+
+    We expect: the call is answered, by instance 1, with ``Connection: close`` (the
+    client's next call goes on a new connection, to a process still listening); the idle
+    one is closed once the drain (``api_drain_s``) is over, and the process exits then.
+    Closed at once, as a plain uvicorn does, the first call would have had no answer.
+    """
+    if "api-1" not in stack.procs or stack.procs["api-1"].poll() is not None:
+        stack.start("api", "1")
+        stack.wait_ready()
+    used, idle = _connection_to(stack, instance=1), _connection_to(stack, instance=1)
+    try:
+        api = stack.procs["api-1"]
+        stopped_at = time.monotonic()
+        api.terminate()
+        time.sleep(0.5)
+
+        used.request("GET", "/readyz")
+        answer = used.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read())["api_instance"] == 1
+        assert answer.getheader("connection") == "close"
+
+        api.wait(timeout=stack.settings.api_drain_s + 15)
+        drained_s = time.monotonic() - stopped_at
+        assert drained_s >= stack.settings.api_drain_s - 0.5, drained_s  # `idle` held it
+        assert idle.sock is not None and idle.sock.recv(1) == b""  # closed by the server
+    finally:
+        used.close()
+        idle.close()
+    with httpx.Client(base_url=stack.base_url, timeout=5.0) as client:
+        assert client.get("/readyz").json()["api_instance"] == 0  # the others still serve
+
+
+def _connection_to(stack: Stack, instance: int) -> http.client.HTTPConnection:
+    """A keep-alive connection that the kernel gave to API instance ``instance``."""
+    for _ in range(100):
+        connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+        connection.request("GET", "/readyz")
+        if json.loads(connection.getresponse().read())["api_instance"] == instance:
+            return connection
+        connection.close()
+    raise AssertionError(f"no connection reached API instance {instance} in 100")
