@@ -308,7 +308,6 @@ class GeneratorPool:
         try:
             outcome = self._make(job)
         except AiBackendError as exc:
-            log.warning("ai backend failed request_id=%s error=%s", job.approval.request_id, exc)
             outcome = _failed(job.approval, f"ai backend: {type(exc).__name__}: {exc}"[:500])
         except Exception as exc:  # any rendering bug is the client's refund, not a crash
             log.exception("render failed request_id=%s", job.approval.request_id)
@@ -348,6 +347,14 @@ class GeneratorPool:
             job.settled = True
             self.rendering.discard(job)
         approval = job.approval
+        if isinstance(outcome, MemeFailed):
+            # The client's 502 and refund: the reason is otherwise only in the outcomes topic.
+            log.warning(
+                "meme failed, the ledger refunds it request_id=%s kind=%s error=%s",
+                approval.request_id,
+                self.kind,
+                outcome.error,
+            )
         told = _made_reply(approval, outcome) if isinstance(outcome, MemeGenerated) else None
 
         def acknowledged(err: KafkaError | None, _: Message) -> None:

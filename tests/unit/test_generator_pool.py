@@ -10,6 +10,7 @@ that fails stops the pool without storing.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from memes.render import render_meme
 from processors.generators.backends import AiBackendUnavailable, AiCaption, CaptionRequest
 from processors.generators.in_order import InOrder
 from processors.generators.worker import GeneratorPool
+from processors.generators.worker import log as worker_log
 from schemas.events import Kind, MemeApproved, MemeFailed, MemeGenerated, Reply
 from tests.unit.fixed_backend import FixedBackend
 
@@ -254,12 +256,14 @@ def test_ai_pool_turns_a_slow_backend_into_a_refundable_failure(tmp_path: Path) 
 
 
 def test_ai_pool_fails_work_that_waited_past_its_bound_and_makes_the_rest(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Scenario: after an overload the AI topic holds approvals of seconds ago, then fresh
     ones; all are still within the request deadline.
-    We expect: the stale ones are failed (refunded) without asking the model, the fresh
-    ones made, every offset stored; a record without a timestamp is made too."""
+    We expect: the stale ones are failed (refunded) without asking the model, each with a
+    warning that says why, the fresh ones made, every offset stored; a record without a
+    timestamp is made too."""
+    caplog.set_level(logging.WARNING, logger=worker_log.name)
     backend = FixedBackend(AiCaption("fresh", "meme"))
     messages = [
         FakeMessage(_approved("req-stale-0"), offset=0, age_ms=2_500),
@@ -280,6 +284,9 @@ def test_ai_pool_fails_work_that_waited_past_its_bound_and_makes_the_rest(
     assert isinstance(by_request["req-fresh"], MemeGenerated)
     assert isinstance(by_request["req-untimed"], MemeGenerated)
     assert backend.calls == 2
+    failed_lines = [r.getMessage() for r in caplog.records if "meme failed" in r.getMessage()]
+    assert len(failed_lines) == 2, failed_lines
+    assert all("kind=ai" in line and "limit 1500" in line for line in failed_lines)
 
 
 def test_ai_pool_makes_the_work_that_waited_for_its_restart(tmp_path: Path) -> None:
