@@ -49,6 +49,11 @@ def cluster_properties(nodes: int) -> dict[str, str]:
         "transaction.state.log.min.isr": str(min_isr),
         "share.coordinator.state.topic.replication.factor": str(rf),
         "share.coordinator.state.topic.min.isr": str(min_isr),
+        # How long a broker waits on the active controller before it asks the next one;
+        # this includes the blocks of producer ids that every init_transactions of a
+        # restarting processor needs. At the 30 s default, a paused controller node held
+        # them back 30 s after the quorum had elected another in 3 (test_cluster.py).
+        "controller.socket.timeout.ms": "5000",
     }
 
 
