@@ -68,5 +68,5 @@ def running(pid: int) -> bool:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             # "pid (command) state ...": the command may hold spaces and parentheses.
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before or while it was read
         return False

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from core import readiness
 from core.settings import Settings
 from maas import supervisor
 from maas.cli import main
@@ -300,3 +301,28 @@ def test_maas_restart_without_maas_up_exits_1_saying_so(
     assert f"maas restart: maas up is not running here (no pid in {tmp_path}" in (
         capsys.readouterr().err
     )
+
+
+def test_a_predecessor_is_gone_once_it_exits_even_while_its_stat_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``take_over`` polls its predecessor's ``/proc/<pid>/stat`` until it has exited.
+
+    We expect: a live process is running; an exited one is not, as a zombie, once reaped,
+    and when it is reaped between the open and the read of its stat file (the kernel then
+    fails the read with ESRCH; in CI that crashed a replacement at its take-over)."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert readiness.running(sleeper.pid)
+    stale = open(f"/proc/{sleeper.pid}/stat", "rb")  # noqa: SIM115 (closed below)
+    try:
+        sleeper.kill()
+        deadline = time.monotonic() + 10
+        while readiness.running(sleeper.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not readiness.running(sleeper.pid)  # a zombie: not reaped yet
+        sleeper.wait()
+        assert not readiness.running(sleeper.pid)  # reaped: no stat file
+        monkeypatch.setattr(readiness, "open", lambda *_: stale, raising=False)
+        assert not readiness.running(sleeper.pid)  # reaped after the open
+    finally:
+        stale.close()
