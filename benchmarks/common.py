@@ -380,10 +380,10 @@ class Region:
         return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
 
     def close(self, delete_topics: bool = True) -> None:
+        self.http.close()  # first: a stopping API waits for its clients to leave
         for name in reversed(list(self.procs)):
             code = self.stop(name)
             say(f"stopped {name} exit={code}")
-        self.http.close()
         if delete_topics:
             self.delete_topics()
         shutil.rmtree(self.data_dir, ignore_errors=True)
