@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,13 @@ class KafkaCluster:
     broker: LocalBroker | None  # None when the cluster is not ours to stop or kill
 
 
-_local_broker: LocalBroker | None = None  # for the failure pointer in the summary
+_local_broker: LocalBroker | None = None  # for the failure pointer in a failed test's report
+
+# ``./test`` runs pytest on two workers (pytest-xdist, ``--dist loadgroup``). The fault
+# scenarios and the benchmarks' smoke modes load the machine and time what they check,
+# so they run one after another on one worker, never two at once; every other file runs
+# whole on whichever worker is free, beside them.
+SERIAL_MARKERS = ("scenario", "benchmark")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,16 +83,26 @@ def unique() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
-) -> None:
-    failed = terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")
-    if not failed or _local_broker is None:
-        return
-    terminalreporter.section("kafka broker")
-    terminalreporter.write_line(f"broker log: {_local_broker.log_path}")
-    if config.getoption("--kafka-log"):
-        terminalreporter.write_line(_local_broker.tail(40))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        serial = any(item.get_closest_marker(name) for name in SERIAL_MARKERS)
+        group = "serial" if serial else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # In the failed test's own report: the broker lives in a worker, not in the process
+    # that prints the summary.
+    report: pytest.TestReport = yield
+    if report.failed and _local_broker is not None and "kafka" in getattr(item, "fixturenames", ()):
+        text = f"broker log: {_local_broker.log_path}"
+        if item.config.getoption("--kafka-log"):
+            text += "\n" + _local_broker.tail(40)
+        report.sections.append(("kafka broker", text))
+    return report
 
 
 @pytest.fixture(scope="module")
