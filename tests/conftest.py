@@ -28,11 +28,13 @@ class KafkaCluster:
 
 _local_broker: LocalBroker | None = None  # for the failure pointer in a failed test's report
 
-# ``./test`` runs pytest on two workers (pytest-xdist, ``--dist loadgroup``). The fault
-# scenarios and the benchmarks' smoke modes load the machine and time what they check,
-# so they run one after another on one worker, never two at once; every other file runs
-# whole on whichever worker is free, beside them.
-SERIAL_MARKERS = ("scenario", "benchmark")
+# ``./test`` runs pytest on two workers (pytest-xdist, ``--dist loadgroup``). Every test
+# that runs Kafka or the service's processes runs on one of them, one after another as
+# without workers: they time what they check (a deadline, a recovery, a refusal), and two
+# at once on two cores made one miss its deadline. The tests of pure code run on the
+# other, a file at a time, during the first of those (the benchmarks' smoke modes, which
+# only check that each benchmark runs).
+SERIAL_MARKERS = ("kafka", "scenario", "benchmark")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,7 +87,9 @@ def unique() -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        serial = any(item.get_closest_marker(name) for name in SERIAL_MARKERS)
+        serial = "kafka" in getattr(item, "fixturenames", ()) or any(
+            item.get_closest_marker(name) for name in SERIAL_MARKERS
+        )
         group = "serial" if serial else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
