@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +29,13 @@ class KafkaCluster:
 
 _local_broker: LocalBroker | None = None  # for the failure pointer in a failed test's report
 
-# ``./test`` runs pytest on two workers (pytest-xdist, ``--dist loadgroup``). Every test
-# that runs Kafka or the service's processes runs on one of them, one after another as
-# without workers: they time what they check (a deadline, a recovery, a refusal), and two
-# at once on two cores made one miss its deadline. The tests of pure code run on the
-# other, a file at a time, during the first of those (the benchmarks' smoke modes, which
-# only check that each benchmark runs).
-SERIAL_MARKERS = ("kafka", "scenario", "benchmark")
+# ``./test`` runs pytest on two workers (pytest-xdist). Every test that runs Kafka or the
+# service's processes runs on one of them, one after another as without workers: they
+# time what they check (a deadline, a recovery, a refusal), and two at once on two cores
+# made one miss its deadline. The tests of pure code (these folders) run on the other, a
+# file at a time, during the first of those (the benchmarks' smoke modes, which only
+# check that each benchmark runs).
+PURE = ("tests/unit/", "tests/property/")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,13 +86,17 @@ def unique() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        serial = "kafka" in getattr(item, "fixturenames", ()) or any(
-            item.get_closest_marker(name) for name in SERIAL_MARKERS
-        )
-        group = "serial" if serial else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # A scheduler of our own: xdist's `loadgroup` ignores the groups under pytest 9.2
+    # (pytest-dev/pytest-xdist#1386). Each scope goes whole to one worker.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PureBesideSerial(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path.startswith(PURE) else "serial"
+
+    return PureBesideSerial(config, log)
 
 
 @pytest.hookimpl(wrapper=True)
