@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,15 +26,7 @@ class KafkaCluster:
     broker: LocalBroker | None  # None when the cluster is not ours to stop or kill
 
 
-_local_broker: LocalBroker | None = None  # for the failure pointer in a failed test's report
-
-# ``./test`` runs pytest on two workers (pytest-xdist). Every test that runs Kafka or the
-# service's processes runs on one of them, one after another as without workers: they
-# time what they check (a deadline, a recovery, a refusal), and two at once on two cores
-# made one miss its deadline. The tests of pure code (these folders) run on the other, a
-# file at a time, during the first of those (the benchmarks' smoke modes, which only
-# check that each benchmark runs).
-PURE = ("tests/unit/", "tests/property/")
+_local_broker: LocalBroker | None = None  # for the failure pointer in the summary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,32 +77,16 @@ def unique() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    # A scheduler of our own: xdist's `loadgroup` ignores the groups under pytest 9.2
-    # (pytest-dev/pytest-xdist#1386). Each scope goes whole to one worker.
-    from xdist.scheduler import LoadScopeScheduling
-
-    class PureBesideSerial(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if path.startswith(PURE) else "serial"
-
-    return PureBesideSerial(config, log)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    # In the failed test's own report: the broker lives in a worker, not in the process
-    # that prints the summary.
-    report: pytest.TestReport = yield
-    if report.failed and _local_broker is not None and "kafka" in getattr(item, "fixturenames", ()):
-        text = f"broker log: {_local_broker.log_path}"
-        if item.config.getoption("--kafka-log"):
-            text += "\n" + _local_broker.tail(40)
-        report.sections.append(("kafka broker", text))
-    return report
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    failed = terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")
+    if not failed or _local_broker is None:
+        return
+    terminalreporter.section("kafka broker")
+    terminalreporter.write_line(f"broker log: {_local_broker.log_path}")
+    if config.getoption("--kafka-log"):
+        terminalreporter.write_line(_local_broker.tail(40))
 
 
 @pytest.fixture(scope="module")
