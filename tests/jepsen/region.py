@@ -49,6 +49,7 @@ from tests.jepsen.admin import owned_partitions
 STARTUP_TIMEOUT_S = 180.0
 SUPERVISE_POLL_S = 0.1
 API_WATCHDOG_S = 5.0
+KILLED_EXIT_TIMEOUT_S = 10.0
 # The generators fail any query containing this text: the 502 / refund path.
 GENERATOR_FAULT_QUERY = "genfail"
 # A ledger processor's log lines that change what it owns (processors/ledger/processor.py).
@@ -246,12 +247,17 @@ class Region:
         raise TimeoutError(f"{name} not running after {timeout_s:.0f}s")
 
     def kill(self, name: str) -> int | None:
-        """SIGKILL, as a crash; the supervisor restarts it unless held. Returns the pid."""
+        """SIGKILL, as a crash; the supervisor restarts it unless held. Returns the pid
+        once the process has exited: until the kernel has ended it, it still looks alive,
+        and a fault aimed at it next would stop the dead pid instead of its restart."""
         with self._lock:
+            popen = self.children[name].popen
             pid = self.children[name].pid()
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-            return pid
+        if pid is not None and popen is not None:
+            popen.wait(KILLED_EXIT_TIMEOUT_S)
+        return pid
 
     def replace(self, name: str, timeout_s: float = 60.0) -> tuple[int, int, int]:
         """A deploy's replacement of one process, as ``maas restart`` makes it
