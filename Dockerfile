@@ -18,4 +18,7 @@ RUN pip install -c constraints.txt . && useradd --create-home maas && mkdir /dat
 # Local state (e.g. the ledger processor's RocksDB) goes here, writable by the app user.
 ENV MAAS_DATA_DIR=/data
 USER maas
+# The content policy's numbers, cached in the home directory: a process starts without
+# importing scikit-learn (docs/content-policy.md).
+RUN python -c "from memes import policy; policy.warm_up()"
 ENTRYPOINT ["maas"]

@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keys = keys
         bridge.start(asyncio.get_running_loop())
         keys.start(asyncio.get_running_loop())
-        # The policy model loads in seconds: pay it at start-up, not on the first request.
+        # The policy model: pay its load at start-up, not on the first request.
         await asyncio.to_thread(api_policy.warm_up)
         # uvicorn listens when this returns. With SO_REUSEPORT the kernel hands new
         # connections to every listening API process, so one still loading its keys or

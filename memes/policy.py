@@ -24,22 +24,32 @@ A text is checked in this order; the first rule that matches decides:
 Captions are held to a stricter threshold than queries: a false positive on a query
 refuses the client's request, on a caption it only swaps the AI meme for a standard one.
 
-Speed: the model is loaded once per process (~4 s, most of it importing scikit-learn;
-``warm_up`` pays it at start-up). Scoring uses the package's own fitted analyzer,
-vocabulary, idf weights and the five calibrated linear heads directly instead of
-scikit-learn's ``transform`` + ``predict_proba``, whose input validation costs ~15 ms a
-call: the same numbers (checked against ``predict_proba`` on probe texts at load time,
-falling back to it if they ever differ) at tens of microseconds per text.
+Speed: scoring uses the package's fitted vocabulary, idf weights and the five calibrated
+linear heads directly instead of scikit-learn's ``transform`` + ``predict_proba``, whose
+input validation costs ~15 ms a call: the same numbers (checked against
+``predict_proba`` on probe texts, falling back to it if they ever differ) at tens of
+microseconds per text. Loading the package takes ~1.7 s of CPU, most of it importing
+scikit-learn, so the numbers are kept in a cache file (``cache_path``: the user's cache
+directory, named for the package's model files) and later starts read them in
+milliseconds without scikit-learn. Each process loads once; ``warm_up`` pays it at
+start-up rather than on the first text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
 import re
 import threading
 import unicodedata
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -112,69 +122,183 @@ def variants(text: str) -> tuple[str, ...]:
 
 # --- the classifier ----------------------------------------------------------------------
 
+# The vectorizer settings the shortcut reproduces; with any other, the package scores.
+_SHORTCUT_SETTINGS: dict[str, object] = {
+    "analyzer": "word",
+    "ngram_range": (1, 1),
+    "lowercase": True,
+    "strip_accents": None,
+    "preprocessor": None,
+    "tokenizer": None,
+    "binary": False,
+    "sublinear_tf": False,
+    "use_idf": True,
+    "norm": "l2",
+}
+CACHE_FORMAT = 1  # part of the cache file's name: a new layout is a new file
 
-class _Classifier:
-    def __init__(self) -> None:
-        # The package loads its two joblib files when imported.
-        from profanity_check import profanity_check as package
 
-        self._vectorizer: Any = package.vectorizer
-        self._model: Any = package.model
-        self._analyze = self._vectorizer.build_analyzer()  # lowercase, tokens, stop words
-        self._vocabulary: dict[str, int] = self._vectorizer.vocabulary_
-        self._idf: np.ndarray = self._vectorizer.idf_
-        heads = self._model.calibrated_classifiers_
-        self._weights = np.column_stack([h.estimator.coef_[0] for h in heads])
-        self._intercepts = np.array([h.estimator.intercept_[0] for h in heads])
-        self._a = np.array([h.calibrators[0].a_ for h in heads])
-        self._b = np.array([h.calibrators[0].b_ for h in heads])
-        self.fast = self._fast_matches_model()
+class _Scorer(Protocol):
+    def probabilities(self, texts: Sequence[str]) -> list[float]: ...
 
-    def _fast_matches_model(self) -> bool:
-        """The shortcut relies on the fitted vectorizer's settings (raw counts, idf, l2)."""
-        params = self._vectorizer.get_params()
-        if params["sublinear_tf"] or params["binary"] or params["norm"] != "l2":
-            return False
-        if not params["use_idf"] or len(self._model.classes_) != 2:
-            return False
-        reference = self._model.predict_proba(self._vectorizer.transform(list(PROBE_TEXTS)))
-        fast = [self._fast(text) for text in PROBE_TEXTS]
-        return bool(np.allclose(fast, reference[:, 1], rtol=0, atol=1e-9))
 
-    def _fast(self, text: str) -> float:
-        counts: dict[int, int] = {}
-        for token in self._analyze(text):
-            column = self._vocabulary.get(token)
-            if column is not None:
-                counts[column] = counts.get(column, 0) + 1
-        decision = self._intercepts
-        if counts:
-            columns = np.fromiter(counts, dtype=np.intp, count=len(counts))
-            tfidf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-            tfidf *= self._idf[columns]
-            tfidf /= np.linalg.norm(tfidf)
-            decision = tfidf @ self._weights[columns] + self._intercepts
-        # scikit-learn's sigmoid calibration, p = 1 / (1 + exp(a * decision + b)),
-        # averaged over the cross-validation folds.
-        return float((1.0 / (1.0 + np.exp(self._a * decision + self._b))).mean())
+@dataclass(frozen=True)
+class _Package:
+    """scikit-learn's ``transform`` + ``predict_proba``: the reference, ~15 ms a call."""
 
-    def probabilities(self, texts: list[str]) -> list[float]:
-        if self.fast:
-            return [self._fast(text) for text in texts]
-        scores = self._model.predict_proba(self._vectorizer.transform(texts))[:, 1]
+    vectorizer: Any
+    model: Any
+
+    def probabilities(self, texts: Sequence[str]) -> list[float]:
+        scores = self.model.predict_proba(self.vectorizer.transform(list(texts)))[:, 1]
         return [float(s) for s in scores]
 
 
+@dataclass(frozen=True)
+class _Model:
+    """The package's fitted numbers, scored directly: tens of microseconds a text."""
+
+    vocabulary: dict[str, int]
+    token_pattern: re.Pattern[str]
+    idf: np.ndarray
+    weights: np.ndarray  # a column per calibrated head
+    intercepts: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+
+    def probabilities(self, texts: Sequence[str]) -> list[float]:
+        return [self._probability(text) for text in texts]
+
+    def _probability(self, text: str) -> float:
+        counts: dict[int, int] = {}
+        # The vectorizer's analyzer lowercases, tokenizes and drops English stop words;
+        # a stop word is in no fitted vocabulary, so the lookup drops it too.
+        for token in self.token_pattern.findall(text.lower()):
+            column = self.vocabulary.get(token)
+            if column is not None:
+                counts[column] = counts.get(column, 0) + 1
+        decision = self.intercepts
+        if counts:
+            columns = np.fromiter(counts, dtype=np.intp, count=len(counts))
+            tfidf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            tfidf *= self.idf[columns]
+            tfidf /= np.linalg.norm(tfidf)
+            decision = tfidf @ self.weights[columns] + self.intercepts
+        # scikit-learn's sigmoid calibration, p = 1 / (1 + exp(a * decision + b)),
+        # averaged over the cross-validation folds.
+        return float((1.0 / (1.0 + np.exp(self.a * decision + self.b))).mean())
+
+    @classmethod
+    def of_package(cls, vectorizer: Any, model: Any) -> _Model | None:
+        """The fitted numbers, if the shortcut reproduces the vectorizer's settings."""
+        params = vectorizer.get_params()
+        if any(params[k] != v for k, v in _SHORTCUT_SETTINGS.items()):
+            return None
+        if len(model.classes_) != 2 or sorted(vectorizer.vocabulary_.values()) != list(
+            range(len(vectorizer.vocabulary_))
+        ):
+            return None
+        heads = model.calibrated_classifiers_
+        return cls(
+            vocabulary=dict(vectorizer.vocabulary_),
+            token_pattern=re.compile(params["token_pattern"]),
+            idf=vectorizer.idf_,
+            weights=np.column_stack([h.estimator.coef_[0] for h in heads]),
+            intercepts=np.array([h.estimator.intercept_[0] for h in heads]),
+            a=np.array([h.calibrators[0].a_ for h in heads]),
+            b=np.array([h.calibrators[0].b_ for h in heads]),
+        )
+
+    def scores_probes_as(self, expected: Sequence[float]) -> bool:
+        return bool(np.allclose(self.probabilities(PROBE_TEXTS), expected, rtol=0, atol=1e-9))
+
+
+def cache_path() -> Path | None:
+    """Where the fitted numbers are kept between starts, named for the package's model
+    files (a new version of them is a new file); None if the package is not installed."""
+    try:
+        dist = metadata.distribution(MODEL_PACKAGE)
+        digest = hashlib.sha256(f"format {CACHE_FORMAT}".encode())
+        for file in sorted(f for f in dist.files or () if f.suffix == ".joblib"):
+            digest.update(Path(str(dist.locate_file(file))).read_bytes())
+    except (metadata.PackageNotFoundError, OSError):
+        return None  # then importing the package fails, and says why
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "maas" / f"policy-{digest.hexdigest()[:16]}.npz"
+
+
+def _read_cache(path: Path) -> _Model | None:
+    try:
+        # Opened here, not by np.load: it leaves its own handle open on a torn file.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            model = _Model(
+                vocabulary={word: n for n, word in enumerate(data["words"].tolist())},
+                token_pattern=re.compile(str(data["token_pattern"])),
+                idf=data["idf"],
+                weights=data["weights"],
+                intercepts=data["intercepts"],
+                a=data["a"],
+                b=data["b"],
+            )
+            expected = data["probe_scores"].tolist()
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing, torn, or old
+        return None
+    # A damaged file must not change a verdict: it must score the probes as when written.
+    return model if model.scores_probes_as(expected) else None
+
+
+def _write_cache(path: Path, model: _Model, probe_scores: list[float]) -> None:
+    # Whole or not at all: the processes of a region start together, and a file half
+    # written by one must not be read by another.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("wb") as out:
+            np.savez(
+                out,
+                words=np.array(sorted(model.vocabulary, key=model.vocabulary.__getitem__)),
+                token_pattern=np.array(model.token_pattern.pattern),
+                idf=model.idf,
+                weights=model.weights,
+                intercepts=model.intercepts,
+                a=model.a,
+                b=model.b,
+                probe_scores=np.array(probe_scores),
+            )
+        os.replace(partial, path)
+    except OSError:  # a read-only home: each start loads the package, as before
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
+def _load() -> _Scorer:
+    path = cache_path()
+    cached = _read_cache(path) if path is not None else None
+    if cached is not None:
+        return cached
+    # The package loads its two joblib files when imported (and scikit-learn with them).
+    from profanity_check import profanity_check as package
+
+    reference = _Package(package.vectorizer, package.model)
+    expected = reference.probabilities(PROBE_TEXTS)
+    model = _Model.of_package(package.vectorizer, package.model)
+    if model is None or not model.scores_probes_as(expected):
+        return reference
+    if path is not None:
+        _write_cache(path, model, expected)
+    return model
+
+
 _lock = threading.Lock()
-_classifier: _Classifier | None = None
+_classifier: _Scorer | None = None
 
 
-def _get_classifier() -> _Classifier:
+def _get_classifier() -> _Scorer:
     global _classifier
     if _classifier is None:
         with _lock:
             if _classifier is None:
-                _classifier = _Classifier()
+                _classifier = _load()
     return _classifier
 
 

@@ -1,5 +1,10 @@
 """Content policy: the shipped classifier, its thresholds and the fast path."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -91,10 +96,71 @@ def test_fast_path_matches_scikit_learn() -> None:
     from profanity_check import profanity_check as package
 
     classifier = policy._get_classifier()
-    assert classifier.fast
-    texts = ["pizza party", "hell yeah", "you absolute idiot", "zzzz qqq", ""]
+    assert isinstance(classifier, policy._Model)  # not the ~15 ms-a-call fallback
+    texts = ["pizza party", "hell yeah", "you absolute idiot", "zzzz qqq", "", "The AND of it"]
     reference = package.model.predict_proba(package.vectorizer.transform(texts))[:, 1]
     assert np.allclose(classifier.probabilities(texts), reference, rtol=0, atol=1e-9)
+
+
+# --- the cache of the fitted numbers -------------------------------------------------------
+
+LOADED = (
+    "import sys; from memes import policy; policy.warm_up();"
+    " print(type(policy._get_classifier()).__name__, 'sklearn' in sys.modules)"
+)
+
+
+def test_a_later_start_reads_the_cached_numbers_without_scikit_learn(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", LOADED], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs == [["_Model", "True"], ["_Model", "False"]]
+    assert [p.name for p in (tmp_path / "maas").iterdir()] == [policy_cache(tmp_path).name]
+
+
+def policy_cache(root: Path) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(root))
+        path = policy.cache_path()
+    assert path is not None and path.is_relative_to(root)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["torn", "garbage", "wrong numbers"])
+def test_a_damaged_cache_is_not_used_and_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    path = policy_cache(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert isinstance(policy._load(), policy._Model)
+    good = path.read_bytes()
+    if damage == "torn":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a numpy file")
+    else:  # readable, but one weight changed: the probes score differently
+        with np.load(path) as data:
+            arrays = dict(data)
+        arrays["weights"][:, :] *= 1.5
+        with path.open("wb") as out:
+            np.savez(out, **arrays)
+    assert policy._read_cache(path) is None
+    assert isinstance(policy._load(), policy._Model)
+    assert path.read_bytes() == good
+    assert policy._read_cache(path) is not None
+
+
+def test_an_unwritable_cache_directory_only_costs_the_slow_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "maas").write_text("a file where the directory would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert isinstance(policy._load(), policy._Model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maas"]
 
 
 # --- at the API edge: a refused query is never charged -------------------------------------
