@@ -139,8 +139,8 @@ class KeyTable:
             }
         )
         try:
-            partitions = self._assign(consumer)
-            at_end: set[int] = set()
+            partitions, at_end = self._assign(consumer)
+            self._reached(at_end, partitions)
             while not self._stopping.is_set():
                 for message in take_batch(consumer, 500, IDLE_WAIT_S):
                     error = message.error()
@@ -148,9 +148,7 @@ class KeyTable:
                         partition = message.partition()
                         if error.code() == KafkaError._PARTITION_EOF and partition is not None:
                             at_end.add(partition)
-                            if not self.loaded and at_end >= partitions:
-                                self._loaded.set()
-                                log.info("key table loaded clients=%d", len(self))
+                            self._reached(at_end, partitions)
                         else:
                             log.warning("key table consumer error=%s", error.str())
                         continue
@@ -158,23 +156,44 @@ class KeyTable:
         finally:
             consumer.close()
 
-    def _assign(self, consumer: Consumer) -> set[int]:
-        """Wait for the topic to exist, then read all of it from the start."""
+    def _assign(self, consumer: Consumer) -> tuple[set[int], set[int]]:
+        """Wait for the topic to exist, then read all of it from the start. Returns its
+        partitions and those of them that are empty.
+
+        An empty partition's end-of-partition event comes only after fetches that the
+        broker holds for fetch.wait.max.ms: a fresh region's table took 1.1 s to load.
+        Its watermarks say at once that there is nothing to read, if asked before the
+        assignment's first fetch (after it, each answer waits behind a held fetch)."""
         while not self._stopping.is_set():
             try:
                 metadata = consumer.list_topics(self.topic, timeout=2.0)
                 topic = metadata.topics.get(self.topic)
                 if topic is not None and topic.error is None and topic.partitions:
                     numbers = set(topic.partitions)
+                    empty = {p for p in numbers if self._empty(consumer, p)}
                     consumer.assign(
                         [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in numbers]
                     )
                     log.info("key table assigned topic=%s partitions=%d", self.topic, len(numbers))
-                    return numbers
+                    return numbers, empty
             except KafkaException as exc:
                 log.warning("key table topic not reachable error=%s", exc.args[0].str())
             self._stopping.wait(0.5)
-        return set()
+        return set(), set()
+
+    def _empty(self, consumer: Consumer, partition: int) -> bool:
+        try:
+            marks = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=2.0
+            )
+        except KafkaException:
+            return False  # its end-of-partition event will tell
+        return marks is not None and marks[0] == marks[1]
+
+    def _reached(self, at_end: set[int], partitions: set[int]) -> None:
+        if partitions and not self.loaded and at_end >= partitions:
+            self._loaded.set()
+            log.info("key table loaded clients=%d", len(self))
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # tombstone: the client's key was revoked
