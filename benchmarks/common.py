@@ -227,12 +227,7 @@ class Region:
             return None
         if proc.poll() is None:
             proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-        return proc.returncode
+        return _reaped(proc, timeout_s)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -381,9 +376,13 @@ class Region:
 
     def close(self, delete_topics: bool = True) -> None:
         self.http.close()  # first: a stopping API waits for its clients to leave
-        for name in reversed(list(self.procs)):
-            code = self.stop(name)
-            say(f"stopped {name} exit={code}")
+        # The run is over: all are told at once (one at a time took ~0.5 s each).
+        procs = [(name, self.procs.pop(name)) for name in reversed(list(self.procs))]
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for name, proc in procs:
+            say(f"stopped {name} exit={_reaped(proc)}")
         if delete_topics:
             self.delete_topics()
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -480,6 +479,15 @@ class CommittedOffsets:
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
+
+
+def _reaped(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
+    """The exit code of a process told to stop; killed if it has not within the time."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(30)
 
 
 def delete_topics(bootstrap: str, region: str) -> None:

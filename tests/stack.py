@@ -89,6 +89,21 @@ class Stack:
             proc.kill()
             proc.wait(timeout=30)
 
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """The module is done: every process is told to stop at once, then awaited (one
+        at a time, as ``terminate``, took ~2.5 s). Clients leave first: a stopping API
+        waits for them (api_drain_s)."""
+        self.http.close()
+        running = [proc for proc in self.procs.values() if proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
     def restart(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
         self.terminate(process_label(name, instance_id))
         proc = self.start(name, instance_id)
@@ -251,9 +266,7 @@ def run_stack(
         started = True
         yield stack
     finally:
-        for name in reversed(list(stack.procs)):
-            stack.terminate(name)
-        stack.http.close()
+        stack.stop_all()
         # A failed start-up is not counted as a failed test yet: print for it too.
         if not started or request.session.testsfailed > failed_before:
             for name in ("topics", *stack.procs):
