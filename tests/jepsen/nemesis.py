@@ -44,11 +44,12 @@ Faults (``Fault.kind``):
 - ``broker_pause``: SIGSTOP that broker past ``broker.session.timeout.ms`` (4 s), SIGCONT;
 - ``broker_restart``: a clean restart (SIGTERM, start) of a broker.
 
-Faults mode runs two lanes side by side, the processes' and the brokers', each one fault
-at a time, so a broker can fail while a processor is down: every kind at least once (but
-``EXTRA_ONLY``), then more while time remains. Availability mode kills a processor
-instance every X s (alternating) and a standard generator pool every Y s (alternating),
-nothing else.
+Faults mode runs two lanes side by side (``LANES``), each one fault at a time: the ledger
+processors' and the generator pools', and the APIs' and the brokers', so a broker or an
+API can fail while a processor is down. Every kind happens at least once (but
+``EXTRA_ONLY``; ``graceful_restart`` once in each lane), then more while time remains.
+Availability mode kills a processor instance every X s (alternating) and a standard
+generator pool every Y s (alternating), nothing else.
 
 The plan is printed at the start; each fault is printed with its time as it happens.
 Process faults that kill an instance are kept (``kills``) with the partitions it owned,
@@ -104,6 +105,21 @@ PROCESS_KINDS = (
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
 # Planned only where time remains after the required faults (see processor_wedge above).
 EXTRA_ONLY = ("processor_wedge",)
+# Faults mode's two lanes: the ledger's processes, and the edge's (the APIs) with the
+# brokers. A process is the target of one lane only, so two faults never meet on one (a
+# pause while it is being replaced); the lanes take about as long as each other.
+LANES = (
+    (
+        "processor_kill",
+        "fault_point",
+        "processor_pause",
+        "processor_wedge",
+        "generator_kill",
+        "generator_pause",
+        "graceful_restart",
+    ),
+    ("api_kill", "api_pause", "api_stall", "graceful_restart", *BROKER_KINDS),
+)
 # What a fault takes, planned: the schedule's times come from these.
 ESTIMATED_S = {
     "processor_kill": 2.0,
@@ -227,21 +243,14 @@ def plan_faults(
     points = list(FAULT_POINTS[2:])
     rng.shuffle(points)
     points = ["after_produce", "after_commit", *points]
-    process: list[tuple[str, str]] = [
-        ("processor_kill", ""),
+    ledger: list[tuple[str, str]] = [
         ("fault_point", points.pop(0)),
         ("fault_point", points.pop(0)),
-        ("processor_pause", ""),
-        ("generator_kill", ""),
-        ("generator_pause", ""),
-        ("api_kill", ""),
-        ("api_pause", ""),
-        ("api_stall", ""),
-        ("graceful_restart", ""),
+        *((kind, "") for kind in LANES[0] if kind not in ("fault_point", *EXTRA_ONLY)),
     ]
-    rng.shuffle(process)
-    broker = [(kind, "") for kind in BROKER_KINDS]
-    rng.shuffle(broker)
+    edge = [(kind, "") for kind in LANES[1]]
+    rng.shuffle(ledger)
+    rng.shuffle(edge)
 
     def extras(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
         more = []
@@ -254,10 +263,10 @@ def plan_faults(
         return more
 
     lanes = []
-    for required, kinds in ((process, PROCESS_KINDS), (broker, BROKER_KINDS)):
+    for n, (required, kinds) in enumerate(((ledger, LANES[0]), (edge, LANES[1]))):
         lane = []
         at_s = rng.uniform(3.0, 6.0)
-        for n, (kind, point) in enumerate(required + extras(kinds)):
+        for k, (kind, point) in enumerate(required + extras(kinds)):
             target = ""
             if kind in ("processor_kill", "fault_point", "processor_pause", "processor_wedge"):
                 target = rng.choice(instances)
@@ -265,12 +274,14 @@ def plan_faults(
                 target = rng.choice([*generators, *generator_names("ai", generators_ai)])
             elif kind in ("api_kill", "api_pause", "api_stall"):
                 target = rng.choice(api_names(apis))
-            elif kind == "graceful_restart":
+            elif kind == "graceful_restart" and n == 0:
                 ai = generator_names("ai", generators_ai)
-                target = rng.choice([*instances, *generators, *ai, *api_names(apis)])
+                target = rng.choice([*instances, *generators, *ai])
+            elif kind == "graceful_restart":
+                target = rng.choice(api_names(apis))
             elif kind == "broker_restart":
                 target = f"node-{rng.randint(1, nodes)}"
-            fault = Fault(round(at_s, 1), kind, target, point, required=n < len(required))
+            fault = Fault(round(at_s, 1), kind, target, point, required=k < len(required))
             # Every required fault is planned; an extra only if it ends before the load.
             if not fault.required and at_s + fault.estimate_s > seconds - 5:
                 break

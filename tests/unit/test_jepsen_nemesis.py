@@ -27,7 +27,8 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
     )
     required = [f.kind for lane in plan.lanes for f in lane if f.required]
     every = [k for k in (*PROCESS_KINDS, *BROKER_KINDS) if k not in EXTRA_ONLY]
-    assert sorted(required) == sorted([*every, "fault_point"])  # two fault points every run
+    # Two fault points every run, and a graceful restart in each lane.
+    assert sorted(required) == sorted([*every, "fault_point", "graceful_restart"])
     targets = {
         "processor_kill": {"processor-0", "processor-1"},
         "processor_pause": {"processor-0", "processor-1"},
@@ -43,6 +44,17 @@ def test_a_faults_plan_has_every_kind_once_required(seed: int) -> None:
         for fault in lane:
             if fault.kind in targets:
                 assert fault.target in targets[fault.kind], fault
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_process_is_the_target_of_both_lanes(seed: int) -> None:
+    """A fault of one lane must not meet a fault of the other on the same process (a
+    pause while it is being replaced, say); the lanes take about as long."""
+    plan = plan_faults(seed, 300.0, "faults", processors=2, nodes=3, generators_standard=2, apis=2)
+    ledger, edge = ({f.target for f in lane if f.kind not in BROKER_KINDS} for lane in plan.lanes)
+    assert ledger and edge and not ledger & edge
+    ends = [max(f.at_s + f.estimate_s for f in lane if f.required) for lane in plan.lanes]
+    assert max(ends) < 80.0, ends
 
 
 def test_a_long_run_plans_the_extra_only_kinds_too() -> None:
