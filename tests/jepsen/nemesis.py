@@ -90,36 +90,24 @@ FAULT_POINTS = (
     "after_offsets+refund",
     "after_commit+refund",
 )
-PROCESS_KINDS = (
+# Faults mode's two lanes: the ledger's processes, and the edge's (the APIs) with the
+# brokers. A process is the target of one lane only, so two faults never meet on one (a
+# pause while it is being replaced); the lanes take about as long as each other.
+LEDGER_KINDS = (
     "processor_kill",
     "fault_point",
     "processor_pause",
     "processor_wedge",
     "generator_kill",
     "generator_pause",
-    "api_kill",
-    "api_pause",
-    "api_stall",
     "graceful_restart",
 )
+EDGE_KINDS = ("api_kill", "api_pause", "api_stall", "graceful_restart")
 BROKER_KINDS = ("broker_kill", "broker_pause", "broker_restart")
+LANES = (LEDGER_KINDS, (*EDGE_KINDS, *BROKER_KINDS))
+PROCESS_KINDS = tuple(dict.fromkeys((*LEDGER_KINDS, *EDGE_KINDS)))  # each kind once
 # Planned only where time remains after the required faults (see processor_wedge above).
 EXTRA_ONLY = ("processor_wedge",)
-# Faults mode's two lanes: the ledger's processes, and the edge's (the APIs) with the
-# brokers. A process is the target of one lane only, so two faults never meet on one (a
-# pause while it is being replaced); the lanes take about as long as each other.
-LANES = (
-    (
-        "processor_kill",
-        "fault_point",
-        "processor_pause",
-        "processor_wedge",
-        "generator_kill",
-        "generator_pause",
-        "graceful_restart",
-    ),
-    ("api_kill", "api_pause", "api_stall", "graceful_restart", *BROKER_KINDS),
-)
 # What a fault takes, planned: the schedule's times come from these.
 ESTIMATED_S = {
     "processor_kill": 2.0,
