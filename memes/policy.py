@@ -243,7 +243,7 @@ def _read_cache(path: Path) -> _Model | None:
             expected = data["probe_scores"].tolist()
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing, torn, or old
         return None
-    # A damaged file must not change a verdict: it must score the probes as when written.
+    # The zip's checksums refuse a damaged file; the probes, one written wrong.
     return model if model.scores_probes_as(expected) else None
 
 

@@ -83,11 +83,7 @@ class Stack:
             self.http.close()
             self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
         proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        _reap(proc, timeout_s)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """The module is done: every process is told to stop at once, then awaited (one
@@ -98,11 +94,7 @@ class Stack:
         for proc in running:
             proc.terminate()
         for proc in running:
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            _reap(proc, timeout_s)
 
     def restart(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
         self.terminate(process_label(name, instance_id))
@@ -216,6 +208,15 @@ class Stack:
             last = f"{response.status_code} {response.text}"
             time.sleep(0.5)
         raise TimeoutError(f"ledger not answering after {timeout_s} s: {last}")
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for a process told to stop; kill it if it has not within the time."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def run_stack(
