@@ -42,13 +42,21 @@ import httpx
 from core.admin import ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
-from maas.processes import DEFAULT_COUNTS, OBSERVERS, SERVICE, process_label, start_process
+from maas.processes import (
+    DEFAULT_COUNTS,
+    OBSERVERS,
+    SERVICE,
+    process_label,
+    reap,
+    start_process,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 LOGS = RESULTS / "logs"
 IMG = REPO / "docs" / "img"
 STARTUP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0  # a graceful stop; then SIGKILL
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -221,13 +229,13 @@ class Region:
                 raise TimeoutError(f"the usage view did not answer within {timeout_s} s")
             time.sleep(0.2)  # the usage worker starts up: poll its view again
 
-    def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
+    def stop(self, name: str, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         proc = self.procs.pop(name, None)
         if proc is None:
             return None
         if proc.poll() is None:
             proc.terminate()
-        return _reaped(proc, timeout_s)
+        return reap(proc, timeout_s)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -382,7 +390,7 @@ class Region:
             if proc.poll() is None:
                 proc.terminate()
         for name, proc in procs:
-            say(f"stopped {name} exit={_reaped(proc)}")
+            say(f"stopped {name} exit={reap(proc, STOP_TIMEOUT_S)}")
         if delete_topics:
             self.delete_topics()
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -479,15 +487,6 @@ class CommittedOffsets:
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
-
-
-def _reaped(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
-    """The exit code of a process told to stop; killed if it has not within the time."""
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(30)
 
 
 def delete_topics(bootstrap: str, region: str) -> None:

@@ -60,7 +60,7 @@ from http_stages import STAGES, print_stages, stage_breakdown
 from http_wrk import find_wrk, run_wrk
 from workload import WORKLOADS, Request, WorkloadClient, ai_count, place_clients, plan
 
-from maas.processes import DEFAULT_COUNTS
+from maas.processes import DEFAULT_COUNTS, reap
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -93,11 +93,7 @@ def bare_app(log_dir: Path) -> Iterator[tuple[str, int]]:
         yield url, proc.pid
     finally:
         proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+        reap(proc, 15)
 
 
 def subscribe_ai(region: Region, clients: list[Client]) -> None:

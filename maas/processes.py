@@ -1,4 +1,4 @@
-"""How each process of the service is started: the one place that knows.
+"""How each process of the service is started and stopped: the one place that knows.
 
 ``maas up`` (``maas.supervisor``), the tests' stacks and ledger drivers and the
 benchmarks' regions all start processes through ``start_process``, so a process that
@@ -36,6 +36,10 @@ DEFAULT_COUNTS: Mapping[str, int] = {
     "generator-ai": 2,
     "api": 2,
 }
+
+
+# How long a process has to exit after SIGKILL: the kernel ends it, nothing of it runs.
+KILLED_EXIT_S = 30.0
 
 
 # Kinds whose supervisor watches their heartbeat (core/heartbeat.py): the API processes,
@@ -143,3 +147,13 @@ def start_process(
             cwd=cwd,
             start_new_session=True,
         )
+
+
+def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """The exit code of a process told to stop (SIGTERM, a graceful stop), once it has
+    exited; killed (SIGKILL) if it has not within ``timeout_s``."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(KILLED_EXIT_S)

@@ -39,6 +39,7 @@ from maas.processes import (
     heartbeat_file,
     process_label,
     ready_file,
+    reap,
     start_process,
 )
 from maas.rolling import PID_FILE, ROLL_SIGNAL, STATUS_FILE, Roll, in_roll_order
@@ -200,10 +201,7 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
                 child.process.terminate()
         for child in procs:
             if child.process:
-                try:
-                    child.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
+                reap(child.process, 15)
         if broker is not None:
             log.info("stopping local kafka")
             broker.stop()

@@ -33,7 +33,7 @@ from confluent_kafka import Message
 
 from core.settings import Settings
 from maas.broker import free_port
-from maas.processes import SERVICE, process_label, start_process
+from maas.processes import SERVICE, process_label, reap, start_process
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -83,7 +83,7 @@ class Stack:
             self.http.close()
             self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
         proc.terminate()
-        _reap(proc, timeout_s)
+        reap(proc, timeout_s)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """The module is done: every process is told to stop at once, then awaited (one
@@ -94,7 +94,7 @@ class Stack:
         for proc in running:
             proc.terminate()
         for proc in running:
-            _reap(proc, timeout_s)
+            reap(proc, timeout_s)
 
     def restart(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
         self.terminate(process_label(name, instance_id))
@@ -208,15 +208,6 @@ class Stack:
             last = f"{response.status_code} {response.text}"
             time.sleep(0.5)
         raise TimeoutError(f"ledger not answering after {timeout_s} s: {last}")
-
-
-def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Wait for a process told to stop; kill it if it has not within the time."""
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def run_stack(

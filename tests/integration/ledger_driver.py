@@ -49,7 +49,7 @@ from core.settings import Settings
 from core.topic_reader import position_of, read_topic
 from core.topics import ANSWERED_HEADER, CLIENT_PARTITION_HEADER, Topics, header_value
 from ledger.replay import Replay
-from maas.processes import start_process
+from maas.processes import reap, start_process
 from schemas.events import (
     AccountQueried,
     AccountView,
@@ -389,11 +389,7 @@ class LedgerDriver:
         if proc.poll() is None:
             proc.send_signal(signal.SIGCONT)
             proc.terminate()
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            reap(proc, timeout_s)
         return proc.returncode
 
     def pause(self, instance: str) -> None:

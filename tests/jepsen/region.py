@@ -41,7 +41,7 @@ from core.readiness import forget, is_warm
 from core.settings import Settings
 from core.topics import Topics
 from maas.broker import free_port
-from maas.processes import heartbeat_file, process_label, start_process
+from maas.processes import heartbeat_file, process_label, reap, start_process
 from maas.supervisor import restart_delay_s
 from processors.ledger.processor import group_id
 from tests.jepsen.admin import owned_partitions
@@ -384,11 +384,7 @@ class Region:
         with contextlib.suppress(ProcessLookupError):
             os.kill(popen.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         popen.terminate()
-        try:
-            popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait(timeout=30)
+        reap(popen, timeout_s)
 
     def _supervise(self) -> None:
         while not self._stop.is_set():
