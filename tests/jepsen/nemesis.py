@@ -190,6 +190,7 @@ class ProcessorKill:
 class Plan:
     seed: int
     mode: Mode
+    seconds: float  # the load's planned length
     lanes: list[list[Fault]]
 
     def describe(self) -> str:
@@ -225,7 +226,7 @@ def plan_faults(
             target = generators[(k - 1) % len(generators)]
             lane.append(Fault(k * generator_kill_every_s, "generator_kill", target))
         lane = [f for f in lane if f.at_s < seconds]
-        return Plan(seed, mode, [sorted(lane, key=lambda f: f.at_s)])
+        return Plan(seed, mode, seconds, [sorted(lane, key=lambda f: f.at_s)])
 
     # Faults mode: the two fault points every run covers, then the others by seed.
     points = list(FAULT_POINTS[2:])
@@ -276,7 +277,7 @@ def plan_faults(
             lane.append(fault)
             at_s += fault.estimate_s + rng.uniform(*GAP_S)
         lanes.append(lane)
-    return Plan(seed, mode, lanes)
+    return Plan(seed, mode, seconds, lanes)
 
 
 @dataclass
@@ -341,6 +342,10 @@ class Nemesis:
         for fault in lane:
             wait_s = fault.at_s - self._elapsed()
             if self._stop.wait(max(0.0, wait_s)):
+                return
+            if not fault.required and self._elapsed() + fault.estimate_s > self.plan.seconds:
+                # Behind its schedule (a slow restart): the extras left would run past the
+                # load's end, with no load to judge them by, and hold up the run's end.
                 return
             started = self._elapsed()
             self.say(f"fault {fault.kind} {fault.target} {fault.point}".rstrip() + " begins")

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from core.heartbeat import HeartbeatWatch
-from tests.jepsen.nemesis import BROKER_KINDS, EXTRA_ONLY, PROCESS_KINDS, plan_faults
+from tests.jepsen.nemesis import (
+    BROKER_KINDS,
+    EXTRA_ONLY,
+    PROCESS_KINDS,
+    Fault,
+    Nemesis,
+    Plan,
+    plan_faults,
+)
 from tests.jepsen.region import Region
 from tests.jepsen.workload import Answer
 
@@ -113,3 +121,22 @@ def test_a_fault_waits_for_its_target_to_run_and_a_watched_one_to_beat(tmp_path:
     finally:
         child.popen.kill()
         child.popen.wait()
+
+
+@pytest.mark.parametrize(("into_load_s", "begun"), [(0.0, 1), (55.0, 0)])
+def test_a_lane_behind_its_schedule_begins_no_extra_past_the_loads_end(
+    tmp_path: Path, into_load_s: float, begun: int
+) -> None:
+    """An extra (not required) fault that would end past the load's planned end is left
+    out: nothing would judge it, and the run would wait for it to end."""
+    extra = Fault(0.0, "broker_pause")  # 7 s planned; no cluster here, so it does nothing
+    plan = Plan(1, "faults", 60.0, [[extra]])
+    region = Region("127.0.0.1:9", tmp_path, processors=1)
+    nemesis = Nemesis(plan, region, None, say=lambda _: None)
+    nemesis.start(time.monotonic() - into_load_s)
+    deadline = time.monotonic() + 2.0
+    while len(nemesis.done) < begun and time.monotonic() < deadline:
+        time.sleep(0.01)
+    nemesis.stop()
+    assert len(nemesis.done) == begun
+    assert nemesis.skipped() == ([] if begun else [extra])
