@@ -7,6 +7,7 @@ once and cached, so later starts need neither the network nor Maven.
 The broker runs as a detached process (its own session) so it outlives the Python
 process that started it; a pid file in ``home`` lets another process stop it. Data
 lives in ``home/data`` and survives stop/kill + start: storage is formatted only once.
+Each start maps the classes from an archive an earlier broker left (``jvm_archive``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+
+from maas import jvm_archive
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,6 +275,7 @@ class LocalBroker:
         cmd = [
             java,
             *JVM_FLAGS,
+            *jvm_archive.start_flags(java, classpath, JVM_FLAGS, self.home),
             f"-Dlog4j2.configurationFile={self.home / 'config' / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.log_path.parent}",
             "-cp",
@@ -297,13 +301,17 @@ class LocalBroker:
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it has not exited in time."""
         pid = self.pid()
+        stopped = False
         if pid is not None:
             self._signal(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout_s):
+            stopped = self._wait_exit(pid, timeout_s)
+            if not stopped:
                 self._signal(pid, signal.SIGKILL)
                 self._wait_exit(pid, 10)
         self._proc = None
         self.pid_path.unlink(missing_ok=True)
+        if stopped:  # a killed JVM may leave half an archive; the next start writes one
+            jvm_archive.adopt(self._java(), resolve_classpath(), JVM_FLAGS, self.home)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: for fault tests. Data stays; the next start recovers."""

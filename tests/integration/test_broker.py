@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.topics import key_partition
+from maas import jvm_archive
 from maas.broker import LocalBroker, free_port
 from tests.stack import value_of
 
@@ -106,10 +107,16 @@ def test_transactions_commit_and_abort(kafka, unique: str) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(shutil.which("java") is None, reason="a local broker needs java")
-def test_local_broker_keeps_data_across_stop_and_kill(tmp_path: Path) -> None:
+def test_local_broker_keeps_data_across_stop_and_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """And the first clean stop leaves the class-data archive that later starts map
+    (``maas/jvm_archive.py``), in a cache of this test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     broker = LocalBroker(tmp_path / "kafka", port=free_port())
     broker.start(timeout_s=40)
     try:
+        assert "-XX:ArchiveClassesAtExit=" in jvm_command(broker)
         create_topic(broker.bootstrap, "kept")
         producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
         producer.produce("kept", b"before-restart")
@@ -118,7 +125,10 @@ def test_local_broker_keeps_data_across_stop_and_kill(tmp_path: Path) -> None:
 
         broker.stop()
         assert not broker.is_running()
+        (archive,) = (tmp_path / "cache" / "maas").glob("kafka-classes-*.jsa")
+        assert not (broker.home / jvm_archive.DUMP_NAME).exists()
         broker.start(timeout_s=40)  # clean restart: same home, no re-format
+        assert f"-XX:SharedArchiveFile={archive}" in jvm_command(broker)
         assert consume(broker.bootstrap, "kept", "g1", 1) == [b"before-restart"]
 
         broker.kill()  # a crash: the next start must recover the log
@@ -127,3 +137,9 @@ def test_local_broker_keeps_data_across_stop_and_kill(tmp_path: Path) -> None:
         assert consume(broker.bootstrap, "kept", "g2", 1) == [b"before-restart"]
     finally:
         broker.stop()
+
+
+def jvm_command(broker: LocalBroker) -> str:
+    pid = broker.pid()
+    assert pid is not None
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ")
