@@ -65,11 +65,16 @@ def adopt(java: str, classpath: str, flags: list[str], home: Path) -> None:
 
 
 def _maps(java: str, classpath: str, flags: list[str], archive: Path) -> bool:
-    """A JVM that must share (``-Xshare:on``) starts with it and exits 0."""
+    """A JVM that must share (``-Xshare:on``) starts with it and exits 0. Run in the
+    archive's folder: a JVM that crashes writes its report (hs_err_pid*.log) there."""
     cmd = [java, *flags, "-Xshare:on", f"-XX:SharedArchiveFile={archive}", "-cp", classpath]
     try:
         done = subprocess.run(
-            [*cmd, "-version"], capture_output=True, timeout=CHECK_TIMEOUT_S, check=False
+            [*cmd, "-version"],
+            capture_output=True,
+            timeout=CHECK_TIMEOUT_S,
+            check=False,
+            cwd=archive.parent,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
