@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
@@ -39,6 +40,10 @@ from schemas.events import AccountOpened, parse_entry
 log = logging.getLogger(__name__)
 
 PROPAGATION_WAIT_S = 1.0
+# For the watermarks of all partitions together: each ask waits up to what is left, so a
+# leader that does not answer (down, paused) holds the table up once, not once per
+# partition it leads; partitions not asked in time are read to their end instead.
+EMPTY_PROBE_S = 2.0
 
 
 def key_hash(api_key: str) -> str:
@@ -170,7 +175,7 @@ class KeyTable:
                 topic = metadata.topics.get(self.topic)
                 if topic is not None and topic.error is None and topic.partitions:
                     numbers = set(topic.partitions)
-                    empty = {p for p in numbers if self._empty(consumer, p)}
+                    empty = self.empty_partitions(consumer, numbers)
                     consumer.assign(
                         [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in numbers]
                     )
@@ -181,14 +186,24 @@ class KeyTable:
             self._stopping.wait(0.5)
         return set(), set()
 
-    def _empty(self, consumer: Consumer, partition: int) -> bool:
-        try:
-            marks = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=2.0
-            )
-        except KafkaException:
-            return False  # its end-of-partition event will tell
-        return marks is not None and marks[0] == marks[1]
+    def empty_partitions(self, consumer: Consumer, partitions: set[int]) -> set[int]:
+        """Those of ``partitions`` whose watermarks say, within ``EMPTY_PROBE_S`` in all,
+        that they hold nothing; of the others, their end-of-partition events will tell."""
+        deadline = time.monotonic() + EMPTY_PROBE_S
+        empty: set[int] = set()
+        for partition in sorted(partitions):
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            try:
+                marks = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=left_s
+                )
+            except KafkaException:
+                continue
+            if marks is not None and marks[0] == marks[1]:
+                empty.add(partition)
+        return empty
 
     def _reached(self, at_end: set[int], partitions: set[int]) -> None:
         if partitions and not self.loaded and at_end >= partitions:

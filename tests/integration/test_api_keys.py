@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from api.keys import KeyTable, key_hash
+from api.keys import EMPTY_PROBE_S, KeyTable, key_hash
 from core.admin import ensure_topics
 from core.settings import Settings
 from core.topics import Topics
@@ -96,3 +98,28 @@ def test_a_table_is_loaded_only_once_every_written_partition_is_read(settings: S
         assert table.wait_loaded(10.0)
         assert table.client_for("mk_c-first") == "c-first"
         assert table.client_for("mk_c-second") == "c-second"
+
+
+def test_a_broker_that_does_not_answer_holds_the_probe_up_once(kafka, settings: Settings) -> None:
+    """The watermarks of all partitions are asked within ``EMPTY_PROBE_S`` together: a
+    leader that does not answer (paused here) must not cost it once per partition it
+    leads (2 s each, 12 s for six, before the bound)."""
+    if kafka.broker is None:
+        pytest.skip("the broker is not ours to pause")
+    table = KeyTable(settings)
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
+    try:
+        partitions = set(
+            consumer.list_topics(table.topic, timeout=10.0).topics[table.topic].partitions
+        )
+        assert table.empty_partitions(consumer, partitions) == partitions  # a new topic
+        pid = kafka.broker.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            assert table.empty_partitions(consumer, partitions) == set()
+            assert time.monotonic() - began < EMPTY_PROBE_S + 0.5
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        consumer.close()
