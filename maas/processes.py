@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 # The money path and what serves it (several of each may run, each with its own
@@ -157,3 +157,13 @@ def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(KILLED_EXIT_S)
+
+
+def stop_together(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> list[int]:
+    """Their exit codes, in order, once all have stopped gracefully: SIGTERM to each
+    still running first, then each reaped, so their graceful stops overlap (one after
+    another took ~0.5 s each)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    return [reap(proc, timeout_s) for proc in procs]

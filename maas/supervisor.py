@@ -39,8 +39,8 @@ from maas.processes import (
     heartbeat_file,
     process_label,
     ready_file,
-    reap,
     start_process,
+    stop_together,
 )
 from maas.rolling import PID_FILE, ROLL_SIGNAL, STATUS_FILE, Roll, in_roll_order
 
@@ -196,12 +196,7 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
             time.sleep(POLL_S)
     finally:
         pid_file.unlink(missing_ok=True)
-        for child in reversed(procs):
-            if child.process and child.process.poll() is None:
-                child.process.terminate()
-        for child in procs:
-            if child.process:
-                reap(child.process, 15)
+        stop_together([c.process for c in reversed(procs) if c.process], 15)
         if broker is not None:
             log.info("stopping local kafka")
             broker.stop()

@@ -33,7 +33,7 @@ from confluent_kafka import Message
 
 from core.settings import Settings
 from maas.broker import free_port
-from maas.processes import SERVICE, process_label, reap, start_process
+from maas.processes import SERVICE, process_label, reap, start_process, stop_together
 
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 40
@@ -90,11 +90,7 @@ class Stack:
         at a time, as ``terminate``, took ~2.5 s). Clients leave first: a stopping API
         waits for them (api_drain_s)."""
         self.http.close()
-        running = [proc for proc in self.procs.values() if proc.poll() is None]
-        for proc in running:
-            proc.terminate()
-        for proc in running:
-            reap(proc, timeout_s)
+        stop_together(list(self.procs.values()), timeout_s)
 
     def restart(self, name: str, instance_id: str | None = None) -> subprocess.Popen[bytes]:
         self.terminate(process_label(name, instance_id))
