@@ -6,10 +6,11 @@ answers; else a ``maas.broker.LocalBroker`` (a JVM from Maven jars) in a temp di
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,12 +90,52 @@ def pytest_terminal_summary(
         terminalreporter.write_line(_local_broker.tail(40))
 
 
+SHARED_REGION = "shared_region"
+_shared_stacks: list[Generator[Stack, None, None]] = []  # the shared region, once started
+_last_shared_user: str | None = None  # the node id of the last test that uses it
+
+
 @pytest.fixture(scope="module")
 def stack(
     kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
-    """A fresh region with every process of the service running (see ``tests/stack.py``)."""
-    yield from run_stack(kafka, tmp_path_factory, request)
+    """A fresh region with every process of the service running (see ``tests/stack.py``),
+    or, for a module marked ``shared_region``, the one region those modules share."""
+    if request.node.get_closest_marker(SHARED_REGION):
+        yield request.getfixturevalue("shared_stack")
+    else:
+        yield from run_stack(kafka, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(
+    kafka: KafkaCluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The region of the ``shared_region`` modules: they only call the API (they kill no
+    process and change no setting), and a region of their own each cost ~4.5 s to start
+    and stop. It stops after the last of them, not at the end of the session: idle, it
+    would still take CPU from the fault scenarios and benchmarks that follow."""
+    stacks = run_stack(kafka, tmp_path_factory, request)
+    _shared_stacks.append(stacks)
+    with contextlib.closing(stacks):
+        yield next(stacks)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    global _last_shared_user
+    users = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker(SHARED_REGION) and "stack" in getattr(item, "fixturenames", ())
+    ]
+    _last_shared_user = users[-1] if users else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.nodeid == _last_shared_user:
+        for stacks in _shared_stacks:
+            stacks.close()  # runs run_stack's teardown: every process stopped
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """A whole region as real processes on the session's broker (the ``stack`` fixture).
 
 Each test module gets a fresh region (topic prefix ``t<8 hex>``), data dir and billing
-token, and these processes, started through the ``maas`` CLI as in production
+token (but the modules marked ``shared_region``, which only call the API, share one), and
+these processes, started through the ``maas`` CLI as in production
 (``maas.processes.start_process``, as ``maas up`` starts them):
 ``topics create`` (run to completion first), ``processor``, ``generator --kind
 standard``, ``generator --kind ai`` and ``api --port <free port>``. A test may
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,7 @@ class Stack:
 
 def run_stack(
     kafka: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Stack]:
+) -> Generator[Stack, None, None]:
     root = tmp_path_factory.mktemp("stack")
     log_dir = root / "logs"
     log_dir.mkdir()

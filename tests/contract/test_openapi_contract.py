@@ -21,7 +21,7 @@ import pytest
 
 from tests.stack import Stack
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = os.environ.get("MAAS_CONTRACT_MAX_EXAMPLES", "25")

@@ -24,7 +24,7 @@ from core.topics import READS_HEADER, Topics
 from schemas.events import MemeRequested, Reply, parse_input
 from tests.stack import FAULT_QUERY, Stack, value_of
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -27,7 +27,7 @@ from PIL import Image, ImageChops
 
 from tests.stack import FAULT_QUERY, Stack
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1200, 900

@@ -27,7 +27,7 @@ from core.topics import Topics
 from tests.integration.test_audit import audit
 from tests.stack import FAULT_QUERY, Stack
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 
 def erase(stack: Stack, client_id: str, headers: dict[str, str] | None = None) -> Any:

@@ -22,7 +22,7 @@ from maas_client import (
 )
 from tests.stack import FAULT_QUERY, Stack
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 NEW_YORK = (40.730610, -73.935242)
 

@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from core.topics import Topics
 from tests.stack import FAULT_QUERY, Stack
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 duckdb = pytest.importorskip("duckdb")
 
