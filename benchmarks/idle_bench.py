@@ -15,7 +15,7 @@ share, the totals of (b) and (c), the ratio of the broker's share in (c) to (a) 
 the clients' fetches cost the broker) and the machine's busy share; writes
 ``benchmarks/results/idle-<timestamp>.json``. Needs its own broker to measure it, so it
 ignores ``KAFKA_BOOTSTRAP_SERVERS`` for the broker's figures (they are then absent).
-``--smoke`` idles 2 s each, without settling: does it still run?
+``--smoke`` idles 1 s each, without settling: does it still run?
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds: does it still run?")
     args = parser.parse_args()
-    seconds = 2.0 if args.smoke else args.seconds
+    seconds = 1.0 if args.smoke else args.seconds
     settle = 0.0 if args.smoke else args.settle
     stop_on_sigterm()
     machine = machine_description()
