@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from core.admin import ensure_topics
+from core.admin import delete_region_topics, ensure_topics
 from core.settings import Settings
 from maas.broker import LocalBroker, free_port
 from maas.processes import (
@@ -394,7 +394,7 @@ class Region:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def delete_topics(self) -> None:
-        delete_topics(self.kafka.bootstrap, self.name)
+        delete_region_topics(self.kafka.bootstrap, self.name)
 
 
 def end_probe(bootstrap: str, group: str) -> Any:
@@ -485,18 +485,6 @@ class CommittedOffsets:
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
-
-
-def delete_topics(bootstrap: str, region: str) -> None:
-    """Delete every topic of ``region`` (benchmark data is not kept)."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(region + ".")]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                future.result()
 
 
 # --------------------------------------------------------------------------- cpu

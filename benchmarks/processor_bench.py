@@ -49,7 +49,6 @@ from common import (
     CpuMeter,
     CpuReport,
     Region,
-    delete_topics,
     kafka,
     machine_description,
     say,
@@ -65,7 +64,7 @@ from confluent_kafka import (
 )
 
 from api.routes.memes import fingerprint
-from core.admin import ensure_topics
+from core.admin import delete_region_topics, ensure_topics
 from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
@@ -483,7 +482,7 @@ def main() -> int:
             # broker is gone can block the interpreter's exit.
             baseline.close()
             del baseline
-            delete_topics(cluster.bootstrap, shadow.region)
+            delete_region_topics(cluster.bootstrap, shadow.region)
 
     results |= {
         "exactly_once": a,

@@ -233,10 +233,11 @@ def measure_kafka(raws: Sequence[bytes], balances: dict[str, int]) -> dict[str, 
     """Produce the entries to a fresh ledger topic, then time ``maas replay``'s fold."""
     import uuid
 
-    from common import delete_topics, kafka, say
+    from common import kafka, say
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from core.admin import delete_region_topics
     from core.settings import Settings
     from core.topics import Topics
     from maas.replay_cli import replay_ledger
@@ -281,7 +282,7 @@ def measure_kafka(raws: Sequence[bytes], balances: dict[str, int]) -> dict[str, 
             assert {c: a.balance for c, a in replay.accounts.items()} == balances
             return result
         finally:
-            delete_topics(cluster.bootstrap, settings.region)
+            delete_region_topics(cluster.bootstrap, settings.region)
 
 
 def main() -> int:

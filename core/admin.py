@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from confluent_kafka import KafkaError, KafkaException
@@ -64,3 +65,17 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def delete_region_topics(bootstrap: str, region: str, timeout_s: float = 30.0) -> None:
+    """Delete every topic of ``region`` (``<region>.*``, the usage worker's too): for a
+    region whose data is not kept, a benchmark's or a test's. Left behind, each region's
+    ~70 partitions stay on the broker: at 1,500 a local broker took 5 s to stop and 5 s
+    to start, against 0.5 and 1.5 s."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    prefix = region + "."
+    names = [t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
+            with contextlib.suppress(KafkaException):  # gone already: the same end
+                future.result()

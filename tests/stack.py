@@ -32,6 +32,7 @@ import httpx
 import pytest
 from confluent_kafka import Message
 
+from core.admin import delete_region_topics
 from core.settings import Settings
 from maas.broker import free_port
 from maas.processes import SERVICE, process_label, reap, start_process, stop_together
@@ -256,6 +257,7 @@ def run_stack(
         yield stack
     finally:
         stack.stop_all()
+        delete_region_topics(kafka.bootstrap, region)
         # A failed start-up is not counted as a failed test yet: print for it too.
         if not started or request.session.testsfailed > failed_before:
             for name in ("topics", *stack.procs):

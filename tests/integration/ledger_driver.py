@@ -42,7 +42,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from core.admin import ensure_topics, topic_specs
+from core.admin import delete_region_topics, ensure_topics, topic_specs
 from core.batching import take_batch
 from core.clock import now_ms
 from core.settings import Settings
@@ -682,6 +682,7 @@ class LedgerDriver:
         self.replies.close()
         self.producer.flush(10)
         self.producer.close()
+        delete_region_topics(self.settings.bootstrap_servers, self.region)
 
 
 class Clock:
