@@ -121,6 +121,7 @@ def shared_stack(
         yield next(stacks)
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     global _last_shared_user
     users = [
