@@ -34,15 +34,21 @@ from processors.ledger.store import PartitionStore
 log = logging.getLogger("maas.ledger")
 
 RESTORE_BATCH = 5_000
+# A watermark query's own time-out. The client that timed out is replaced before the
+# next query: across a leader's kill and restart, a client that had asked before hung
+# 9-11 s, where fresh ones answered as soon as the partition had a leader again
+# (docs/reliability.md, "Known limits"). With 10 s and an exit instead, a broker kill
+# held a restoring instance's partitions 12 s.
+WATERMARK_QUERY_S = 2.0
 RESTORE_TIMEOUT_S = 300
 OPEN_TRANSACTION_POLL_S = 0.1
 # Answers that librdkafka does not flag as retriable but that pass once the cluster's
 # metadata catches up: a topic just created or a broker just restarted has no leader yet;
 # a killed broker's connection fails, and when it leaves the metadata librdkafka destroys
 # its handle, failing what was queued on it (seen in the Jepsen faults run). Not a local
-# "unknown partition" (the partition missing from librdkafka's metadata) nor a query's own
-# time-out: asked again, one persisted for 40 s in a faults run and held the instance's
-# every partition, where an exit and a restart (a fresh client) serve again in ~2 s.
+# "unknown partition" (the partition missing from librdkafka's metadata): asked again by
+# the same client, one persisted for 40 s in a faults run and held the instance's every
+# partition, where an exit and a restart (a fresh client) serve again in ~2 s.
 TRANSIENT_CODES = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
@@ -65,18 +71,16 @@ class ChangelogRestorer:
         # The broker aborts a timed-out transaction only at its next periodic check, so an
         # open one may outlive its timeout (processor: STABLE_OFFSETS_TIMEOUTS).
         self.open_transaction_wait_s = 3 * settings.transaction_timeout_ms / 1000
+        self.settings, self.group = settings, group
+        self.uncommitted, self.consumer = self._clients()
+
+    def _clients(self) -> tuple[Consumer, Consumer]:
+        common = {**self.settings.kafka_common(), "group.id": f"{self.group}.restore"}
         # Asks only where the log ends, open transactions included (see the module docstring).
-        self.uncommitted = Consumer(
+        uncommitted = Consumer({**common, "isolation.level": "read_uncommitted"})
+        committed = Consumer(
             {
-                **settings.kafka_common(),
-                "group.id": f"{group}.restore",
-                "isolation.level": "read_uncommitted",
-            }
-        )
-        self.consumer = Consumer(
-            {
-                **settings.kafka_common(),
-                "group.id": f"{group}.restore",
+                **common,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
@@ -85,6 +89,7 @@ class ChangelogRestorer:
                 "fetch.wait.max.ms": 5,
             }
         )
+        return uncommitted, committed
 
     def close(self) -> None:
         self.consumer.close()
@@ -155,7 +160,7 @@ class ChangelogRestorer:
         waiting = False
         while True:
             stable = self.watermarks(tp)[1]  # read_committed: before the first open one
-            end = self.watermarks(tp, self.uncommitted)[1]
+            end = self.watermarks(tp, uncommitted=True)[1]
             if stable >= end:
                 return end
             if time.monotonic() > give_up:
@@ -171,16 +176,18 @@ class ChangelogRestorer:
                 waiting = True
             time.sleep(OPEN_TRANSACTION_POLL_S)
 
-    def watermarks(self, tp: TopicPartition, asking: Consumer | None = None) -> tuple[int, int]:
+    def watermarks(self, tp: TopicPartition, uncommitted: bool = False) -> tuple[int, int]:
         """(low, high) of a partition, waiting out a leader that is not there yet; high is
-        the last stable offset for the ``read_committed`` consumer (the default)."""
+        the last stable offset, or the log's end if ``uncommitted``."""
         give_up = time.monotonic() + 60
         while True:
+            asking = self.uncommitted if uncommitted else self.consumer
             try:
-                return (asking or self.consumer).get_watermark_offsets(tp, timeout=10)
+                return asking.get_watermark_offsets(tp, timeout=WATERMARK_QUERY_S)
             except KafkaException as exc:
                 err = exc.args[0]
-                if not is_transient(err) or time.monotonic() > give_up:
+                timed_out = err.code() == KafkaError._TIMED_OUT
+                if not (timed_out or is_transient(err)) or time.monotonic() > give_up:
                     raise
                 log.info(
                     "partition not ready topic=%s partition=%d error=%s",
@@ -188,4 +195,8 @@ class ChangelogRestorer:
                     tp.partition,
                     err,
                 )
-                time.sleep(0.2)
+                if timed_out:  # nothing is assigned between restores: nothing to carry over
+                    self.close()
+                    self.uncommitted, self.consumer = self._clients()
+                else:
+                    time.sleep(0.2)

@@ -30,7 +30,7 @@ from core.admin import ensure_topics, topic_specs
 from core.settings import Settings
 from maas.cluster import LocalCluster
 from processors.ledger.processor import init_transactions
-from processors.ledger.restore import is_transient
+from processors.ledger.restore import ChangelogRestorer, is_transient
 from processors.watchdog import Watchdog
 from tests.stack import value_of
 
@@ -320,6 +320,54 @@ def test_killed_leader_is_replaced_and_rejoins(
     # Nothing acknowledged was lost, and the idempotent producer wrote nothing twice.
     assert sorted(read_all(cluster, topic, 3)) == sorted(before + during)
     assert read_all(cluster, txn_topic, 1) == [b"all-up", b"coordinator-down"]
+
+
+def test_a_restore_asks_a_killed_leaders_partition_again_with_fresh_clients(
+    cluster: LocalCluster, unique: str, restore: None
+) -> None:
+    """Scenario: a ledger processor's changelog restorer has asked where a changelog
+    partition ends; its leader is killed (and started again 4 s later, as the Jepsen
+    faults form does), and the restorer asks again at once, as an instance assigned the
+    partition would.
+
+    We expect: the answer once the partition has a leader again, from fresh clients: the
+    query times out (``WATERMARK_QUERY_S``) while the leader is gone, and the clients that
+    asked are replaced. The same client, asked again, hung 9-11 s (it waits for the old
+    leader), and with a 10 s time-out and an exit instead a broker kill held a restoring
+    instance's partitions 12 s in a faults run.
+    """
+    settings = Settings(region=unique, bootstrap_servers=cluster.bootstrap, replication_factor=3)
+    ensure_topics(settings)
+    restorer = ChangelogRestorer(settings, f"{unique}.ledger")
+    tp = TopicPartition(restorer.changelog_topic, 0)
+
+    def answers() -> bool:
+        try:
+            return restorer.watermarks(tp) == (0, 0)
+        except KafkaException:  # a topic just created: not yet in the client's metadata
+            return False
+
+    wait_for("the restorer answers for the new changelog", answers)
+    first = restorer.consumer
+    victim = cluster.leader_of(restorer.changelog_topic, 0)
+    assert victim in (1, 2, 3)
+
+    def restart_later() -> None:
+        time.sleep(4)
+        cluster.restart(victim)
+
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    back = threading.Thread(target=restart_later)
+    back.start()
+    try:
+        assert restorer.watermarks(tp) == (0, 0)
+        answered_s = time.monotonic() - killed_at
+    finally:
+        back.join()
+        restorer.close()
+    assert restorer.consumer is not first  # a query timed out: asked again by fresh ones
+    assert answered_s < 9.0, f"answered {answered_s:.1f} s after the kill"
 
 
 def test_paused_leader_loses_leadership_and_rejoins(
