@@ -21,8 +21,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from core.cache import cache_dir
-
 DUMP_NAME = "classes.jsa"  # in the broker's home, written by the JVM as it exits
 CHECK_TIMEOUT_S = 60
 
@@ -32,7 +30,8 @@ def archive_path(java: str, classpath: str, flags: list[str]) -> Path:
     binary = Path(java).resolve()
     stat = binary.stat()
     key = "\0".join([str(binary), str(stat.st_mtime_ns), str(stat.st_size), classpath, *flags])
-    return cache_dir() / f"kafka-classes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "maas" / f"kafka-classes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 
 
 def start_flags(java: str, classpath: str, flags: list[str], home: Path) -> list[str]:

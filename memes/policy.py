@@ -53,8 +53,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from core.cache import cache_dir
-
 Surface = Literal["query", "caption"]
 
 QUERY_THRESHOLD = 0.95
@@ -225,7 +223,8 @@ def cache_path() -> Path | None:
             digest.update(Path(str(dist.locate_file(file))).read_bytes())
     except (metadata.PackageNotFoundError, OSError):
         return None  # then importing the package fails, and says why
-    return cache_dir() / f"policy-{digest.hexdigest()[:16]}.npz"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "maas" / f"policy-{digest.hexdigest()[:16]}.npz"
 
 
 def _read_cache(path: Path) -> _Model | None:
