@@ -383,18 +383,14 @@ class Region:
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
 
-    def close(self, delete_topics: bool = True) -> None:
+    def close(self) -> None:
         self.http.close()  # first: a stopping API waits for its clients to leave
         names = list(reversed(self.procs))
         codes = stop_together([self.procs.pop(name) for name in names], STOP_TIMEOUT_S)
         for name, code in zip(names, codes, strict=True):
             say(f"stopped {name} exit={code}")
-        if delete_topics:
-            self.delete_topics()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def delete_topics(self) -> None:
         delete_region_topics(self.kafka.bootstrap, self.name)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def end_probe(bootstrap: str, group: str) -> Any:

@@ -39,6 +39,7 @@ from tests.jepsen.run import Options, RunResult, run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
+FAULTS_NODES = 3
 FAULTS_SECONDS = 60.0  # the load goes on past it until every kind of fault has happened
 FAULTS_RATE = 20.0
 AVAILABILITY_SECONDS = 35.0
@@ -52,14 +53,14 @@ EVERY_KIND = {*PROCESS_KINDS, *BROKER_KINDS} - set(EXTRA_ONLY)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
-    brokers = open_cluster(tmp_path_factory.mktemp("jepsen-kafka"), nodes=3)
+    brokers = open_cluster(tmp_path_factory.mktemp("jepsen-kafka"), nodes=FAULTS_NODES)
     brokers.start()
     try:
         yield brokers
     finally:
         # Its data is thrown away: a crash of each costs nothing, where a clean stop takes
         # ~5.5 s (the last node waits out the Raft quorum it lost).
-        for node_id in range(1, 4):
+        for node_id in range(1, FAULTS_NODES + 1):
             brokers.kill(node_id)
 
 
@@ -97,7 +98,7 @@ def test_faults_verdict_ok(cluster: Brokers, tmp_path: Path) -> None:
             cluster=cluster,
             seconds=FAULTS_SECONDS,
             rate=FAULTS_RATE,
-            nodes=3,
+            nodes=FAULTS_NODES,
             processors=2,
             clients=40,
             mode="faults",
