@@ -72,6 +72,7 @@ from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.settings import Settings
 from core.topics import READS_HEADER, Topics, key_partition
+from core.watermarks import WatermarkAsker
 from schemas.events import (
     AccountQueried,
     Envelope,
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
+REPLIES_END_QUERY_S = 2.0
 # librdkafka reports every message by message.timeout.ms; this only guards against a
 # report that never comes (a bug), so that no request waits forever.
 DELIVERY_REPORT_SLACK_S = 5.0
@@ -167,8 +169,7 @@ class KafkaBridge:
         for thread in self._threads:
             thread.join(timeout=5)
         with self._probe_lock:
-            if self._probe is not None:
-                self._probe.close()
+            self._drop_probe()
 
     @property
     def replies_positioned(self) -> bool:
@@ -332,28 +333,37 @@ class KafkaBridge:
         while not self._stopping.is_set():
             self._producer.poll(IDLE_WAIT_S)
 
-    def _consume_replies(self) -> None:
-        consumer = Consumer(reply_consumer_config(self.settings))
+    def _replies_end(self) -> int | None:
+        """Where the instance's reply partition ends now; None if stopped first."""
         partition = TopicPartition(self.topics.replies, self.settings.api_instance)
+        asker = WatermarkAsker(reply_consumer_config(self.settings))
         try:
             while not self._stopping.is_set():
                 try:
-                    _, end = consumer.get_watermark_offsets(partition, timeout=2.0)
+                    return asker.ask(partition, REPLIES_END_QUERY_S)[1]
                 except KafkaException as exc:
                     log.warning("replies not reachable yet error=%s", exc.args[0].str())
                     self._stopping.wait(0.5)
-                    continue
-                consumer.assign(
-                    [TopicPartition(self.topics.replies, self.settings.api_instance, end)]
-                )
-                log.info(
-                    "replies assigned topic=%s partition=%d offset=%d",
-                    self.topics.replies,
-                    self.settings.api_instance,
-                    end,
-                )
-                self._replies_positioned.set()
-                break
+            return None
+        finally:
+            asker.close()
+
+    def _consume_replies(self) -> None:
+        end = self._replies_end()
+        if end is None:
+            return
+        # Built once the partition has answered: a client that asked during a leader's
+        # kill may keep waiting for the old leader (core.watermarks).
+        consumer = Consumer(reply_consumer_config(self.settings))
+        try:
+            consumer.assign([TopicPartition(self.topics.replies, self.settings.api_instance, end)])
+            log.info(
+                "replies assigned topic=%s partition=%d offset=%d",
+                self.topics.replies,
+                self.settings.api_instance,
+                end,
+            )
+            self._replies_positioned.set()
             while not self._stopping.is_set():
                 messages = take_batch(consumer, 500, IDLE_WAIT_S)
                 batch: list[Reply] = []
@@ -390,6 +400,7 @@ class KafkaBridge:
             try:
                 metadata = probe.list_topics(timeout=KAFKA_PROBE_TIMEOUT_S)
             except KafkaException as exc:
+                self._drop_probe()
                 checks["kafka"] = f"unreachable: {exc.args[0].str()}"
                 return Readiness(False, checks)
             checks["kafka"] = "ok"
@@ -406,6 +417,7 @@ class KafkaBridge:
             try:
                 lag = _lag(probe, partitions)
             except KafkaException as exc:
+                self._drop_probe()
                 checks["ledger_lag"] = f"unknown: {exc.args[0].str()}"
                 return Readiness(False, checks)
         checks["ledger_lag"] = lag
@@ -426,6 +438,13 @@ class KafkaBridge:
                 }
             )
         return self._probe
+
+    def _drop_probe(self) -> None:
+        """On stop, and after a failed probe: the next one is a fresh client's, as a
+        client that failed during a leader's kill may keep failing (core.watermarks)."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
 
 def _lag(probe: Consumer, partitions: list[TopicPartition]) -> int:

@@ -29,17 +29,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from core.settings import Settings
 from core.topics import Topics
+from core.watermarks import WatermarkAsker
 from processors.ledger.store import PartitionStore
 
 log = logging.getLogger("maas.ledger")
 
 RESTORE_BATCH = 5_000
-# A watermark query's own time-out. The client that timed out is replaced before the
-# next query: across a leader's kill and restart, a client that had asked before hung
-# 9-11 s, where fresh ones answered as soon as the partition had a leader again
-# (docs/reliability.md, "Known limits"). With 10 s and an exit instead, a broker kill
-# held a restoring instance's partitions 12 s.
+# A watermark query's own time-out: short, as the next ask is a fresh client's
+# (core.watermarks). With 10 s and an exit instead, a broker kill held a restoring
+# instance's partitions 12 s.
 WATERMARK_QUERY_S = 2.0
+ASK_AGAIN_S = 0.2  # after an answer that came at once
 RESTORE_TIMEOUT_S = 300
 OPEN_TRANSACTION_POLL_S = 0.1
 # Answers that librdkafka does not flag as retriable but that pass once the cluster's
@@ -71,14 +71,11 @@ class ChangelogRestorer:
         # The broker aborts a timed-out transaction only at its next periodic check, so an
         # open one may outlive its timeout (processor: STABLE_OFFSETS_TIMEOUTS).
         self.open_transaction_wait_s = 3 * settings.transaction_timeout_ms / 1000
-        self.settings, self.group = settings, group
-        self.uncommitted, self.consumer = self._clients()
-
-    def _clients(self) -> tuple[Consumer, Consumer]:
-        common = {**self.settings.kafka_common(), "group.id": f"{self.group}.restore"}
-        # Asks only where the log ends, open transactions included (see the module docstring).
-        uncommitted = Consumer({**common, "isolation.level": "read_uncommitted"})
-        committed = Consumer(
+        common = {**settings.kafka_common(), "group.id": f"{group}.restore"}
+        # Where the log ends, open transactions included (see the module docstring).
+        self.log_ends = WatermarkAsker({**common, "isolation.level": "read_uncommitted"})
+        self.stable_ends = WatermarkAsker({**common, "isolation.level": "read_committed"})
+        self.consumer = Consumer(
             {
                 **common,
                 "isolation.level": "read_committed",
@@ -89,11 +86,11 @@ class ChangelogRestorer:
                 "fetch.wait.max.ms": 5,
             }
         )
-        return uncommitted, committed
 
     def close(self) -> None:
         self.consumer.close()
-        self.uncommitted.close()
+        self.log_ends.close()
+        self.stable_ends.close()
 
     def restore(self, partition: int, path: Path) -> PartitionStore:
         """Open the partition's RocksDB at ``path`` and replay the changelog past its
@@ -180,23 +177,14 @@ class ChangelogRestorer:
         """(low, high) of a partition, waiting out a leader that is not there yet; high is
         the last stable offset, or the log's end if ``uncommitted``."""
         give_up = time.monotonic() + 60
+        asker = self.log_ends if uncommitted else self.stable_ends
         while True:
-            asking = self.uncommitted if uncommitted else self.consumer
             try:
-                return asking.get_watermark_offsets(tp, timeout=WATERMARK_QUERY_S)
+                return asker.ask(tp, WATERMARK_QUERY_S)
             except KafkaException as exc:
                 err = exc.args[0]
                 timed_out = err.code() == KafkaError._TIMED_OUT
                 if not (timed_out or is_transient(err)) or time.monotonic() > give_up:
                     raise
-                log.info(
-                    "partition not ready topic=%s partition=%d error=%s",
-                    tp.topic,
-                    tp.partition,
-                    err,
-                )
-                if timed_out:  # nothing is assigned between restores: nothing to carry over
-                    self.close()
-                    self.uncommitted, self.consumer = self._clients()
-                else:
-                    time.sleep(0.2)
+                if not timed_out:
+                    time.sleep(ASK_AGAIN_S)
