@@ -49,6 +49,7 @@ OPEN_TRANSACTION_POLL_S = 0.1
 # "unknown partition" (the partition missing from librdkafka's metadata): asked again by
 # the same client, one persisted for 40 s in a faults run and held the instance's every
 # partition, where an exit and a restart (a fresh client) serve again in ~2 s.
+# A watermark query asks again with a fresh client anyway (``FRESH_CLIENT_CODES``).
 TRANSIENT_CODES = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
@@ -56,6 +57,12 @@ TRANSIENT_CODES = {
     KafkaError._TRANSPORT,
     KafkaError._DESTROY_BROKER,
 }
+
+
+# Answers that a fresh client's ask outlives: a query that waited for a killed leader,
+# and a partition missing from the asking client's metadata (a fresh client asked while
+# a paused broker led it, in a faults run of 2026-12-07; it exited and restarted).
+FRESH_CLIENT_CODES = {KafkaError._TIMED_OUT, KafkaError._UNKNOWN_PARTITION}
 
 
 def is_transient(err: KafkaError) -> bool:
@@ -183,8 +190,8 @@ class ChangelogRestorer:
                 return asker.ask(tp, WATERMARK_QUERY_S)
             except KafkaException as exc:
                 err = exc.args[0]
-                timed_out = err.code() == KafkaError._TIMED_OUT
-                if not (timed_out or is_transient(err)) or time.monotonic() > give_up:
+                fresh = err.code() in FRESH_CLIENT_CODES
+                if not (fresh or is_transient(err)) or time.monotonic() > give_up:
                     raise
-                if not timed_out:
+                if err.code() != KafkaError._TIMED_OUT:
                     time.sleep(ASK_AGAIN_S)
