@@ -227,4 +227,12 @@ class Settings(BaseModel):
             )
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
-        return {"bootstrap.servers": self.bootstrap_servers}
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            # librdkafka finds a dead broker's successor (a partition's new leader, a
+            # transaction's new coordinator) only as often as it retries the dead one, up
+            # to this back-off, 10 s by default: a commit just after the coordinator's
+            # node died took 12 s with the default, about 4-5 s with 1 s
+            # (docs/architecture.md, "a local 3-node cluster for fault tests").
+            "reconnect.backoff.max.ms": 1000,
+        }
