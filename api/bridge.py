@@ -25,8 +25,9 @@ and polling every few ms would only keep the broker busy at idle.
 
 Failure scenarios:
 
-- broker down at start-up: the reply thread retries; until it is positioned the
-  bridge is not ready and calls answer ``NotReady`` (503) instead of waiting blind;
+- broker down at start-up: the reply thread asks again, each time with a fresh client
+  (``core.watermarks``); until it is positioned the bridge is not ready and calls
+  answer ``NotReady`` (503) instead of waiting blind;
 - broker down later: produce keeps retrying inside librdkafka until
   ``message.timeout.ms`` (= the request deadline), then the delivery report fails. The
   bridge waits for that report, never less, so librdkafka cannot deliver an event
