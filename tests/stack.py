@@ -265,6 +265,21 @@ def run_stack(
                 print(stack.tail(name))
 
 
+def process_state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_state(pid: int, letter: str, timeout_s: float) -> bool:
+    """Whether the process reached state ``letter`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while process_state(pid) != letter:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def value_of(msg: Message) -> bytes:
     """The value of a consumed record that must have one: the type also allows the
     missing value of a tombstone, which would be a bug where this is called."""

@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -23,6 +22,7 @@ from core.admin import ensure_topics
 from core.settings import Settings
 from core.topics import Topics
 from schemas.events import AccountOpened, dump
+from tests.stack import process_state, wait_for_state
 
 pytestmark = pytest.mark.kafka
 
@@ -101,20 +101,6 @@ def test_a_table_is_loaded_only_once_every_written_partition_is_read(settings: S
         assert table.client_for("mk_c-second") == "c-second"
 
 
-def state(pid: int) -> str:
-    """The process's state letter in /proc (T: stopped)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
-def wait_for_state(pid: int, letter: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while state(pid) != letter:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_broker_that_does_not_answer_holds_the_probe_up_once(kafka, settings: Settings) -> None:
     """The watermarks of all partitions are asked within ``EMPTY_PROBE_S`` together: a
     leader that does not answer (paused here) must not cost it once per partition it
@@ -133,9 +119,9 @@ def test_a_broker_that_does_not_answer_holds_the_probe_up_once(kafka, settings: 
         try:
             # Asked once every thread has stopped: in one full run all six were answered
             # at once, cause unknown; the state in the messages tells next time.
-            assert wait_for_state(pid, "T", 5.0), f"broker {pid} not stopped: {state(pid)}"
+            assert wait_for_state(pid, "T", 5.0), f"broker {pid} not stopped: {process_state(pid)}"
             began = time.monotonic()
-            assert table.empty_partitions(consumer, partitions) == set(), state(pid)
+            assert table.empty_partitions(consumer, partitions) == set(), process_state(pid)
             assert time.monotonic() - began < EMPTY_PROBE_S + 0.5
         finally:
             os.kill(pid, signal.SIGCONT)

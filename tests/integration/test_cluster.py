@@ -183,6 +183,18 @@ def end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float =
             time.sleep(0.2)
 
 
+def says_empty(ask: Callable[[], tuple[int, int]]) -> Callable[[], bool]:
+    """For ``wait_for``: whether ``ask``'s watermarks say a new partition is empty."""
+
+    def answers() -> bool:
+        try:
+            return ask() == (0, 0)
+        except KafkaException:  # a topic just created: not yet in the client's metadata
+            return False
+
+    return answers
+
+
 @contextlib.contextmanager
 def leader_killed_for_4_s(cluster: LocalCluster, tp: TopicPartition) -> Iterator[float]:
     """Kill the leader of ``tp`` and start it again 4 s later, as the Jepsen faults form
@@ -368,13 +380,10 @@ def test_a_restore_asks_a_killed_leaders_partition_again_with_fresh_clients(
     restorer = ChangelogRestorer(settings, f"{unique}.ledger")
     tp = TopicPartition(restorer.changelog_topic, 0)
 
-    def answers() -> bool:
-        try:
-            return restorer.watermarks(tp) == (0, 0)
-        except KafkaException:  # a topic just created: not yet in the client's metadata
-            return False
-
-    wait_for("the restorer answers for the new changelog", answers)
+    wait_for(
+        "the restorer answers for the new changelog",
+        says_empty(lambda: restorer.watermarks(tp)),
+    )
     caplog.set_level(logging.INFO, logger="core.watermarks")
     try:
         with leader_killed_for_4_s(cluster, tp) as killed_at:
@@ -404,15 +413,8 @@ def test_an_api_starting_while_its_reply_leader_is_killed_serves_once_it_is_back
     ensure_topics(settings)
     tp = TopicPartition(Topics(unique).replies, settings.api_instance)
     asker = WatermarkAsker(reply_consumer_config(settings))
-
-    def answers() -> bool:
-        try:
-            return asker.ask(tp, 2.0) == (0, 0)
-        except KafkaException:  # a topic just created: not yet in the client's metadata
-            return False
-
     try:
-        wait_for("the new reply partition answers", answers)
+        wait_for("the new reply partition answers", says_empty(lambda: asker.ask(tp, 2.0)))
     finally:
         asker.close()
     bridge = KafkaBridge(settings, Metrics())

@@ -54,6 +54,7 @@ from tests.integration.ledger_driver import (
     now_ms,
     setup_clients,
 )
+from tests.stack import wait_for_state
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
@@ -260,14 +261,10 @@ def _last_assignment(log: str) -> list[int]:
 
 def _wait_stopped(d: LedgerDriver, instance: str, timeout_s: float) -> None:
     """Wait until the process stopped itself at its fault point (state T in /proc)."""
-    pid = d.procs[instance].pid
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"instance {instance} never reached its fault point:\n{d.tail(instance)}")
+    if not wait_for_state(d.procs[instance].pid, "T", timeout_s):
+        raise TimeoutError(
+            f"instance {instance} never reached its fault point:\n{d.tail(instance)}"
+        )
 
 
 def _wait_wedged(d: LedgerDriver, mark: int, timeout_s: float) -> None:
