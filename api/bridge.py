@@ -169,6 +169,11 @@ class KafkaBridge:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        # close() would wait for what the flush could not deliver, without a bound (a
+        # dead broker: forever); given up first, it releases librdkafka's threads and
+        # sockets at once instead of at the process's exit.
+        self._producer.purge()
+        self._producer.close()
         with self._probe_lock:
             self._drop_probe()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -141,3 +142,34 @@ def test_an_append_the_broker_refuses_is_unavailable_at_once(
         assert raised.value.kafka_code == "MSG_SIZE_TOO_LARGE"
 
     with_bridge(settings, body)
+
+
+def librdkafka_threads() -> int:
+    return sum(
+        comm.read_text().startswith("rdk:") for comm in Path("/proc/self/task").glob("*/comm")
+    )
+
+
+def test_a_bridge_whose_broker_does_not_answer_stops_within_its_flush_bound() -> None:
+    """Scenario: the broker is gone (nothing listens at the bootstrap address) while a
+    call's event waits in the producer's queue; the API stops with a 1 s flush bound.
+
+    We expect: the stop returns within a few seconds, and every librdkafka thread the
+    bridge started is gone: the undelivered event is given up, not waited for (a
+    producer closed with it queued waits without a bound)."""
+    settings = Settings(region="unreachable", bootstrap_servers="127.0.0.1:1", api_instance=0)
+    before = librdkafka_threads()
+
+    async def run() -> float:
+        bridge = KafkaBridge(settings, Metrics())
+        bridge.start(asyncio.get_running_loop())
+        call = asyncio.create_task(bridge.call(bridge.topics.requests, query(bridge)))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await asyncio.to_thread(bridge.stop, 1.0)
+        stopped_s = time.monotonic() - started
+        call.cancel()
+        return stopped_s
+
+    assert asyncio.run(run()) < 8
+    assert librdkafka_threads() <= before
