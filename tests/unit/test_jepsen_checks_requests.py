@@ -378,6 +378,32 @@ def test_requests_refused_before_their_append_pass_when_not_in_the_log(sim: Sim)
     assert verdict.stats["meme_ops_refused"] == 2
 
 
+def test_a_keyed_refusal_passes_beside_an_appended_request_with_the_same_query(
+    sim: Sim,
+) -> None:
+    """Popular memes repeat (``--memes repeated``): a keyed op refused by the AI
+    admission is named by its key, not by a query another op of its client appended."""
+    client = sim.register()
+    sim.purchase(client, 1)
+    sim.meme(client, "delivered", key="k1", query="wifi")
+    logical = sim.name("m")
+    sim.line(
+        "meme", logical, client, path="/memes", idempotency_key="k2",
+        params={"query": "wifi"}, status=503, response=problem(503, "overloaded"),
+    )  # fmt: skip
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["meme_ops_refused"] == 1
+
+
+def test_a_keyed_refused_request_found_in_the_log_by_its_key_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.purchase(client, 1)
+    request_id, logical = sim.meme(client, "delivered", key="k1", in_history=False)
+    refused(sim, client, logical, 503, "overloaded", "k1")
+    assert_only(sim.verdict(), "refused", f"logical={logical}", request_id)
+
+
 @pytest.mark.parametrize(
     ("status", "error"), [(503, "overloaded"), (503, "not_ready"), (429, "too_many_requests")]
 )

@@ -136,18 +136,26 @@ def check_memes(ctx: Context) -> None:
 
 def _check_refused(ctx: Context, op: Logical) -> None:
     """Check 9: an op whose every attempt was refused before the API appended anything
-    has no ``MemeRequested`` (its query names the op, keyed or not), so no charge."""
+    has no ``MemeRequested``, so no charge. A keyed op is named by its key (its query may
+    repeat: ``--memes repeated`` draws queries from a vocabulary); a keyless one by its
+    query, which names the op in the workloads that send keyless requests."""
     if not op.attempts or op.client_id is None:
         return
     if not all(refused(a) for a in op.attempts):
         return
     ctx.stats["meme_ops_refused"] += 1
-    appended = ctx.log.by_query.get((op.client_id, query_of(op.attempts[0]) or ""), [])
+    key = op.attempts[0]["idempotency_key"]
+    if key:
+        request_id = stable_request_id(op.client_id, key)
+        appended = [request_id] if (op.client_id, request_id) in ctx.log.meme_requests else []
+    else:
+        events = ctx.log.by_query.get((op.client_id, query_of(op.attempts[0]) or ""), [])
+        appended = [e["request_id"] for e in events]
     if appended:
         ctx.problems.add(
             "refused",
             f"client={op.client_id} logical={op.logical}: every attempt was refused before "
-            f"the append, yet request {appended[0]['request_id']} is in the requests topic",
+            f"the append, yet request {appended[0]} is in the requests topic",
         )
 
 
