@@ -4,7 +4,7 @@ committed only."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -41,12 +41,18 @@ def partitions_to_read(
 
 
 def read_topic(
-    settings: Settings, topic: str, timeout_s: float = 60.0, *, key: bytes | None = None
+    settings: Settings,
+    topic: str,
+    timeout_s: float = 60.0,
+    *,
+    key: bytes | None = None,
+    start: Mapping[int, int] | None = None,
 ) -> Iterator[Message]:
     """Yield every committed message of ``topic``; stops when each partition is at its end.
 
     With ``key``, only the partition that key's records are on (``key_partition``), so
-    other keys' records of that partition come too: the caller filters them."""
+    other keys' records of that partition come too: the caller filters them. With
+    ``start``, a partition it names is read from that offset on, not from the beginning."""
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -59,7 +65,7 @@ def read_topic(
     )
     try:
         partitions = [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
+            TopicPartition(topic, p, (start or {}).get(p, OFFSET_BEGINNING))
             for p in partitions_to_read(consumer, topic, key, timeout_s)
         ]
         consumer.assign(partitions)

@@ -301,7 +301,8 @@ class Checkpoint(BaseModel):
     signature: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-def _roll(head: str, entry: LedgerEntryUnion) -> str:
+def roll_head(head: str, entry: LedgerEntryUnion) -> str:
+    """The partition's head after ``entry``: one step of ``chain_head``."""
     return hashlib.sha256(f"{head}{entry_hash(entry)}".encode()).hexdigest()
 
 
@@ -309,7 +310,7 @@ def chain_head(entries_of_one_partition: Iterable[LedgerEntryUnion | Logged]) ->
     """Rolling sha256 over the entry hashes, in offset order; GENESIS_HASH if none."""
     head = GENESIS_HASH
     for item in _logged(entries_of_one_partition):
-        head = _roll(head, item.entry)
+        head = roll_head(head, item.entry)
     return head
 
 
@@ -361,7 +362,7 @@ def verify_checkpoints(
             findings.append(
                 _checkpoint_finding("checkpoint_head", cp, f"no entry at offset {cp.offset}")
             )
-        heads[item.partition] = _roll(heads[item.partition], item.entry)
+        heads[item.partition] = roll_head(heads[item.partition], item.entry)
         last[item.partition] = item
         # Several checkpoints may sign one offset (rounds over a partition that did not grow).
         while pending and pending[-1].offset == item.offset:

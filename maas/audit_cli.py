@@ -11,7 +11,9 @@
   created on first use (one partition, kept forever, not compacted: every checkpoint
   ever signed stays, so an old one still shows a later cut). With ``--loop`` it signs
   again every ``MAAS_AUDIT_CHECKPOINT_INTERVAL_S`` seconds until stopped (``maas up``
-  runs it so), each time only the partitions that grew since its last checkpoint.
+  runs it so), each time only the partitions that grew since its last checkpoint; a
+  round reads only what the ledger gained since the one before (each partition's head
+  rolls on), so its cost follows the traffic, not the ledger's age.
 
 Progress (entries read, rate) goes to stderr every ``PROGRESS_EVERY`` entries.
 """
@@ -27,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -41,12 +44,12 @@ from ledger.audit import (
     Checkpoint,
     Finding,
     Logged,
-    chain_head,
+    roll_head,
     sign_checkpoint,
     verify,
     verify_checkpoints,
 )
-from schemas.events import ENTRY_ADAPTER, dump, parse_entry
+from schemas.events import ENTRY_ADAPTER, GENESIS_HASH, dump, parse_entry
 
 log = logging.getLogger("maas.audit")
 
@@ -212,7 +215,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
     logs.configure("audit")
     settings = Settings.from_env()
     if not args.loop:
-        return 0 if _sign_heads(settings, {}) else 1
+        return 0 if _sign_heads(settings, {}, {}) else 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -220,33 +223,50 @@ def _checkpoint(args: argparse.Namespace) -> int:
     log.info("audit checkpoints every interval_s=%d", interval_s)
     take_over(settings.ready_file, settings.predecessor_pid)  # one signer at a time
     mark_ready(settings.ready_file)
+    heads: dict[int, PartitionHead] = {}
     signed: dict[int, int] = {}
     while not stop.is_set():
         try:
-            _sign_heads(settings, signed)
+            _sign_heads(settings, heads, signed)
         except KafkaException as exc:
-            # The next round reads the whole log again: a failed one loses nothing.
+            # The heads hold what was read; the next round goes on from there.
             log.error("audit checkpoint round failed error=%s", exc.args[0])
         stop.wait(interval_s)
     return 0
 
 
-def _sign_heads(settings: Settings, signed: dict[int, int]) -> bool:
-    """Sign the head of every partition whose last offset differs from ``signed``'s.
+class PartitionHead(NamedTuple):
+    """One partition's ``chain_head`` over the entries read so far, and where it is."""
 
-    ``signed`` (partition -> offset signed) is updated with what was delivered; an empty
-    one signs every partition. False if a checkpoint was not delivered.
+    offset: int = -1  # of the last entry read; -1 before any
+    head: str = GENESIS_HASH
+    entries: int = 0
+
+
+def _sign_heads(
+    settings: Settings, heads: dict[int, PartitionHead], signed: dict[int, int]
+) -> bool:
+    """Roll each partition's head over what the ledger gained since ``heads`` (all of it
+    when empty), then sign every partition whose head moved past ``signed``'s offset.
+
+    Both are updated: the next round reads only what came after, and a round holds one
+    head per partition, not the log (which is kept forever: reading all of it every
+    round grew without bound). ``signed`` (partition -> offset signed) takes only what
+    was delivered. False if a checkpoint was not delivered.
     """
+    started = time.monotonic()
     ledger_topic = Topics(settings.region).ledger
     admin = AdminClient(settings.kafka_common())
     metadata = admin.list_topics(ledger_topic, timeout=METADATA_TIMEOUT_S).topics[ledger_topic]
     if metadata.error is not None:
         raise KafkaException(metadata.error)
-    by_partition: dict[int, list[Logged]] = {p: [] for p in metadata.partitions}
     progress = _Progress("read")
-    for msg in read_topic(settings, ledger_topic):
+    after = {partition: at.offset + 1 for partition, at in heads.items()}
+    for msg in read_topic(settings, ledger_topic, start=after):
         _, partition, offset = position_of(msg)
-        by_partition[partition].append(Logged(partition, offset, parse_entry(msg.value() or b"")))
+        was = heads.get(partition, PartitionHead())
+        entry = parse_entry(msg.value() or b"")
+        heads[partition] = PartitionHead(offset, roll_head(was.head, entry), was.entries + 1)
         progress.tick()
     progress.done()
     topic = Topics(settings.region).ledger_checkpoints
@@ -259,20 +279,25 @@ def _sign_heads(settings: Settings, signed: dict[int, int]) -> bool:
         if error is not None:
             failed.append(error.name())
 
-    for partition, logged in sorted(by_partition.items()):
-        offset = logged[-1].offset if logged else -1
-        if signed.get(partition) == offset:
+    for partition in sorted(metadata.partitions):
+        at = heads.get(partition, PartitionHead())
+        if signed.get(partition) == at.offset:
             continue  # nothing new since this process signed it
-        checkpoint = sign_checkpoint(ledger_topic, partition, offset, chain_head(logged), key)
+        checkpoint = sign_checkpoint(ledger_topic, partition, at.offset, at.head, key)
         producer.produce(
             topic, key=str(partition).encode(), value=dump(checkpoint), on_delivery=delivered
         )
-        signing[partition] = offset
+        signing[partition] = at.offset
         print(
-            f"audit checkpoint topic={ledger_topic} partition={partition} offset={offset} "
-            f"entries={len(logged)} head={checkpoint.head}",
+            f"audit checkpoint topic={ledger_topic} partition={partition} offset={at.offset} "
+            f"entries={at.entries} head={checkpoint.head}",
             flush=True,
         )
+    print(
+        f"audit round entries_read={progress.count} checkpoints={len(signing)} "
+        f"seconds={time.monotonic() - started:.2f}",
+        flush=True,
+    )
     if producer.flush(METADATA_TIMEOUT_S) != 0 or failed:
         print(f"audit checkpoint error=not_delivered kafka_codes={failed}", file=sys.stderr)
         return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -331,7 +332,8 @@ def test_the_checkpointer_signs_what_grew_until_stopped(
     We expect: its first round signs every partition at the ledger's end; rounds with
     nothing new sign nothing; after the meme only alice's partition is signed again, at
     its new end; SIGTERM stops it cleanly; ``maas audit verify`` passes over every
-    checkpoint ever signed.
+    checkpoint ever signed. Over all its rounds it read each entry once: a round reads
+    only what the ledger gained (the ledger is kept forever).
     """
     partitions = stack.settings.partitions
     before = len(checkpoints(stack))
@@ -363,6 +365,10 @@ def test_the_checkpointer_signs_what_grew_until_stopped(
 
     stack.terminate("checkpointer")
     assert stack.procs["checkpointer"].returncode == 0, stack.tail("checkpointer")
+    said = (stack.log_dir / "checkpointer.log").read_text()
+    reads = [int(n) for n in re.findall(r"audit round entries_read=(\d+)", said)]
+    entries = sum(1 for _ in read_topic(stack.settings, Topics(stack.settings.region).ledger))
+    assert len(reads) >= 3 and sum(reads) == entries, (reads, entries)
     code, findings, out = audit(stack, "verify")
     assert (code, findings) == (0, []), out
     assert f"checkpoints={before + partitions + len(later)}" in out
