@@ -496,6 +496,16 @@ def process_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
+def process_rss_mb(pid: int) -> int | None:
+    """Resident memory of ``pid`` (VmRSS), in MiB; None if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return None if kib is None else int(kib) // 1024
+
+
 def machine_ticks() -> tuple[int, int, int]:
     """(busy, total, steal) clock ticks of all CPUs since boot. Steal is time a virtual
     machine's host gave to someone else: counted busy, and never ours."""
@@ -518,6 +528,9 @@ class CpuReport:
     cores: int
     machine_ticks: int  # all cores, over the interval
     steal_percent_of_machine: float = 0.0  # the host's share, part of "not ours"
+    # per named process, resident memory (MiB) at its first and its last sample: a
+    # long run shows what grows (a process started again counts from its new pid)
+    rss_mb: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, name: str, cpu_seconds: float) -> None:
         """Count a process measured another way (e.g. a child's rusage after it exited)."""
@@ -539,10 +552,15 @@ class CpuReport:
             f"(host steal {self.steal_percent_of_machine:.0f}%)"
         )
 
+    def memory_line(self) -> str:
+        parts = " ".join(f"{name}={a}->{b}" for name, (a, b) in self.rss_mb.items())
+        return f"memory (RSS MiB, first -> last sample): {parts}"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "seconds": round(self.seconds, 3),
             "percent_of_one_core": {k: round(v, 1) for k, v in self.percent.items()},
+            "rss_mb_first_last": {k: list(v) for k, v in self.rss_mb.items()},
             "machine_busy_percent": round(self.machine_busy_percent, 1),
             "others_percent_of_machine": round(self.others_percent_of_machine, 1),
             "steal_percent_of_machine": round(self.steal_percent_of_machine, 1),
@@ -568,6 +586,7 @@ class CpuMeter:
         self._first: dict[tuple[str, int], int] = {}
         self._last: dict[tuple[str, int], int] = {}
         self._names: list[str] = []
+        self._rss: dict[str, tuple[int, int]] = {}
         self._started = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -597,6 +616,9 @@ class CpuMeter:
                 if key not in self._first:
                     self._first[key] = ticks if not self._started else 0
                 self._last[key] = ticks
+                rss = process_rss_mb(pid)
+                if rss is not None:
+                    self._rss[name] = (self._rss.get(name, (rss, rss))[0], rss)
 
     def stop(self) -> CpuReport:
         self.sample()
@@ -614,6 +636,7 @@ class CpuMeter:
             used = dict.fromkeys(self._names, 0)
             for (name, pid), last in self._last.items():
                 used[name] += last - self._first[(name, pid)]
+            rss = dict(self._rss)
         total = max(1, total1 - total0)
         return CpuReport(
             seconds=seconds,
@@ -623,6 +646,7 @@ class CpuMeter:
             cores=os.cpu_count() or 1,
             machine_ticks=total,
             steal_percent_of_machine=100.0 * (steal1 - steal0) / total,
+            rss_mb=rss,
         )
 
     def __enter__(self) -> CpuMeter:

@@ -338,6 +338,7 @@ def run_all(
             print("    " + run.line())
             assert run.cpu is not None
             print("    " + run.cpu.line())
+            print("    " + run.cpu.memory_line())
             warn_if_shared(run.cpu)
             if name == "service" and not args.no_stages:
                 stages = stage_breakdown(cluster.bootstrap, region.name, run.done_at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -60,3 +61,35 @@ def test_a_process_started_again_under_its_name_counts_both_lives() -> None:
     # Born after the start, each life counts from its birth: all the kernel accounted to
     # it, in whole ticks (utime and stime each rounded down).
     assert abs(measured_s - used_s) <= 4 / CLK_TCK, (measured_s, used_s)
+
+
+GROW = (
+    "import sys, time\nsys.stdin.readline()\nheld = []\nfor _ in range(8):\n"
+    "    held.append(bytearray(8 << 20)); held[-1][::4096] = b'x' * len(held[-1][::4096])\n"
+    "    time.sleep(0.05)\nsys.stdin.read()"
+)
+
+
+def test_memory_is_the_first_and_the_last_sample_of_a_process() -> None:
+    """A process that takes 64 MiB once it is measured: its first sample holds little,
+    its last the 64 MiB more (written to, so resident)."""
+    child = subprocess.Popen([sys.executable, "-c", GROW], stdin=subprocess.PIPE)
+    assert child.stdin is not None
+    try:
+        meter = CpuMeter({"child": child.pid}, every_s=0.05)
+        meter.start()
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            meter.sample()
+            first, last = meter.so_far().rss_mb["child"]
+            if last - first >= 60:
+                break
+            time.sleep(0.05)
+        report = meter.stop()
+    finally:
+        child.communicate(b"")
+    first, last = report.rss_mb["child"]
+    assert first < 40 and last - first >= 60, report.rss_mb
+    assert "child=" in report.memory_line()
