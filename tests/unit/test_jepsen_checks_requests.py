@@ -360,10 +360,19 @@ def test_requests_the_subscription_may_not_have_preceded_are_not_judged(sim: Sim
 # --- 9. a request refused before its append never reached the log -------------------------
 
 
-def refused(sim: Sim, client: str, logical: str, status: int, error: str, key: str | None) -> None:
+def refused(
+    sim: Sim,
+    client: str,
+    logical: str,
+    status: int,
+    error: str,
+    key: str | None,
+    query: str | None = None,
+) -> None:
     sim.line(
         "meme", logical, client, path="/memes", idempotency_key=key,
-        params={"query": f"jepsen {logical}"}, status=status, response=problem(status, error),
+        params={"query": query or f"jepsen {logical}"}, status=status,
+        response=problem(status, error),
     )  # fmt: skip
 
 
@@ -386,11 +395,7 @@ def test_a_keyed_refusal_passes_beside_an_appended_request_with_the_same_query(
     client = sim.register()
     sim.purchase(client, 1)
     sim.meme(client, "delivered", key="k1", query="wifi")
-    logical = sim.name("m")
-    sim.line(
-        "meme", logical, client, path="/memes", idempotency_key="k2",
-        params={"query": "wifi"}, status=503, response=problem(503, "overloaded"),
-    )  # fmt: skip
+    refused(sim, client, sim.name("m"), 503, "overloaded", "k2", query="wifi")
     verdict = sim.verdict()
     assert verdict.ok, verdict.report()
     assert verdict.stats["meme_ops_refused"] == 1
