@@ -28,7 +28,8 @@ offset (``truncated``) and a head that differs (``checkpoint_head``: something a
 below that offset was removed, added, reordered or edited).
 
 Memory: one hash per entry (to tell a duplicate from a fork) plus the entries that
-arrive ahead of their turn; an audit of a very long log needs memory in proportion.
+arrive ahead of their turn; an audit of a very long log needs memory in proportion
+(``verify_all`` holds no entry beyond that).
 """
 
 from __future__ import annotations
@@ -388,6 +389,22 @@ def verify_checkpoints(
                 )
             )
     return findings
+
+
+def verify_all(
+    entries: Iterable[Logged], checkpoints: Iterable[Checkpoint], key: str
+) -> tuple[AuditReport, list[Finding]]:
+    """``verify`` and ``verify_checkpoints`` in one pass over the log, holding no entry
+    once both have looked at it."""
+    verifier = _Verifier()
+
+    def chained() -> Iterator[Logged]:
+        for item in entries:
+            verifier.add(item)
+            yield item
+
+    findings = verify_checkpoints(checkpoints, chained(), key)
+    return verifier.finish(), findings
 
 
 def verify_checkpoint(checkpoint: Checkpoint, entries: Iterable[Logged], key: str) -> list[Finding]:

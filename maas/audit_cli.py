@@ -46,8 +46,7 @@ from ledger.audit import (
     Logged,
     roll_head,
     sign_checkpoint,
-    verify,
-    verify_checkpoints,
+    verify_all,
 )
 from schemas.events import ENTRY_ADAPTER, GENESIS_HASH, dump, parse_entry
 
@@ -188,19 +187,23 @@ def _verify(args: argparse.Namespace) -> int:
     source: Iterable[Logged] = (
         _file_entries(args.file, unreadable) if args.file else _topic_entries(settings, unreadable)
     )
-    progress = _Progress("verified")
-    logged: list[Logged] = []  # kept for the checkpoints: one pass over Kafka, not two
-    for item in source:
-        logged.append(item)
-        progress.tick()
-    progress.done()
-    report = verify(logged)
-    findings = unreadable + report.findings
     checkpoints: list[Checkpoint] = []
+    key = ""
     if not args.no_checkpoints:
         ledger_topic = Topics(settings.region).ledger
         checkpoints = [cp for cp in _read_checkpoints(settings) if cp.topic == ledger_topic]
-        findings += verify_checkpoints(checkpoints, logged, _signing_key(settings))
+        key = _signing_key(settings)
+    progress = _Progress("verified")
+
+    def counted() -> Iterator[Logged]:
+        for item in source:
+            progress.tick()
+            yield item
+
+    # One pass over the log serves the chains and the checkpoints, holding no entry.
+    report, checkpoint_findings = verify_all(counted(), checkpoints, key)
+    progress.done()
+    findings = unreadable + report.findings + checkpoint_findings
     for finding in findings:
         print(f"finding {finding.line()}")
     print(

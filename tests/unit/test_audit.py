@@ -10,6 +10,7 @@ from ledger.audit import (
     chain_head,
     sign_checkpoint,
     verify,
+    verify_all,
     verify_checkpoint,
     verify_checkpoints,
 )
@@ -196,6 +197,18 @@ def test_forged_checkpoint_signature_is_reported(log: list[LedgerEntryUnion]) ->
     forged = _checkpoint(logged[:-3], logged[-4].offset, key="not-the-key")
     (finding,) = verify_checkpoint(forged, logged[:-3], KEY)
     assert (finding.kind, finding.partition) == ("checkpoint_signature", 0)
+
+
+def test_one_pass_reports_the_chains_and_the_checkpoints(log: list[LedgerEntryUnion]) -> None:
+    """``verify_all`` reads the log once (here a generator: it cannot be read twice) and
+    finds what ``verify`` and ``verify_checkpoints`` find apart."""
+    logged = [Logged(0, offset, e) for offset, e in enumerate(log)]
+    checkpoint = _checkpoint(logged, 12)
+    del logged[5]
+    report, findings = verify_all((item for item in logged), [checkpoint], KEY)
+    assert report.entries == len(logged)
+    assert report.findings == verify(logged).findings != []
+    assert findings == verify_checkpoints([checkpoint], logged, KEY) != []
 
 
 def test_empty_partition_checkpoint() -> None:
