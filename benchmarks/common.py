@@ -529,7 +529,8 @@ class CpuReport:
     machine_ticks: int  # all cores, over the interval
     steal_percent_of_machine: float = 0.0  # the host's share, part of "not ours"
     # per named process, resident memory (MiB) at its first and its last sample: a
-    # long run shows what grows (a process started again counts from its new pid)
+    # long run shows what grows (a process started again: its first life's first
+    # sample, its last life's last)
     rss_mb: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, name: str, cpu_seconds: float) -> None:
