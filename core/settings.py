@@ -8,10 +8,11 @@ misconfigured process refuses to start instead of misbehaving under load.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 # Development defaults, printed by `maas up`; override every one of them in production.
 DEFAULT_BILLING_TOKEN = "dev-billing-token"
@@ -22,6 +23,10 @@ _DEVELOPMENT_SECRETS = {
     "auditor_token": DEFAULT_AUDITOR_TOKEN,
     "audit_signing_key": DEFAULT_AUDIT_SIGNING_KEY,
 }
+
+
+class SettingsError(ValueError):
+    """A setting that keeps a process from starting; the message names its variable."""
 
 
 class Settings(BaseModel):
@@ -209,7 +214,10 @@ class Settings(BaseModel):
             if key in env:
                 values[name] = env[key]
         values.update(overrides)
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, overrides)) from None
 
     def require_secrets(self, *names: str) -> None:
         """Refuse to start, outside development mode, with a secret left at its default."""
@@ -221,7 +229,7 @@ class Settings(BaseModel):
             if getattr(self, name).get_secret_value() in ("", _DEVELOPMENT_SECRETS[name])
         ]
         if unset:
-            raise ValueError(
+            raise SettingsError(
                 f"{', '.join(unset)} must be set to a secret of your own; the development "
                 "defaults are accepted only with MAAS_DEV_MODE=1 (as ./run sets it)"
             )
@@ -236,3 +244,17 @@ class Settings(BaseModel):
             # (docs/architecture.md, "a local 3-node cluster for fault tests").
             "reconnect.backoff.max.ms": 1000,
         }
+
+
+def _describe(error: ValidationError, overrides: Mapping[str, object]) -> str:
+    """Each problem as ``MAAS_VARIABLE='value': why``, in the terms the operator set."""
+    problems = []
+    for problem in error.errors():
+        why = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"]:  # two settings that contradict each other
+            problems.append(why)
+            continue
+        field = str(problem["loc"][0])
+        name = field if field in overrides else "MAAS_" + field.upper()
+        problems.append(f"{name}={problem['input']!r}: {why}")
+    return "; ".join(problems)

@@ -15,6 +15,8 @@ import signal
 import socket
 from types import FrameType
 
+from maas.arguments import tcp_port
+
 log = logging.getLogger("maas.api")
 
 DRAIN_POLL_S = 0.05
@@ -23,7 +25,7 @@ DRAIN_POLL_S = 0.05
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("api", help="run the HTTP API")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=tcp_port, default=8000, help="port (default 8000)")
     parser.set_defaults(func=_run)
 
 
@@ -90,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     logs.configure(f"api-{settings.api_instance}")
+    app = create_app(settings)  # refuses bad settings before the port is taken
     dump_stacks_on_signal()  # what a supervisor asks for before it kills a silent API
     try:
         sock = shared_socket(args.host, args.port)
@@ -109,7 +112,6 @@ def _run(args: argparse.Namespace) -> int:
         settings.api_instance,
         raise_open_files_limit(),
     )
-    app = create_app(settings)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

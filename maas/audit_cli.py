@@ -48,6 +48,7 @@ from ledger.audit import (
     sign_checkpoint,
     verify_all,
 )
+from maas.arguments import existing_file, new_file
 from schemas.events import ENTRY_ADAPTER, GENESIS_HASH, dump, parse_entry
 
 log = logging.getLogger("maas.audit")
@@ -60,11 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="verify the ledger's hash chains and checkpoints")
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify_cmd = commands.add_parser("verify", help="check every chain and checkpoint")
-    verify_cmd.add_argument("--file", type=Path, help="a dump (maas audit dump) instead of Kafka")
+    verify_cmd.add_argument(
+        "--file", type=existing_file, help="a dump (maas audit dump) instead of Kafka"
+    )
     verify_cmd.add_argument("--no-checkpoints", action="store_true", help="check the chains only")
     verify_cmd.set_defaults(func=_verify)
     dump_cmd = commands.add_parser("dump", help="the ledger topic as JSON lines")
-    dump_cmd.add_argument("--file", type=Path, required=True)
+    dump_cmd.add_argument("--file", type=new_file, required=True)
     dump_cmd.set_defaults(func=_dump)
     checkpoint_cmd = commands.add_parser("checkpoint", help="sign each partition's head")
     checkpoint_cmd.add_argument(

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.settings import Settings
+from maas.arguments import tcp_port
 from maas.broker import BrokerError, LocalBroker
 from maas.cluster import LocalCluster
 
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             default=None,
             help="default: <data_dir>/kafka, or <data_dir>/kafka-cluster with --nodes N > 1",
         )
-        p.add_argument("--port", type=int, default=None, help=f"default: {DEFAULT_PORT}")
+        p.add_argument("--port", type=tcp_port, default=None, help=f"default: {DEFAULT_PORT}")
         p.add_argument(
             "--nodes",
             type=int,

@@ -1,12 +1,21 @@
 """The ``maas`` command: one entry point for every process of the service.
 
-Each sub-command lives in the module that does the work; this file only parses.
+Each sub-command lives in the module that does the work; this file only parses, and
+turns the errors a user can fix into one line each (``maas <command>: why``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from confluent_kafka import KafkaException
+
+from core.settings import SettingsError
+
+# Commands that read or write Kafka once and end: a Kafka error ends them with its line.
+# The service's own processes let it through, with the traceback their logs keep.
+ONE_SHOT = frozenset({"topics", "replay", "audit", "export"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     export_cli.register(sub)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"maas {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:
+        if args.command not in ONE_SHOT:
+            raise
+        print(f"maas {args.command}: {kafka_problem(exc)}", file=sys.stderr)
+        return 1
+
+
+def kafka_problem(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    text = error.str() if hasattr(error, "str") else str(error)
+    return (
+        f"Kafka: {text} (is the broker running and KAFKA_BOOTSTRAP_SERVERS right? "
+        "`maas kafka status` says)"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,12 @@ def parse_offsets(text: str) -> AsOf:
 
 def parse_time_ms(text: str) -> int:
     """An ISO 8601 time (``2026-11-25T03:00:00Z``; naive = UTC) in ms since the epoch."""
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--as-of-time: not an ISO 8601 time such as 2026-11-25T03:00:00Z: {text!r}"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)

@@ -7,6 +7,7 @@ import sys
 
 from core import logs
 from core.settings import Settings
+from maas.arguments import positive, tcp_port
 from maas.processes import DEFAULT_COUNTS
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     usage.set_defaults(func=_usage)
 
     up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
-    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--port", type=tcp_port, default=8000, help="API port (default 8000)")
     up.add_argument("--host", default="127.0.0.1")
     for flag, kind, what in (
         (
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         up.add_argument(
             flag,
-            type=_positive,
+            type=positive,
             metavar="N",
             default=DEFAULT_COUNTS[kind],
             help=what,
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     restart = sub.add_parser("restart", help=what, description=what)
     restart.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive,
         default=600,
         metavar="S",
         help="give up waiting for the outcome after S seconds (default %(default)s)",
@@ -130,6 +131,8 @@ def _up(args: argparse.Namespace) -> int:
         "api": args.api,
     }
     try:
+        # Each of these would otherwise fail a child over and over, after the start.
+        settings.require_secrets("billing_token", "auditor_token", "audit_signing_key")
         check_api_count(args.api, settings)
         check_port_free(args.host, args.port)
     except ValueError as exc:
@@ -156,10 +159,3 @@ def _restart(args: argparse.Namespace) -> int:
         return 1
     print(f"maas restart: done; restarted in turn: {restarted}")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value

@@ -179,6 +179,7 @@ def test_up_refuses_a_count_below_one(
 def test_up_refuses_more_apis_than_reply_partitions(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("MAAS_DEV_MODE", "1")  # its development secrets pass
     monkeypatch.setenv("MAAS_REPLY_PARTITIONS", "4")
     assert main(["up", "--api", "5"]) == 2  # before it starts anything
     err = capsys.readouterr().err
@@ -187,7 +188,10 @@ def test_up_refuses_more_apis_than_reply_partitions(
     check_api_count(4, Settings(reply_partitions=4))  # one each: accepted
 
 
-def test_up_refuses_a_port_another_process_listens_on(capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_refuses_a_port_another_process_listens_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAAS_DEV_MODE", "1")
     with socket.create_server(("127.0.0.1", 0)) as foreign:
         port = foreign.getsockname()[1]
         assert main(["up", "--port", str(port)]) == 2  # before it starts anything
