@@ -14,6 +14,16 @@ def positive(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 def tcp_port(text: str) -> int:
     value = _integer(text)
     if not 1 <= value <= 65535:
@@ -42,4 +52,12 @@ def new_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"no such folder: {path.parent}")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"a folder, not a file: {text}")
+    return path
+
+
+def folder(text: str) -> Path:
+    """A folder to write into: made if missing, refused if a file has its name."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"a file, not a folder: {text}")
     return path

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.settings import Settings
-from maas.arguments import tcp_port
+from maas.arguments import positive, positive_seconds, tcp_port
 from maas.broker import BrokerError, LocalBroker
 from maas.cluster import LocalCluster
 
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--port", type=tcp_port, default=None, help=f"default: {DEFAULT_PORT}")
         p.add_argument(
             "--nodes",
-            type=int,
+            type=positive,
             default=None,
             help="1: the single broker (start's default); N > 1: a local N-node cluster",
         )
@@ -59,7 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = sub.add_parser("start", help="start the broker (format storage on first use)")
     common(start)
     start.add_argument(
-        "--timeout", type=float, default=None, help="seconds to wait (default 120; cluster 180)"
+        "--timeout",
+        type=positive_seconds,
+        default=None,
+        help="seconds to wait (default 120; cluster 180)",
     )
     start.set_defaults(func=cmd_start)
 
@@ -73,8 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     logs = sub.add_parser("logs", help="print the end of the broker log")
     common(logs)
-    logs.add_argument("-n", "--lines", type=int, default=40)
-    logs.add_argument("--node", type=int, default=None, help="a cluster's node id (default: all)")
+    logs.add_argument("-n", "--lines", type=positive, default=40)
+    logs.add_argument(
+        "--node", type=positive, default=None, help="a cluster's node id (default: all)"
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.set_defaults(func=cmd_logs)
 
@@ -104,8 +109,6 @@ def _data_dir() -> Path:
 def _cluster_home(args: argparse.Namespace) -> Path | None:
     """The cluster this command means, or None for the single broker (module docstring)."""
     if args.nodes is not None:
-        if args.nodes < 1:
-            raise BrokerError(f"--nodes must be at least 1, not {args.nodes}")
         if args.nodes == 1:
             return None
         if args.port is not None:
@@ -283,6 +286,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.write(node.tail(args.lines))
             return 0
         broker = cluster.node(args.node)
+    elif args.node not in (None, 1):
+        print(f"--node {args.node}: a single broker is node 1 (no cluster here)", file=sys.stderr)
+        return 2
     else:
         broker = _broker(args)
     path = broker.log_path

@@ -35,6 +35,7 @@ from core import logs
 from core.settings import Settings
 from core.topic_reader import position_of, read_topic
 from core.topics import Topics
+from maas.arguments import folder
 
 ROWS_PER_FILE = 200_000
 # Each table's columns and their types, as names of pyarrow type factories.
@@ -117,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the tables to")
+    parser.add_argument("--out", required=True, type=folder, help="folder to write the tables to")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     parser.add_argument(
         "--tables",

@@ -83,7 +83,10 @@ def parse_time_ms(text: str) -> int:
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--as-of-offset: not a whole number: {text!r}") from None
     if value < 0:
         raise ValueError(f"an offset cannot be negative: {text}")
     return value

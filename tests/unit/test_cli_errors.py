@@ -72,9 +72,13 @@ def test_the_api_refuses_the_development_secrets_before_it_takes_its_port(
         (["api", "--port", "0"], "argument --port: a TCP port is 1-65535, not 0"),
         (["kafka", "start", "--port", "-1"], "argument --port: a TCP port is 1-65535, not -1"),
         (["restart", "--timeout", "0"], "argument --timeout: must be at least 1, not 0"),
+        (["kafka", "start", "--timeout", "-5"], "argument --timeout: must be more than 0 seconds"),
+        (["kafka", "start", "--nodes", "0"], "argument --nodes: must be at least 1, not 0"),
+        (["kafka", "logs", "-n", "-3"], "argument -n/--lines: must be at least 1, not -3"),
         (["audit", "verify", "--file", "/no/such/dump"], "argument --file: no such file"),
         (["audit", "dump", "--file", "/no/such/folder/d.jsonl"], "no such folder: /no/such"),
         (["audit", "dump", "--file", "/tmp"], "argument --file: a folder, not a file: /tmp"),
+        (["export", "--out", __file__], "argument --out: a file, not a folder"),
     ],
 )
 def test_a_bad_argument_is_refused_naming_its_flag(
@@ -86,9 +90,25 @@ def test_a_bad_argument_is_refused_naming_its_flag(
     assert message in capsys.readouterr().err
 
 
-def test_a_bad_time_names_its_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["replay", "--as-of-time", "yesterday"]) == 2
-    assert "--as-of-time: not an ISO 8601 time" in capsys.readouterr().err
+def test_a_node_of_a_cluster_that_is_not_there_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["kafka", "logs", "--home", str(tmp_path), "--node", "9"]) == 2
+    assert "--node 9: a single broker is node 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--as-of-time", "yesterday", "--as-of-time: not an ISO 8601 time"),
+        ("--as-of-offset", "1:2:3", "--as-of-offset: not a whole number: '2:3'"),
+    ],
+)
+def test_a_bad_replay_position_names_its_flag(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", flag, value]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_a_broker_that_does_not_answer_ends_a_one_shot_command_with_one_line(
