@@ -240,7 +240,8 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
         if error.get("type") == "missing":
             message = "required"
         else:
-            message = str(error.get("msg", "invalid value"))
+            # A validator's own words, without pydantic's "Value error, " before them.
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         fields.append({"field": name, "message": message})
     return problem(422, "invalid_request", fields=fields)
 

@@ -6,6 +6,10 @@ client and the server agree on what is valid:
 - ``Timestamp``: an ISO 8601 date-time with a time zone, 1970 or later (the ledger
   keeps Unix milliseconds). Pydantic alone would also read a number, or a numeric
   string in a query, as Unix seconds: ``?to=0.5`` is a mistake, not 1970.
+- ``typed_text``: text a person typed (a meme's query): no control character, and
+  no U+FFFD, which is what an invalid UTF-8 byte of a query string decodes to, so a
+  client's broken encoding is refused rather than charged for a meme of ``��``.
+  ``TYPED_TEXT_PATTERN`` says the same in the schema.
 - ``TokenCount``: a whole number of tokens. JSON Schema's ``integer`` includes ``5.0``,
   so an integral number is taken as the integer it is; ``"5"``, ``true`` and ``5.5`` are
   refused. No float ever reaches a balance.
@@ -13,6 +17,7 @@ client and the server agree on what is valid:
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -41,6 +46,20 @@ def _not_before_epoch(value: datetime) -> datetime:
     if value < EPOCH:
         raise ValueError("must be 1970-01-01T00:00:00Z or later")
     return value
+
+
+_UNTYPED = r"\x00-\x1f\x7f-\x9f\ufffd"  # C0 and C1 controls, the replacement character
+_UNTYPED_CHAR = re.compile(f"[{_UNTYPED}]")
+TYPED_TEXT_PATTERN = f"^[^{_UNTYPED}]*$"
+
+
+def typed_text(value: str) -> str:
+    found = _UNTYPED_CHAR.search(value)
+    if found is None:
+        return value
+    if found.group() == "\ufffd":
+        raise ValueError("not valid UTF-8: percent-encode the text's UTF-8 bytes")
+    raise ValueError(f"control character U+{ord(found.group()):04X} is not allowed")
 
 
 def _whole_number(value: object) -> object:

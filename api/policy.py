@@ -20,9 +20,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query
+from pydantic import AfterValidator
 
 from api.deps import AppSettings
 from api.errors import ApiError
+from api.params import TYPED_TEXT_PATTERN, typed_text
 from memes import policy
 from schemas.events import MAX_QUERY_CHARS
 
@@ -42,7 +44,14 @@ class ContentPolicyViolation(ApiError):
 async def screened_query(
     settings: AppSettings,
     query: Annotated[
-        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the meme is about")
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_CHARS,
+            description="What the meme is about",
+            json_schema_extra={"pattern": TYPED_TEXT_PATTERN},
+        ),
+        AfterValidator(typed_text),
     ],
 ) -> str:
     """The query, if the content policy allows it; else ``ContentPolicyViolation``."""

@@ -400,6 +400,29 @@ def test_query_of_200_chars_is_accepted(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
+    ("encoded", "message"),
+    [
+        ("a%00b", "control character U+0000 is not allowed"),
+        ("tab%09tab", "control character U+0009 is not allowed"),
+        ("%C2%85", "control character U+0085 is not allowed"),
+        ("caf%E9", "not valid UTF-8: percent-encode the text's UTF-8 bytes"),  # Latin-1
+    ],
+)
+def test_a_query_that_is_not_typed_text_is_422_and_charges_nothing(
+    stack: Stack, encoded: str, message: str
+) -> None:
+    """Starlette decodes an invalid UTF-8 byte to U+FFFD: before this was refused, such
+    a query was charged for a meme captioned with replacement characters."""
+    _, api_key = stack.new_client(tokens=1)
+    url = f"/memes?lat=1.5&lon=2.5&query={encoded}"
+    response = stack.http.get(url, headers=stack.auth(api_key))
+    assert_invalid(response, "query")
+    assert {"field": "query", "message": message} in response.json()["fields"]
+    assert stack.balance(api_key) == 1
+    assert stack.meme(api_key, query="café 日本").status_code == 200  # UTF-8 is welcome
+
+
+@pytest.mark.parametrize(
     "key", ["", "has space", "x" * 129, "slash/y", "semi;colon"], ids=lambda k: f"len{len(k)}"
 )
 def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack, key: str) -> None:
