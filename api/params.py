@@ -6,10 +6,10 @@ client and the server agree on what is valid:
 - ``Timestamp``: an ISO 8601 date-time with a time zone, 1970 or later (the ledger
   keeps Unix milliseconds). Pydantic alone would also read a number, or a numeric
   string in a query, as Unix seconds: ``?to=0.5`` is a mistake, not 1970.
-- ``typed_text``: text a person typed (a meme's query): no control character, and
-  no U+FFFD, which is what an invalid UTF-8 byte of a query string decodes to, so a
-  client's broken encoding is refused rather than charged for a meme of ``��``.
-  ``TYPED_TEXT_PATTERN`` says the same in the schema.
+- ``typed_text``: text a person typed (a meme's query, a client's name): no control
+  character, and no U+FFFD, which is what an invalid UTF-8 byte of a query string
+  decodes to, so a client's broken encoding is refused rather than charged for a meme
+  of ``��``. ``TYPED_TEXT_PATTERN`` says the same in the schema.
 - ``TokenCount``: a whole number of tokens. JSON Schema's ``integer`` includes ``5.0``,
   so an integral number is taken as the integer it is; ``"5"``, ``true`` and ``5.5`` are
   refused. No float ever reaches a balance.

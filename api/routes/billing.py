@@ -12,15 +12,16 @@ import math
 import secrets
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
 from api.errors import Conflict, DeadlineExceeded, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
-from api.params import Timestamp, TokenCount
+from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
 from core.blobstore import BlobStore
 from schemas.events import (
     ClientRegistered,
@@ -45,7 +46,12 @@ class Body(BaseModel):
 
 
 class NewClient(Body):
-    name: str = Field(default="", max_length=200, description="A label for people")
+    name: Annotated[str, AfterValidator(typed_text)] = Field(
+        default="",
+        max_length=200,
+        description="A label for people",
+        json_schema_extra={"pattern": TYPED_TEXT_PATTERN},
+    )
 
 
 class RegisteredClient(BaseModel):

@@ -466,6 +466,14 @@ def test_malformed_purchases_are_422_naming_the_field(
     assert stack.balance(api_key) == 1
 
 
+def test_a_client_name_with_a_control_character_is_422_naming_it(stack: Stack) -> None:
+    response = stack.http.post("/v1/clients", json={"name": "bad\u0000name"}, headers=stack.billing)
+    assert_invalid(response, "name")
+    assert response.json()["fields"] == [
+        {"field": "name", "message": "control character U+0000 is not allowed"}
+    ]
+
+
 @pytest.mark.parametrize(
     "until", ["tomorrow", "2999-01-01T00:00:00", 12], ids=["text", "no-timezone", "number"]
 )
