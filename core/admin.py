@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 from core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create the region's topics; existing ones are left as they are."""
+    """Create the region's topics; existing ones are left as they are, and must have the
+    partition counts the settings give (``check_partition_counts``)."""
     admin = AdminClient(settings.kafka_common())
     futures = admin.create_topics(
         topic_specs(settings), operation_timeout=timeout_s, request_timeout=timeout_s
@@ -65,6 +66,30 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    check_partition_counts(admin, settings, timeout_s)
+
+
+def check_partition_counts(
+    client: AdminClient | Consumer, settings: Settings, timeout_s: float = 30.0
+) -> None:
+    """Refuse (``SettingsError``) a region whose existing topics have other partition
+    counts than the settings say. Producers leave the partition to librdkafka, which
+    counts the topic's partitions, while the ledger processor writes a client's entries,
+    state and replies where the settings' counts put them: a mismatch would scatter a
+    client's records over partitions that other instances own."""
+    found = client.list_topics(timeout=timeout_s).topics
+    wrong = [
+        f"{spec.topic} has {len(found[spec.topic].partitions)}, the settings say "
+        f"{spec.num_partitions}"
+        for spec in topic_specs(settings)
+        if spec.topic in found and len(found[spec.topic].partitions) != spec.num_partitions
+    ]
+    if wrong:
+        raise SettingsError(
+            f"partition counts differ: {'; '.join(wrong)}. A region's counts never change "
+            "(docs/capacity.md): set MAAS_PARTITIONS and MAAS_REPLY_PARTITIONS to the "
+            "topics' counts, or name a new MAAS_REGION"
+        )
 
 
 def delete_region_topics(bootstrap: str, region: str, timeout_s: float = 30.0) -> None:

@@ -103,6 +103,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from core.admin import check_partition_counts
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.readiness import mark_ready, take_over
@@ -222,6 +223,8 @@ class LedgerProcessor:
     def run(self) -> None:
         init_timeout_s = self.settings.transaction_timeout_ms / 1000
         init_transactions(self.producer, init_timeout_s, self.watchdog, self.stop_event)
+        # The broker answers now: before a decision is written where the settings say.
+        check_partition_counts(self.consumer, self.settings)
         self.consumer.subscribe(
             self.topics.ledger_inputs,
             on_assign=self._on_assign,
