@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from core.settings import SettingsError
 
@@ -40,16 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaException as exc:
         if args.command not in ONE_SHOT:
             raise
-        print(f"maas {args.command}: {kafka_problem(exc)}", file=sys.stderr)
+        print(f"maas {args.command}: {_kafka_problem(exc)}", file=sys.stderr)
         return 1
 
 
-def kafka_problem(exc: KafkaException) -> str:
-    error = exc.args[0] if exc.args else exc
-    text = error.str() if hasattr(error, "str") else str(error)
+def _kafka_problem(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, KafkaError) else str(exc)
     return (
-        f"Kafka: {text} (is the broker running and KAFKA_BOOTSTRAP_SERVERS right? "
-        "`maas kafka status` says)"
+        f"Kafka: {text} (is a broker running at KAFKA_BOOTSTRAP_SERVERS, by default "
+        "127.0.0.1:9092? `maas kafka status` checks the local one)"
     )
 
 

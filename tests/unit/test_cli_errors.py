@@ -123,4 +123,4 @@ def test_a_broker_that_does_not_answer_ends_a_one_shot_command_with_one_line(
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("%")]
     assert len(lines) == 1, lines  # librdkafka's own lines (%3|...) aside
     assert lines[0].startswith("maas audit: Kafka: ")
-    assert "is the broker running" in lines[0]
+    assert "is a broker running at KAFKA_BOOTSTRAP_SERVERS" in lines[0]
