@@ -11,7 +11,8 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, params
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -79,6 +80,8 @@ AiGate = Annotated[AiAdmission, Depends(get_ai_admission)]
 
 
 def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if len(request.headers.getlist("authorization")) > 1:
+        raise Unauthorized("more than one Authorization header")
     if credentials is None or not credentials.credentials:
         if "authorization" not in request.headers:
             raise Unauthorized("missing Authorization header")
@@ -144,3 +147,24 @@ IdempotencyKey = Annotated[
         ),
     ),
 ]
+
+
+def given_once(*query: str, headers: tuple[str, ...] = ()) -> params.Depends:
+    """A dependency refusing (422, naming each) these query parameters and headers when
+    a request repeats one: the framework would take one of the values and drop the
+    rest without a word, and on a paid call the client meant one of them."""
+
+    async def check(request: Request) -> None:
+        repeated = [
+            ("query", name) for name in query if len(request.query_params.getlist(name)) > 1
+        ]
+        repeated += [("header", name) for name in headers if len(request.headers.getlist(name)) > 1]
+        if repeated:
+            raise RequestValidationError(
+                [
+                    {"loc": loc, "msg": "given more than once", "type": "value_error"}
+                    for loc in repeated
+                ]
+            )
+
+    return Depends(check)

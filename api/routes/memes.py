@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import AiGate, Bridge, ClientId, IdempotencyKey, Settled
+from api.deps import AiGate, Bridge, ClientId, IdempotencyKey, Settled, given_once
 from api.errors import (
     Conflict,
     DeadlineExceeded,
@@ -70,6 +70,7 @@ def fingerprint(lat: float, lon: float, query: str) -> str:
 @router.get(
     "/memes",
     response_model=Meme,
+    dependencies=[given_once("lat", "lon", "query", headers=("idempotency-key",))],
     summary="Get a meme (costs one token)",
     responses={
         402: {"description": "Not enough tokens; the body carries the balance"},

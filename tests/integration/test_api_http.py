@@ -466,6 +466,37 @@ def test_malformed_purchases_are_422_naming_the_field(
     assert stack.balance(api_key) == 1
 
 
+@pytest.mark.parametrize(
+    ("url", "headers", "field"),
+    [
+        ("/memes?lat=1.5&lat=2.5&lon=2.5&query=q", [], "lat"),
+        ("/memes?lat=1.5&lon=2.5&query=q&query=r", [], "query"),
+        (
+            "/memes?lat=1.5&lon=2.5&query=q",
+            [("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+            "Idempotency-Key",
+        ),
+    ],
+    ids=["lat", "query", "idempotency-key"],
+)
+def test_a_meme_parameter_given_twice_is_422_and_charges_nothing(
+    stack: Stack, url: str, headers: list[tuple[str, str]], field: str
+) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    response = stack.http.get(url, headers=[*stack.auth(api_key).items(), *headers])
+    assert_invalid(response, field)
+    assert {"field": field, "message": "given more than once"} in response.json()["fields"]
+    assert stack.balance(api_key) == 1
+
+
+def test_two_authorization_headers_are_401(stack: Stack) -> None:
+    _, api_key = stack.new_client(tokens=1)
+    twice = [*stack.auth(api_key).items(), *stack.auth(api_key).items()]
+    response = stack.http.get("/v1/me", headers=twice)
+    assert response.status_code == 401, response.text
+    assert response.json()["detail"] == "more than one Authorization header"
+
+
 def test_a_client_name_with_a_control_character_is_422_naming_it(stack: Stack) -> None:
     response = stack.http.post("/v1/clients", json={"name": "bad\u0000name"}, headers=stack.billing)
     assert_invalid(response, "name")
