@@ -7,12 +7,17 @@ misconfigured process refuses to start instead of misbehaving under load.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
 
 # Development defaults, printed by `maas up`; override every one of them in production.
 DEFAULT_BILLING_TOKEN = "dev-billing-token"
@@ -214,6 +219,7 @@ class Settings(BaseModel):
             if key in env:
                 values[name] = env[key]
         values.update(overrides)
+        _warn_unknown(frozenset(k for k in env if k.startswith("MAAS_")) - _KNOWN_VARIABLES)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -244,6 +250,24 @@ class Settings(BaseModel):
             # (docs/architecture.md, "a local 3-node cluster for fault tests").
             "reconnect.backoff.max.ms": 1000,
         }
+
+
+# Read elsewhere: core/logs.py, and scripts/bootstrap.sh (the Maven project of the jars).
+_OTHER_VARIABLES = {"MAAS_LOG_LEVEL", "MAAS_POM"}
+_KNOWN_VARIABLES = frozenset(
+    {"MAAS_" + name.upper() for name in Settings.model_fields} | _OTHER_VARIABLES
+)
+
+
+@functools.cache
+def _warn_unknown(names: frozenset[str]) -> None:
+    """A misspelt variable leaves its setting at the default without a word: name each,
+    with the setting it may have meant. A warning, not a refusal: other software uses
+    the prefix too. Once per process and set of names."""
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, _KNOWN_VARIABLES, n=1, cutoff=0.8)
+        meant = f"; did you mean {close[0]}?" if close else ""
+        log.warning("unknown setting %s is ignored%s", name, meant)
 
 
 def _describe(error: ValidationError, overrides: Mapping[str, object]) -> str:
