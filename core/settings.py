@@ -69,8 +69,10 @@ class Settings(BaseModel):
     # The broker aborts a transaction open this long. A transaction here takes
     # milliseconds; what the timeout bounds is how long a successor waits for a paused
     # or dead instance's open transaction before it may restore the partitions (Kafka
-    # Streams' default for exactly once is the same 10 s).
-    transaction_timeout_ms: int = Field(default=10_000, ge=1000)
+    # Streams' default for exactly once is the same 10 s). At most the brokers'
+    # transaction.max.timeout.ms (15 minutes by default): above it every
+    # init_transactions fails, and the processors would only restart in a loop.
+    transaction_timeout_ms: int = Field(default=10_000, ge=1000, le=900_000)
     refund_grace_ms: int = Field(default=2_000, ge=0)
     # A ledger processor or generator pool whose main loop has not polled Kafka for this
     # long leaves its group, so its partitions move to the others of its kind, and ends
@@ -78,7 +80,7 @@ class Settings(BaseModel):
     # session alive would otherwise hold them for librdkafka's default of 5 minutes. A
     # processor's longest legitimate gap is one commit, retried for up to
     # ``transaction_timeout_ms``.
-    max_poll_interval_ms: int = Field(default=30_000, ge=10_000)
+    max_poll_interval_ms: int = Field(default=30_000, ge=10_000, le=86_400_000)  # librdkafka's
     # Tests and drills only: crash, freeze or wedge at a commit boundary
     # (processors/ledger/faults.py).
     fault_point: str = Field(

@@ -34,6 +34,16 @@ def test_a_bad_setting_names_its_variable_and_value(
     assert "Traceback" not in err
 
 
+def test_a_transaction_timeout_the_brokers_refuse_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAAS_TRANSACTION_TIMEOUT_MS", "1000000")  # over 15 minutes
+    assert main(["processor"]) == 2
+    assert "MAAS_TRANSACTION_TIMEOUT_MS='1000000': Input should be less than or equal to " in (
+        capsys.readouterr().err
+    )
+
+
 def test_settings_that_contradict_each_other_are_one_line_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
