@@ -38,6 +38,7 @@ have their handlers here too:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from http import HTTPStatus
@@ -285,10 +286,12 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 class BodyGuard:
-    """Refuses what no route takes before a byte of it is parsed: a body over
-    ``MAX_BODY_BYTES`` (413, whether announced or streamed) and one that is not JSON
-    (415). Bodies are counted as they arrive, so a missing ``Content-Length`` does not
-    get past it."""
+    """Refuses what no route takes: a body over ``MAX_BODY_BYTES`` (413, whether announced
+    or streamed), one that is not JSON (415), and a JSON object that repeats a key (400):
+    parsers keep one of the values and drop the rest without a word, and billing's
+    ``{"tokens": 1, "tokens": 1000}`` meant one of them. Bodies are counted as they
+    arrive, so a missing ``Content-Length`` does not get past it, and kept (at most
+    ``MAX_BODY_BYTES``) to be handed on to the route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -312,17 +315,56 @@ class BodyGuard:
             )
             await response(scope, receive, send)
             return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
+        body = b""
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes")
-            return message
+            if message["type"] != "http.request":  # the client left
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                response = problem(
+                    413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes"
+                )
+                await response(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        if repeated := _repeated_key(body):
+            response = problem(400, "malformed_body", f"the body repeats the key {repeated!r}")
+            await response(scope, receive, send)
+            return
+        handed_on = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal handed_on
+            if handed_on:
+                return await receive()
+            handed_on = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _repeated_key(body: bytes) -> str | None:
+    """The first key some object of this JSON repeats; None if none does, or if it is
+    not JSON (the route then says what is wrong with it)."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(items)
+        if len(found) < len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    repeated.append(key)
+                seen.add(key)
+        return found
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return repeated[0] if repeated else None
 
 
 def _is_json(media_type: bytes) -> bool:

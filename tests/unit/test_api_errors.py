@@ -62,6 +62,26 @@ def test_malformed_json_is_a_400_problem(client: TestClient) -> None:
     assert "not valid JSON" in problem(response, 400, "malformed_body")["detail"]
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"purchase_id": "p1", "tokens": 1, "tokens": 1000}', "tokens"),
+        (b'{"until": {"a": 1, "a": 2}}', "a"),  # at any depth
+    ],
+)
+def test_a_json_object_that_repeats_a_key_is_a_400_problem(
+    client: TestClient, body: bytes, key: str
+) -> None:
+    """A parser keeps one of the values and drops the rest without a word; which one
+    billing meant, nobody knows. Refused before any route, credential check included."""
+    response = client.post(
+        "/v1/clients/c1/purchases",
+        content=body,
+        headers={**BILLING, "Content-Type": "application/json"},
+    )
+    assert problem(response, 400, "malformed_body")["detail"] == f"the body repeats the key {key!r}"
+
+
 def test_a_body_that_is_not_json_is_a_415_problem(client: TestClient) -> None:
     response = client.post(
         "/v1/clients/c1/purchases",
