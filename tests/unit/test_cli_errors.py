@@ -128,9 +128,15 @@ def test_a_broker_that_does_not_answer_ends_a_one_shot_command_with_one_line(
     monkeypatch.setattr(audit_cli, "METADATA_TIMEOUT_S", 1.0)
     dump = tmp_path / "ledger.jsonl"
     dump.write_text("")
-    # The dump is read from the file, the checkpoints from Kafka.
-    assert main(["audit", "verify", "--file", str(dump)]) == 1
+    assert main(["audit", "verify"]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("%")]
     assert len(lines) == 1, lines  # librdkafka's own lines (%3|...) aside
     assert lines[0].startswith("maas audit: Kafka: ")
     assert "is a broker running at KAFKA_BOOTSTRAP_SERVERS" in lines[0]
+
+    # A dump is read from its file, its checkpoints from Kafka: the way without it is named.
+    assert main(["audit", "verify", "--file", str(dump)]) == 1
+    err = capsys.readouterr().err
+    assert "the checkpoints come from Kafka" in err
+    assert "--no-checkpoints checks the dump's chains alone" in err
+    assert main(["audit", "verify", "--file", str(dump), "--no-checkpoints"]) == 0
