@@ -77,7 +77,7 @@ def client_registered(state: StateView, event: ClientRegistered) -> Decision:
             event.event_id,
             "registered",
             balance=account.balance,
-            account=account.view(),
+            account=account.view(event.occurred_at_ms),
         )
     opened = AccountOpened(
         event_id=derived_id(event.event_id, 1),
@@ -97,7 +97,7 @@ def client_registered(state: StateView, event: ClientRegistered) -> Decision:
         changes=Decision(entries=(opened,), account=account),
         balance=0,
         entry=opened,
-        account=account.view(),
+        account=account.view(event.occurred_at_ms),
     )
 
 
@@ -120,7 +120,7 @@ def subscription_requested(state: StateView, event: SubscriptionRequested) -> De
         changes=Decision(entries=(changed,), account=account),
         balance=account.balance,
         entry=changed,
-        account=account.view(),
+        account=account.view(event.occurred_at_ms),
     )
 
 

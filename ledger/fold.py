@@ -118,7 +118,7 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
                 event.event_id,
                 "account",
                 balance=account.balance,
-                account=account.view(),
+                account=account.view(event.occurred_at_ms),
             )
         case RequestQueried():
             record = state.request(event.client_id, event.request_id)

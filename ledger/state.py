@@ -59,7 +59,9 @@ class Account(Record, frozen=True):
     def ai_entitled(self, now_ms: int) -> bool:
         return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)
 
-    def view(self) -> AccountView:
+    def view(self, now_ms: int) -> AccountView:
+        """The account as a client reads it at ``now_ms`` (the asking event's time): Memes
+        AI counts as active only while it is served, not once its ``ai_until_ms`` passed."""
         return AccountView(
             client_id=self.client_id,
             balance=self.balance,
@@ -69,7 +71,7 @@ class Account(Record, frozen=True):
             tokens_credited=self.tokens_credited,
             tokens_charged=self.tokens_charged,
             tokens_refunded=self.tokens_refunded,
-            ai_active=self.ai_active,
+            ai_active=self.ai_entitled(now_ms),
             ai_until_ms=self.ai_until_ms,
         )
 

@@ -300,7 +300,10 @@ class AccountView(BaseModel):
     tokens_credited: int
     tokens_charged: int
     tokens_refunded: int
-    ai_active: bool
+    ai_active: bool = Field(
+        description="Memes AI is served at the time of the read: switched on, and its "
+        "ai_until_ms (if any) not yet passed"
+    )
     ai_until_ms: int | None
 
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -232,6 +233,24 @@ def test_subscription_switches_between_ai_and_standard_memes(stack: Stack) -> No
     assert off.json() == {"client_id": client_id, "ai_active": False, "ai_until": None}
     assert stack.meme(api_key).json()["kind"] == "standard"
     assert stack.balance(api_key) == 1
+
+
+def test_an_ended_subscription_reads_as_inactive(stack: Stack) -> None:
+    """Before, ai_active was the stored switch: true after ai_until had passed, while the
+    memes were standard (and for an until in 2001 at once)."""
+    client_id, api_key = stack.new_client(tokens=2)
+    url = f"/v1/clients/{client_id}/subscription"
+    ends = datetime.now(UTC) + timedelta(seconds=1)
+
+    on = stack.http.put(url, json={"until": ends.isoformat()}, headers=stack.billing)
+    assert on.json()["ai_active"] is True, on.text
+    time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.2)
+    me = stack.http.get("/v1/me", headers=stack.auth(api_key)).json()
+    assert (me["ai_active"], me["ai_until_ms"]) == (False, int(ends.timestamp() * 1000))
+    assert stack.meme(api_key).json()["kind"] == "standard"
+
+    past = stack.http.put(url, json={"until": "2001-01-01T00:00:00Z"}, headers=stack.billing)
+    assert past.json()["ai_active"] is False, past.text
 
 
 def test_open_ended_subscription_without_a_body(stack: Stack) -> None:

@@ -53,7 +53,7 @@ def assert_ledger_sound(driver: LedgerDriver, clients: list[str]) -> None:
     assert replay.conservation() == [], replay.conservation()[:10]
     live = driver.accounts(clients)
     for client in clients:
-        assert live[client] == replay.accounts[client].view(), client
+        assert live[client] == replay.accounts[client].view(now_ms()), client
 
 
 def verify_exactly_once(
@@ -95,7 +95,7 @@ def verify_exactly_once(
             assert outcome == ended, (event.request_id, outcome)
     live = driver.accounts(clients)
     for client in clients:
-        assert live[client] == replay.accounts[client].view(), client
+        assert live[client] == replay.accounts[client].view(now_ms()), client
     print(
         f"[verify] {len(entries)} ledger entries: {len(charges)} charged "
         f"({sum(isinstance(e, TokensRefunded) for e in entries)} refunded), "

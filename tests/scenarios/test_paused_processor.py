@@ -236,7 +236,7 @@ def _scenario(d: LedgerDriver, pause: Pause) -> None:
     assert replay.conservation() == [], replay.conservation()[:10]
     live = d.accounts(clients)
     for client in clients:
-        assert live[client] == replay.accounts[client].view(), client
+        assert live[client] == replay.accounts[client].view(now_ms()), client
     clock.lap("ledger checked")
 
 

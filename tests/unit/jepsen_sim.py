@@ -210,12 +210,13 @@ class Sim:
             body={"purchase_id": purchase_id, "tokens": tokens}, response=told,
         )  # fmt: skip
 
-    def subscribe(self, client_id: str, status: int = 200) -> Json:
+    def subscribe(self, client_id: str, status: int = 200, until_ms: int | None = None) -> Json:
         """Memes AI on; the ledger records it only when the answer is 200."""
         if status == 200:
-            self.billing_input(client_id, "SubscriptionRequested", active=True, until_ms=None)
-            self.accounts[client_id]["ai_active"] = True  # written with the entry's account
-            self.entry(client_id, "SubscriptionChanged", 0, active=True, until_ms=None)
+            self.billing_input(client_id, "SubscriptionRequested", active=True, until_ms=until_ms)
+            # Written with the entry's account.
+            self.accounts[client_id] |= {"ai_active": True, "ai_until_ms": until_ms}
+            self.entry(client_id, "SubscriptionChanged", 0, active=True, until_ms=until_ms)
         response = {"client_id": client_id, "ai_active": True, "ai_until": None}
         return self.line(
             "subscribe", self.name("s"), client_id, method="PUT", status=status, body={},
@@ -351,8 +352,11 @@ class Sim:
         )  # fmt: skip
 
     def me(self, client_id: str) -> Json:
+        """What the ledger answers at the call's time: Memes AI active while it is served."""
         account = self.accounts[client_id]
         view = {k: v for k, v in account.items() if k not in ("api_key_sha256", "last_hash")}
+        until, at = view["ai_until_ms"], self.clock_ms + 10  # the line's invoke time
+        view["ai_active"] = view["ai_active"] and (until is None or at < until)
         return self.line("me", self.name("a"), client_id, path="/v1/me", response=view)
 
     def lookup(self, client_id: str, request_id: str) -> Json:

@@ -322,7 +322,7 @@ def test_registering_twice_is_idempotent(script: Script) -> None:
     _, reply = only_reply(decision)
     assert reply.outcome == "registered"
     assert reply.balance == 4
-    assert reply.account == before.view()
+    assert reply.account == before.view(0)  # the registration's time
     assert script.account("c1") == before
 
 
@@ -1154,9 +1154,26 @@ def test_account_query_answers_the_account_and_writes_nothing(funded: Script) ->
     reply_to, reply = only_reply(decision)
     assert (reply_to, reply.outcome, reply.balance) == (4, "account", 2)
     assert reply.account is not None
-    assert reply.account == funded.account("c1").view()
+    assert reply.account == funded.account("c1").view(0)  # the query's time
     assert (reply.account.ai_active, reply.account.ai_until_ms) == (True, 99)
     assert funded.ledger.records == records_before
+
+
+@pytest.mark.parametrize(("queried_at_ms", "served"), [(98, True), (99, False), (5000, False)])
+def test_the_account_says_memes_ai_is_active_only_while_it_is_served(
+    funded: Script, queried_at_ms: int, served: bool
+) -> None:
+    """Scenario: Memes AI switched on until 99 ms; the account is read at, after and long
+    after that time. We expect: ``ai_active`` true only before it, as the memes are
+    (the switch itself stays on in the record, with its end)."""
+    funded.subscribe("c1", active=True, until_ms=99)
+
+    account = funded.account("c1")
+    view = account.view(queried_at_ms)
+
+    assert (view.ai_active, view.ai_until_ms) == (served, 99)
+    assert account.ai_entitled(queried_at_ms) is served
+    assert account.ai_active  # the record keeps the switch
 
 
 def test_account_query_for_unknown_client_is_not_found(script: Script) -> None:

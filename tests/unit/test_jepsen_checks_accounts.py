@@ -83,6 +83,21 @@ def test_a_me_answer_beyond_the_ledger_fails(sim: Sim) -> None:
     assert_only(sim.verdict(), "account", f"client={client}", "answered seq 99")
 
 
+def test_a_me_answer_says_memes_ai_is_active_only_while_it_is_served(sim: Sim) -> None:
+    """The view's ai_active is the switch and its end at the query's time: off once the
+    subscription's until has passed, though the switch is still on in the ledger."""
+    client, _ = busy(sim)
+    sim.subscribe(client, until_ms=sim.clock_ms + 1_000)
+    during = sim.me(client)
+    sim.clock_ms += 2_000
+    after = sim.me(client)
+    assert (during["response"]["ai_active"], after["response"]["ai_active"]) == (True, False)
+    assert sim.verdict().ok
+
+    after["response"] = after["response"] | {"ai_active": True}  # the switch, not the service
+    assert_only(sim.verdict(), "account", f"client={client}", "/v1/me told ai_active=True")
+
+
 def test_checkpoint_heads_are_checked(sim: Sim) -> None:
     client, _ = busy(sim)
     entries = [r for r, _ in ledger_bodies(sim) if r.partition == sim.partition(client)]

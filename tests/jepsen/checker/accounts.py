@@ -30,7 +30,7 @@ def check_accounts(ctx: Context) -> None:
             continue
         for attempt in op.attempts:
             if attempt["status"] == 200:
-                _check_me(ctx, op.client_id, response_of(attempt))
+                _check_me(ctx, op.client_id, response_of(attempt), attempt)
                 latest = last_me.get(op.client_id)
                 if latest is None or attempt["complete_ms"] >= latest["complete_ms"]:
                     last_me[op.client_id] = attempt
@@ -40,7 +40,7 @@ def check_accounts(ctx: Context) -> None:
             ctx.stats["me_last_before_final_seq"] += 1  # e.g. a deadline refund came later
 
 
-def _check_me(ctx: Context, client_id: str, view: Json) -> None:
+def _check_me(ctx: Context, client_id: str, view: Json, attempt: Json) -> None:
     ctx.stats["me_answers"] += 1
     account = ctx.fold.accounts.get(client_id)
     seq = view.get("seq")
@@ -52,11 +52,21 @@ def _check_me(ctx: Context, client_id: str, view: Json) -> None:
             f"the ledger has no such entry (last seq {account.seq if account else None})",
         )
         return
+    expected = dict(zip(VIEW_FIELDS, folded, strict=True))
+    # ai_active says whether Memes AI is served when the ledger read the account: at the
+    # query's time, somewhere between the call and its answer.
+    switched_on, until = expected.pop("ai_active"), expected["ai_until_ms"]
+    served = {
+        switched_on and (until is None or at < until)
+        for at in (attempt["invoke_ms"], attempt["complete_ms"])
+    }
     wrong = [
         f"{name}={view.get(name)} (ledger {value})"
-        for name, value in zip(VIEW_FIELDS, folded, strict=True)
+        for name, value in expected.items()
         if view.get(name) != value
     ]
+    if view.get("ai_active") not in served:
+        wrong.append(f"ai_active={view.get('ai_active')} (ledger {sorted(served)})")
     if wrong:
         ctx.problems.add("account", f"client={client_id} seq={seq}: /v1/me told {', '.join(wrong)}")
 
