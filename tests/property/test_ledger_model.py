@@ -677,7 +677,9 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         assert (view.tokens_charged, view.tokens_refunded) == (client.charged, client.refunded)
         assert (view.memes_requested, view.memes_delivered) == (client.requested, client.delivered)
-        assert (view.ai_active, view.ai_until_ms) == (client.ai_active, client.ai_until_ms)
+        # Active as read at the query's time: switched on, and not past its end.
+        served = client.ai_at(event.occurred_at_ms)
+        assert (view.ai_active, view.ai_until_ms) == (served, client.ai_until_ms)
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data(), client_id=st.sampled_from(CLIENTS))
