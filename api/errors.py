@@ -31,7 +31,8 @@ have their handlers here too:
   ``method_not_allowed`` (with ``Allow``), a body that cannot be parsed 400
   ``malformed_body``;
 - ``BodyGuard`` (middleware): a body over ``MAX_BODY_BYTES`` 413 ``body_too_large``, a
-  body that is not JSON 415 ``unsupported_media_type``;
+  body that is not JSON 415 ``unsupported_media_type``, an object that repeats a key 400
+  ``malformed_body``;
 - anything unexpected: 500 ``internal_error``, logged with its traceback, never a stack
   trace to the client.
 """
@@ -251,7 +252,6 @@ _HTTP_ERRORS = {
     400: "malformed_body",
     404: "not_found",
     405: "method_not_allowed",
-    413: "body_too_large",
 }
 
 
@@ -303,8 +303,7 @@ class BodyGuard:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response = problem(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-            await response(scope, receive, send)
+            await _too_large()(scope, receive, send)
             return
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if length != b"0" and media_type and not _is_json(media_type):
@@ -322,10 +321,7 @@ class BodyGuard:
                 return
             body += message.get("body", b"")
             if len(body) > MAX_BODY_BYTES:
-                response = problem(
-                    413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes"
-                )
-                await response(scope, receive, send)
+                await _too_large()(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -343,6 +339,10 @@ class BodyGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def _too_large() -> JSONResponse:
+    return problem(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
 
 
 def _repeated_key(body: bytes) -> str | None:

@@ -13,8 +13,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from core.settings import SettingsError
 
-# Commands that read or write Kafka once and end: a Kafka error ends them with its line.
-# The service's own processes let it through, with the traceback their logs keep.
+# Commands that read or write Kafka and end: a Kafka error ends them with its line (the
+# checkpointer's --loop catches its rounds' errors itself). The service's processes let
+# it through, with the traceback their logs keep.
 ONE_SHOT = frozenset({"topics", "replay", "audit", "export"})
 
 
