@@ -18,14 +18,13 @@ client and the server agree on what is valid:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
 
+from core.clock import EPOCH
 from schemas.events import MAX_PURCHASE_TOKENS
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso_8601_text(value: object) -> object:

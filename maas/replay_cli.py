@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, TopicPartition
 
 from core import logs
+from core.clock import to_ms
 from core.settings import Settings
 from core.topic_reader import partitions_to_read, position_of, read_topic
 from core.topics import Topics
@@ -79,7 +80,7 @@ def parse_time_ms(text: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return to_ms(moment)
 
 
 def _non_negative(text: str) -> int:

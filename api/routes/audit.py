@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -21,6 +21,7 @@ from api import ledger_reader
 from api.deps import AppSettings, AuditorScope, IdPath
 from api.errors import NotFound
 from api.params import Timestamp
+from core.clock import to_ms
 from ledger.reconcile import Reconciliation
 from schemas.events import ENTRY_ADAPTER, LedgerEntryUnion, entry_hash
 
@@ -61,14 +62,6 @@ class LedgerPage(BaseModel):
     next_cursor: int | None = Field(
         description="Pass as `cursor` for the next page; null on the last page"
     )
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms(value: datetime | None) -> int | None:
-    # Integer arithmetic: a float timestamp can land one millisecond short.
-    return None if value is None else (value - EPOCH) // timedelta(milliseconds=1)
 
 
 def _csv(entries: list[LedgerEntryUnion]) -> str:
@@ -113,7 +106,8 @@ async def get_client_ledger(
     """Entries in seq order with ``seq > cursor``. The time filter uses
     ``occurred_at_ms``; ``next_cursor`` (also the ``X-Next-Cursor`` header) is the seq of
     the page's last entry when more entries match."""
-    from_ms, to_ms = _ms(from_), _ms(to)
+    from_ms = None if from_ is None else to_ms(from_)
+    before_ms = None if to is None else to_ms(to)
     entries = await asyncio.to_thread(ledger_reader.client_ledger, settings, client_id)
     if not entries:
         raise NotFound("no ledger entries for this client")
@@ -124,7 +118,7 @@ async def get_client_ledger(
         if e.seq > cursor
         and (not types or e.type in types)
         and (from_ms is None or e.occurred_at_ms >= from_ms)
-        and (to_ms is None or e.occurred_at_ms < to_ms)
+        and (before_ms is None or e.occurred_at_ms < before_ms)
     ]
     page = matching[:limit]
     next_cursor = page[-1].seq if len(matching) > limit else None

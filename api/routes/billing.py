@@ -23,6 +23,7 @@ from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
 from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
 from core.blobstore import BlobStore
+from core.clock import to_ms
 from schemas.events import (
     ClientRegistered,
     ErasureRequested,
@@ -176,7 +177,7 @@ async def subscribe(
     client_id: IdPath, bridge: Bridge, ai_gate: AiGate, body: SubscriptionChange | None = None
 ) -> Subscription:
     until = body.until if body else None
-    until_ms = int(until.timestamp() * 1000) if until else None
+    until_ms = to_ms(until) if until else None
     return await _change_subscription(bridge, ai_gate, client_id, active=True, until_ms=until_ms)
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.clock import to_ms
 from core.topic_reader import read_topic
 from core.topics import READS_HEADER, Topics
 from schemas.events import MemeRequested, Reply, parse_input
@@ -246,11 +247,25 @@ def test_an_ended_subscription_reads_as_inactive(stack: Stack) -> None:
     assert on.json()["ai_active"] is True, on.text
     time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.2)
     me = stack.http.get("/v1/me", headers=stack.auth(api_key)).json()
-    assert (me["ai_active"], me["ai_until_ms"]) == (False, int(ends.timestamp() * 1000))
+    assert (me["ai_active"], me["ai_until_ms"]) == (False, to_ms(ends))
     assert stack.meme(api_key).json()["kind"] == "standard"
 
     past = stack.http.put(url, json={"until": "2001-01-01T00:00:00Z"}, headers=stack.billing)
     assert past.json()["ai_active"] is False, past.text
+
+
+def test_the_until_given_is_the_until_kept_to_the_millisecond(stack: Stack) -> None:
+    """Before, the API took ``until`` through a float and kept this one as ...29.771."""
+    client_id, api_key = stack.new_client(tokens=1)
+    until = "2039-06-11T18:02:29.772Z"
+
+    on = stack.http.put(
+        f"/v1/clients/{client_id}/subscription", json={"until": until}, headers=stack.billing
+    )
+    assert on.status_code == 200, on.text
+    assert datetime.fromisoformat(on.json()["ai_until"]) == datetime.fromisoformat(until)
+    me = stack.http.get("/v1/me", headers=stack.auth(api_key)).json()
+    assert me["ai_until_ms"] == 2191428149772
 
 
 def test_open_ended_subscription_without_a_body(stack: Stack) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.clock import to_ms
 from maas_client import (
     BillingClient,
     Conflict,
@@ -158,7 +159,7 @@ def test_subscribe_and_unsubscribe_round_trip(stack: Stack, billing: BillingClie
     assert (on.client_id, on.ai_active, on.ai_until) == (client_id, True, until)
     with memes:
         assert memes.meme(*NEW_YORK, "food").kind == "ai"
-        assert memes.me().ai_until_ms == int(until.timestamp() * 1000)
+        assert memes.me().ai_until_ms == to_ms(until)
 
         off = billing.unsubscribe(client_id)
         assert (off.ai_active, off.ai_until) == (False, None)
