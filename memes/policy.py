@@ -20,6 +20,8 @@ A text is checked in this order; the first rule that matches decides:
    surface (``QUERY_THRESHOLD`` for a client's query, ``CAPTION_THRESHOLD`` for an
    AI-written caption). The text is scored as written and with common obfuscations
    undone (leetspeak digits, letters spelled apart, accents); the highest score counts.
+   The names of the groups of rule 2 are left out of what is scored: the classifier
+   took some of them ("gay", "queer") for insults on their own.
 
 Captions are held to a stricter threshold than queries: a false positive on a query
 refuses the client's request, on a caption it only swaps the AI meme for a standard one.
@@ -98,10 +100,15 @@ _VIOLENT = (
 _GROUPS = (
     r"(?:jews?|jewish|muslims?|christians?|catholics?|hindus?|sikhs?|buddhists?|atheists?"
     r"|blacks?|whites?|asians?|arabs?|africans?|mexicans?|latinos?|immigrants?|refugees?"
-    r"|migrants?|foreigners?|gays?|lesbians?|homosexuals?|queers?|trans|transgender"
-    r"|women|men|roma|gypsies)"
+    r"|migrants?|foreigners?|gays?|lesbians?|homosexuals?|bisexuals?|queers?|trans"
+    r"|transgender|women|men|roma|gypsies)"
 )
 _GROUP_VIOLENCE = re.compile(rf"\b{_VIOLENT}\b(?:\W+\w+){{0,3}}?\W+{_GROUPS}\b", re.IGNORECASE)
+# The classifier learnt some group names as insults from how they are misused: alone,
+# "gay" scores 0.98, "queer" 0.99, "homosexual" 0.96, "i am a gay man" 0.95. Naming who
+# one is is not offensive language, so the names are left out of what it scores (an
+# insult or slur beside them still counts); calls for violence are rule 2's.
+_GROUP_NAME = re.compile(rf"\b{_GROUPS}\b", re.IGNORECASE)
 
 
 def _fold(text: str) -> str:
@@ -308,8 +315,10 @@ def warm_up() -> None:
 
 
 def offensive_probability(text: str) -> float:
-    """The classifier's highest probability over the text's variants."""
-    return max(_get_classifier().probabilities(list(variants(text))))
+    """The classifier's highest probability over the text's variants, group names left
+    out."""
+    scored = [_GROUP_NAME.sub(" ", form) for form in variants(text)]
+    return max(_get_classifier().probabilities(scored))
 
 
 @functools.lru_cache(maxsize=8192)

@@ -57,7 +57,14 @@ def test_self_harm_is_blocked_even_though_the_model_misses_it(text: str) -> None
 
 
 @pytest.mark.parametrize(
-    "text", ["gas the jews", "death to muslims", "lynch all the immigrants", "k1ll the gays"]
+    "text",
+    [
+        "gas the jews",
+        "death to muslims",
+        "lynch all the immigrants",
+        "k1ll the gays",
+        "kill bisexuals",
+    ],
 )
 def test_calls_for_violence_against_a_group_are_blocked(text: str) -> None:
     verdict = screen(text)
@@ -76,6 +83,20 @@ def test_calls_for_violence_against_a_group_are_blocked(text: str) -> None:
 )
 def test_violent_words_alone_are_not_hate(text: str) -> None:
     assert screen(text).allowed
+
+
+@pytest.mark.parametrize(
+    "text", ["gay", "i am a gay man", "two gay dads", "queer art", "homosexual", "G4Y"]
+)
+def test_naming_a_group_is_not_offensive_language(text: str) -> None:
+    """The classifier alone scored these 0.83-0.99: a query refused, a caption swapped."""
+    assert screen(text, "query").allowed
+    assert screen(text, "caption").allowed
+
+
+@pytest.mark.parametrize("text", ["stupid gay", "gay fag", "dumb women", "stupid bisexuals"])
+def test_an_insult_beside_a_group_name_still_counts(text: str) -> None:
+    assert screen(text).code == "offensive_language"
 
 
 def test_captions_are_held_to_a_stricter_threshold() -> None:
