@@ -6,7 +6,7 @@ ones, invalid ones, and sequences for its stateful phase) with each scope's cred
 to the API of a whole region on the real broker, and runs ``--checks all``: no 500, every
 status and body as documented, bad input refused, and so on. Zero failures is the bar.
 
-``MAAS_CONTRACT_MAX_EXAMPLES`` sets the examples per operation and phase (a short run
+``MAAS_TEST_CONTRACT_MAX_EXAMPLES`` sets the examples per operation and phase (a short run
 in CI by default; raise it for a long run by hand).
 """
 
@@ -24,7 +24,7 @@ from tests.stack import Stack
 pytestmark = [pytest.mark.kafka, pytest.mark.shared_region]
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = os.environ.get("MAAS_CONTRACT_MAX_EXAMPLES", "25")
+MAX_EXAMPLES = os.environ.get("MAAS_TEST_CONTRACT_MAX_EXAMPLES", "25")
 TIMEOUT_S = 600
 
 
@@ -32,9 +32,9 @@ def test_the_api_keeps_its_openapi_contract(stack: Stack) -> None:
     _, api_key = stack.new_client(tokens=1_000_000)
     env = {
         **os.environ,
-        "MAAS_CONTRACT_API_KEY": api_key,
-        "MAAS_CONTRACT_BILLING_TOKEN": stack.billing_token,
-        "MAAS_CONTRACT_AUDITOR_TOKEN": stack.auditor_token,
+        "MAAS_TEST_CONTRACT_API_KEY": api_key,
+        "MAAS_TEST_CONTRACT_BILLING_TOKEN": stack.billing_token,
+        "MAAS_TEST_CONTRACT_AUDITOR_TOKEN": stack.auditor_token,
     }
     command = [
         str(Path(sys.executable).with_name("schemathesis")),

@@ -181,7 +181,7 @@ def test_the_screenshot_shows_the_balance_line_and_the_chain_markers(
     url = console_url(stack, client["id"], stack.auditor_token)
     run_chromium(chromium, tmp_path, url, screenshot=png)
     assert png.exists() and png.stat().st_size > 0
-    if keep := os.environ.get("MAAS_CONSOLE_SCREENSHOT"):  # to look at it yourself
+    if keep := os.environ.get("MAAS_TEST_CONSOLE_SCREENSHOT"):  # to look at it yourself
         shutil.copy(png, keep)
     with Image.open(png) as image:
         assert image.size == (WIDTH, HEIGHT)
