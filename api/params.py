@@ -3,9 +3,10 @@
 Each is as strict as its OpenAPI schema says, no more and no less, so a generated
 client and the server agree on what is valid:
 
-- ``Timestamp``: an ISO 8601 date-time with a time zone, 1970 or later (the ledger
-  keeps Unix milliseconds). Pydantic alone would also read a number, or a numeric
-  string in a query, as Unix seconds: ``?to=0.5`` is a mistake, not 1970.
+- ``Timestamp``: an ISO 8601 date-time with a time zone, from 1970 to 9999 in UTC (the
+  ledger keeps Unix milliseconds, and answers them back as date-times). Pydantic alone
+  would also read a number, or a numeric string in a query, as Unix seconds: ``?to=0.5``
+  is a mistake, not 1970.
 - ``typed_text``: text a person typed (a meme's query, a client's name): no control
   character, and no U+FFFD, which is what an invalid UTF-8 byte of a query string
   decodes to, so a client's broken encoding is refused rather than charged for a meme
@@ -18,7 +19,7 @@ client and the server agree on what is valid:
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
@@ -41,9 +42,16 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _not_before_epoch(value: datetime) -> datetime:
+# The last time a Python datetime holds in UTC: a later one (9999-12-31T23:00:00-05:00)
+# could be kept, but never answered back as a date-time.
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
     if value < EPOCH:
         raise ValueError("must be 1970-01-01T00:00:00Z or later")
+    if value > LAST:
+        raise ValueError("must be 9999-12-31T23:59:59Z or earlier")
     return value
 
 
@@ -72,8 +80,8 @@ def _whole_number(value: object) -> object:
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_iso_8601_text),
-    AfterValidator(_not_before_epoch),
-    # What the validators say, for the schema: a year from 1970 on.
+    AfterValidator(_in_range),
+    # What the validators say, for the schema: a year from 1970 to 9999.
     WithJsonSchema(
         {"type": "string", "format": "date-time", "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}
     ),

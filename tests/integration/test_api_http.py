@@ -540,7 +540,11 @@ def test_a_client_name_with_a_control_character_is_422_naming_it(stack: Stack) -
 
 
 @pytest.mark.parametrize(
-    "until", ["tomorrow", "2999-01-01T00:00:00", 12], ids=["text", "no-timezone", "number"]
+    "until",
+    ["tomorrow", "2999-01-01T00:00:00", 12, "9999-12-31T23:59:59-05:00"],
+    # The last one is in the year 10000 in UTC: before, it was switched on and then
+    # answered 500, as no datetime holds that year.
+    ids=["text", "no-timezone", "number", "after-9999-in-utc"],
 )
 def test_subscription_until_must_be_a_datetime_with_timezone(stack: Stack, until: object) -> None:
     client_id, api_key = stack.new_client(tokens=1)
