@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from api import errors, openapi
 from api import policy as api_policy
 from api.ai_admission import AiAdmission
 from api.bridge import KafkaBridge
+from api.deps import known_parameters_only
 from api.draining import Draining
 from api.keys import KeyTable
 from api.metrics import HttpMetricsMiddleware, Metrics
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(known_parameters_only)],
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request, params
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -168,3 +169,43 @@ def given_once(*query: str, headers: tuple[str, ...] = ()) -> params.Depends:
             )
 
     return Depends(check)
+
+
+async def known_parameters_only(request: Request) -> None:
+    """Every route's: refuses (422, naming each) a query parameter the route does not
+    take, as a body field that does not exist is refused. Ignored, ``&kind=ai`` on
+    ``/memes`` or ``&form=csv`` on a ledger read would be answered as if not asked."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    takes = _TAKES.get(route.unique_id)
+    if takes is None:
+        takes = _TAKES[route.unique_id] = _query_parameters(route)
+    unknown = [name for name in request.query_params if name not in takes]
+    if unknown:
+        known = ", ".join(sorted(takes)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": f"not a parameter of this route (it takes: {known})",
+                    "type": "value_error",
+                }
+                for name in unknown
+            ]
+        )
+
+
+# Per route (``unique_id``: its name, path and methods), built on its first request.
+_TAKES: dict[str, frozenset[str]] = {}
+
+
+def _query_parameters(route: APIRoute) -> frozenset[str]:
+    """What the route and its dependencies declare (``Query`` aliases)."""
+    names: set[str] = set()
+    dependants = [route.dependant]
+    while dependants:
+        dependant = dependants.pop()
+        names.update(param.alias for param in dependant.query_params)
+        dependants.extend(dependant.dependencies)
+    return frozenset(names)

@@ -96,8 +96,13 @@ async def get_meme(
     bridge: Bridge,
     settled: Settled,
     ai_gate: AiGate,
-    lat: Annotated[float, Query(ge=-90, le=90, description="Latitude in degrees")],
-    lon: Annotated[float, Query(ge=-180, le=180, description="Longitude in degrees")],
+    # allow_inf_nan=False: "nan" was told "should be less than or equal to 90".
+    lat: Annotated[
+        float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude in degrees")
+    ],
+    lon: Annotated[
+        float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude in degrees")
+    ],
     query: ScreenedQuery,
     idempotency_key: IdempotencyKey = None,
 ) -> Meme:

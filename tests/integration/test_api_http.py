@@ -428,6 +428,44 @@ def test_malformed_meme_parameters_are_422_naming_the_field(
     assert stack.balance(api_key) == 1
 
 
+def test_a_parameter_no_route_takes_is_422_and_charges_nothing(stack: Stack) -> None:
+    """Ignored before: ``&kind=ai`` was answered with whatever kind the client has."""
+    client_id, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.get(
+        "/memes",
+        params={"lat": 1.5, "lon": 2.5, "query": "q", "kind": "ai"},
+        headers=stack.auth(api_key),
+    )
+
+    assert_invalid(response, "kind")
+    assert response.json()["fields"] == [
+        {"field": "kind", "message": "not a parameter of this route (it takes: lat, lon, query)"}
+    ]
+    assert stack.balance(api_key) == 1
+    ledger = stack.http.get(
+        f"/v1/clients/{client_id}/ledger", params={"form": "csv"}, headers=stack.auditor
+    )
+    assert_invalid(ledger, "form")
+    me = stack.http.get("/v1/me", params={"verbose": "1"}, headers=stack.auth(api_key))
+    assert me.json()["fields"][0]["message"] == "not a parameter of this route (it takes: none)"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_a_coordinate_that_is_not_finite_is_told_so(stack: Stack, value: str) -> None:
+    _, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.get(
+        "/memes", params={"lat": 1.5, "lon": value, "query": "q"}, headers=stack.auth(api_key)
+    )
+
+    assert_invalid(response, "lon")
+    assert response.json()["fields"] == [
+        {"field": "lon", "message": "Input should be a finite number"}
+    ]
+    assert stack.balance(api_key) == 1
+
+
 def test_query_of_200_chars_is_accepted(stack: Stack) -> None:
     _, api_key = stack.new_client(tokens=1)
     assert stack.meme(api_key, query="q" * 200).status_code == 200
