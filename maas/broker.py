@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from maas import jvm_archive
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +54,10 @@ FORMAT_JVM_FLAGS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 class BrokerError(RuntimeError):
     """The local broker could not be resolved, formatted, started or stopped."""
+
+
+class BrokerExited(BrokerError):
+    """The broker's JVM exited before it answered."""
 
 
 # --------------------------------------------------------------------------- classpath
@@ -274,6 +281,16 @@ class LocalBroker:
             self._format(java, classpath)
 
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._launch(java, classpath, deadline)
+        except BrokerExited:
+            if not jvm_archive.discard(java, classpath, JVM_FLAGS):
+                raise
+            log.warning("broker in %s died mapping the cached class archive: removed", self.home)
+            self._launch(java, classpath, deadline)
+
+    def _launch(self, java: str, classpath: str, deadline: float) -> None:
         cmd = [
             java,
             *JVM_FLAGS,
@@ -298,7 +315,7 @@ class LocalBroker:
                 start_new_session=True,  # outlive us; not hit by our terminal's Ctrl-C
             )
         self.pid_path.write_text(f"{self._proc.pid}\n")
-        self._wait_ready(time.monotonic() + timeout_s)
+        self._wait_ready(deadline)
 
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it has not exited in time."""
@@ -421,6 +438,19 @@ logger.requestchannel.level = WARN
 
     def _format(self, java: str, classpath: str) -> None:
         cluster_id = self.cluster_id or random_cluster_id()
+        result = self._run_format(java, classpath, cluster_id)
+        if result.returncode != 0 and jvm_archive.discard(java, classpath, FORMAT_JVM_FLAGS):
+            log.warning("storage format died mapping the cached class archive: removed")
+            result = self._run_format(java, classpath, cluster_id)
+        if result.returncode != 0 or not self.is_formatted():
+            raise BrokerError(
+                f"formatting {self.data_dir} failed ({result.returncode}):\n"
+                f"{result.stdout}{result.stderr}"
+            )
+
+    def _run_format(
+        self, java: str, classpath: str, cluster_id: str
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [
             java,
             *FORMAT_JVM_FLAGS,
@@ -436,13 +466,10 @@ logger.requestchannel.level = WARN
             "-c",
             str(self.config_path),
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # In its home: a JVM that crashes writes its report (hs_err_pid*.log) there.
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.home)
         jvm_archive.adopt(java, classpath, FORMAT_JVM_FLAGS, self.home)
-        if result.returncode != 0 or not self.is_formatted():
-            raise BrokerError(
-                f"formatting {self.data_dir} failed ({result.returncode}):\n"
-                f"{result.stdout}{result.stderr}"
-            )
+        return result
 
     def _wait_ready(self, deadline: float) -> None:
         # Imported here so `maas kafka status|stop` work without loading librdkafka.
@@ -452,7 +479,7 @@ logger.requestchannel.level = WARN
         while True:
             pid = self.pid()
             if pid is None:
-                raise BrokerError(
+                raise BrokerExited(
                     f"Kafka broker in {self.home} exited during start-up; "
                     f"last lines of {self.log_path}:\n{self.tail(40)}"
                 )

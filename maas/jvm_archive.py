@@ -10,7 +10,9 @@ A broker started while there is no archive writes one as it exits cleanly
 cache (``$XDG_CACHE_HOME/maas``, else ``~/.cache/maas``), named for the JVM and the
 classpath, where every later broker of every clone finds it. It is adopted only if a JVM
 maps it: a truncated archive crashed the JVM with SIGBUS here, while one from another
-JVM build is ignored with a warning.
+JVM build is ignored with a warning. An archive damaged after that (a half-copied cache)
+would crash every start: a broker or format tool that dies at start-up while it maps
+one has it ``discard``-ed and starts again without.
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ def adopt(java: str, classpath: str, flags: list[str], home: Path) -> None:
         return  # an unwritable cache costs only the slower starts
     finally:
         dump.unlink(missing_ok=True)
+
+
+def discard(java: str, classpath: str, flags: list[str]) -> bool:
+    """Remove the cached archive (a JVM that mapped it did not start); True if there was
+    one. The next clean exit writes a new one."""
+    archive = archive_path(java, classpath, flags)
+    try:
+        archive.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _maps(java: str, classpath: str, flags: list[str], archive: Path) -> bool:

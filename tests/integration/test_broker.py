@@ -142,6 +142,22 @@ def test_local_broker_keeps_data_across_stop_and_kill(
     finally:
         broker.stop()
 
+    # Torn after they were cached, both archives crashed every JVM that mapped them
+    # (SIGBUS): a new broker could neither be formatted nor started, ever again.
+    format_archive = jvm_archive.archive_path(java, classpath, FORMAT_JVM_FLAGS)
+    for torn in (archive, format_archive):
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    fresh = LocalBroker(tmp_path / "fresh", port=free_port())
+    fresh.start(timeout_s=40)
+    try:
+        assert "-XX:ArchiveClassesAtExit=" in jvm_command(fresh)  # started without it
+        assert not archive.exists()
+        assert format_archive.stat().st_size > 0  # written again by the format's rerun
+        assert list(fresh.home.glob("hs_err_pid*.log"))  # the crashes' reports, kept there
+    finally:
+        fresh.stop()
+    assert archive.is_file()  # the clean stop wrote a new one
+
 
 def jvm_command(broker: LocalBroker) -> str:
     pid = broker.pid()
