@@ -46,6 +46,13 @@ async def readyz(bridge: Bridge, keys: Keys, settings: AppSettings) -> JSONRespo
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+# HEAD as well, on these and on images (RFC 9110 asks it of every GET resource; load
+# balancers' probes and caches use it; it was 405). Left out of the OpenAPI document,
+# where it would be a second operation with the GET's operation id.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics

@@ -65,3 +65,7 @@ async def get_image(
     except KeyError:
         raise NotFound("no such image", key=key) from None
     return Response(data, media_type=media_type, headers=headers)
+
+
+# HEAD as well: see api.routes.health.
+router.add_api_route("/{key}", get_image, methods=["HEAD"], include_in_schema=False)

@@ -68,6 +68,16 @@ def test_a_meme_costs_exactly_one_token_and_its_image_is_served(stack: Stack) ->
     assert again.status_code == 304
     assert again.content == b""
 
+    # HEAD, as every GET resource should take it (it was 405): the GET's headers, no body.
+    head = stack.http.head(meme["image_url"])
+    assert head.status_code == 200, head.text
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(image.content))
+    assert (head.headers["content-type"], head.headers["etag"]) == ("image/png", etag)
+    assert stack.http.head("/readyz").status_code == 200
+    assert stack.http.head("/memes").status_code == 405  # never a paid call
+    assert stack.balance(api_key) == 2
+
 
 def test_the_request_can_be_looked_up_afterwards(stack: Stack) -> None:
     _, api_key = stack.new_client(tokens=1)
