@@ -13,7 +13,10 @@ Every row also has the Kafka ``partition`` and ``offset`` it was read from and
 does not have is null. Queries (``AccountQueried``, ``RequestQueried``) are not exported,
 and neither is the API key hash of a registration. Topics are read ``read_committed``,
 from the start to their current end, like ``maas replay``. A table is replaced whole:
-``DIR/<table>`` is removed first, so an export is a snapshot.
+``DIR/<table>`` is removed first, so an export is a snapshot; but only if it holds an
+earlier export (``day=*`` folders of ``part-*`` files, or nothing). Any other folder of
+that name is left alone and the export refused before anything is written: ``--out .``
+in this repository would otherwise have removed the ``ledger`` package.
 
     duckdb -c "SELECT day, count(*) FROM 'DIR/ledger/*/*.parquet' GROUP BY day"
 """
@@ -165,7 +168,9 @@ class TableWriter:
             "timestamp": pa.timestamp("ms", tz="UTC"),
         }
         self.schema = pa.schema([(col, types[kind]) for col, kind in TABLES[self.name]])
-        shutil.rmtree(self.root / self.name, ignore_errors=True)
+        table = self.root / self.name
+        refuse_unless_replaceable(table)
+        shutil.rmtree(table, ignore_errors=True)
 
     def add(self, row: dict[str, Any]) -> None:
         day = day_of(row["occurred_at_ms"])
@@ -204,6 +209,26 @@ class TableWriter:
         self.files.append(path)
 
 
+def refuse_unless_replaceable(table: Path) -> None:
+    """A table's folder may be replaced if absent or an earlier export: ``day=*``
+    folders of ``part-*`` files."""
+    if not _replaceable(table):
+        raise ValueError(f"{table} is not an earlier export: not replaced; choose another --out")
+
+
+def _replaceable(table: Path) -> bool:
+    if not table.exists():
+        return True
+    if not table.is_dir():
+        return False
+    return all(
+        day.is_dir()
+        and day.name.startswith("day=")
+        and all(part.is_file() and part.name.startswith("part-") for part in day.iterdir())
+        for day in table.iterdir()
+    )
+
+
 def export_table(
     records: Iterable[tuple[int, int, bytes]], name: str, root: Path, fmt: str = "parquet"
 ) -> TableWriter:
@@ -230,10 +255,12 @@ def export(
         "purchases": topics.purchases,
         "outcomes": topics.outcomes,
     }
-    counts = {}
     for name in tables:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLES)}")
+        refuse_unless_replaceable(root / name)  # all checked before any is replaced
+    counts = {}
+    for name in tables:
         started = time.monotonic()
         writer = export_table(_records(settings, names[name]), name, root, fmt)
         seconds = time.monotonic() - started

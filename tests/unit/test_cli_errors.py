@@ -140,3 +140,24 @@ def test_a_broker_that_does_not_answer_ends_a_one_shot_command_with_one_line(
     assert "the checkpoints come from Kafka" in err
     assert "--no-checkpoints checks the dump's chains alone" in err
     assert main(["audit", "verify", "--file", str(dump), "--no-checkpoints"]) == 0
+
+
+def test_export_never_removes_a_folder_that_is_not_an_earlier_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``maas export --out .`` in this repository removed ``ledger/``, the domain package:
+    an export replaces ``DIR/<table>`` whole. Refused before any table is touched."""
+    earlier = tmp_path / "requests" / "day=2026-12-07"
+    earlier.mkdir(parents=True)
+    (earlier / "part-00000.parquet").write_bytes(b"an earlier export")
+    package = tmp_path / "ledger"
+    package.mkdir()
+    (package / "fold.py").write_text("source code\n")
+
+    assert main(["export", "--out", str(tmp_path)]) == 2
+
+    assert capsys.readouterr().err == (
+        f"maas export: {package} is not an earlier export: not replaced; choose another --out\n"
+    )
+    assert (package / "fold.py").read_text() == "source code\n"
+    assert (earlier / "part-00000.parquet").exists()  # nothing replaced either
