@@ -187,7 +187,8 @@ async def known_parameters_only(request: Request) -> None:
         raise RequestValidationError(
             [
                 {
-                    "loc": ("query", name),
+                    # "?=5" has a name of "": shown so, not as the field "query".
+                    "loc": ("query", name or "(unnamed)"),
                     "msg": f"not a parameter of this route (it takes: {known})",
                     "type": "value_error",
                 }

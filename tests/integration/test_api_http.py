@@ -459,6 +459,9 @@ def test_a_parameter_no_route_takes_is_422_and_charges_nothing(stack: Stack) -> 
     assert_invalid(ledger, "form")
     me = stack.http.get("/v1/me", params={"verbose": "1"}, headers=stack.auth(api_key))
     assert me.json()["fields"][0]["message"] == "not a parameter of this route (it takes: none)"
+    unnamed = stack.http.get("/memes?=5&lat=1.5&lon=2.5&query=q", headers=stack.auth(api_key))
+    assert [f["field"] for f in unnamed.json()["fields"]] == ["(unnamed)"]  # not "query"
+    assert stack.balance(api_key) == 1
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
