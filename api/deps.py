@@ -197,7 +197,7 @@ async def known_parameters_only(request: Request) -> None:
         )
 
 
-# Per route (``unique_id``: its name, path and methods), built on its first request.
+# Per route (``unique_id``: its name, path and method), built on its first request.
 _TAKES: dict[str, frozenset[str]] = {}
 
 
