@@ -42,9 +42,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-# The last time a Python datetime holds in UTC: a later one (9999-12-31T23:00:00-05:00)
+# The last time a Python datetime holds, in UTC: a later one (9999-12-31T23:00:00-05:00)
 # could be kept, but never answered back as a date-time.
-LAST = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+LAST = datetime.max.replace(tzinfo=UTC)
 
 
 def _in_range(value: datetime) -> datetime:

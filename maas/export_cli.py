@@ -169,7 +169,7 @@ class TableWriter:
         }
         self.schema = pa.schema([(col, types[kind]) for col, kind in TABLES[self.name]])
         table = self.root / self.name
-        refuse_unless_replaceable(table)
+        _refuse_unless_replaceable(table)
         shutil.rmtree(table, ignore_errors=True)
 
     def add(self, row: dict[str, Any]) -> None:
@@ -209,7 +209,7 @@ class TableWriter:
         self.files.append(path)
 
 
-def refuse_unless_replaceable(table: Path) -> None:
+def _refuse_unless_replaceable(table: Path) -> None:
     """A table's folder may be replaced if absent or an earlier export: ``day=*``
     folders of ``part-*`` files."""
     if not _replaceable(table):
@@ -258,7 +258,7 @@ def export(
     for name in tables:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLES)}")
-        refuse_unless_replaceable(root / name)  # all checked before any is replaced
+        _refuse_unless_replaceable(root / name)  # all checked before any is replaced
     counts = {}
     for name in tables:
         started = time.monotonic()
