@@ -280,7 +280,7 @@ class BillingClient(_Service):
         return self._parse(response, lambda body: Credited.from_json(body, repeat=repeat))
 
     def subscribe(self, client_id: str, until: datetime | None = None) -> Subscription:
-        """Memes AI on, open-ended or until ``until`` (time-zone aware, 1970 or later)."""
+        """Memes AI on, open-ended or until ``until`` (time-zone aware, in the future)."""
         body = {"until": until.isoformat()} if until is not None else {}
         response = self._call("PUT", f"/v1/clients/{_segment(client_id)}/subscription", json=body)
         return self._parse(response, Subscription.from_json)

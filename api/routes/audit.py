@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api import ledger_reader
 from api.deps import AppSettings, AuditorScope, IdPath
-from api.errors import NotFound
+from api.errors import InvalidParameter, NotFound
 from api.params import Timestamp
 from core.clock import to_ms
 from ledger.reconcile import Reconciliation
@@ -108,6 +108,9 @@ async def get_client_ledger(
     the page's last entry when more entries match."""
     from_ms = None if from_ is None else to_ms(from_)
     before_ms = None if to is None else to_ms(to)
+    if from_ms is not None and before_ms is not None and before_ms < from_ms:
+        # An empty page would read as "nothing happened then".
+        raise InvalidParameter("to", "must not be earlier than `from`")
     entries = await asyncio.to_thread(ledger_reader.client_ledger, settings, client_id)
     if not entries:
         raise NotFound("no ledger entries for this client")

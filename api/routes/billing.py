@@ -18,12 +18,12 @@ from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
-from api.errors import Conflict, DeadlineExceeded, NotFound
+from api.errors import Conflict, DeadlineExceeded, InvalidParameter, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
 from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
 from core.blobstore import BlobStore
-from core.clock import to_ms
+from core.clock import now_ms, to_ms
 from schemas.events import (
     ClientRegistered,
     ErasureRequested,
@@ -79,7 +79,7 @@ class Credited(BaseModel):
 
 class SubscriptionChange(Body):
     until: Timestamp | None = Field(
-        default=None, description="ISO 8601 with a time zone, 1970 or later; open-ended if absent"
+        default=None, description="ISO 8601 with a time zone, in the future; open-ended if absent"
     )
 
 
@@ -176,8 +176,13 @@ async def purchase_tokens(
 async def subscribe(
     client_id: IdPath, bridge: Bridge, ai_gate: AiGate, body: SubscriptionChange | None = None
 ) -> Subscription:
-    until = body.until if body else None
-    until_ms = to_ms(until) if until else None
+    until_ms = to_ms(body.until) if body and body.until else None
+    if until_ms is not None and until_ms <= now_ms():
+        # Switched on and already ended: most likely a wrong year, and answered as if it
+        # had done something.
+        raise InvalidParameter(
+            "until", "must be in the future; to switch Memes AI off, DELETE the subscription"
+        )
     return await _change_subscription(bridge, ai_gate, client_id, active=True, until_ms=until_ms)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from api.deps import AiGate, Bridge, ClientId, IdempotencyKey, Settled, given_once
 from api.errors import (
@@ -55,6 +56,21 @@ class Meme(BaseModel):
     balance_after: int
 
 
+# A decimal number as JSON and generated clients write it. Python's float() also reads
+# "1_0" and " 10 " as 10, and "nan" as a number (told "should be less than or equal to
+# 90"): a typing mistake, not a place.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal_text(value: object) -> object:
+    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
+        raise ValueError("expected a finite decimal number such as 51.5, -0.12 or 1e-05")
+    return value
+
+
+Degrees = Annotated[float, BeforeValidator(_decimal_text)]
+
+
 def request_id_for(client_id: str, idempotency_key: str | None) -> str:
     """Derived from the key, so a retry names the same request; random without one."""
     if idempotency_key is None:
@@ -96,13 +112,8 @@ async def get_meme(
     bridge: Bridge,
     settled: Settled,
     ai_gate: AiGate,
-    # allow_inf_nan=False: "nan" was told "should be less than or equal to 90".
-    lat: Annotated[
-        float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude in degrees")
-    ],
-    lon: Annotated[
-        float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude in degrees")
-    ],
+    lat: Annotated[Degrees, Query(ge=-90, le=90, description="Latitude in degrees")],
+    lon: Annotated[Degrees, Query(ge=-180, le=180, description="Longitude in degrees")],
     query: ScreenedQuery,
     idempotency_key: IdempotencyKey = None,
 ) -> Meme:

@@ -260,8 +260,25 @@ def test_an_ended_subscription_reads_as_inactive(stack: Stack) -> None:
     assert (me["ai_active"], me["ai_until_ms"]) == (False, to_ms(ends))
     assert stack.meme(api_key).json()["kind"] == "standard"
 
+
+def test_a_subscription_until_a_past_time_is_refused(stack: Stack) -> None:
+    """Before, it was switched on and answered ``ai_active: false``, as if it had done
+    something: most likely a wrong year."""
+    client_id, api_key = stack.new_client(tokens=1)
+    url = f"/v1/clients/{client_id}/subscription"
+
     past = stack.http.put(url, json={"until": "2001-01-01T00:00:00Z"}, headers=stack.billing)
-    assert past.json()["ai_active"] is False, past.text
+
+    assert_invalid(past, "until")
+    assert past.json()["fields"] == [
+        {
+            "field": "until",
+            "message": "must be in the future; to switch Memes AI off, DELETE the subscription",
+        }
+    ]
+    assert stack.account(api_key)["ai_active"] is False
+    ledger = stack.http.get(f"/v1/clients/{client_id}/ledger", headers=stack.auditor).json()
+    assert [e["type"] for e in ledger["entries"]] == ["AccountOpened", "TokensCredited"]
 
 
 def test_the_until_given_is_the_until_kept_to_the_millisecond(stack: Stack) -> None:
@@ -464,8 +481,9 @@ def test_a_parameter_no_route_takes_is_422_and_charges_nothing(stack: Stack) -> 
     assert stack.balance(api_key) == 1
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
-def test_a_coordinate_that_is_not_finite_is_told_so(stack: Stack, value: str) -> None:
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1_0", " 10", "10 ", "0x10", "1,5"])
+def test_a_coordinate_that_is_not_a_decimal_number_is_told_so(stack: Stack, value: str) -> None:
+    """Python's float() reads "1_0" and " 10" as 10, and "nan" as a number."""
     _, api_key = stack.new_client(tokens=1)
 
     response = stack.http.get(
@@ -474,9 +492,21 @@ def test_a_coordinate_that_is_not_finite_is_told_so(stack: Stack, value: str) ->
 
     assert_invalid(response, "lon")
     assert response.json()["fields"] == [
-        {"field": "lon", "message": "Input should be a finite number"}
+        {"field": "lon", "message": "expected a finite decimal number such as 51.5, -0.12 or 1e-05"}
     ]
     assert stack.balance(api_key) == 1
+
+
+@pytest.mark.parametrize("value", ["+1.5", "1.", ".5", "-0", "1E1", "1e-05", "-2.5e+1"])
+def test_a_coordinate_in_any_decimal_notation_is_taken(stack: Stack, value: str) -> None:
+    _, api_key = stack.new_client(tokens=1)
+
+    response = stack.http.get(
+        "/memes", params={"lat": value, "lon": 2.5, "query": "q"}, headers=stack.auth(api_key)
+    )
+
+    assert response.status_code == 200, response.text
+    assert stack.balance(api_key) == 0
 
 
 def test_query_of_200_chars_is_accepted(stack: Stack) -> None:

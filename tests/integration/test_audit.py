@@ -213,6 +213,15 @@ def test_a_clients_ledger_as_json_filtered_and_paginated(
     assert later.json()["entries"] == []
     earlier = stack.http.get(url, params={"to": "2000-01-01T00:00:00Z"}, headers=stack.auditor)
     assert earlier.json()["entries"] == []
+    window = {"from": "2026-01-02T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    assert stack.http.get(url, params=window, headers=stack.auditor).json()["entries"] == []
+    backwards = stack.http.get(
+        url, params={**window, "to": "2026-01-01T23:59:59.999Z"}, headers=stack.auditor
+    )
+    assert backwards.status_code == 422, backwards.text
+    assert backwards.json()["fields"] == [
+        {"field": "to", "message": "must not be earlier than `from`"}
+    ]
 
     seen, cursor = [], 0
     while True:
