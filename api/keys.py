@@ -1,9 +1,12 @@
 """The API-key table: sha256(api key) -> client_id, kept in memory, fed by Kafka.
 
-The ledger processor writes every ``AccountOpened`` to the compacted topic
-``<region>.clients`` (key = client_id). Each API instance reads the whole topic from
-the beginning (group-less ``assign`` of every partition, ``read_committed``) and keeps
-reading, so authentication is one dictionary lookup: no call, no I/O on the hot path.
+The ledger processor writes every ``AccountOpened`` and ``ApiKeyRotated`` to the
+compacted topic ``<region>.clients`` (key = client_id, so compaction keeps the client's
+latest key). Each API instance reads the whole topic from the beginning (group-less
+``assign`` of every partition, ``read_committed``) and keeps reading, so authentication
+is one dictionary lookup: no call, no I/O on the hot path. A rotated key replaces the
+old one at once on the instance that rotated it, and on the others once its record
+arrives, a few milliseconds after the ledger committed it.
 
 Only hashes are stored. Looking a key up by its hash is safe against timing attacks:
 the time a dict lookup takes depends on the hash, which an attacker cannot steer
@@ -35,7 +38,7 @@ from pydantic import ValidationError
 from core.batching import IDLE_WAIT_S, take_batch
 from core.settings import Settings
 from core.topics import Topics
-from schemas.events import AccountOpened, parse_entry
+from schemas.events import AccountOpened, ApiKeyRotated, parse_entry
 
 log = logging.getLogger(__name__)
 
@@ -220,5 +223,5 @@ class KeyTable:
         except ValidationError as exc:
             log.error("malformed clients record key=%r error=%s", key, exc.errors()[0]["msg"])
             return
-        if isinstance(entry, AccountOpened):
+        if isinstance(entry, AccountOpened | ApiKeyRotated):
             self.add(entry.api_key_sha256, entry.client_id)

@@ -54,8 +54,8 @@ class Topics:
 
     @property
     def purchases(self) -> str:
-        """ClientRegistered, TokensPurchased, SubscriptionRequested, ErasureRequested
-        (with ``READS_HEADER``), key = client_id."""
+        """ClientRegistered, TokensPurchased, SubscriptionRequested, ErasureRequested,
+        ApiKeyRotationRequested (with ``READS_HEADER``), key = client_id."""
         return f"{self.region}.purchases"
 
     @property

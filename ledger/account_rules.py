@@ -1,4 +1,5 @@
-"""The rules of an account: registration, purchases, the subscription, erasure."""
+"""The rules of an account: registration, purchases, the subscription, the API key,
+erasure."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from ledger.decision import Decision, StateView, answer, append, evolve
 from ledger.state import PurchaseRecord
 from schemas.events import (
     AccountOpened,
+    ApiKeyRotated,
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     ErasureView,
@@ -121,6 +124,21 @@ def subscription_requested(state: StateView, event: SubscriptionRequested) -> De
         balance=account.balance,
         entry=changed,
         account=account.view(event.occurred_at_ms),
+    )
+
+
+def api_key_rotation_requested(state: StateView, event: ApiKeyRotationRequested) -> Decision:
+    account = state.account(event.client_id)
+    if account is None:
+        return answer(event.reply_to, event.event_id, "not_found")
+    rotated, account = append(account, ApiKeyRotated, event, 0, api_key_sha256=event.api_key_sha256)
+    return answer(
+        event.reply_to,
+        event.event_id,
+        "key_rotated",
+        changes=Decision(entries=(rotated,), account=account),
+        balance=account.balance,
+        entry=rotated,
     )
 
 

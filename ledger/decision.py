@@ -20,6 +20,7 @@ from core.ids import derived_id
 from ledger.state import Account, PurchaseRecord, RequestRecord
 from schemas.events import (
     AccountOpened,
+    ApiKeyRotated,
     InputEvent,
     Kind,
     LedgerEntryUnion,
@@ -47,6 +48,7 @@ E = TypeVar(
     TokensRefunded,
     SubscriptionChanged,
     PersonalDataErased,
+    ApiKeyRotated,
 )
 
 
@@ -144,6 +146,8 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
         case SubscriptionChanged():
             changes["ai_active"] = entry.active
             changes["ai_until_ms"] = entry.until_ms
+        case ApiKeyRotated():
+            changes["api_key_sha256"] = entry.api_key_sha256
     if balance != entry.balance_after or balance < 0:
         raise LedgerCorrupt(
             f"client {entry.client_id} seq {entry.seq}: balance {balance}, "

@@ -35,13 +35,14 @@ the what-if replay (``ledger.whatif``) re-decides the same history under another
 
 This module is the entry point; the rules live by job: ``ledger.request_rules`` (the
 checks above and a request's outcome), ``ledger.account_rules`` (registration,
-purchases, the subscription, erasure), and ``ledger.decision`` (``Decision``,
+purchases, the subscription, the API key, erasure), and ``ledger.decision`` (``Decision``,
 ``evolve`` and how a rule appends an entry).
 """
 
 from __future__ import annotations
 
 from ledger.account_rules import (
+    api_key_rotation_requested,
     client_registered,
     erasure_requested,
     subscription_requested,
@@ -66,6 +67,7 @@ from ledger.request_rules import (
 )
 from schemas.events import (
     AccountQueried,
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     InputEvent,
@@ -109,6 +111,8 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
             return subscription_requested(state, event)
         case ErasureRequested():
             return erasure_requested(state, event)
+        case ApiKeyRotationRequested():
+            return api_key_rotation_requested(state, event)
         case AccountQueried():
             account = state.account(event.client_id)
             if account is None:

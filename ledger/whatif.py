@@ -13,6 +13,7 @@ entry                                      input re-decided
 ``AccountOpened``                          ``ClientRegistered``
 ``TokensCredited``                         ``TokensPurchased``
 ``SubscriptionChanged``                    ``SubscriptionRequested``
+``ApiKeyRotated``                          ``ApiKeyRotationRequested``
 ``TokensCharged``, ``MemeRejected``        ``MemeRequested``
 ``MemeDelivered``                          ``MemeGenerated``
 ``TokensRefunded`` (generator failed)      ``MemeFailed``
@@ -45,6 +46,8 @@ from ledger.state import request_key
 from schemas.events import (
     KINDS,
     AccountOpened,
+    ApiKeyRotated,
+    ApiKeyRotationRequested,
     ClientRegistered,
     InputEvent,
     LedgerEntryUnion,
@@ -100,6 +103,10 @@ def input_of(entry: LedgerEntryUnion) -> InputEvent | Expire | None:
         case TokensCredited():
             return TokensPurchased(
                 **envelope, purchase_id=entry.purchase_id, tokens=entry.tokens, reply_to=0
+            )
+        case ApiKeyRotated():
+            return ApiKeyRotationRequested(
+                **envelope, api_key_sha256=entry.api_key_sha256, reply_to=0
             )
         case SubscriptionChanged():
             return SubscriptionRequested(

@@ -267,6 +267,13 @@ class BillingClient(_Service):
         response = self._call("POST", "/v1/clients", json={"name": name}, idempotent=False)
         return self._parse(response, RegisteredClient.from_json)
 
+    def rotate_api_key(self, client_id: str) -> RegisteredClient:
+        """A new API key for the client; the old one stops working. Safe to retry: each
+        call that reaches the ledger issues a key, the calls of one client are decided in
+        order, and the key returned is the last one decided."""
+        response = self._call("POST", f"/v1/clients/{_segment(client_id)}/api-key")
+        return self._parse(response, RegisteredClient.from_json)
+
     def purchase(self, client_id: str, tokens: int, purchase_id: str) -> Credited:
         """Credits ``tokens``. ``purchase_id`` is billing's own id of the purchase: the
         same id is credited once however often it is sent (``repeat`` is then True),

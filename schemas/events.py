@@ -153,6 +153,14 @@ class ErasureRequested(Input):
     reply_to: int = Field(ge=0)
 
 
+class ApiKeyRotationRequested(Input):
+    """Billing replaces a client's API key (a leaked one, say): the old key stops working."""
+
+    type: Literal["ApiKeyRotationRequested"] = "ApiKeyRotationRequested"
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reply_to: int = Field(ge=0)
+
+
 class AccountQueried(Input):
     type: Literal["AccountQueried"] = "AccountQueried"
     reply_to: int = Field(ge=0)
@@ -247,6 +255,15 @@ class PersonalDataErased(LedgerEntry):
     last_request_id: Id
 
 
+class ApiKeyRotated(LedgerEntry):
+    """Balance-neutral: from this entry on, the client's key is the one ``api_key_sha256``
+    hashes; the previous one is refused. Only hashes are ever written."""
+
+    schema_version: int = 1
+    type: Literal["ApiKeyRotated"] = "ApiKeyRotated"
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 # --- work and replies ---------------------------------------------------------------
 
 
@@ -281,6 +298,7 @@ ReplyOutcome = Literal[
     "credited",  # `entry` is the TokensCredited (also for a repeated purchase id)
     "purchase_rejected",
     "registered",
+    "key_rotated",  # `entry` is the ApiKeyRotated
     "subscription",
     "account",
     "request",
@@ -368,6 +386,7 @@ InputEvent = Annotated[
     | MemeGenerated
     | MemeFailed
     | ErasureRequested
+    | ApiKeyRotationRequested
     | AccountQueried
     | RequestQueried,
     Field(discriminator="type"),
@@ -380,7 +399,8 @@ LedgerEntryUnion = Annotated[
     | MemeDelivered
     | TokensRefunded
     | SubscriptionChanged
-    | PersonalDataErased,
+    | PersonalDataErased
+    | ApiKeyRotated,
     Field(discriminator="type"),
 ]
 Reply.model_rebuild()

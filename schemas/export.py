@@ -32,6 +32,7 @@ PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     events.MemeGenerated,
     events.MemeFailed,
     events.ErasureRequested,
+    events.ApiKeyRotationRequested,
     events.AccountQueried,
     events.RequestQueried,
     # ledger entries
@@ -43,6 +44,7 @@ PUBLISHED_MODELS: tuple[type[BaseModel], ...] = (
     events.TokensRefunded,
     events.SubscriptionChanged,
     events.PersonalDataErased,
+    events.ApiKeyRotated,
     # work and replies
     events.MemeApproved,
     events.Reply,

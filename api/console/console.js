@@ -168,7 +168,7 @@
       case "TokensCharged":
         return -tokens;
       default:
-        return 0; // AccountOpened, MemeRejected, MemeDelivered, SubscriptionChanged, PersonalDataErased
+        return 0; // AccountOpened, MemeRejected, MemeDelivered, SubscriptionChanged, PersonalDataErased, ApiKeyRotated
     }
   }
 

@@ -36,6 +36,7 @@ EntryType = Literal[
     "TokensRefunded",
     "SubscriptionChanged",
     "PersonalDataErased",
+    "ApiKeyRotated",
 ]
 CSV_COLUMNS = (
     "seq",

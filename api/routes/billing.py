@@ -1,5 +1,5 @@
-"""Billing scope: register clients, credit purchased tokens, switch Memes AI, erase
-a client's personal data.
+"""Billing scope: register clients, credit purchased tokens, switch Memes AI, replace
+a client's API key, erase a client's personal data.
 
 Every route here needs the billing team's token. Each one appends input events to
 ``<region>.purchases`` and answers with what the ledger decided.
@@ -25,6 +25,7 @@ from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
 from core.blobstore import BlobStore
 from core.clock import now_ms, to_ms
 from schemas.events import (
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     Id,
@@ -103,7 +104,7 @@ async def register_client(
     bridge: Bridge, keys: Keys, response: Response, body: NewClient | None = None
 ) -> RegisteredClient:
     client_id = uuid.uuid4().hex
-    api_key = "mk_" + secrets.token_urlsafe(32)
+    api_key = _new_api_key()
     digest = key_hash(api_key)
     event = ClientRegistered(
         **bridge.envelope(client_id),
@@ -119,6 +120,45 @@ async def register_client(
         response.status_code = status.HTTP_202_ACCEPTED
         return RegisteredClient(client_id=client_id, api_key=api_key, pending=True)
     _expect(reply, "registered")
+    return RegisteredClient(client_id=client_id, api_key=api_key)
+
+
+def _new_api_key() -> str:
+    return "mk_" + secrets.token_urlsafe(32)
+
+
+@router.post(
+    "/{client_id}/api-key",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RegisteredClient,
+    summary="Replace the client's API key; the old one stops working",
+    responses={
+        **CALLS_LEDGER,
+        404: {"description": "Unknown client"},
+        504: {
+            "description": "Not confirmed by the deadline: the old key or none may work; "
+            "repeat the call for a key that does"
+        },
+    },
+)
+async def rotate_api_key(client_id: IdPath, bridge: Bridge, keys: Keys) -> RegisteredClient:
+    """A new key, shown once, for a key that leaked or is due. The old key is refused
+    from the ledger's decision on: at once on the API process that answers, within
+    milliseconds on the others. The balance, the subscription and the history stay; the
+    ledger records an ``ApiKeyRotated`` entry (a hash, never the key). Each call issues
+    another key, and the last one decided is the key."""
+    api_key = _new_api_key()
+    digest = key_hash(api_key)
+    event = ApiKeyRotationRequested(**bridge.envelope(client_id), api_key_sha256=digest)
+    reply = await bridge.call(bridge.topics.purchases, event)
+    if reply is None:
+        # Unlike a registration's, this key may never be decided (an unknown client):
+        # handing it out could leave billing with a key that never works.
+        raise DeadlineExceeded("not confirmed by the deadline; repeat the call for a new key")
+    if reply.outcome == "not_found":
+        raise NotFound("unknown client")
+    _expect(reply, "key_rotated")
+    keys.add(digest, client_id)
     return RegisteredClient(client_id=client_id, api_key=api_key)
 
 

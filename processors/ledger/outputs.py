@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from core.topics import CLIENT_PARTITION_HEADER, Topics, key_partition
 from ledger.fold import Decision
-from schemas.events import AccountOpened, MemeApproved, dump
+from schemas.events import AccountOpened, ApiKeyRotated, MemeApproved, dump
 
 log = logging.getLogger("maas.ledger")
 
@@ -52,14 +52,15 @@ def work_partition(approved: MemeApproved, partitions: int) -> int:
 def decision_outputs(
     topics: Topics, partition: int, decision: Decision, partitions: int, reply_partitions: int
 ) -> Iterator[Output]:
-    """Ledger entries (and ``AccountOpened`` to the clients table) on the input's
+    """Ledger entries (and the key's, ``AccountOpened`` and ``ApiKeyRotated``, to the
+    clients table) on the input's
     partition, approved work to its pool's topic (``work_partition``, naming the input's
     partition for the outcome), replies to the partition each waiter reads."""
     for entry in decision.entries:
         key = entry.client_id.encode()
         value = dump(entry)
         yield Output(topics.ledger, partition, key, value)
-        if isinstance(entry, AccountOpened):
+        if isinstance(entry, AccountOpened | ApiKeyRotated):
             yield Output(topics.clients, partition, key, value)
     if decision.approved is not None:
         approved = decision.approved

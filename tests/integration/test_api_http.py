@@ -6,6 +6,8 @@ malformed request is followed by a ``/v1/me`` that proves the balance did not mo
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import http.client
 import re
 import signal
@@ -20,6 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.keys import KeyTable
 from core.clock import to_ms
 from core.topic_reader import read_topic
 from core.topics import READS_HEADER, Topics
@@ -259,6 +262,56 @@ def test_an_ended_subscription_reads_as_inactive(stack: Stack) -> None:
     me = stack.http.get("/v1/me", headers=stack.auth(api_key)).json()
     assert (me["ai_active"], me["ai_until_ms"]) == (False, to_ms(ends))
     assert stack.meme(api_key).json()["kind"] == "standard"
+
+
+def test_a_rotated_api_key_replaces_the_old_one_and_keeps_the_account(stack: Stack) -> None:
+    client_id, old_key = stack.new_client(tokens=3)
+    stack.http.put(f"/v1/clients/{client_id}/subscription", json={}, headers=stack.billing)
+    assert stack.meme(old_key).status_code == 200
+
+    rotated = stack.http.post(f"/v1/clients/{client_id}/api-key", headers=stack.billing)
+
+    assert rotated.status_code == 201, rotated.text
+    body = rotated.json()
+    new_key = body["api_key"]
+    assert (body["client_id"], body["pending"]) == (client_id, False)
+    assert new_key.startswith("mk_") and new_key != old_key
+    refused = stack.http.get("/v1/me", headers=stack.auth(old_key))
+    assert refused.status_code == 401, refused.text
+    assert stack.meme(old_key).status_code == 401
+    account = stack.account(new_key)
+    assert (account["balance"], account["ai_active"]) == (2, True)
+    assert stack.meme(new_key).json()["kind"] == "ai"
+    assert stack.balance(new_key) == 1
+    ledger = stack.http.get(f"/v1/clients/{client_id}/ledger", headers=stack.auditor).json()
+    entries = ledger["entries"]
+    assert [e["type"] for e in entries].count("ApiKeyRotated") == 1
+    (entry,) = [e for e in entries if e["type"] == "ApiKeyRotated"]
+    assert entry["api_key_sha256"] == hashlib.sha256(new_key.encode()).hexdigest()
+    assert new_key not in str(ledger)
+
+    # A restarted API reads the clients table from the beginning: the new key, not the old.
+    table = KeyTable(stack.settings)
+    loop = asyncio.new_event_loop()
+    try:
+        table.start(loop)
+        assert table.wait_loaded(10.0)
+        assert (table.client_for(new_key), table.client_for(old_key)) == (client_id, None)
+    finally:
+        table.stop()
+        loop.close()
+
+
+def test_a_key_rotation_needs_billing_and_a_known_client(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+    url = f"/v1/clients/{client_id}/api-key"
+
+    assert stack.http.post(url, headers=stack.auth(api_key)).status_code == 401
+    assert stack.http.post(url, headers=stack.auditor).status_code == 401
+    unknown = stack.http.post(f"/v1/clients/{uuid.uuid4().hex}/api-key", headers=stack.billing)
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"] == "not_found"
+    assert stack.balance(api_key) == 1
 
 
 def test_a_subscription_until_a_past_time_is_refused(stack: Stack) -> None:

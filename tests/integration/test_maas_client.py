@@ -151,6 +151,22 @@ def test_a_failed_generation_is_not_retried_and_is_refunded(
         assert (account.balance, account.memes_requested) == (1, 1)
 
 
+def test_a_rotated_key_works_and_the_old_one_is_unauthorized(
+    stack: Stack, billing: BillingClient
+) -> None:
+    client_id, old = new_client(stack, billing, tokens=1)
+
+    rotated = billing.rotate_api_key(client_id)
+
+    assert (rotated.client_id, rotated.pending) == (client_id, False)
+    with old, pytest.raises(Unauthorized):
+        old.me()
+    with MemesClient(stack.base_url, rotated.api_key) as memes:
+        assert memes.me().balance == 1
+    with pytest.raises(NotFound):
+        billing.rotate_api_key(uuid.uuid4().hex)
+
+
 def test_subscribe_and_unsubscribe_round_trip(stack: Stack, billing: BillingClient) -> None:
     client_id, memes = new_client(stack, billing, tokens=2)
     until = datetime(2999, 1, 1, tzinfo=UTC)

@@ -42,6 +42,8 @@ from ledger.whatif import input_of
 from schemas.events import (
     AccountOpened,
     AccountQueried,
+    ApiKeyRotated,
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     InputEvent,
@@ -66,6 +68,7 @@ from schemas.events import (
 
 REGION = "eu"
 API_KEY_SHA256 = "cd" * 32
+ROTATED_KEYS = ("ab" * 32, "ef" * 32)
 CLIENTS = ("c0", "c1", "c2")
 PURCHASE_IDS = ("p0", "p1", "p2", "p3")
 FINGERPRINTS = ("0" * 16, "f" * 16)
@@ -98,6 +101,7 @@ class ClientModel:
     delivered: int = 0
     ai_active: bool = False
     ai_until_ms: int | None = None
+    api_key_sha256: str = API_KEY_SHA256
     purchases: dict[str, int] = field(default_factory=dict)  # purchase id -> tokens
 
     def ai_at(self, now_ms: int) -> bool:
@@ -291,6 +295,25 @@ class LedgerMachine(RuleBasedStateMachine):
         assert (changed.active, changed.until_ms) == (client.ai_active, client.ai_until_ms)
         assert changed.balance_after == client.balance
         assert reply.outcome == "subscription"
+
+    @rule(client_id=st.sampled_from(CLIENTS), key=st.sampled_from(ROTATED_KEYS))
+    def rotate_api_key(self, client_id: str, key: str) -> None:
+        reply_to = self._next_reply_to()
+        event = ApiKeyRotationRequested(
+            **self._envelope(client_id), api_key_sha256=key, reply_to=reply_to
+        )
+        decision = self._handle(event)
+
+        reply = self._only_reply(decision, reply_to, event.event_id)
+        client = self.clients.get(client_id)
+        if client is None:
+            assert decision.entries == ()
+            assert reply.outcome == "not_found"
+            return
+        rotated = self._one_entry(decision, client_id, ApiKeyRotated)
+        client.api_key_sha256 = key
+        assert (rotated.api_key_sha256, rotated.balance_after) == (key, client.balance)
+        assert (reply.outcome, reply.entry) == ("key_rotated", rotated)
 
     @rule(
         data=st.data(),
@@ -772,6 +795,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for client_id, model in self.clients.items():
             account = accounts[client_id]
             assert (account.balance, account.seq) == (model.balance, model.seq), client_id
+            assert account.api_key_sha256 == model.api_key_sha256, client_id
         for (client_id, request_id), request in self.requests.items():
             record = self.ledger.state.request(client_id, request_id)
             assert record is not None, (client_id, request_id)

@@ -28,6 +28,8 @@ from schemas.events import (
     GENESIS_HASH,
     AccountOpened,
     AccountQueried,
+    ApiKeyRotated,
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     Id,
@@ -129,6 +131,18 @@ class Script:
                 active=active,
                 until_ms=until_ms,
                 reply_to=2,
+            )
+        )
+
+    def rotate_key(self, client: str, api_key_sha256: str, at_ms: int = 0) -> Decision:
+        return self._handle(
+            ApiKeyRotationRequested(
+                event_id=self._event_id(),
+                client_id=client,
+                region=REGION,
+                occurred_at_ms=at_ms,
+                api_key_sha256=api_key_sha256,
+                reply_to=3,
             )
         )
 
@@ -503,6 +517,39 @@ def test_cancelled_subscription_sends_work_to_the_standard_pool(funded: Script) 
 
 def test_subscription_for_unknown_client_is_not_found(script: Script) -> None:
     decision = script.subscribe("ghost", active=True)
+
+    assert writes_nothing(decision)
+    assert only_reply(decision)[1].outcome == "not_found"
+
+
+# --- the API key ----------------------------------------------------------------------
+
+
+def test_a_rotated_key_is_the_accounts_key_and_moves_no_token(funded: Script) -> None:
+    funded.subscribe("c1", active=True)
+    before = funded.account("c1")
+    new_key = "cd" * 32
+
+    decision = funded.rotate_key("c1", new_key, at_ms=7)
+
+    (rotated,) = decision.entries
+    assert isinstance(rotated, ApiKeyRotated)
+    assert (rotated.api_key_sha256, rotated.seq, rotated.balance_after) == (
+        new_key,
+        before.seq + 1,
+        before.balance,
+    )
+    assert rotated.prev_hash == before.last_hash
+    after = funded.account("c1")
+    assert after.api_key_sha256 == new_key
+    assert (after.balance, after.ai_active) == (before.balance, True)
+    (_, reply) = only_reply(decision)
+    assert (reply.outcome, reply.entry, reply.balance) == ("key_rotated", rotated, 3)
+    assert charged_kind(funded.request("c1", "r1", at_ms=8)) == "ai"
+
+
+def test_a_key_rotation_for_an_unknown_client_is_not_found(script: Script) -> None:
+    decision = script.rotate_key("ghost", "cd" * 32)
 
     assert writes_nothing(decision)
     assert only_reply(decision)[1].outcome == "not_found"

@@ -34,6 +34,8 @@ from schemas.events import (
     AccountOpened,
     AccountQueried,
     AccountView,
+    ApiKeyRotated,
+    ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
     ErasureView,
@@ -439,6 +441,7 @@ INPUTS: list[BaseModel] = [
     AccountQueried(**ENVELOPE, reply_to=4),
     RequestQueried(**ENVELOPE, request_id="r-1", reply_to=5),
     ErasureRequested(**ENVELOPE, after_request_id="r-1", reply_to=6),
+    ApiKeyRotationRequested(**ENVELOPE, api_key_sha256="cd" * 32, reply_to=7),
 ]
 ENTRIES: list[BaseModel] = [
     AccountOpened(**ENVELOPE, seq=1, balance_after=0, api_key_sha256="ab" * 32),
@@ -463,6 +466,7 @@ ENTRIES: list[BaseModel] = [
         first_request_id="r-1",
         last_request_id="r-3",
     ),
+    ApiKeyRotated(**ENVELOPE, seq=9, balance_after=3, api_key_sha256="cd" * 32),
 ]
 OTHERS: list[BaseModel] = [
     MemeApproved(
@@ -555,6 +559,8 @@ BYTES_SHA256 = {
     "TokensRefunded": "7066c971e88d41b9",
     "SubscriptionChanged": "f9029daeb19f45b1",
     "PersonalDataErased": "60c678f50c3b4d80",
+    "ApiKeyRotationRequested": "d4427d34d17ae060",
+    "ApiKeyRotated": "ba7017d3f44e638c",
     "MemeApproved": "63f102484b3eace1",
     "Reply": "e4765ce23da93412",
 }

@@ -34,7 +34,8 @@ wire, it learnt by reading the service's code, and re-implements here:
   ``MemeRejected`` (``request_id``, ``reason`` 1 unknown client, 2 idempotency conflict,
   3 insufficient tokens), ``MemeDelivered`` (``request_id``, ``meme_id``), ``TokensRefunded``
   (+tokens, ``request_id``, ``reason`` 1 generator failed, 2 deadline expired),
-  ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` (no change);
+  ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` and
+  ``ApiKeyRotated`` (no change);
   a request is charged ``ai`` when the client's subscription is active at the
   ``MemeRequested``'s time, else ``standard`` (ledger/request_rules.py); a blocked AI
   caption is delivered as the standard meme (``MemeDelivered.kind`` ``standard``);

@@ -182,7 +182,12 @@ def _apply_to_request(fold: Fold, entry: Entry, problems: Problems) -> None:
         fold.credits.setdefault((body["client_id"], body["purchase_id"]), []).append(body)
         return
     if kind not in TRANSITIONS:
-        if kind not in ("AccountOpened", "SubscriptionChanged", "PersonalDataErased"):
+        if kind not in (
+            "AccountOpened",
+            "SubscriptionChanged",
+            "PersonalDataErased",
+            "ApiKeyRotated",
+        ):
             problems.add("log", f"{_where(entry)}: unknown entry type")
         return
     key = (body["client_id"], body["request_id"])

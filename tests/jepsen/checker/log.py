@@ -51,6 +51,7 @@ def _json(record: Record, problems: Problems) -> Json | None:
 ENTRY_FIELDS = ("client_id", "seq", "type", "balance_after", "prev_hash")
 REQUIRED: dict[str, tuple[str, ...]] = {
     "AccountOpened": ("api_key_sha256",),
+    "ApiKeyRotated": ("api_key_sha256",),
     "TokensCredited": ("purchase_id", "tokens"),
     "TokensCharged": ("request_id", "tokens", "kind"),
     "MemeRejected": ("request_id", "reason"),
