@@ -6,6 +6,7 @@
     ├── Unauthorized              401  missing / malformed / unknown key, wrong billing token
     ├── NotFound                  404  unknown client, request or image
     ├── Conflict                  409  same id, different body (idempotency, purchase)
+    │   ├── AlreadyRegistered     409  a registration repeated under its Idempotency-Key
     │   └── RequestInProgress     409  a retry of a request still in progress; Retry-After
     ├── InsufficientTokens        402  the ledger rejected the request: balance too low
     ├── InvalidParameter          422  a value the ledger's contract refuses (one field)
@@ -123,6 +124,20 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status_code = 409
     error = "conflict"
+
+
+class AlreadyRegistered(Conflict):
+    """A registration repeated under its Idempotency-Key: the account is there, and its
+    key, shown once, cannot be shown again."""
+
+    error = "already_registered"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(
+            "an account was registered under this Idempotency-Key; its API key was shown "
+            f"once: POST /v1/clients/{client_id}/api-key issues a new one",
+            client_id=client_id,
+        )
 
 
 class RequestInProgress(Conflict):

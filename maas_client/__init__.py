@@ -16,6 +16,7 @@ can be installed and used on its own.
 
 from maas_client.client import BillingClient, MemesClient, new_idempotency_key
 from maas_client.errors import (
+    AlreadyRegistered,
     BadRequest,
     Conflict,
     DeadlineExceeded,
@@ -44,6 +45,7 @@ from maas_client.retry import RetryPolicy
 
 __all__ = [
     "Account",
+    "AlreadyRegistered",
     "BadRequest",
     "BillingClient",
     "Conflict",

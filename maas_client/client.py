@@ -252,19 +252,31 @@ class BillingClient(_Service):
             base_url, token, timeout_s=timeout_s, retry=retry or RetryPolicy(), http=http
         )
 
-    def register(self, name: str = "") -> RegisteredClient:
+    def register(self, name: str = "", idempotency_key: str | None = None) -> RegisteredClient:
         """Registers a client; its API key is in the answer and nowhere else.
 
-        Not idempotent: every call that reaches the ledger opens a new account. So it is
-        retried only when the service certainly did not act (no connection was made, or
-        a 503 ``not_ready``). After a 504, a ``kafka_unavailable`` 503 or a timeout the
-        registration may have happened, with its key lost: the error is raised and
-        calling again opens another account (the lost one stays empty).
+        With ``idempotency_key`` (billing's own id for the client, say) the key names
+        the account: the call is retried like any other, and never opens a second
+        account. If an earlier call (or an attempt whose answer was lost) opened it, this
+        raises ``AlreadyRegistered`` naming the client: ``rotate_api_key`` then issues its
+        key.
 
-        ``pending`` is True when the ledger had not confirmed by the deadline: the
-        account is in the log and opens shortly.
+        Without one, every call that reaches the ledger opens a new account. So it is
+        retried only when the service certainly did not act (no connection was made, or
+        a 503 ``not_ready``). After a ``kafka_unavailable`` 503 or a timeout the
+        registration may have happened, with its key lost: the error is raised and
+        calling again opens another account (the lost one stays empty). ``pending`` is
+        True when the ledger had not confirmed by the deadline: the account is in the
+        log and opens shortly.
         """
-        response = self._call("POST", "/v1/clients", json={"name": name}, idempotent=False)
+        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        response = self._call(
+            "POST",
+            "/v1/clients",
+            json={"name": name},
+            headers=headers,
+            idempotent=idempotency_key is not None,
+        )
         return self._parse(response, RegisteredClient.from_json)
 
     def rotate_api_key(self, client_id: str) -> RegisteredClient:

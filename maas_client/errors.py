@@ -9,6 +9,7 @@
     ├── InsufficientTokens     402 insufficient_tokens: ``balance``
     ├── NotFound               404 not_found: unknown client, request id or route
     ├── Conflict               409 conflict: an id reused with other parameters
+    │   └── AlreadyRegistered  409 already_registered: ``client_id`` opened under that key
     ├── RequestInProgress      409 request_in_progress: ``request_id``, ``retry_after_s``
     ├── InvalidRequest         422 invalid_request: ``fields`` names each invalid field
     ├── TooManyRequests        429 too_many_requests: this client's calls waiting on the
@@ -106,6 +107,16 @@ class Conflict(MaasError):
     parameters: a different request, never retried."""
 
 
+class AlreadyRegistered(Conflict):
+    """``BillingClient.register`` with an ``idempotency_key`` that opened an account
+    before (``client_id``). Its API key was shown once: ``rotate_api_key(client_id)``
+    issues a new one."""
+
+    @property
+    def client_id(self) -> str | None:
+        return self._str_field("client_id")
+
+
 class RequestInProgress(MaasError):
     """A retry arrived while the first request was still being decided; try again
     after ``retry_after_s``."""
@@ -175,6 +186,7 @@ _BY_CODE: dict[str, type[MaasError]] = {
     "insufficient_tokens": InsufficientTokens,
     "not_found": NotFound,
     "conflict": Conflict,
+    "already_registered": AlreadyRegistered,
     "request_in_progress": RequestInProgress,
     "invalid_request": InvalidRequest,
     "too_many_requests": TooManyRequests,

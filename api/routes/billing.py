@@ -14,17 +14,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
-from api.errors import Conflict, DeadlineExceeded, InvalidParameter, NotFound
+from api.errors import AlreadyRegistered, Conflict, DeadlineExceeded, InvalidParameter, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
 from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
 from core.blobstore import BlobStore
 from core.clock import now_ms, to_ms
+from core.ids import stable_id
 from schemas.events import (
+    ID_MAX_CHARS,
+    ID_PATTERN,
+    AccountOpened,
     ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
@@ -96,14 +100,28 @@ class Subscription(BaseModel):
     response_model=RegisteredClient,
     summary="Register a client and issue its API key",
     responses={
-        503: CALLS_LEDGER[503],
+        **CALLS_LEDGER,
+        409: {
+            "description": "`already_registered`: an account was opened under this "
+            "Idempotency-Key (`client_id` names it); replace its key with POST "
+            "/v1/clients/{client_id}/api-key"
+        },
         202: {"description": "In the log, not confirmed by the deadline: `pending` is true"},
     },
 )
 async def register_client(
-    bridge: Bridge, keys: Keys, response: Response, body: NewClient | None = None
+    bridge: Bridge,
+    keys: Keys,
+    response: Response,
+    body: NewClient | None = None,
+    idempotency_key: RegistrationKey = None,
 ) -> RegisteredClient:
-    client_id = uuid.uuid4().hex
+    """Without an ``Idempotency-Key`` every call opens an account. With one, the key
+    names the account (billing's customer id serves): a repeat opens nothing and is a
+    409 ``already_registered`` naming the client, whose key can be replaced."""
+    client_id = (
+        uuid.uuid4().hex if idempotency_key is None else stable_id(f"client:{idempotency_key}")
+    )
     api_key = _new_api_key()
     digest = key_hash(api_key)
     event = ClientRegistered(
@@ -112,15 +130,36 @@ async def register_client(
         name=body.name if body else "",
     )
     reply = await bridge.call(bridge.topics.purchases, event)
-    # The event is in the log either way: the key is valid now on this instance, and
-    # once the ledger has folded it, on every instance.
-    keys.add(digest, client_id)
     if reply is None:
-        # Losing the key would orphan the account: hand it out, marked pending.
+        if idempotency_key is not None:
+            # The account may have been opened before, with another key: this one
+            # would never work.
+            raise DeadlineExceeded(
+                "not confirmed by the deadline; repeat the call with the same Idempotency-Key"
+            )
+        # A new id: the event opens the account once folded. Losing the key would orphan
+        # it, so hand it out, marked pending, valid on this instance from now.
+        keys.add(digest, client_id)
         response.status_code = status.HTTP_202_ACCEPTED
         return RegisteredClient(client_id=client_id, api_key=api_key, pending=True)
     _expect(reply, "registered")
+    if not isinstance(reply.entry, AccountOpened):  # opened by an earlier call
+        raise AlreadyRegistered(client_id)
+    keys.add(digest, client_id)
     return RegisteredClient(client_id=client_id, api_key=api_key)
+
+
+RegistrationKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=ID_MAX_CHARS,
+        pattern=ID_PATTERN,
+        description="Billing's own id for this client (its customer id, say): the same "
+        "key never opens a second account, so a registration can be retried safely",
+    ),
+]
 
 
 def _new_api_key() -> str:

@@ -302,6 +302,30 @@ def test_a_rotated_api_key_replaces_the_old_one_and_keeps_the_account(stack: Sta
         loop.close()
 
 
+def test_a_registration_under_an_idempotency_key_opens_one_account(stack: Stack) -> None:
+    """Before, every call opened an account: a retry after a lost answer left an
+    orphan, and billing could not map its customer to one client."""
+    customer = {"Idempotency-Key": f"customer-{uuid.uuid4().hex}", **stack.billing}
+
+    first = stack.http.post("/v1/clients", json={"name": "c"}, headers=customer)
+    again = stack.http.post("/v1/clients", json={"name": "c"}, headers=customer)
+    other = stack.http.post(
+        "/v1/clients", headers={**customer, "Idempotency-Key": f"customer-{uuid.uuid4().hex}"}
+    )
+
+    assert first.status_code == 201, first.text
+    client_id, api_key = first.json()["client_id"], first.json()["api_key"]
+    assert again.status_code == 409, again.text
+    assert (again.json()["error"], again.json()["client_id"]) == ("already_registered", client_id)
+    assert f"/v1/clients/{client_id}/api-key" in again.json()["detail"]
+    assert other.status_code == 201 and other.json()["client_id"] != client_id
+    assert stack.account(api_key)["balance"] == 0  # the first key still works
+    ledger = stack.http.get(f"/v1/clients/{client_id}/ledger", headers=stack.auditor).json()
+    assert [e["type"] for e in ledger["entries"]] == ["AccountOpened"]
+    bad = stack.http.post("/v1/clients", headers={**customer, "Idempotency-Key": "a b"})
+    assert_invalid(bad, "Idempotency-Key")
+
+
 def test_a_key_rotation_needs_billing_and_a_known_client(stack: Stack) -> None:
     client_id, api_key = stack.new_client(tokens=1)
     url = f"/v1/clients/{client_id}/api-key"

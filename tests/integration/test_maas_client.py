@@ -12,6 +12,7 @@ import pytest
 
 from core.clock import to_ms
 from maas_client import (
+    AlreadyRegistered,
     BillingClient,
     Conflict,
     GenerationFailed,
@@ -165,6 +166,21 @@ def test_a_rotated_key_works_and_the_old_one_is_unauthorized(
         assert memes.me().balance == 1
     with pytest.raises(NotFound):
         billing.rotate_api_key(uuid.uuid4().hex)
+
+
+def test_a_registration_under_a_key_is_opened_once_and_its_key_can_be_replaced(
+    stack: Stack, billing: BillingClient
+) -> None:
+    customer = f"customer-{uuid.uuid4().hex}"
+    first = billing.register("demo", idempotency_key=customer)
+
+    with pytest.raises(AlreadyRegistered) as again:
+        billing.register("demo", idempotency_key=customer)
+
+    assert again.value.client_id == first.client_id
+    replaced = billing.rotate_api_key(first.client_id)
+    with MemesClient(stack.base_url, replaced.api_key) as memes:
+        assert memes.me().balance == 0
 
 
 def test_subscribe_and_unsubscribe_round_trip(stack: Stack, billing: BillingClient) -> None:

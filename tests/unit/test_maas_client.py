@@ -21,6 +21,7 @@ import pytest
 
 import maas_client
 from maas_client import (
+    AlreadyRegistered,
     BadRequest,
     BillingClient,
     Conflict,
@@ -76,6 +77,7 @@ def problem(status: int, error: str, **fields: Any) -> dict[str, Any]:
         (405, "method_not_allowed", BadRequest),
         (409, "conflict", Conflict),
         (409, "request_in_progress", RequestInProgress),
+        (409, "already_registered", AlreadyRegistered),
         (413, "body_too_large", BadRequest),
         (415, "unsupported_media_type", BadRequest),
         (422, "invalid_request", InvalidRequest),
@@ -346,6 +348,20 @@ def test_register_is_retried_when_nothing_was_registered(sleeps: list[float]) ->
     registered = billing(script).register("demo")
     assert registered == RegisteredClient(client_id="c1", api_key="mk_1", pending=True)
     assert len(script.sent) == 5
+
+
+def test_register_with_a_key_is_retried_with_it_and_a_repeat_names_the_client(
+    sleeps: list[float],
+) -> None:
+    script = Script(
+        answer(504, problem(504, "deadline_exceeded")),
+        httpx.ReadTimeout("slow"),
+        answer(409, problem(409, "already_registered", client_id="c1")),
+    )
+    with pytest.raises(AlreadyRegistered) as raised:
+        billing(script).register("demo", idempotency_key="customer-7")
+    assert raised.value.client_id == "c1"
+    assert [r.headers["Idempotency-Key"] for r in script.sent] == ["customer-7"] * 3
 
 
 def test_a_repeated_purchase_is_retried_and_reported_as_a_repeat(sleeps: list[float]) -> None:
