@@ -9,7 +9,7 @@ hand out the objects built at start-up. Routes never read ``request.app.state`` 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request, params
 from fastapi.exceptions import RequestValidationError
@@ -135,17 +135,23 @@ AuditorScope = Depends(auditor_scope)
 # The same rules as the events' Id, so a bad id is refused here as the event would refuse it.
 IdPath = Annotated[str, Path(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)]
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
+
+def idempotency_key(description: str) -> Any:
+    """The ``Idempotency-Key`` header, with what it means on a route: an id as events'."""
+    return Header(
         alias="Idempotency-Key",
         min_length=1,
         max_length=ID_MAX_CHARS,
         pattern=ID_PATTERN,
-        description=(
-            "Retry safely: the same key with the same parameters returns the first "
-            "result and charges once; with other parameters it is a 409."
-        ),
+        description=description,
+    )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    idempotency_key(
+        "Retry safely: the same key with the same parameters returns the first result and "
+        "charges once; with other parameters it is a 409."
     ),
 ]
 

@@ -14,10 +14,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from api.deps import AiGate, BillingScope, Blobs, Bridge, IdPath, Keys, Settled
+from api.deps import (
+    AiGate,
+    BillingScope,
+    Blobs,
+    Bridge,
+    IdPath,
+    Keys,
+    Settled,
+    given_once,
+    idempotency_key,
+)
 from api.errors import AlreadyRegistered, Conflict, DeadlineExceeded, InvalidParameter, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
@@ -26,8 +36,6 @@ from core.blobstore import BlobStore
 from core.clock import now_ms, to_ms
 from core.ids import stable_id
 from schemas.events import (
-    ID_MAX_CHARS,
-    ID_PATTERN,
     AccountOpened,
     ApiKeyRotationRequested,
     ClientRegistered,
@@ -94,10 +102,24 @@ class Subscription(BaseModel):
     ai_until: datetime | None
 
 
+RegistrationKey = Annotated[
+    str | None,
+    idempotency_key(
+        "Billing's own id for this client (its customer id, say): the same key never opens "
+        "a second account, so a registration can be retried safely"
+    ),
+]
+
+
+def _new_api_key() -> str:
+    return "mk_" + secrets.token_urlsafe(32)
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=RegisteredClient,
+    dependencies=[given_once(headers=("idempotency-key",))],
     summary="Register a client and issue its API key",
     responses={
         **CALLS_LEDGER,
@@ -147,23 +169,6 @@ async def register_client(
         raise AlreadyRegistered(client_id)
     keys.add(digest, client_id)
     return RegisteredClient(client_id=client_id, api_key=api_key)
-
-
-RegistrationKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=ID_MAX_CHARS,
-        pattern=ID_PATTERN,
-        description="Billing's own id for this client (its customer id, say): the same "
-        "key never opens a second account, so a registration can be retried safely",
-    ),
-]
-
-
-def _new_api_key() -> str:
-    return "mk_" + secrets.token_urlsafe(32)
 
 
 @router.post(

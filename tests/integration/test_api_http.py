@@ -324,6 +324,13 @@ def test_a_registration_under_an_idempotency_key_opens_one_account(stack: Stack)
     assert [e["type"] for e in ledger["entries"]] == ["AccountOpened"]
     bad = stack.http.post("/v1/clients", headers={**customer, "Idempotency-Key": "a b"})
     assert_invalid(bad, "Idempotency-Key")
+    twice = stack.http.post(
+        "/v1/clients",
+        headers=[*stack.billing.items(), ("Idempotency-Key", "k1"), ("Idempotency-Key", "k2")],
+    )
+    assert twice.json()["fields"] == [
+        {"field": "Idempotency-Key", "message": "given more than once"}
+    ]
 
 
 def test_a_key_rotation_needs_billing_and_a_known_client(stack: Stack) -> None:
