@@ -58,13 +58,16 @@ def has(findings: list[dict[str, str]], kind: str, client_id: str, seq: int) -> 
 
 @pytest.fixture(scope="module")
 def traffic(stack: Stack) -> dict[str, Any]:
-    """Two clients with purchases, memes and a refund; returns their ids and keys. Every
-    meme is settled in the ledger when it returns (a delivery is recorded just after the
-    200), so that the ledger does not grow under the tests."""
+    """Two clients with purchases, memes, a replaced key and a refund; returns their ids
+    and keys. Every meme is settled in the ledger when it returns (a delivery is recorded
+    just after the 200), so that the ledger does not grow under the tests."""
     alice, alice_key = stack.new_client(tokens=5)
     bob, bob_key = stack.new_client(tokens=2)
     for n in range(3):
         settled_meme(stack, alice_key, f"audit {n}")
+    rotated = stack.http.post(f"/v1/clients/{alice}/api-key", headers=stack.billing)
+    assert rotated.status_code == 201, rotated.text
+    alice_key = rotated.json()["api_key"]
     assert stack.meme(alice_key, query=FAULT_QUERY).status_code == 502  # refunded
     settled_meme(stack, bob_key, "audit bob")
     stack.purchase(bob, 4)
@@ -125,6 +128,23 @@ def test_an_edited_amount_is_reported_with_client_and_seq(
     assert has(findings, "balance", alice, seq), out
     assert has(findings, "altered", alice, seq), out  # the next entry's prev_hash
     assert "result=FAILED" in out
+
+
+def test_a_forged_key_change_is_reported(
+    stack: Stack, traffic: dict[str, Any], tmp_path: Path
+) -> None:
+    """Whoever could write the ledger could let their own key in: the entry's hash, in
+    the next entry's prev_hash, gives the edit away."""
+    lines = dump(stack, tmp_path / "ledger.jsonl")
+    alice = traffic["alice"]
+    i = next(i for i in positions(lines, alice) if lines[i]["entry"]["type"] == "ApiKeyRotated")
+    seq = lines[i]["entry"]["seq"]
+    lines[i]["entry"]["api_key_sha256"] = "ee" * 32
+
+    code, findings, out = audit(stack, "verify", "--file", str(write(tmp_path / "t.jsonl", lines)))
+
+    assert code == 1, out
+    assert has(findings, "altered", alice, seq), out
 
 
 def test_a_deleted_line_is_a_gap(stack: Stack, traffic: dict[str, Any], tmp_path: Path) -> None:

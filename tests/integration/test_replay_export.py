@@ -16,6 +16,7 @@ We expect:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import subprocess
@@ -100,6 +101,9 @@ def traffic(stack: Stack) -> Traffic:
     stack.purchase(carol, 4)
     assert stack.meme(keys[carol], query="rain").status_code == 200
     assert stack.meme(keys[alice], query="monday").status_code == 200
+    rotated = stack.http.post(f"/v1/clients/{bob}/api-key", headers=stack.billing)
+    assert rotated.status_code == 201, rotated.text
+    keys[bob] = rotated.json()["api_key"]
     stack.purchase(bob, 10)
     final = {c: stack.balance(k) for c, k in keys.items()}
     assert final == {alice: 1, bob: 12, carol: 3}
@@ -182,6 +186,13 @@ def test_export_is_readable_by_duckdb_and_matches_the_ledger(
         f"SELECT count(*) FROM {ledger} WHERE type = 'TokensCharged' AND client_id IN ('{clients}')"
     ).fetchall()[0][0]
     assert charged == 7  # all but carol's 402
+    _, bob, _ = traffic.keys
+    key_changes = duckdb.sql(
+        f"SELECT client_id, api_key_sha256, balance_after FROM {ledger} "
+        f"WHERE type = 'ApiKeyRotated' AND client_id IN ('{clients}')"
+    ).fetchall()
+    bob_key_hash = hashlib.sha256(traffic.keys[bob].encode()).hexdigest()
+    assert key_changes == [(bob, bob_key_hash, 2)]
     outcomes = f"read_parquet('{tmp_path}/outcomes/*/*.parquet', hive_partitioning=true)"
     failed = duckdb.sql(f"SELECT count(*) FROM {outcomes} WHERE type = 'MemeFailed'").fetchall()[0]
     assert failed[0] >= 1
