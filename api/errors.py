@@ -35,7 +35,10 @@ have their handlers here too:
   body that is not JSON 415 ``unsupported_media_type``, an object that repeats a key 400
   ``malformed_body``;
 - anything unexpected: 500 ``internal_error``, logged with its traceback, never a stack
-  trace to the client.
+  trace to the client;
+- a request that is not HTTP/1.1 at all (a raw byte outside ASCII in the URL, say),
+  which never reaches the app: ``ProblemHttpProtocol`` answers it 400
+  ``malformed_request`` instead of the server's plain-text line.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -392,3 +396,33 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected)
     app.add_middleware(BodyGuard)
+
+
+_MALFORMED_REQUEST = json.dumps(
+    {
+        "type": "about:blank",
+        "title": HTTPStatus.BAD_REQUEST.phrase,
+        "status": 400,
+        "error": "malformed_request",
+        "detail": "not a valid HTTP/1.1 request; a byte outside ASCII in the URL must be "
+        "percent-encoded (%C3%A9 for \u00e9)",
+    },
+    separators=(",", ":"),
+).encode()
+
+
+class ProblemHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), whose answer to a request it cannot parse
+    is the service's problem shape, not ``text/plain`` "Invalid HTTP request received."."""
+
+    def send_400_response(self, msg: str) -> None:
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
+            b"content-length: " + str(len(_MALFORMED_REQUEST)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + _MALFORMED_REQUEST)
+        self.transport.close()

@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.errors import ProblemHttpProtocol
     from core import logs
     from core.heartbeat import dump_stacks_on_signal
     from core.readiness import mark_ready
@@ -145,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     # Our own key=value logging config, and no access log: /metrics counts requests.
     config = uvicorn.Config(
         app,
+        http=ProblemHttpProtocol,
         log_config=None,
         access_log=False,
         timeout_keep_alive=settings.api_keep_alive_s,

@@ -4,7 +4,8 @@
 
     MaasError                  status (None: no answer), error code, detail, problem body
     ├── Unreachable            no answer: connection refused or reset, timed out
-    ├── BadRequest             400 malformed_body, 405, 413, 415: not readable as sent
+    ├── BadRequest             400 malformed_body, malformed_request, 405, 413, 415: not
+    │                              readable as sent
     ├── Unauthorized           401 unauthorized: missing, malformed or unknown key or token
     ├── InsufficientTokens     402 insufficient_tokens: ``balance``
     ├── NotFound               404 not_found: unknown client, request id or route
@@ -179,6 +180,7 @@ class DeadlineExceeded(ServerError):
 
 _BY_CODE: dict[str, type[MaasError]] = {
     "malformed_body": BadRequest,
+    "malformed_request": BadRequest,
     "method_not_allowed": BadRequest,
     "body_too_large": BadRequest,
     "unsupported_media_type": BadRequest,

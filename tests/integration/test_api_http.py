@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import io
+import json
 import re
 import signal
 import socket
@@ -897,3 +899,38 @@ def test_openapi_documents_every_route(stack: Stack) -> None:
     assert {"401", "402", "409", "422", "429", "502", "503", "504"} <= set(memes)
     assert all("application/problem+json" in memes[code]["content"] for code in ("429", "503"))
     assert stack.http.get("/docs").status_code == 200
+
+
+def test_a_request_that_is_not_http_gets_the_problem_shape(stack: Stack) -> None:
+    """Before, uvicorn answered a raw byte outside ASCII in the URL with its own
+    ``text/plain`` "Invalid HTTP request received.", which no client can read as an error."""
+    _, api_key = stack.new_client(tokens=1)
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    request = (
+        "GET /memes?lat=1&lon=2&query=caf\u00e9 HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {api_key}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+
+    response = http.client.HTTPResponse(_Replay(answer))  # type: ignore[arg-type]
+    response.begin()
+    assert response.status == 400
+    assert response.getheader("content-type") == "application/problem+json"
+    body = json.loads(response.read())
+    assert (body["status"], body["error"]) == (400, "malformed_request")
+    assert "percent-encoded" in body["detail"]
+    assert stack.balance(api_key) == 1
+
+
+class _Replay:
+    """Bytes read back as a socket, for ``http.client`` to parse an answer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self.data)

@@ -71,6 +71,7 @@ def problem(status: int, error: str, **fields: Any) -> dict[str, Any]:
     ("status", "code", "cls"),
     [
         (400, "malformed_body", BadRequest),
+        (400, "malformed_request", BadRequest),
         (401, "unauthorized", Unauthorized),
         (402, "insufficient_tokens", InsufficientTokens),
         (404, "not_found", NotFound),
