@@ -1,4 +1,4 @@
-"""The README's "Try it" commands, run as written against a fresh region.
+"""The README's "Try it" examples, run as written against a fresh region.
 
 A newcomer succeeds from the README alone only while its examples are true. Each curl
 command of the section's first example block is parsed (the flags it may use: ``-s``,
@@ -11,6 +11,8 @@ and ``<...>`` stand for what changes from run to run).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shlex
@@ -134,6 +136,21 @@ def test_the_try_it_commands_work_as_written(stack: Stack, tmp_path: Path) -> No
         if command.shown:
             check_shown(command.shown, answer)
         learn(known, answer)
+
+
+def test_the_python_example_runs_as_written(stack: Stack) -> None:
+    """The ``maas_client`` example of the same section, run with this region's address
+    and billing token; its own asserts check the retry was not charged."""
+    section = README.read_text(encoding="utf-8").split("\n## Try it\n", 1)[1]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    source = source.replace("http://localhost:8000", stack.base_url)
+    source = source.replace('"dev-billing-token"', repr(stack.billing_token))
+    printed = io.StringIO()
+
+    with contextlib.redirect_stdout(printed):
+        exec(compile(source, "README.md (python example)", "exec"), {})
+
+    assert printed.getvalue() == "['lat']\n"
 
 
 def learn(known: dict[str, str], answer: dict[str, Any]) -> None:
