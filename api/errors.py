@@ -82,6 +82,13 @@ def problem(
     headers: dict[str, str] | None = None,
     **fields: Any,
 ) -> JSONResponse:
+    body = problem_body(status, error, detail, **fields)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def problem_body(
+    status: int, error: str, detail: str | None = None, **fields: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -91,7 +98,7 @@ def problem(
     }
     if detail:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return body
 
 
 class ApiError(Exception):
@@ -399,14 +406,12 @@ def install(app: FastAPI) -> None:
 
 
 _MALFORMED_REQUEST = json.dumps(
-    {
-        "type": "about:blank",
-        "title": HTTPStatus.BAD_REQUEST.phrase,
-        "status": 400,
-        "error": "malformed_request",
-        "detail": "not a valid HTTP/1.1 request; a byte outside ASCII in the URL must be "
+    problem_body(
+        400,
+        "malformed_request",
+        "not a valid HTTP/1.1 request; a byte outside ASCII in the URL must be "
         "percent-encoded (%C3%A9 for \u00e9)",
-    },
+    ),
     separators=(",", ":"),
 ).encode()
 

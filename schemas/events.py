@@ -32,6 +32,7 @@ MAX_PURCHASE_TOKENS = 1_000_000_000
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 ID_MAX_CHARS = 128
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # an API key's, an entry's
 Kind = Literal["standard", "ai"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -88,7 +89,7 @@ class Input(Envelope):
 
 class ClientRegistered(Input):
     type: Literal["ClientRegistered"] = "ClientRegistered"
-    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    api_key_sha256: Sha256Hex
     name: str = Field(default="", max_length=200)
     reply_to: int = Field(ge=0)
 
@@ -157,7 +158,7 @@ class ApiKeyRotationRequested(Input):
     """Billing replaces a client's API key (a leaked one, say): the old key stops working."""
 
     type: Literal["ApiKeyRotationRequested"] = "ApiKeyRotationRequested"
-    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    api_key_sha256: Sha256Hex
     reply_to: int = Field(ge=0)
 
 
@@ -184,7 +185,7 @@ class LedgerEntry(Envelope):
     balance_after: int = Field(ge=0)
     # sha256 of the client's previous entry (``entry_hash``), GENESIS_HASH for the first:
     # the per-client hash chain that makes a gap, a reordering or an edit visible.
-    prev_hash: str = Field(default=GENESIS_HASH, pattern=r"^[0-9a-f]{64}$")
+    prev_hash: Sha256Hex = GENESIS_HASH
 
 
 def entry_hash(entry: LedgerEntry) -> str:
@@ -261,7 +262,7 @@ class ApiKeyRotated(LedgerEntry):
 
     schema_version: int = 1
     type: Literal["ApiKeyRotated"] = "ApiKeyRotated"
-    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    api_key_sha256: Sha256Hex
 
 
 # --- work and replies ---------------------------------------------------------------
