@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run everything locally: Kafka, processors, API")
     up.add_argument("--port", type=tcp_port, default=8000, help="API port (default 8000)")
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--kafka-port",
+        type=tcp_port,
+        default=9092,
+        help="the local broker's port (default 9092); none starts when "
+        "KAFKA_BOOTSTRAP_SERVERS names a cluster",
+    )
     for flag, kind, what in (
         (
             "--processors",
@@ -139,7 +146,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"maas up: {exc}", file=sys.stderr)
         return 2
     logs.configure("up")
-    return up(settings, host=args.host, port=args.port, counts=counts)
+    return up(settings, host=args.host, port=args.port, counts=counts, kafka_port=args.kafka_port)
 
 
 def _restart(args: argparse.Namespace) -> int:

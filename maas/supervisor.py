@@ -12,7 +12,10 @@ its log, not a restart storm. An API process whose heartbeat falls silent for
 ``api_watchdog_s`` is killed, then restarted the same way: stopped, it would keep its
 share of the port's new connections unanswered (``core/heartbeat.py``). SIGUSR2
 (``maas restart``) replaces every child in turn, each once the last serves again: a
-deploy without downtime (``maas/rolling.py``). Ctrl-C stops everything, the broker last.
+deploy without downtime (``maas/rolling.py``). The local broker is watched the same way:
+if it exits (a crash, the OOM killer, a kill), it is started again on its port and data,
+with the same crash-loop backoff, and the children whose restarts were backing off while
+it was away start at once (``LocalKafka``). Ctrl-C stops everything, the broker last.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
 from core.readiness import forget
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
-from maas.broker import LocalBroker
+from maas.broker import BrokerError, LocalBroker
 from maas.processes import (
     PROCESSES,
     SERVICE,
@@ -106,6 +109,50 @@ class Child:
         log.info("started process=%s pid=%d log=%s", self.label, self.process.pid, self.log_path)
 
 
+@dataclass
+class LocalKafka:
+    """The local broker ``maas up`` started, supervised like a child."""
+
+    broker: LocalBroker
+    quick_exits: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None  # set while it is down
+
+    def supervise(self, children: list[Child], now: float) -> None:
+        """One look: notice that the broker is gone, and start it again once its delay is
+        over. The start blocks until the broker answers (seconds): meanwhile no child
+        can do anything useful anyway."""
+        if self.restart_at is None:
+            if self.broker.is_running():
+                return
+            delay_s, self.quick_exits = restart_delay_s(now - self.started_at, self.quick_exits)
+            self.restart_at = now + delay_s
+            log.error(
+                "local kafka exited; restarting it quick_exits=%d restart_in_s=%.1f log=%s\n%s",
+                self.quick_exits,
+                delay_s,
+                self.broker.log_path,
+                self.broker.tail(10),
+            )
+            return
+        if now < self.restart_at:
+            return
+        self.started_at = now
+        try:
+            self.broker.start()
+        except BrokerError as exc:
+            self.restart_at = None  # the next look counts it as a quick exit
+            log.error("local kafka did not start: %s", exc)
+            return
+        self.restart_at = None
+        log.info("local kafka is back after_s=%.1f", time.monotonic() - now)
+        # Their quick exits were the broker's absence, not a crash loop of their own.
+        for child in children:
+            if child.restart_at is not None:
+                child.restart_at = now
+                child.quick_exits = 0
+
+
 def check_api_count(count: int, settings: Settings) -> None:
     """Refuse more API processes than the replies topic has partitions (ValueError naming
     the option): each API instance reads its replies from a partition of its own."""
@@ -140,14 +187,15 @@ def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]
     return procs
 
 
-def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> int:
+def up(settings: Settings, host: str, port: int, counts: Mapping[str, int], kafka_port: int) -> int:
     env = dict(os.environ)
-    broker = None
+    kafka = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        broker = LocalBroker(Path(settings.data_dir) / "kafka")
+        broker = LocalBroker(Path(settings.data_dir) / "kafka", port=kafka_port)
         if not broker.is_running():
             log.info("starting local kafka home=%s", broker.data_dir.parent)
             broker.start()
+        kafka = LocalKafka(broker)
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
         settings = Settings.from_env(env)
     log.info("kafka bootstrap=%s region=%s", settings.bootstrap_servers, settings.region)
@@ -183,6 +231,8 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
     try:
         while not stopping:
             now = time.monotonic()
+            if kafka is not None:
+                kafka.supervise(procs, now)
             for child in procs:
                 supervise(child, env, now)
             if roll_asked:
@@ -197,9 +247,9 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int]) -> i
     finally:
         pid_file.unlink(missing_ok=True)
         stop_together([c.process for c in reversed(procs) if c.process], 15)
-        if broker is not None:
+        if kafka is not None:
             log.info("stopping local kafka")
-            broker.stop()
+            kafka.broker.stop()
     return 0
 
 

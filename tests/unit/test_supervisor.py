@@ -14,11 +14,13 @@ import pytest
 
 from core.heartbeat import HeartbeatWatch
 from core.settings import Settings
+from maas.broker import BrokerError, LocalBroker
 from maas.cli import main
 from maas.processes import process_command, process_env
 from maas.supervisor import (
     CRASH_LOOP_S,
     Child,
+    LocalKafka,
     check_api_count,
     children,
     restart_delay_s,
@@ -118,6 +120,58 @@ def test_a_child_whose_heartbeat_falls_silent_is_killed_then_restarted(tmp_path:
             if process is not None:
                 process.kill()
                 process.wait()
+
+
+class DeadBroker(LocalBroker):
+    """A local broker that is not running, whose starts fail ``failures`` times, then
+    succeed (no JVM: this is about the supervisor's bookkeeping)."""
+
+    def __init__(self, home: Path, failures: int) -> None:
+        super().__init__(home)
+        self.failures = failures
+        self.starts = 0
+        self.running = False
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def start(self, timeout_s: float = 120) -> None:
+        self.starts += 1
+        if self.starts <= self.failures:
+            raise BrokerError("port 9092 is in use; is another Kafka running?")
+        self.running = True
+
+
+def test_a_dead_local_broker_is_started_again_and_waiting_children_start_at_once(
+    tmp_path: Path,
+) -> None:
+    broker = DeadBroker(tmp_path, failures=0)
+    kafka = LocalKafka(broker, started_at=0.0)
+    # A processor that exited again and again while the broker was gone, backing off.
+    waiting = Child("processor", tmp_path / "p.log", "127.0.0.1", 8000, quick_exits=6)
+    waiting.restart_at = 130.0
+    kafka.supervise([waiting], now=100.0)  # notices: it ran a while, so at once
+    assert (broker.starts, kafka.restart_at) == (0, 100.0)
+    kafka.supervise([waiting], now=100.1)
+    assert broker.starts == 1 and kafka.restart_at is None
+    assert (waiting.restart_at, waiting.quick_exits) == (100.1, 0)
+    kafka.supervise([waiting], now=100.2)  # running: nothing more
+    assert broker.starts == 1
+
+
+def test_a_local_broker_that_fails_to_start_is_tried_again_with_backoff(tmp_path: Path) -> None:
+    broker = DeadBroker(tmp_path, failures=3)
+    kafka = LocalKafka(broker, started_at=0.0)
+    now = 100.0
+    delays = []
+    while not broker.running:
+        kafka.supervise([], now)  # notices it is down (no exception escapes a failed start)
+        assert kafka.restart_at is not None
+        delays.append(kafka.restart_at - now)
+        now = kafka.restart_at
+        kafka.supervise([], now)  # tries
+    assert broker.starts == 4
+    assert delays == [0.0, 0.0, 0.5, 1.0]  # as a crash-looping child's (restart_delay_s)
 
 
 def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:
