@@ -6,7 +6,8 @@ Two things are watched, by one daemon thread that looks every second:
   when the group coordinator moves (librdkafka #5456, #5511); the ledger processor
   guards every transactional call (``guard``), and a call that outlives its limit ends
   the process. The restart fences and aborts the hung transaction, as after a kill
-  (``processors.ledger.processor``, failure scenarios).
+  (``processors.ledger.processor``, failure scenarios). A call known to be about to
+  hang ends the process at once the same way (``end``).
 - **the loop's polls**: a loop that has not been inside a Kafka poll (``polling``) for
   ``poll_limit_s`` since its first one is wedged (a deadlock, every render thread
   stuck) while librdkafka's own threads keep its session alive. librdkafka makes it
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 log = logging.getLogger("maas.watchdog")
 
@@ -54,6 +56,10 @@ class Watchdog:
     def close(self) -> None:
         """The loop has ended: nothing is watched any more."""
         self.closed.set()
+
+    def end(self, why: str) -> NoReturn:
+        """End the process now, as a hung guarded call would at its limit."""
+        _exit("%s; exiting so that a restart fences the transaction", why)
 
     @contextmanager
     def guard(self, limit_s: float, what: str) -> Iterator[None]:
@@ -95,7 +101,7 @@ class Watchdog:
                 )
 
 
-def _exit(message: str, *args: object) -> None:
+def _exit(message: str, *args: object) -> NoReturn:
     log.critical(message, *args)
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     logging.shutdown()

@@ -455,6 +455,11 @@ class LedgerProcessor:
                 err = exc.args[0]
                 if err.txn_requires_abort():
                     raise TransactionAborted(err) from exc
+                if what == "send_offsets_to_transaction" and err.code() == KafkaError._TRANSPORT:
+                    # Its coordinator's connection broke (a broker restart or kill): the
+                    # retry then blocks past its timeout (librdkafka #5456, #5511), every
+                    # time it was seen. End now, not when the watchdog's limit is out.
+                    self.watchdog.end(f"{what} lost its coordinator error={err.str()}")
                 if err.retriable() and time.monotonic() < give_up:
                     log.warning("transactional call retry error=%s", err)
                     time.sleep(RETRY_BACKOFF_S)

@@ -57,6 +57,21 @@ def test_a_guarded_call_that_outlives_its_limit_ends_the_process() -> None:
     assert "guarded call hung call=send_offsets_to_transaction" in child.stderr
 
 
+def test_a_call_known_to_hang_ends_the_process_at_once() -> None:
+    """Scenario: the loop learns that its next call would hang (``end``).
+    We expect: exit code 70 at once, the reason logged, nothing after it run."""
+    child = run_child(
+        """
+        watchdog = Watchdog()
+        watchdog.end("send_offsets_to_transaction lost its coordinator")
+        print("went on")
+        """
+    )
+    assert child.returncode == WATCHDOG_EXIT_CODE, child.stderr
+    assert "send_offsets_to_transaction lost its coordinator; exiting" in child.stderr
+    assert "went on" not in child.stdout
+
+
 def test_time_in_a_poll_before_the_first_poll_and_after_close_is_not_silence() -> None:
     """Scenario: with a 0.5 s limit, a loop starts slowly (1.5 s before its first poll),
     stays 1.5 s inside one poll, and, once closed, is silent for 1.5 s.
