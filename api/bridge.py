@@ -28,6 +28,10 @@ Failure scenarios:
 - broker down at start-up: the reply thread asks again, each time with a fresh client
   (``core.watermarks``); until it is positioned the bridge is not ready and calls
   answer ``NotReady`` (503) instead of waiting blind;
+- a reply consumer that stops fetching (an assigned partition's consumer can, after a
+  broker restart, until it is recreated: librdkafka #5153): committed replies past its
+  position at two looks ``REPLY_STALL_S`` apart, with nothing read, and it is rebuilt at
+  its position;
 - broker down later: produce keeps retrying inside librdkafka until
   ``message.timeout.ms`` (= the request deadline), then the delivery report fails. The
   bridge waits for that report, never less, so librdkafka cannot deliver an event
@@ -88,6 +92,9 @@ log = logging.getLogger(__name__)
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
 REPLIES_END_QUERY_S = 2.0
+# Idle this long, the reply consumer looks whether committed replies lie past it (one
+# offsets query to the broker); behind at two looks in a row, it is rebuilt.
+REPLY_STALL_S = 1.0
 # librdkafka reports every message by message.timeout.ms; this only guards against a
 # report that never comes (a bug), so that no request waits forever.
 DELIVERY_REPORT_SLACK_S = 5.0
@@ -355,40 +362,67 @@ class KafkaBridge:
             asker.close()
 
     def _consume_replies(self) -> None:
-        end = self._replies_end()
-        if end is None:
+        start = self._replies_end()
+        if start is None:
             return
+        partition = TopicPartition(self.topics.replies, self.settings.api_instance)
         # Built once the partition has answered: a client that asked during a leader's
         # kill may keep waiting for the old leader (core.watermarks).
-        consumer = Consumer(reply_consumer_config(self.settings))
+        consumer = self._reply_consumer_at(partition, start)
+        self._replies_positioned.set()
+        quiet_since, behind = time.monotonic(), False
         try:
-            consumer.assign([TopicPartition(self.topics.replies, self.settings.api_instance, end)])
-            log.info(
-                "replies assigned topic=%s partition=%d offset=%d",
-                self.topics.replies,
-                self.settings.api_instance,
-                end,
-            )
-            self._replies_positioned.set()
             while not self._stopping.is_set():
                 messages = take_batch(consumer, 500, IDLE_WAIT_S)
-                batch: list[Reply] = []
-                for message in messages:
-                    if (error := message.error()) is not None:
-                        log.warning("reply consumer error=%s", error.str())
-                        continue
-                    try:
-                        batch.append(Reply.model_validate_json(message.value() or b""))
-                    except ValidationError as exc:
-                        log.error(
-                            "malformed reply offset=%d error=%s",
-                            message.offset(),
-                            exc.errors()[0]["msg"],
-                        )
-                if batch and self._loop is not None:
-                    _call_soon(self._loop, self._resolve_replies, batch)
+                if messages:
+                    quiet_since, behind = time.monotonic(), False
+                    self._take_replies(messages)
+                    continue
+                if time.monotonic() - quiet_since < REPLY_STALL_S:
+                    continue
+                quiet_since = time.monotonic()
+                position = _behind_at(consumer, partition, start)
+                if position is not None and behind:
+                    log.warning(
+                        "reply consumer read nothing while committed replies lie past its "
+                        "position; rebuilt there partition=%d offset=%d",
+                        partition.partition,
+                        position,
+                    )
+                    consumer.close()
+                    consumer = self._reply_consumer_at(partition, position)
+                    start, position = position, None
+                behind = position is not None
         finally:
             consumer.close()
+
+    def _reply_consumer_at(self, partition: TopicPartition, offset: int) -> Consumer:
+        consumer = Consumer(reply_consumer_config(self.settings))
+        consumer.assign([TopicPartition(partition.topic, partition.partition, offset)])
+        log.info(
+            "replies assigned topic=%s partition=%d offset=%d",
+            partition.topic,
+            partition.partition,
+            offset,
+        )
+        return consumer
+
+    def _take_replies(self, messages: list[Message]) -> None:
+        batch: list[Reply] = []
+        for message in messages:
+            if (error := message.error()) is not None:
+                log.warning("reply consumer error=%s", error.str())
+                continue
+            try:
+                batch.append(Reply.model_validate_json(message.value() or b""))
+            except ValidationError as exc:
+                log.error(
+                    "malformed reply offset=%d error=%s",
+                    message.offset(),
+                    exc.errors()[0]["msg"],
+                )
+        if batch and self._loop is not None:
+            _call_soon(self._loop, self._resolve_replies, batch)
 
     # --- readiness -----------------------------------------------------------------------
 
@@ -451,6 +485,22 @@ class KafkaBridge:
         if self._probe is not None:
             self._probe.close()
             self._probe = None
+
+
+def _behind_at(consumer: Consumer, partition: TopicPartition, start: int) -> int | None:
+    """The consumer's position if committed replies lie past it, else None (also when
+    the broker cannot say now). A ``read_committed`` consumer's end offset is the last
+    stable one: replies of a transaction still open are not past it. Before its first
+    fetch the consumer has no position: it stands where it was assigned, ``start``."""
+    try:
+        _, committed_end = consumer.get_watermark_offsets(
+            partition, KAFKA_PROBE_TIMEOUT_S, cached=False
+        )
+        [at] = consumer.position([partition])
+    except KafkaException:
+        return None
+    position = at.offset if at.offset >= 0 else start
+    return position if committed_end > position else None
 
 
 def _lag(probe: Consumer, partitions: list[TopicPartition]) -> int:

@@ -11,16 +11,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from api.bridge import KafkaBridge
+import api.bridge
+from api.bridge import REPLY_STALL_S, KafkaBridge
 from api.errors import KafkaUnavailable
 from api.metrics import Metrics
 from core.admin import ensure_topics
+from core.batching import take_batch
 from core.settings import Settings
 from core.topics import Topics
 from schemas.events import AccountQueried, Reply, dump
@@ -97,6 +99,43 @@ def test_the_reply_ends_the_call(settings: Settings) -> None:
         assert await asyncio.wait_for(call, 10) == reply
 
     with_bridge(settings, body)
+
+
+def test_a_reply_consumer_that_stops_fetching_is_rebuilt_and_the_call_answered(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario: the reply consumer stops fetching while a call waits (its first consumer
+    is paused, by its own thread; after a broker restart librdkafka can leave an assigned
+    partition's consumer so until it is recreated, #5153), and the ledger (the test)
+    answers; the deadline is 30 s away.
+
+    We expect: the reply within a few seconds: the consumer finds committed replies past
+    its position at two looks, reads nothing, and is rebuilt there."""
+    settings = settings.model_copy(update={"request_deadline_ms": 30_000})
+    stalled: list[Consumer] = []
+
+    def first_consumer_stalls(consumer: Consumer, *args: Any, **kwargs: Any) -> list[Message]:
+        if not stalled:
+            consumer.pause(consumer.assignment())
+            stalled.append(consumer)
+        return take_batch(consumer, *args, **kwargs)
+
+    monkeypatch.setattr(api.bridge, "take_batch", first_consumer_stalls)
+
+    async def body(bridge: KafkaBridge) -> float:
+        event = query(bridge)
+        call = asyncio.create_task(bridge.call(bridge.topics.requests, event))
+        appended = await asyncio.to_thread(read_one, settings, bridge.topics.requests)
+        producer = Producer(settings.kafka_common())
+        reply = Reply(correlation_id=event.event_id, outcome="not_found")
+        producer.produce(bridge.topics.replies, dump(reply), partition=appended.reply_to)
+        producer.flush(10)
+        answered = time.monotonic()
+        assert await asyncio.wait_for(call, 20) == reply
+        return time.monotonic() - answered
+
+    assert with_bridge(settings, body) < 3 * REPLY_STALL_S + 2
+    assert len(stalled) == 1
 
 
 def test_no_reply_by_the_deadline_is_none_once_the_event_is_in_the_log(
