@@ -288,12 +288,11 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     assert ready.status_code == 503
     assert ready.json()["checks"]["kafka"].startswith("unreachable")
 
-    # The ledger processor, as of this writing, rejoins its group after a broker
-    # restart but decides nothing until it is restarted itself; or it has exited
-    # already, when a transaction (a deadline refund) met the broker down and its
-    # watchdog ended it, as designed (the supervisor restarts it). This scenario is
-    # about the API (same process throughout): its producer, reply consumer and key
-    # table must carry on, so the processor is restarted here, as the supervisor would.
+    # The ledger processor may have ended itself, as designed: a transaction that met
+    # the broker down lost its coordinator, or hung until its watchdog (the supervisor
+    # restarts it; here nobody does). This scenario is about the API (same process
+    # throughout): its producer, reply consumer and key table must carry on, so the
+    # processor is restarted here, as the supervisor would.
     stack.restart("processor")
     stack.wait_ready()
     wait_for(lambda: stack.meme(api_key).status_code == 200, interval_s=1.0)
