@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +20,7 @@ import httpx
 import pytest
 
 from maas.broker import LocalBroker, free_port
+from tests.maas_up import start_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
@@ -32,7 +31,6 @@ RECOVERY_S = 45.0
 TOKENS = 100
 BILLING = {"Authorization": "Bearer dev-billing-token"}
 MEME: dict[str, str | float] = {"lat": 40.7, "lon": -73.9, "query": "crash"}
-UP = [sys.executable, "-m", "maas.cli", "up"]
 # The smallest service that still has every part.
 ONE_OF_EACH = [
     "--processors",
@@ -57,16 +55,8 @@ def test_maas_up_restarts_its_killed_broker_and_serves_again(tmp_path: Path) -> 
     }
     broker = LocalBroker(tmp_path / "data" / "kafka", port=kafka_port)
     up_log = tmp_path / "up.log"
-    with up_log.open("wb") as out:
-        up = subprocess.Popen(
-            [*UP, "--port", str(port), "--kafka-port", str(kafka_port), *ONE_OF_EACH],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    up = start_up(["--port", str(port), "--kafka-port", str(kafka_port), *ONE_OF_EACH], env, up_log)
     try:
-        _wait_for(lambda: "MaaS Ledger is up" in up_log.read_text(), 150, up_log, up)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             auth = _client(http)
             assert http.get("/memes", params=MEME, headers=auth).status_code == 200
@@ -130,12 +120,3 @@ def _alive(pid: int) -> bool:
         return "kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
     except OSError:
         return False
-
-
-def _wait_for(
-    condition: Any, timeout_s: float, log: Path, process: subprocess.Popen[bytes]
-) -> None:
-    give_up = time.monotonic() + timeout_s
-    while not condition():
-        assert process.poll() is None and time.monotonic() < give_up, log.read_text()[-4000:]
-        time.sleep(0.2)

@@ -31,6 +31,7 @@ from core.settings import Settings
 from maas.broker import free_port
 from maas.rolling import in_roll_order
 from maas.supervisor import children
+from tests.maas_up import start_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.scenario]
 
@@ -70,16 +71,8 @@ def test_a_rolling_restart_under_load_answers_every_call(kafka: Any, tmp_path: P
         "PYTHONUNBUFFERED": "1",
     }
     up_log = tmp_path / "up.log"
-    with up_log.open("wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "maas.cli", "up", "--port", str(port), *_count_flags()],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    up = start_up(["--port", str(port), *_count_flags()], env, up_log)
     try:
-        _wait_for(lambda: "MaaS Ledger is up" in up_log.read_text(), 120, up_log, up)
         before = pids(up_log.read_text())
         assert set(before) == CHILDREN
         # Closed before the roll: its idle connection would hold a stopping API's drain
@@ -189,12 +182,3 @@ def _count_flags() -> list[str]:
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def _wait_for(
-    condition: Any, timeout_s: float, log: Path, process: subprocess.Popen[bytes]
-) -> None:
-    give_up = time.monotonic() + timeout_s
-    while not condition():
-        assert process.poll() is None and time.monotonic() < give_up, log.read_text()[-4000:]
-        time.sleep(0.2)
