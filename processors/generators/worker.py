@@ -49,7 +49,9 @@ pool: a fresh one rejoins in the same process (``run``), which keeps its loaded 
 and its finished memes; a restart took 2-4 s and began with a cold cache. The
 ``MAX_FENCES``-th fence within ``FENCES_WINDOW_S`` ends the process instead: two pools
 given one instance id would fence each other in turn, and the supervisor backs off a
-crash loop and says so in its log.
+crash loop and says so in its log. A fence that follows the pool's own lost broker
+connection is not counted (``Fences``): every broker restart fences every pool once (its
+session ran out while the broker was away), and three restarts in a minute are not twins.
 
 With the offline backend the AI meme is a pure function of the request, like a standard
 one. With an HTTP model a re-run after a crash may get other words from the model; the
@@ -112,6 +114,9 @@ SESSION_TIMEOUT_MS = 6_000
 # fenced a pool twice within 10 s at most.
 MAX_FENCES = 3
 FENCES_WINDOW_S = 60.0
+# Errors of a pool's consumer that say it lost its broker (error_cb): a fence soon after
+# is its own session's end, not a twin's join.
+LOST_BROKER = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 Delivered = Callable[[KafkaError | None, Message], None]
 
@@ -120,6 +125,35 @@ def membership(settings: Settings, kind: Kind) -> tuple[str, str]:
     """The consumer group of the pools of ``kind`` and this pool's static member id."""
     group = f"{settings.region}.generators.{kind}"
     return group, f"{group}.{settings.instance_id}"
+
+
+class Fences:
+    """A process's fences, for the twin rule: the ``MAX_FENCES``-th within
+    ``FENCES_WINDOW_S`` suspects a twin, except fences within that window of the pool's
+    own lost broker connection, which are not counted."""
+
+    def __init__(self) -> None:
+        self.counted: deque[float] = deque(maxlen=MAX_FENCES)
+
+    def twin_suspected(self, now: float, lost_broker_at: float | None) -> bool:
+        if lost_broker_at is not None and now - lost_broker_at < FENCES_WINDOW_S:
+            return False
+        self.counted.append(now)
+        return len(self.counted) == MAX_FENCES and now - self.counted[0] < FENCES_WINDOW_S
+
+
+@dataclass(slots=True)
+class LostBroker:
+    """When a pool's consumer last said it lost its broker (its error_cb, served in
+    ``poll``; librdkafka logs the errors itself). Apart from the pool, so that the
+    consumer holding the callback holds no cycle back to the pool: a fenced pool, with
+    its producer's threads, must go when dropped, not at the next garbage collection."""
+
+    at: float | None = None
+
+    def note(self, error: KafkaError) -> None:
+        if error.code() in LOST_BROKER:
+            self.at = time.monotonic()
 
 
 class ConsumerFatal(KafkaException):
@@ -175,6 +209,7 @@ class GeneratorPool:
         else:
             self.backend = None
         self.caption_threshold = settings.policy_caption_threshold
+        self.lost_broker = LostBroker()
         common = settings.kafka_common()
         group, member = membership(settings, kind)
         self.consumer = consumer or Consumer(
@@ -199,6 +234,7 @@ class GeneratorPool:
                 # fetch.wait.max.ms stays at librdkafka's 500 ms: a fetch is a long poll
                 # that the broker answers as soon as a record is there, so waiting costs
                 # no latency, and a few ms would make the broker spin at idle.
+                "error_cb": self.lost_broker.note,
             }
         )
         self.producer = producer or Producer(
@@ -554,13 +590,13 @@ def run(settings: Settings, kind: Kind) -> None:
     # Made once: a pool that rejoins after a fence keeps its backend's connections.
     backend = make_backend(settings) if kind == "ai" else None
     blobs = make_blob_store(settings)
-    fences: deque[float] = deque(maxlen=MAX_FENCES)
+    fences = Fences()
     while not stop.is_set():
+        pool = GeneratorPool(settings, kind, backend=backend, blobs=blobs, stop_event=stop)
         try:
-            GeneratorPool(settings, kind, backend=backend, blobs=blobs, stop_event=stop).run()
+            pool.run()
         except ConsumerFatal as exc:
-            fences.append(time.monotonic())
-            if len(fences) == MAX_FENCES and fences[-1] - fences[0] < FENCES_WINDOW_S:
+            if fences.twin_suspected(time.monotonic(), pool.lost_broker.at):
                 log.critical(
                     "consumer fenced %d times within %.0f s, exiting (is another pool running "
                     "with instance id %s?) error=%s",
