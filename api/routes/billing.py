@@ -50,6 +50,8 @@ from schemas.events import (
 
 router = APIRouter(prefix="/v1/clients", tags=["billing"], dependencies=[BillingScope])
 
+SAFE_TO_REPEAT = "not confirmed by the deadline; repeating the call is safe"
+
 
 class Body(BaseModel):
     """A request body: a field it does not know is refused (422 naming it), not ignored.
@@ -194,14 +196,13 @@ async def rotate_api_key(client_id: IdPath, bridge: Bridge, keys: Keys) -> Regis
     api_key = _new_api_key()
     digest = key_hash(api_key)
     event = ApiKeyRotationRequested(**bridge.envelope(client_id), api_key_sha256=digest)
-    reply = await bridge.call(bridge.topics.purchases, event)
-    if reply is None:
-        # Unlike a registration's, this key may never be decided (an unknown client):
-        # handing it out could leave billing with a key that never works.
-        raise DeadlineExceeded("not confirmed by the deadline; repeat the call for a new key")
-    if reply.outcome == "not_found":
-        raise NotFound("unknown client")
-    _expect(reply, "key_rotated")
+    # Unlike a registration's, this key may never be decided (an unknown client): handing
+    # it out unconfirmed could leave billing with a key that never works.
+    _decided_for_client(
+        await bridge.call(bridge.topics.purchases, event),
+        "key_rotated",
+        unconfirmed="not confirmed by the deadline; repeat the call for a new key",
+    )
     keys.add(digest, client_id)
     return RegisteredClient(client_id=client_id, api_key=api_key)
 
@@ -288,12 +289,11 @@ async def _change_subscription(
         active=active,
         until_ms=until_ms,
     )
-    reply = await bridge.call(bridge.topics.purchases, event)
-    if reply is None:
-        raise DeadlineExceeded("not confirmed by the deadline; repeating the call is safe")
-    if reply.outcome == "not_found":
-        raise NotFound("unknown client")
-    _expect(reply, "subscription")
+    reply = _decided_for_client(
+        await bridge.call(bridge.topics.purchases, event),
+        "subscription",
+        unconfirmed=SAFE_TO_REPEAT,
+    )
     account = reply.account
     assert account is not None
     ai_gate.learn(client_id, "ai" if account.ai_active else "standard")
@@ -349,12 +349,9 @@ async def erase_personal_data(
             **bridge.envelope(client_id),
             after_request_id=after,
         )
-        reply = await bridge.call(bridge.topics.purchases, event)
-        if reply is None:
-            raise DeadlineExceeded("not confirmed by the deadline; repeating the call is safe")
-        if reply.outcome == "not_found":
-            raise NotFound("unknown client")
-        _expect(reply, "erased")
+        reply = _decided_for_client(
+            await bridge.call(bridge.topics.purchases, event), "erased", unconfirmed=SAFE_TO_REPEAT
+        )
         batch = reply.erasure
         assert batch is not None
         deleted = await asyncio.to_thread(_delete_all, blobs, batch.image_keys)
@@ -374,6 +371,17 @@ async def erase_personal_data(
 
 def _delete_all(blobs: BlobStore, keys: tuple[str, ...]) -> int:
     return sum(blobs.delete(key) for key in keys)
+
+
+def _decided_for_client(reply: Reply | None, outcome: str, *, unconfirmed: str) -> Reply:
+    """The ledger's ``outcome`` of a change to a client: a 504 saying ``unconfirmed`` if
+    no reply came by the deadline, a 404 if the ledger knows no such client."""
+    if reply is None:
+        raise DeadlineExceeded(unconfirmed)
+    if reply.outcome == "not_found":
+        raise NotFound("unknown client")
+    _expect(reply, outcome)
+    return reply
 
 
 def _expect(reply: Reply, outcome: str) -> None:

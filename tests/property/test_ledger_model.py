@@ -171,6 +171,17 @@ class LedgerMachine(RuleBasedStateMachine):
         assert (entry.client_id, entry.seq) == (client_id, client.seq), entry
         return entry
 
+    def _known_or_not_found(
+        self, client_id: str, decision: Decision, reply: Reply
+    ) -> ClientModel | None:
+        """The model's client; for one it does not know, the ledger must have answered
+        ``not_found`` and appended nothing."""
+        client = self.clients.get(client_id)
+        if client is None:
+            assert decision.entries == ()
+            assert reply.outcome == "not_found"
+        return client
+
     @staticmethod
     def _only_reply(decision: Decision, reply_to: int, correlation_id: str) -> Reply:
         assert len(decision.replies) == 1, decision.replies
@@ -284,10 +295,8 @@ class LedgerMachine(RuleBasedStateMachine):
         decision = self._handle(event)
 
         reply = self._only_reply(decision, reply_to, event.event_id)
-        client = self.clients.get(client_id)
+        client = self._known_or_not_found(client_id, decision, reply)
         if client is None:
-            assert decision.entries == ()
-            assert reply.outcome == "not_found"
             return
         changed = self._one_entry(decision, client_id, SubscriptionChanged)
         client.ai_active = active
@@ -305,10 +314,8 @@ class LedgerMachine(RuleBasedStateMachine):
         decision = self._handle(event)
 
         reply = self._only_reply(decision, reply_to, event.event_id)
-        client = self.clients.get(client_id)
+        client = self._known_or_not_found(client_id, decision, reply)
         if client is None:
-            assert decision.entries == ()
-            assert reply.outcome == "not_found"
             return
         rotated = self._one_entry(decision, client_id, ApiKeyRotated)
         client.api_key_sha256 = key
