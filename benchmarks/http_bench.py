@@ -185,10 +185,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.smoke:
         args.clients, args.tokens, args.duration, args.connections = 5, 1_000, 2, 4
-        args.rate, args.seconds, args.warmup, args.idle_seconds = 10.0, 2.0, 0.0, 0.0
+        args.rate, args.seconds, args.warmup, args.idle_seconds = 10.0, 1.0, 0.0, 0.0
         args.ladder = ""
         args.overload, args.capacity = True, 10.0
-        args.overload_seconds, args.after_seconds = 2.0, 2.0
+        args.overload_seconds, args.after_seconds = 1.0, 1.0
         args.png = RESULTS / "http-smoke.png"  # the documented plot stays as measured
     return args
 
