@@ -38,6 +38,8 @@ Failure scenarios:
   after its caller was told 503. A message that timed out while in flight may still be
   in the log; its reply is then waited for until the call's deadline, and answered if it
   comes; otherwise 503, naming the request so that it can be looked up or retried;
+- every broker down (``api.outage``): once a metadata request goes unanswered, calls are
+  refused at once with 503 before anything is appended, until a broker answers again;
 - delivered but no reply (processor down or slow): the caller gets ``None`` at the
   deadline; the ledger refunds the charge if no meme is made in time, and the client
   can ask ``GET /v1/requests/{id}`` or retry with the same ``Idempotency-Key``.
@@ -73,6 +75,7 @@ from pydantic import ValidationError
 
 from api.errors import KafkaUnavailable, NotReady, Overloaded, TooManyRequests
 from api.metrics import Metrics
+from api.outage import KafkaOutage
 from core.batching import IDLE_WAIT_S, take_batch
 from core.clock import now_ms
 from core.settings import Settings
@@ -91,6 +94,9 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
+# How long the producer's thread waits for a broker's answer while every connection is
+# down (``api.outage``); delivery reports wait as long meanwhile.
+OUTAGE_LOOK_TIMEOUT_S = 1.0
 REPLIES_END_QUERY_S = 2.0
 # Idle this long, the reply consumer looks whether committed replies lie past it (one
 # offsets query to the broker); behind at two looks in a row, it is rebuilt.
@@ -155,7 +161,8 @@ class KafkaBridge:
         self._replies_positioned = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._producer = Producer(producer_config(settings))
+        self._outage = KafkaOutage()
+        self._producer = Producer({**producer_config(settings), "error_cb": self._outage.note})
         self._probe: Consumer | None = None  # built by the first readiness probe
         self._probe_lock = threading.Lock()
 
@@ -252,6 +259,12 @@ class KafkaBridge:
             deadline_ms = self.deadline_ms()
         if not self.replies_positioned:
             raise NotReady("reply consumer is not positioned yet")
+        if self._outage.down:
+            raise KafkaUnavailable(
+                "no Kafka broker answers this API process; nothing was appended: retry "
+                "after Retry-After seconds",
+                kafka_code="_ALL_BROKERS_DOWN",
+            )
         if self.full:
             raise self.refuse()
         client_id = event.client_id
@@ -343,8 +356,12 @@ class KafkaBridge:
     # --- threads -----------------------------------------------------------------------
 
     def _poll_producer(self) -> None:
+        topic = self.topics.requests
         while not self._stopping.is_set():
             self._producer.poll(IDLE_WAIT_S)
+            self._outage.look(
+                lambda: self._producer.list_topics(topic, timeout=OUTAGE_LOOK_TIMEOUT_S)
+            )
 
     def _replies_end(self) -> int | None:
         """Where the instance's reply partition ends now; None if stopped first."""

@@ -263,7 +263,8 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
 
     We expect: a 503 ``kafka_unavailable`` with ``Retry-After: 1``, never a hang: the
     append times out at the deadline, and the API then waits for a reply (a timed-out
-    append may have reached the log) until the deadline plus the refund grace;
+    append may have reached the log) until the deadline plus the refund grace, or, once
+    the API knows that no broker answers, at once; the next call is refused at once;
     ``/readyz`` says Kafka is unreachable; once the broker is back, the same client gets
     memes again and was charged for nothing it did not get.
     """
@@ -277,6 +278,9 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
         response = stack.meme(api_key)
         elapsed_s = time.monotonic() - started
         ready = stack.http.get("/readyz", timeout=15)
+        started = time.monotonic()
+        refused = stack.meme(api_key)
+        refused_s = time.monotonic() - started
     finally:
         kafka.broker.start()
 
@@ -287,6 +291,10 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     assert elapsed_s <= settled_s + 2.0
     assert ready.status_code == 503
     assert ready.json()["checks"]["kafka"].startswith("unreachable")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["kafka_code"] == "_ALL_BROKERS_DOWN"
+    assert refused.headers["retry-after"] == "1"
+    assert refused_s < 0.5
 
     # The ledger processor may have ended itself, as designed: a transaction that met
     # the broker down lost its coordinator, or hung until its watchdog (the supervisor

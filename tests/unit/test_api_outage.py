@@ -1,0 +1,53 @@
+"""``api.outage.KafkaOutage``: librdkafka's word that every broker connection is down
+refuses nothing by itself; an unanswered question to a broker declares the outage, and
+the first answered one ends it. (The API refusing calls meanwhile, against a stopped
+broker: ``tests/scenarios/test_api_faults.py``.)"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from api.outage import KafkaOutage
+
+ALL_DOWN = KafkaError(KafkaError._ALL_BROKERS_DOWN)
+
+
+def unanswered() -> None:
+    raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+
+def answered() -> None:
+    return None
+
+
+def test_the_word_alone_is_no_outage_and_nobody_is_asked_without_it() -> None:
+    outage = KafkaOutage()
+    outage.look(unanswered)  # not suspected: not asked
+    assert not outage.down
+    outage.note(KafkaError(KafkaError._TRANSPORT))  # one connection lost: no suspicion
+    assert not outage.suspected
+    outage.note(ALL_DOWN)
+    assert outage.suspected and not outage.down
+    outage.look(answered)  # a connection closed idle, back at once
+    assert not outage.suspected and not outage.down
+
+
+def test_an_unanswered_question_declares_it_until_one_is_answered() -> None:
+    outage = KafkaOutage()
+    outage.note(ALL_DOWN)
+    outage.look(unanswered)
+    assert outage.down
+    since = outage.since
+    outage.look(unanswered)  # asked again after every poll; it began at the first
+    assert outage.down and outage.since == since
+    outage.look(answered)
+    assert not outage.down and not outage.suspected
+
+
+@pytest.mark.parametrize("code", [KafkaError._FATAL, KafkaError._MSG_TIMED_OUT])
+def test_other_errors_are_logged_not_suspected(code: int, caplog: pytest.LogCaptureFixture) -> None:
+    outage = KafkaOutage()
+    outage.note(KafkaError(code, "what librdkafka said"))
+    assert not outage.suspected
+    assert "what librdkafka said" in caplog.text
