@@ -63,6 +63,12 @@ class Metrics:
             "AI memes this API process is waiting on (their limit: api_max_ai_in_flight).",
             registry=self.registry,
         )
+        self.kafka_unreachable = Gauge(
+            "maas_kafka_unreachable",
+            "1 while no Kafka broker answers this API process (api/outage.py): its calls "
+            "are refused at once, 503 kafka_unavailable.",
+            registry=self.registry,
+        )
         self.overloaded = Counter(
             "maas_overloaded",
             "Requests refused before anything was appended, by the limit reached: 'all' "

@@ -281,6 +281,7 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
         started = time.monotonic()
         refused = stack.meme(api_key)
         refused_s = time.monotonic() - started
+        unreachable = sample_value(stack, "maas_kafka_unreachable")
     finally:
         kafka.broker.start()
 
@@ -295,6 +296,7 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     assert refused.json()["kafka_code"] == "_ALL_BROKERS_DOWN"
     assert refused.headers["retry-after"] == "1"
     assert refused_s < 0.5
+    assert unreachable == 1
 
     # The ledger processor may have ended itself, as designed: a transaction that met
     # the broker down lost its coordinator, or hung until its watchdog (the supervisor
@@ -304,6 +306,7 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     stack.restart("processor")
     stack.wait_ready()
     wait_for(lambda: stack.meme(api_key).status_code == 200, interval_s=1.0)
+    assert sample_value(stack, "maas_kafka_unreachable") == 0
     # The failed call was never appended, or was appended and then refunded or served:
     # either way, charges equal memes delivered.
     account = wait_for(lambda: _settled_account(stack, api_key))
