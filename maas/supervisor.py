@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from core.admin import ensure_topics
 from core.heartbeat import HeartbeatWatch, kill_silent
 from core.readiness import forget
 from core.settings import DEFAULT_BILLING_TOKEN, Settings
-from maas.broker import BrokerError, LocalBroker
+from maas.broker import LocalBroker
 from maas.processes import (
     PROCESSES,
     SERVICE,
@@ -111,17 +112,24 @@ class Child:
 
 @dataclass
 class LocalKafka:
-    """The local broker ``maas up`` started, supervised like a child."""
+    """The local broker ``maas up`` started, supervised like a child. A start runs in a
+    thread of its own (seconds; up to the broker's start timeout if it never answers), so
+    that the children are watched meanwhile: a processor that ended on the broker's death
+    starts again at once and waits for the broker, instead of waiting for the
+    supervisor."""
 
     broker: LocalBroker
     quick_exits: int = 0
     started_at: float = field(default_factory=time.monotonic)
     restart_at: float | None = None  # set while it is down
+    starting: _Start | None = None  # a start under way
 
     def supervise(self, children: list[Child], now: float) -> None:
-        """One look: notice that the broker is gone, and start it again once its delay is
-        over. The start blocks until the broker answers (seconds): meanwhile no child
-        can do anything useful anyway."""
+        """One look: notice that the broker is gone, start it again once its delay is
+        over, and learn how the start went."""
+        if self.starting is not None:
+            self._started(children, now)
+            return
         if self.restart_at is None:
             if self.broker.is_running():
                 return
@@ -138,19 +146,48 @@ class LocalKafka:
         if now < self.restart_at:
             return
         self.started_at = now
-        try:
-            self.broker.start()
-        except BrokerError as exc:
-            self.restart_at = None  # the next look counts it as a quick exit
-            log.error("local kafka did not start: %s", exc)
-            return
         self.restart_at = None
-        log.info("local kafka is back after_s=%.1f", time.monotonic() - now)
+        self.starting = _Start(self.broker)
+
+    def _started(self, children: list[Child], now: float) -> None:
+        assert self.starting is not None
+        if self.starting.thread.is_alive():
+            return
+        error, self.starting = self.starting.error, None
+        if error is not None:  # the next look counts it as a quick exit
+            log.error("local kafka did not start: %s", error)
+            return
+        log.info("local kafka is back after_s=%.1f", now - self.started_at)
         # Their quick exits were the broker's absence, not a crash loop of their own.
         for child in children:
             if child.restart_at is not None:
                 child.restart_at = now
                 child.quick_exits = 0
+
+    def stop(self) -> None:
+        """Stop the broker, after a start under way has ended (else it would launch a JVM
+        after the stop, left running)."""
+        if self.starting is not None and self.starting.thread.is_alive():
+            log.info("waiting for the local kafka's start to end, to stop it")
+            self.starting.thread.join()
+        self.broker.stop()
+
+
+class _Start:
+    """``broker.start()`` in a daemon thread; ``error`` is what it raised, if anything (any
+    failure is tried again, as ``maas up`` would not otherwise notice it)."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self.broker = broker
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, name="kafka-start", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.broker.start()
+        except Exception as exc:  # reported by the next look, on the supervisor's thread
+            self.error = exc
 
 
 def check_api_count(count: int, settings: Settings) -> None:
@@ -249,7 +286,7 @@ def up(settings: Settings, host: str, port: int, counts: Mapping[str, int], kafk
         stop_together([c.process for c in reversed(procs) if c.process], 15)
         if kafka is not None:
             log.info("stopping local kafka")
-            kafka.broker.stop()
+            kafka.stop()
     return 0
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +143,13 @@ class DeadBroker(LocalBroker):
         self.running = True
 
 
+def started(kafka: LocalKafka, children: list[Child], now: float) -> None:
+    """Looks until the start in its thread has ended and been taken in."""
+    while kafka.starting is not None:
+        kafka.starting.thread.join()
+        kafka.supervise(children, now)
+
+
 def test_a_dead_local_broker_is_started_again_and_waiting_children_start_at_once(
     tmp_path: Path,
 ) -> None:
@@ -152,10 +160,11 @@ def test_a_dead_local_broker_is_started_again_and_waiting_children_start_at_once
     waiting.restart_at = 130.0
     kafka.supervise([waiting], now=100.0)  # notices: it ran a while, so at once
     assert (broker.starts, kafka.restart_at) == (0, 100.0)
-    kafka.supervise([waiting], now=100.1)
+    kafka.supervise([waiting], now=100.1)  # starts it, in a thread
+    started(kafka, [waiting], now=100.3)
     assert broker.starts == 1 and kafka.restart_at is None
-    assert (waiting.restart_at, waiting.quick_exits) == (100.1, 0)
-    kafka.supervise([waiting], now=100.2)  # running: nothing more
+    assert (waiting.restart_at, waiting.quick_exits) == (100.3, 0)
+    kafka.supervise([waiting], now=100.4)  # running: nothing more
     assert broker.starts == 1
 
 
@@ -170,8 +179,50 @@ def test_a_local_broker_that_fails_to_start_is_tried_again_with_backoff(tmp_path
         delays.append(kafka.restart_at - now)
         now = kafka.restart_at
         kafka.supervise([], now)  # tries
+        started(kafka, [], now)
     assert broker.starts == 4
     assert delays == [0.0, 0.0, 0.5, 1.0]  # as a crash-looping child's (restart_delay_s)
+
+
+class SlowBroker(DeadBroker):
+    """A start that takes until ``release`` is set."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home, failures=0)
+        self.release = threading.Event()
+
+    def start(self, timeout_s: float = 120) -> None:
+        self.release.wait(10)
+        super().start(timeout_s)
+
+
+def test_children_are_watched_while_the_broker_starts(tmp_path: Path) -> None:
+    """Scenario: the broker is gone and its start takes a while; meanwhile a processor
+    is killed. We expect: the processor is started again at once, not once the broker is."""
+    broker = SlowBroker(tmp_path)
+    kafka = LocalKafka(broker, started_at=0.0)
+    child = SleepChild("processor", tmp_path / "processor.log", "127.0.0.1", 8000)
+    child.start({})
+    child.started_at -= CRASH_LOOP_S + 1  # it has been running for a while
+    first = child.process
+    assert first is not None
+    try:
+        now = time.monotonic()
+        kafka.supervise([child], now)
+        kafka.supervise([child], now)  # its start begins, and lasts
+        first.kill()
+        first.wait()
+        supervise(child, {}, now)  # at once: the supervisor's loop is not held
+        restarted = child.process
+        assert restarted is not None and restarted is not first and restarted.poll() is None
+        assert kafka.starting is not None and kafka.starting.thread.is_alive()
+    finally:
+        broker.release.set()
+        started(kafka, [child], now)
+        assert child.process is not None
+        child.process.kill()
+        child.process.wait()
+    assert broker.running
 
 
 def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_path: Path) -> None:
