@@ -7,7 +7,11 @@ Two things are watched, by one daemon thread that looks every second:
   guards every transactional call (``guard``), and a call that outlives its limit ends
   the process. The restart fences and aborts the hung transaction, as after a kill
   (``processors.ledger.processor``, failure scenarios). A call known to be about to
-  hang ends the process at once the same way (``end``).
+  hang ends the process at once the same way (``end``), and so does a call still running
+  after ``LOOK_AFTER_S`` when no broker listens (the guard's ``broker_listens``): alone on
+  one broker (``maas up``'s), a call that met the broker's death hung until its limit,
+  or failed only once the broker was back, and the restart then waits for the broker
+  instead;
 - **the loop's polls**: a loop that has not been inside a Kafka poll (``polling``) for
   ``poll_limit_s`` since its first one is wedged (a deadlock, every render thread
   stuck) while librdkafka's own threads keep its session alive. librdkafka makes it
@@ -26,13 +30,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
 log = logging.getLogger("maas.watchdog")
 
 WATCHDOG_EXIT_CODE = 70
+# A guarded call running this long has the watcher ask whether any broker listens (most
+# take milliseconds; a commit under load, a few hundred).
+LOOK_AFTER_S = 1.0
 
 
 class Watchdog:
@@ -46,6 +53,9 @@ class Watchdog:
         self.limit_s = 0.0
         self.what = ""
         self.deadline: float | None = None
+        self.started = 0.0
+        self.calls = 0  # guards entered: a look's verdict is for the call it looked at
+        self.broker_listens: Callable[[], bool] | None = None
         self.poll_limit_s = poll_limit_s
         # When the last poll ended; inf inside one (never silent); None before the first.
         # One field, so the watcher never sees a poll's end without its time.
@@ -62,10 +72,17 @@ class Watchdog:
         _exit("%s; exiting so that a restart fences the transaction", why)
 
     @contextmanager
-    def guard(self, limit_s: float, what: str) -> Iterator[None]:
+    def guard(
+        self, limit_s: float, what: str, broker_listens: Callable[[], bool] | None = None
+    ) -> Iterator[None]:
+        """``broker_listens`` (bounded by its own timeout; from the watcher's thread):
+        whether any broker listens; when it says no, a call past ``LOOK_AFTER_S`` ends."""
         self.limit_s = limit_s
         self.what = what
-        self.deadline = time.monotonic() + limit_s
+        self.broker_listens = broker_listens
+        self.calls += 1
+        self.started = time.monotonic()
+        self.deadline = self.started + limit_s
         try:
             yield
         finally:
@@ -91,6 +108,8 @@ class Watchdog:
                     self.what,
                     self.limit_s,
                 )
+            if deadline is not None and now - self.started >= LOOK_AFTER_S:
+                self._look()
             limit_s, polled_at = self.poll_limit_s, self.polled_at
             if limit_s is not None and polled_at is not None and now - polled_at > limit_s:
                 _exit(
@@ -99,6 +118,17 @@ class Watchdog:
                     now - polled_at,
                     limit_s,
                 )
+
+    def _look(self) -> None:
+        call, what, broker_listens = self.calls, self.what, self.broker_listens
+        if broker_listens is None or broker_listens():
+            return
+        if self.deadline is not None and self.calls == call:  # the call it looked at
+            _exit(
+                "guarded call met a broker outage call=%s: no broker listens; exiting so "
+                "that a restart fences the transaction once one does",
+                what,
+            )
 
 
 def _exit(message: str, *args: object) -> NoReturn:

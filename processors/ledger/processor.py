@@ -105,6 +105,7 @@ from pydantic import ValidationError
 
 from core.admin import check_partition_counts
 from core.batching import IDLE_WAIT_S, take_batch
+from core.broker_reach import any_broker_listens
 from core.clock import now_ms
 from core.readiness import mark_ready, take_over
 from core.settings import Settings
@@ -127,6 +128,7 @@ log = logging.getLogger("maas.ledger")
 RETRY_BACKOFF_S = 0.1
 TXN_CALL_TIMEOUT_S = 5.0
 WATCHDOG_SLACK_S = 2.0  # a call may overrun its own timeout a little before it is "hung"
+BROKER_LOOK_TIMEOUT_S = 1.0
 STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
 # The broker's smallest allowed session: a hung (stopped) instance's partitions move to
 # another instance after this long. A killed one is restarted at once and, being a static
@@ -448,7 +450,9 @@ class LedgerProcessor:
         give_up = time.monotonic() + self.settings.transaction_timeout_ms / 1000
         while True:
             try:
-                with self.watchdog.guard(TXN_CALL_TIMEOUT_S + WATCHDOG_SLACK_S, what):
+                with self.watchdog.guard(
+                    TXN_CALL_TIMEOUT_S + WATCHDOG_SLACK_S, what, self._broker_listens
+                ):
                     call()
                 return
             except KafkaException as exc:
@@ -465,6 +469,11 @@ class LedgerProcessor:
                     time.sleep(RETRY_BACKOFF_S)
                     continue
                 raise
+
+    def _broker_listens(self) -> bool:
+        """Whether any broker is there to answer (the watchdog's thread asks): listening,
+        as a paused broker of a healthy cluster still is (``core.broker_reach``)."""
+        return any_broker_listens(self.settings.bootstrap_servers, BROKER_LOOK_TIMEOUT_S)
 
     def _persist(self) -> None:
         """After the commit: RocksDB catches up, and new deadlines join the heap."""

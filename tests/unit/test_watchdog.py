@@ -88,3 +88,46 @@ def test_time_in_a_poll_before_the_first_poll_and_after_close_is_not_silence() -
         """
     )
     assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
+
+
+def test_a_guarded_call_during_a_broker_outage_ends_without_waiting_for_its_limit() -> None:
+    """Scenario: a call guarded for 20 s runs on while no broker listens.
+    We expect: exit code 70 within a few seconds (the first look after ``LOOK_AFTER_S``),
+    the outage named."""
+    child = run_child(
+        """
+        started = time.monotonic()
+        watchdog = Watchdog()
+        with watchdog.guard(20, "commit_transaction", lambda: False):
+            time.sleep(10)
+        print("went on")
+        """
+    )
+    assert child.returncode == WATCHDOG_EXIT_CODE, child.stderr
+    assert "met a broker outage call=commit_transaction" in child.stderr
+    assert "went on" not in child.stdout
+
+
+def test_a_broker_that_listens_or_a_call_that_ended_meanwhile_ends_nothing() -> None:
+    """Scenario: a guarded call of 2.5 s while a broker listens; then one of 2.2 s whose
+    look (1 s long, from ~1.5 s in) says no broker listens only once the call has ended
+    and the next one (1 s, a broker listening) has begun; then the loop goes on for 2 s.
+    We expect: none of it ends the process (a look's verdict is for the call it looked at)."""
+    child = run_child(
+        """
+        def late_no():
+            time.sleep(1.0)
+            return False
+
+        watchdog = Watchdog()
+        with watchdog.guard(20, "commit_transaction", lambda: True):
+            time.sleep(2.5)
+        with watchdog.guard(20, "send_offsets_to_transaction", late_no):
+            time.sleep(2.2)
+        with watchdog.guard(20, "commit_transaction", lambda: True):
+            time.sleep(1.0)
+        time.sleep(2.0)
+        print("alive")
+        """
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
