@@ -453,6 +453,9 @@ class KafkaBridge:
         able to kill the instance it probes.
         """
         checks: dict[str, Any] = {"replies_positioned": self.replies_positioned}
+        if self._outage.down:  # known already: answered at once, not after a probe's timeout
+            checks["kafka"] = "unreachable: no broker answers this process (api.outage)"
+            return Readiness(False, checks)
         with self._probe_lock:  # one probe at a time, whatever polls /readyz
             probe = self._probe_consumer()
             try:

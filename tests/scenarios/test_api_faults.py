@@ -265,8 +265,8 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     append times out at the deadline, and the API then waits for a reply (a timed-out
     append may have reached the log) until the deadline plus the refund grace, or, once
     the API knows that no broker answers, at once; the next call is refused at once;
-    ``/readyz`` says Kafka is unreachable; once the broker is back, the same client gets
-    memes again and was charged for nothing it did not get.
+    ``/readyz`` says Kafka is unreachable (then at once too); once the broker is back,
+    the same client gets memes again and was charged for nothing it did not get.
     """
     if kafka.broker is None:
         pytest.skip("the broker is not ours to stop")
@@ -282,6 +282,9 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
         refused = stack.meme(api_key)
         refused_s = time.monotonic() - started
         unreachable = sample_value(stack, "maas_kafka_unreachable")
+        started = time.monotonic()
+        still_not_ready = stack.http.get("/readyz", timeout=15)
+        not_ready_s = time.monotonic() - started
     finally:
         kafka.broker.start()
 
@@ -297,6 +300,8 @@ def test_broker_down_is_a_503_with_retry_after(stack: Stack, kafka: Any) -> None
     assert refused.headers["retry-after"] == "1"
     assert refused_s < 0.5
     assert unreachable == 1
+    assert still_not_ready.status_code == 503 and not_ready_s < 0.5
+    assert "no broker answers" in still_not_ready.json()["checks"]["kafka"]
 
     # The ledger processor may have ended itself, as designed: a transaction that met
     # the broker down lost its coordinator, or hung until its watchdog (the supervisor
