@@ -1,14 +1,39 @@
-"""Whether any bootstrap broker listens: a TCP connection, no Kafka request.
+"""Whether a client can reach a broker: librdkafka's word that it lost them all, and
+whether any bootstrap broker listens (a TCP connection, no Kafka request).
 
-A paused broker (SIGSTOP, a long GC pause) still accepts connections, its kernel does:
-only a dead one, or one cut off by the network, is unreachable here. That is the point:
-a Kafka request (metadata) sent to a paused broker of a healthy cluster times out like
-one sent to a dead broker alone.
+librdkafka says ``_ALL_BROKERS_DOWN`` (error_cb) when a client's last broker connection
+goes down, also when a connection closed idle would come back at the next request: the
+word alone proves nothing, so it is checked by a connection. A paused broker (SIGSTOP,
+a long GC pause) still accepts connections, its kernel does: only a dead one, or one cut
+off by the network, is unreachable here. That is the point: a Kafka request (metadata)
+sent to a paused broker of a healthy cluster times out like one sent to a dead broker
+alone.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+
+from confluent_kafka import KafkaError
+
+
+class AllBrokersDown:
+    """A client's error_cb (served in its ``poll``): ``said`` once librdkafka reported
+    every broker connection down, until the holder clears it. Other errors are logged:
+    with a callback set librdkafka logs none itself (its lost connections, ``_TRANSPORT``,
+    it logs anyway). Apart from the client's owner, so that the client holding the
+    callback holds no cycle back to it."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.said = False
+        self.log = log
+
+    def note(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.said = True
+        elif error.code() != KafkaError._TRANSPORT:
+            self.log.warning("kafka client error code=%s error=%s", error.name(), error.str())
 
 
 def any_broker_listens(bootstrap_servers: str, timeout_s: float) -> bool:

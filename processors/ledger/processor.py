@@ -105,7 +105,7 @@ from pydantic import ValidationError
 
 from core.admin import check_partition_counts
 from core.batching import IDLE_WAIT_S, take_batch
-from core.broker_reach import any_broker_listens
+from core.broker_reach import AllBrokersDown, any_broker_listens
 from core.clock import now_ms
 from core.readiness import mark_ready, take_over
 from core.settings import Settings
@@ -203,9 +203,11 @@ class LedgerProcessor:
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
             }
         )
+        self.brokers_down = AllBrokersDown(log)
         self.producer = Producer(
             {
                 **common,
+                "error_cb": self.brokers_down.note,
                 "transactional.id": f"{settings.region}.ledger.{settings.instance_id}",
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
                 "enable.idempotence": True,
@@ -248,6 +250,7 @@ class LedgerProcessor:
                         self.held_outcomes.wait_s(self._until_next_deadline_s()),
                         gather_until=self.began_at + spacing_s,
                     )
+                self._end_if_every_broker_is_gone()
                 due = self._due_deadlines(now_ms())
                 messages = self.held_outcomes.take(messages, deadlines_due=bool(due))
                 if not messages and not due:
@@ -469,6 +472,19 @@ class LedgerProcessor:
                     time.sleep(RETRY_BACKOFF_S)
                     continue
                 raise
+
+    def _end_if_every_broker_is_gone(self) -> None:
+        """Between transactions: a producer that lost every broker connection while none
+        listens ends the process, as a call would that met it (``_broker_listens``): its
+        next ``send_offsets_to_transaction`` hangs once the broker is back, until the
+        watchdog (seen under ``maas up``: 7 s more), and the restart waits for the broker
+        with a fresh producer instead."""
+        self.producer.poll(0)  # serves its error_cb
+        if not self.brokers_down.said:
+            return
+        self.brokers_down.said = False
+        if not self._broker_listens():
+            self.watchdog.end("the producer lost every broker connection and none listens")
 
     def _broker_listens(self) -> bool:
         """Whether any broker is there to answer (the watchdog's thread asks): listening,
