@@ -38,8 +38,9 @@ Failure scenarios:
   after its caller was told 503. A message that timed out while in flight may still be
   in the log; its reply is then waited for until the call's deadline, and answered if it
   comes; otherwise 503, naming the request so that it can be looked up or retried;
-- every broker down (``api.outage``): once a metadata request goes unanswered, calls are
-  refused at once with 503 before anything is appended, until a broker answers again;
+- every broker down (``api.outage``): once none listens or a metadata request goes
+  unanswered, calls are refused at once with 503 before anything is appended, until a
+  broker answers again;
 - delivered but no reply (processor down or slow): the caller gets ``None`` at the
   deadline; the ledger refunds the charge if no meme is made in time, and the client
   can ask ``GET /v1/requests/{id}`` or retry with the same ``Idempotency-Key``.
@@ -77,6 +78,7 @@ from api.errors import KafkaUnavailable, NotReady, Overloaded, TooManyRequests
 from api.metrics import Metrics
 from api.outage import KafkaOutage
 from core.batching import IDLE_WAIT_S, take_batch
+from core.broker_reach import any_broker_listens
 from core.clock import now_ms
 from core.settings import Settings
 from core.topics import READS_HEADER, Topics, key_partition
@@ -94,9 +96,10 @@ log = logging.getLogger(__name__)
 
 READY_MAX_LAG = 1000  # ledger consumer lag above which this instance reports not ready
 KAFKA_PROBE_TIMEOUT_S = 2.0
-# How long the producer's thread waits for a broker's answer while every connection is
-# down (``api.outage``); delivery reports wait as long meanwhile.
+# How long the producer's thread waits for a broker's connection, then its answer, while
+# every connection is down (``api.outage``); delivery reports wait as long meanwhile.
 OUTAGE_LOOK_TIMEOUT_S = 1.0
+OUTAGE_ASK_S = 0.2  # one metadata request of a look, repeated within its timeout
 REPLIES_END_QUERY_S = 2.0
 # Idle this long, the reply consumer looks whether committed replies lie past it (one
 # offsets query to the broker); behind at two looks in a row, it is rebuilt.
@@ -357,12 +360,24 @@ class KafkaBridge:
     # --- threads -----------------------------------------------------------------------
 
     def _poll_producer(self) -> None:
-        topic = self.topics.requests
         while not self._stopping.is_set():
             self._producer.poll(IDLE_WAIT_S)
-            self._outage.look(
-                lambda: self._producer.list_topics(topic, timeout=OUTAGE_LOOK_TIMEOUT_S)
-            )
+            self._outage.look(self._why_no_broker)
+
+    def _why_no_broker(self) -> str | None:
+        """None if a broker answers the producer; else why not (``api.outage``). Asked
+        in short rounds: a broker killed a moment ago can still accept a connection for
+        some ms (measured here: ~50), and none listening is the quick answer."""
+        give_up = time.monotonic() + OUTAGE_LOOK_TIMEOUT_S
+        while True:
+            if not any_broker_listens(self.settings.bootstrap_servers, OUTAGE_LOOK_TIMEOUT_S):
+                return "no bootstrap broker accepts a connection"
+            try:
+                self._producer.list_topics(self.topics.requests, timeout=OUTAGE_ASK_S)
+                return None
+            except KafkaException as exc:
+                if time.monotonic() >= give_up:
+                    return exc.args[0].str()
 
     def _replies_end(self) -> int | None:
         """Where the instance's reply partition ends now; None if stopped first."""

@@ -5,10 +5,10 @@ default) to learn the same.
 
 librdkafka's word that the producer lost every broker connection (``word``, its
 error_cb, ``core.broker_reach``) refuses nothing by itself: the producer's thread then
-asks a broker for metadata (``KafkaOutage.look``); only an unanswered question declares
-the outage, and it is asked again after every poll until one is answered. (A metadata
-request, not a TCP connection: a broker that listens while it starts up still answers
-no request.)
+looks whether a broker answers (``KafkaOutage.look``: none listens, which a dead local
+broker tells at once, or a metadata request goes unanswered, since a broker that
+listens while it starts up answers no request yet); only then is the outage declared,
+and it is looked at again after every poll until a broker answers.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-
-from confluent_kafka import KafkaException
 
 from core.broker_reach import AllBrokersDown
 
@@ -33,20 +31,19 @@ class KafkaOutage:
     def down(self) -> bool:
         return self.since is not None
 
-    def look(self, ask_broker: Callable[[], object]) -> None:
-        """Once librdkafka said it: ``ask_broker()`` (bounded by its own timeout) tells
-        whether a broker answers. Runs on the producer's thread, the one that serves the
-        error_cb."""
+    def look(self, why_no_broker: Callable[[], str | None]) -> None:
+        """Once librdkafka said it: ``why_no_broker()`` (bounded by its own timeouts) is
+        None if a broker answers, else why not. Runs on the producer's thread, the one
+        that serves the error_cb."""
         if not self.word.said:
             return
-        try:
-            ask_broker()
-        except KafkaException as exc:
+        why = why_no_broker()
+        if why is not None:
             if self.since is None:
                 self.since = time.monotonic()
                 log.warning(
                     "no Kafka broker answers: calls are refused at once until one does error=%s",
-                    exc.args[0].str(),
+                    why,
                 )
             return
         if self.since is not None:
