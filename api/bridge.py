@@ -166,7 +166,7 @@ class KafkaBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outage = KafkaOutage()
         metrics.kafka_unreachable.set_function(lambda: float(self._outage.down))
-        self._producer = Producer({**producer_config(settings), "error_cb": self._outage.word.note})
+        self._producer = Producer({**producer_config(settings), "error_cb": self._outage.lost.note})
         self._probe: Consumer | None = None  # built by the first readiness probe
         self._probe_lock = threading.Lock()
 

@@ -3,7 +3,7 @@ refused at once (503 ``kafka_unavailable``, Retry-After), before anything is app
 instead of each one waiting out ``message.timeout.ms`` (the request deadline, 7.5 s by
 default) to learn the same.
 
-librdkafka's word that the producer lost every broker connection (``word``, its
+librdkafka's word that the producer lost every broker connection (``lost``, its
 error_cb, ``core.broker_reach``) refuses nothing by itself: the producer's thread then
 looks whether a broker answers (``KafkaOutage.look``: none listens, which a dead local
 broker tells at once, or a metadata request goes unanswered, since a broker that
@@ -17,14 +17,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from core.broker_reach import AllBrokersDown
+from core.broker_reach import LostBrokers
 
 log = logging.getLogger(__name__)
 
 
 class KafkaOutage:
     def __init__(self) -> None:
-        self.word = AllBrokersDown(log)  # the producer's error_cb: ``word.note``
+        self.lost = LostBrokers(log)  # the producer's error_cb: ``lost.note``
         self.since: float | None = None  # time.monotonic() of the first unanswered look
 
     @property
@@ -35,7 +35,7 @@ class KafkaOutage:
         """Once librdkafka said it: ``why_no_broker()`` (bounded by its own timeouts) is
         None if a broker answers, else why not. Runs on the producer's thread, the one
         that serves the error_cb."""
-        if not self.word.said:
+        if not self.lost.all_down:
             return
         why = why_no_broker()
         if why is not None:
@@ -49,4 +49,4 @@ class KafkaOutage:
         if self.since is not None:
             log.info("a Kafka broker answers again after %.1f s", time.monotonic() - self.since)
         self.since = None
-        self.word.said = False
+        self.lost.all_down = False

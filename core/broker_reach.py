@@ -1,5 +1,6 @@
-"""Whether a client can reach a broker: librdkafka's word that it lost them all, and
-whether any bootstrap broker listens (a TCP connection, no Kafka request).
+"""Whether a client can reach a broker: librdkafka's word that it lost a broker
+connection, or them all, and whether any bootstrap broker listens (a TCP connection, no
+Kafka request).
 
 librdkafka says ``_ALL_BROKERS_DOWN`` (error_cb) when a client's last broker connection
 goes down, also when a connection closed idle would come back at the next request: the
@@ -14,26 +15,35 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 from confluent_kafka import KafkaError
 
+LOST_CONNECTION = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
-class AllBrokersDown:
-    """A client's error_cb (served in its ``poll``): ``said`` once librdkafka reported
-    every broker connection down, until the holder clears it. Other errors are logged:
-    with a callback set librdkafka logs none itself (its lost connections, ``_TRANSPORT``,
-    it logs anyway). Apart from the client's owner, so that the client holding the
-    callback holds no cycle back to it."""
+
+class LostBrokers:
+    """A client's error_cb (served in its ``poll``): ``at``, when librdkafka last said
+    it lost a broker connection (``time.monotonic()``); ``all_down``, set once it said it
+    lost every one, until the holder clears it. Other errors are logged: with a callback
+    set librdkafka logs none itself (its lost connections it logs anyway). Apart from
+    the client's owner, so that the client holding the callback holds no cycle back to
+    it: an owner dropped, with its clients' threads, goes at once, not at the next
+    garbage collection."""
 
     def __init__(self, log: logging.Logger) -> None:
-        self.said = False
+        self.at: float | None = None
+        self.all_down = False
         self.log = log
 
     def note(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.said = True
-        elif error.code() != KafkaError._TRANSPORT:
+        code = error.code()
+        if code not in LOST_CONNECTION:
             self.log.warning("kafka client error code=%s error=%s", error.name(), error.str())
+            return
+        self.at = time.monotonic()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self.all_down = True
 
 
 def any_broker_listens(bootstrap_servers: str, timeout_s: float) -> bool:

@@ -82,6 +82,7 @@ from confluent_kafka import (
 
 from core.batching import IDLE_WAIT_S
 from core.blobstore import BlobStore, make_blob_store
+from core.broker_reach import LostBrokers
 from core.clock import now_ms
 from core.ids import stable_id
 from core.readiness import mark_ready, take_over
@@ -114,9 +115,6 @@ SESSION_TIMEOUT_MS = 6_000
 # fenced a pool twice within 10 s at most.
 MAX_FENCES = 3
 FENCES_WINDOW_S = 60.0
-# Errors of a pool's consumer that say it lost its broker (error_cb): a fence soon after
-# is its own session's end, not a twin's join.
-LOST_BROKER = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 Delivered = Callable[[KafkaError | None, Message], None]
 
@@ -140,20 +138,6 @@ class Fences:
             return False
         self.counted.append(now)
         return len(self.counted) == MAX_FENCES and now - self.counted[0] < FENCES_WINDOW_S
-
-
-@dataclass(slots=True)
-class LostBroker:
-    """When a pool's consumer last said it lost its broker (its error_cb, served in
-    ``poll``; librdkafka logs the errors itself). Apart from the pool, so that the
-    consumer holding the callback holds no cycle back to the pool: a fenced pool, with
-    its producer's threads, must go when dropped, not at the next garbage collection."""
-
-    at: float | None = None
-
-    def note(self, error: KafkaError) -> None:
-        if error.code() in LOST_BROKER:
-            self.at = time.monotonic()
 
 
 class ConsumerFatal(KafkaException):
@@ -209,7 +193,9 @@ class GeneratorPool:
         else:
             self.backend = None
         self.caption_threshold = settings.policy_caption_threshold
-        self.lost_broker = LostBroker()
+        # When its consumer last lost its broker: a fence soon after is its own
+        # session's end, not a twin's join (Fences).
+        self.lost_broker = LostBrokers(log)
         common = settings.kafka_common()
         group, member = membership(settings, kind)
         self.consumer = consumer or Consumer(

@@ -105,7 +105,7 @@ from pydantic import ValidationError
 
 from core.admin import check_partition_counts
 from core.batching import IDLE_WAIT_S, take_batch
-from core.broker_reach import AllBrokersDown, any_broker_listens
+from core.broker_reach import LostBrokers, any_broker_listens
 from core.clock import now_ms
 from core.readiness import mark_ready, take_over
 from core.settings import Settings
@@ -203,11 +203,11 @@ class LedgerProcessor:
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
             }
         )
-        self.brokers_down = AllBrokersDown(log)
+        self.lost_brokers = LostBrokers(log)
         self.producer = Producer(
             {
                 **common,
-                "error_cb": self.brokers_down.note,
+                "error_cb": self.lost_brokers.note,
                 "transactional.id": f"{settings.region}.ledger.{settings.instance_id}",
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
                 "enable.idempotence": True,
@@ -480,9 +480,9 @@ class LedgerProcessor:
         watchdog (seen under ``maas up``: 7 s more), and the restart waits for the broker
         with a fresh producer instead."""
         self.producer.poll(0)  # serves its error_cb
-        if not self.brokers_down.said:
+        if not self.lost_brokers.all_down:
             return
-        self.brokers_down.said = False
+        self.lost_brokers.all_down = False
         if not self._broker_listens():
             self.watchdog.end("the producer lost every broker connection and none listens")
 
