@@ -13,7 +13,7 @@ COPY memes ./memes
 COPY api ./api
 COPY processors ./processors
 COPY schemas ./schemas
-RUN pip install -c constraints.txt . && useradd --create-home maas && mkdir /data && chown maas /data
+RUN pip install -c constraints.txt . && useradd --create-home maas && mkdir -p /data/blobs && chown -R maas /data
 
 # Local state (e.g. the ledger processor's RocksDB) goes here, writable by the app user.
 ENV MAAS_DATA_DIR=/data

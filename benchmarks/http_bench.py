@@ -135,7 +135,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-observers",
         action="store_true",
-        help="without the usage worker and audit checkpointer that maas up also runs",
+        help="without the observers maas up also runs (usage, checkpointer, sweeper)",
     )
     parser.add_argument("--tokens", type=int, default=10_000_000, help="tokens per client")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")

@@ -3,8 +3,8 @@
 (a) **baseline**: a fresh local broker with no client at all, idle for ``--seconds``.
 (b) **service, just started**: the same broker with a whole region running on it, in the
     shape ``maas up`` runs (``DEFAULT_COUNTS`` of ledger processors, generator pools and
-    API processes, and the observers: the usage worker and the audit checkpointer),
-    ready and folding, idle for ``--seconds``.
+    API processes, and the observers: the usage worker, the audit checkpointer and the
+    image sweeper), ready and folding, idle for ``--seconds``.
 (c) **service, settled**: the same, ``--settle`` seconds later, idle for ``--seconds``:
     the idle cost of a service that runs for days. In its first minute the broker costs
     up to twice as much (start-up work: its JIT, the groups' first rounds), so (b) and

@@ -13,6 +13,11 @@ Two stores behind one ``BlobStore`` protocol, chosen by ``make_blob_store(settin
 ``get`` raises ``KeyError`` for a missing blob and ``ValueError`` for a malformed key,
 in both stores. ``delete`` (personal-data erasure) is idempotent: deleting a missing
 blob is not an error.
+
+Images are kept for a retention after they were last made (``image_retention_hours``;
+``docs/data-retention.md``): ``put`` of a blob that is already there renews its time
+(a popular standard meme is made again and again under one key), and ``sweep`` deletes
+the blobs not made since a cutoff (``maas blobs sweep``, run by ``maas up``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import hashlib
 import os
 import re
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +37,19 @@ _KEY_RE = re.compile(r"[0-9a-f]{64}\.(?:png|webp|jpg)")
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 
+# How often the S3 store renews an object that is made again: a copy onto itself is a
+# request, so not at every put of a popular meme. An image there is kept at least its
+# retention minus this after it was last made.
+S3_RENEW_AFTER_S = 3600.0
+_A_YEAR_S = 31_536_000
+
+
+def cache_control(retention_hours: int) -> str:
+    """What an image may be cached for: a key's bytes never change, but the image goes
+    when its retention ends (0: kept until erased)."""
+    max_age_s = _A_YEAR_S if retention_hours == 0 else min(retention_hours * 3600, _A_YEAR_S)
+    return f"public, max-age={max_age_s}, immutable"
+
 
 class BlobStore(Protocol):
     def put(self, data: bytes, ext: str = "png") -> str: ...
@@ -38,6 +58,11 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> bool:
         """Remove the blob; True if it was there."""
+        ...
+
+    def sweep(self, made_before: float) -> int:
+        """Delete every blob last made before ``made_before`` (seconds since the epoch);
+        how many went."""
         ...
 
     def __contains__(self, key: object) -> bool: ...
@@ -64,6 +89,7 @@ class LocalBlobStore:
     """Blobs on the local filesystem under `root/<first 2 hex chars>/<key>`.
 
     The two-character fan-out keeps directories small once there are millions of memes.
+    A blob's modification time is when it was last made: ``put`` renews it.
     """
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
@@ -78,11 +104,32 @@ class LocalBlobStore:
     def put(self, data: bytes, ext: str = "png") -> str:
         key = blob_key(data, ext)
         target = self.path(key)
-        if target.exists():
+        try:
+            os.utime(target)  # already there: made again now
             return key
+        except FileNotFoundError:
+            pass
         target.parent.mkdir(exist_ok=True)
         self._write_atomically(target, data)
         return key
+
+    def sweep(self, made_before: float) -> int:
+        """Each old blob is first renamed aside and its time read again: a ``put`` that
+        renewed it meanwhile wins (it is renamed back), and one that found it gone
+        wrote it again. Leftovers of a crashed write or sweep go too."""
+        swept = 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                old = [e.name for e in entries if _stat_mtime(e.path) < made_before]
+            for name in old:
+                path = folder / name
+                if _KEY_RE.fullmatch(name):
+                    swept += _sweep_one(path, made_before)
+                elif name.startswith((_TMP_PREFIX, _SWEEP_PREFIX)):
+                    path.unlink(missing_ok=True)
+        return swept
 
     def get(self, key: str) -> bytes:
         try:
@@ -106,7 +153,7 @@ class LocalBlobStore:
     def _write_atomically(self, target: Path, data: bytes) -> None:
         # Temp file in the same directory so os.replace is a same-filesystem rename:
         # readers see either no blob or the whole blob, never a partial one.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -119,13 +166,43 @@ class LocalBlobStore:
             raise
 
 
+_TMP_PREFIX = ".tmp-"
+_SWEEP_PREFIX = ".sweep-"
+
+
+def _stat_mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:  # swept or replaced since it was listed
+        return time.time()
+
+
+def _sweep_one(path: Path, made_before: float) -> int:
+    aside = path.with_name(_SWEEP_PREFIX + path.name)
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return 0
+    try:
+        if aside.stat().st_mtime >= made_before:
+            os.replace(aside, path)  # renewed between the listing and the rename
+            return 0
+        aside.unlink()
+    except FileNotFoundError:  # another sweeper (a restart's overlap) took it as left over
+        return 0
+    return 1
+
+
 class S3BlobStore:
     """Blobs as objects ``<prefix><key>`` in one bucket of an S3-compatible store.
 
     ``put`` asks first (HEAD) and uploads only a missing object: content addressing
-    makes an existing object the right one. Objects carry their media type and an
-    immutable cache header, so a CDN or the store's own HTTP endpoint can serve them.
-    Credentials come from boto3's usual chain unless given.
+    makes an existing object the right one; an existing object older than
+    ``S3_RENEW_AFTER_S`` is copied onto itself, which renews its time. Objects carry
+    their media type and a cache header, so a CDN or the store's own HTTP endpoint can
+    serve them. ``sweep`` lists the prefix: fine for the buckets one machine fills; at
+    10,000 requests/s a bucket lifecycle rule on the prefix does it instead
+    (``docs/capacity.md``). Credentials come from boto3's usual chain unless given.
     """
 
     def __init__(
@@ -136,6 +213,7 @@ class S3BlobStore:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client: Any = None,
+        retention_hours: int = 0,
         **credentials: str,
     ) -> None:
         if client is None:
@@ -151,22 +229,61 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client
+        self._cache_control = cache_control(retention_hours)
 
     def object_name(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
     def put(self, data: bytes, ext: str = "png") -> str:
         key = blob_key(data, ext)
-        if key in self:
-            return key
-        self._client.put_object(
-            Bucket=self.bucket,
-            Key=self.object_name(key),
-            Body=data,
-            ContentType=MEDIA_TYPES[ext],
-            CacheControl="public, max-age=31536000, immutable",
-        )
+        made = self._last_made(key)
+        if made is None:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self.object_name(key),
+                Body=data,
+                ContentType=MEDIA_TYPES[ext],
+                CacheControl=self._cache_control,
+            )
+        elif made < time.time() - S3_RENEW_AFTER_S:
+            name = self.object_name(key)
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=name,
+                CopySource={"Bucket": self.bucket, "Key": name},
+                MetadataDirective="REPLACE",  # a copy onto itself must change something
+                ContentType=MEDIA_TYPES[ext],
+                CacheControl=self._cache_control,
+            )
         return key
+
+    def sweep(self, made_before: float) -> int:
+        """Each old object is asked for again (HEAD) just before its delete, so a
+        ``put`` that renewed it since the listing keeps it."""
+        swept = 0
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if _KEY_RE.fullmatch(key) is None or _epoch(item["LastModified"]) >= made_before:
+                    continue
+                made = self._last_made(key)
+                if made is not None and made < made_before:
+                    self._client.delete_object(Bucket=self.bucket, Key=item["Key"])
+                    swept += 1
+        return swept
+
+    def _last_made(self, key: str) -> float | None:
+        """When the object was last written, or None if there is none."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self.object_name(key))
+        except Exception as exc:  # botocore's ClientError; boto3 may not be importable here
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return _epoch(head["LastModified"])
 
     def get(self, key: str) -> bytes:
         name = self.object_name(key)
@@ -184,13 +301,11 @@ class S3BlobStore:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
             return False
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        except Exception as exc:  # botocore's ClientError; boto3 may not be importable here
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return self._last_made(key) is not None
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
 
 
 def _error_code(exc: Exception) -> str:
@@ -212,5 +327,6 @@ def make_blob_store(settings: Any) -> BlobStore:
             prefix=settings.s3_prefix,
             endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region or None,
+            retention_hours=settings.image_retention_hours,
         )
     raise ValueError(f"unknown blob_store: {kind!r} (expected 'local' or 's3')")

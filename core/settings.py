@@ -186,6 +186,11 @@ class Settings(BaseModel):
     s3_prefix: str = ""
     s3_endpoint_url: str = ""
     s3_region: str = ""
+    # An image is deleted this long after it was last made (0: kept until erased): it
+    # shows its caption, a personal request detail (docs/data-retention.md). The
+    # sweeper (``maas blobs sweep --loop``) looks every ``image_sweep_interval_s``.
+    image_retention_hours: int = Field(default=168, ge=0, le=24 * 3660)
+    image_sweep_interval_s: int = Field(default=3600, ge=1)
 
     @model_validator(mode="after")
     def _check_relationships(self) -> Settings:

@@ -23,7 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from maas import api_cli, audit_cli, broker_cli, export_cli, replay_cli, service_cli
+    from maas import (
+        api_cli,
+        audit_cli,
+        blobs_cli,
+        broker_cli,
+        export_cli,
+        replay_cli,
+        service_cli,
+    )
 
     broker_cli.register(sub)
     service_cli.register(sub)
@@ -31,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     replay_cli.register(sub)
     audit_cli.register(sub)
     export_cli.register(sub)
+    blobs_cli.register(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 # The money path and what serves it (several of each may run, each with its own
 # instance id); then what only observes it (one each).
 SERVICE = ("processor", "generator-standard", "generator-ai", "api")
-OBSERVERS = ("usage", "checkpointer")
+OBSERVERS = ("usage", "checkpointer", "sweeper")
 PROCESSES = SERVICE + OBSERVERS
 # How many of each kind of SERVICE ``maas up`` runs unless told otherwise. Two ledger
 # processors: while one restarts after a crash, the other keeps deciding its own
@@ -79,6 +79,8 @@ def process_command(
             return [*maas, "usage", "--host", host]
         case "checkpointer":
             return [*maas, "audit", "checkpoint", "--loop"]
+        case "sweeper":
+            return [*maas, "blobs", "sweep", "--loop"]
     raise KeyError(name)
 
 

@@ -46,7 +46,15 @@ from core.readiness import is_warm
 log = logging.getLogger("maas.up")
 
 ROLL_SIGNAL = signal.SIGUSR2
-ROLL_ORDER = ("api", "generator-standard", "generator-ai", "usage", "checkpointer", "processor")
+ROLL_ORDER = (
+    "api",
+    "generator-standard",
+    "generator-ai",
+    "usage",
+    "checkpointer",
+    "sweeper",
+    "processor",
+)
 STOP_TIMEOUT_S = 30.0  # an API's graceful stop waits for its calls (5 s deadlines)
 READY_TIMEOUT_S = 120.0  # a restart on a saturated machine has taken tens of seconds
 PID_FILE = "up.pid"

@@ -151,3 +151,11 @@ class ConvertedCache:
                     _, evicted = self._items.popitem(last=False)
                     self._size -= len(evicted)
         return data
+
+    def forget(self, png_key: str) -> None:
+        """Drop every conversion of this image (it was erased or swept)."""
+        with self._lock:
+            for media_type in (WEBP, JPEG):
+                data = self._items.pop((png_key, media_type), None)
+                if data is not None:
+                    self._size -= len(data)

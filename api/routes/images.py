@@ -1,7 +1,9 @@
 """``GET /v1/images/{key}``: meme images from the content-addressed blob store.
 
 A key is the sha256 of the image's bytes, so the content behind a key never changes:
-it may be cached forever, and the key itself is a perfect ETag.
+it may be cached until the image's retention ends (``core.blobstore.cache_control``),
+and the key itself is a perfect ETag. An image goes when it is erased or its retention
+ends (``maas blobs sweep``); a conversion this process keeps in memory goes with it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
-from api.deps import Blobs
+from api.deps import AppSettings, Blobs
 from api.errors import NotFound
-from memes.formats import ConvertedCache, etag_for, negotiate
+from core.blobstore import cache_control
+from memes.formats import PNG, ConvertedCache, etag_for, negotiate
 
 router = APIRouter(prefix="/v1/images", tags=["memes"])
 
 IMAGE_KEY_PATTERN = r"^[0-9a-f]{64}\.png$"
-CACHE_FOREVER = "public, max-age=31536000, immutable"
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -38,16 +40,17 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 @router.get(
     "/{key}",
     response_class=Response,
-    summary="A meme image (PNG), cacheable forever",
+    summary="A meme image (PNG), cacheable until its retention ends",
     responses={
         200: {"content": {"image/png": {}}, "description": "The image"},
         304: {"description": "Not modified (If-None-Match)"},
-        404: {"description": "No such image"},
+        404: {"description": "No such image: erased, past its retention, or never made"},
     },
 )
 async def get_image(
     request: Request,
     blobs: Blobs,
+    settings: AppSettings,
     key: Annotated[str, Path(pattern=IMAGE_KEY_PATTERN, description="`<sha256>.png`")],
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
     accept: Annotated[str | None, Header(alias="Accept")] = None,
@@ -55,15 +58,28 @@ async def get_image(
     """PNG by default; WebP or JPEG when the Accept header prefers them."""
     media_type = negotiate(accept)
     etag = etag_for(key, media_type)
-    headers = {"ETag": f'"{etag}"', "Cache-Control": CACHE_FOREVER, "Vary": "Accept"}
+    headers = {
+        "ETag": f'"{etag}"',
+        "Cache-Control": cache_control(settings.image_retention_hours),
+        "Vary": "Accept",
+    }
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     converted: ConvertedCache = request.app.state.converted
+
+    def read() -> bytes:
+        if media_type != PNG and key not in blobs:  # erased or swept since it was converted
+            converted.forget(key)
+            raise KeyError(key)
+        return converted.get(key, media_type, blobs.get)
+
     try:
         # A file read and maybe a conversion: keep them off the event loop.
-        data = await asyncio.to_thread(converted.get, key, media_type, blobs.get)
+        data = await asyncio.to_thread(read)
     except KeyError:
-        raise NotFound("no such image", key=key) from None
+        retention = settings.image_retention_hours
+        kept = f"{retention} hours after it was last made" if retention else "until erased"
+        raise NotFound(f"no such image (an image is kept {kept})", key=key) from None
     return Response(data, media_type=media_type, headers=headers)
 
 

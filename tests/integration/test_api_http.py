@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -25,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.keys import KeyTable
+from core.blobstore import LocalBlobStore
 from core.clock import to_ms
 from core.topic_reader import read_topic
 from core.topics import READS_HEADER, Topics
@@ -82,6 +84,35 @@ def test_a_meme_costs_exactly_one_token_and_its_image_is_served(stack: Stack) ->
     assert stack.http.head("/readyz").status_code == 200
     assert stack.http.head("/memes").status_code == 405  # never a paid call
     assert stack.balance(api_key) == 2
+
+
+def test_an_image_goes_when_its_retention_ends_and_comes_back_when_made_again(
+    stack: Stack,
+) -> None:
+    _, api_key = stack.new_client(tokens=2)
+    place = {"query": f"sweeping {uuid.uuid4().hex[:8]}", "lat": 12.5, "lon": 33.25}
+    url = stack.meme(api_key, **place).json()["image_url"]
+    webp = {"Accept": "image/webp"}
+    served = stack.http.get(url, headers=webp)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
+    assert served.headers["cache-control"] == "public, max-age=604800, immutable"
+
+    store = LocalBlobStore(stack.settings.data_dir / "blobs")
+    key = url.rsplit("/", 1)[1]
+    week_ago = time.time() - 8 * 86_400
+    os.utime(store.path(key), (week_ago, week_ago))
+    assert store.sweep(time.time() - 7 * 86_400) == 1  # what `maas blobs sweep` does
+
+    for headers in (webp, {}):  # its conversion this API process keeps goes with it
+        gone = stack.http.get(url, headers=headers)
+        assert gone.status_code == 404, gone.text
+        assert (
+            gone.json()["detail"]
+            == "no such image (an image is kept 168 hours after it was last made)"
+        )
+    again = stack.meme(api_key, **place).json()  # the same standard meme, made again
+    assert again["image_url"] == url
+    assert stack.http.get(url).content.startswith(PNG_MAGIC)
 
 
 def test_the_request_can_be_looked_up_afterwards(stack: Stack) -> None:

@@ -1,4 +1,6 @@
 import hashlib
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -6,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from core.blobstore import BlobStore, LocalBlobStore, S3BlobStore, make_blob_store
+from core import blobstore
+from core.blobstore import (
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    _sweep_one,
+    cache_control,
+    make_blob_store,
+)
 from core.settings import Settings
 
 DATA = b"\x89PNG fake meme bytes"
@@ -30,11 +40,59 @@ def test_satisfies_protocol(tmp_path: Path) -> None:
 def test_put_is_idempotent_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     first = store.put(DATA)
-    mtime = store.path(first).stat().st_mtime_ns
     assert store.put(DATA) == first
-    assert store.path(first).stat().st_mtime_ns == mtime
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files == [store.path(first)]
+
+
+def made_at(store: LocalBlobStore, key: str, when: float) -> None:
+    os.utime(store.path(key), (when, when))
+
+
+def test_a_put_of_a_blob_already_there_renews_its_time(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = store.put(DATA)
+    made_at(store, key, time.time() - 86_400)
+    store.put(DATA)
+    assert store.path(key).stat().st_mtime > time.time() - 60
+    assert store.get(key) == DATA
+
+
+def test_sweep_deletes_what_was_not_made_since_and_crash_leftovers(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    old, fresh = store.put(b"old meme"), store.put(b"fresh meme")
+    day_ago = time.time() - 86_400
+    made_at(store, old, day_ago)
+    leftover = store.path(old).with_name(".tmp-abc.part")  # a write that crashed
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (day_ago, day_ago))
+    writing = store.path(fresh).with_name(".tmp-def.part")  # a write under way
+    writing.write_bytes(b"half")
+    (tmp_path / "notes.txt").write_text("not a folder of blobs")
+
+    assert store.sweep(time.time() - 3600) == 1
+    assert old not in store and fresh in store
+    assert not leftover.exists() and writing.exists()
+    assert store.sweep(time.time() - 3600) == 0
+    assert store.put(b"old meme") == old and old in store  # made again: written again
+
+
+def test_sweep_keeps_a_blob_renewed_after_it_was_listed(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = store.put(DATA)
+    made_at(store, key, time.time() - 86_400)
+    listed_old = store.path(key)
+    store.put(DATA)  # made again between the sweep's listing and its rename
+    assert _sweep_one(listed_old, time.time() - 3600) == 0
+    assert store.get(key) == DATA
+    assert sorted(p.name for p in listed_old.parent.iterdir()) == [key]
+
+
+@pytest.mark.parametrize(
+    ("hours", "max_age"), [(0, 31_536_000), (1, 3600), (168, 604_800), (24 * 3660, 31_536_000)]
+)
+def test_images_are_cached_no_longer_than_kept(hours: int, max_age: int) -> None:
+    assert cache_control(hours) == f"public, max-age={max_age}, immutable"
 
 
 def test_delete_is_idempotent(tmp_path: Path) -> None:
@@ -142,6 +200,37 @@ def test_s3_delete_is_idempotent(s3_store: S3BlobStore) -> None:
     assert s3_store.delete(key) is True
     assert key not in s3_store
     assert s3_store.delete(key) is False
+
+
+def test_s3_a_put_of_an_old_object_renews_it(
+    s3_store: S3BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = s3_store.put(DATA)
+    name = "blobs/" + key
+    assert s3_store._client.head_object(Bucket=s3_store.bucket, Key=name)["CacheControl"] == (
+        cache_control(0)
+    )
+    renewing = S3BlobStore(
+        s3_store.bucket, prefix="blobs/", client=s3_store._client, retention_hours=24
+    )
+    assert renewing.put(DATA) == key  # not old enough: only asked for
+    head = s3_store._client.head_object(Bucket=s3_store.bucket, Key=name)
+    assert head["CacheControl"] == cache_control(0)
+    monkeypatch.setattr(blobstore, "S3_RENEW_AFTER_S", -1.0)
+    assert renewing.put(DATA) == key  # copied onto itself, with today's header
+    head = s3_store._client.head_object(Bucket=s3_store.bucket, Key=name)
+    assert head["CacheControl"] == cache_control(24) and head["ContentType"] == "image/png"
+    assert s3_store.get(key) == DATA
+
+
+def test_s3_sweep_deletes_what_was_not_made_since(s3_store: S3BlobStore) -> None:
+    first, second = s3_store.put(b"one meme"), s3_store.put(b"another meme")
+    s3_store._client.put_object(Bucket=s3_store.bucket, Key="blobs/notes.txt", Body=b"x")
+    assert s3_store.sweep(time.time() - 3600) == 0
+    assert s3_store.sweep(time.time() + 5) == 2
+    assert first not in s3_store and second not in s3_store
+    listing = s3_store._client.list_objects_v2(Bucket=s3_store.bucket)
+    assert [o["Key"] for o in listing["Contents"]] == ["blobs/notes.txt"]
 
 
 def test_s3_missing_and_invalid_keys(s3_store: S3BlobStore) -> None:

@@ -122,3 +122,19 @@ def test_missing_png_propagates_key_error() -> None:
 
     with pytest.raises(KeyError):
         ConvertedCache().get(KEY, JPEG, load)
+
+
+def test_a_forgotten_image_is_converted_again(png: bytes) -> None:
+    loads: list[str] = []
+
+    def load(key: str) -> bytes:
+        loads.append(key)
+        return png
+
+    cache = ConvertedCache()
+    cache.get(KEY, WEBP, load)
+    cache.get(KEY, JPEG, load)
+    cache.forget(KEY)
+    assert cache._size == 0 and not cache._items
+    cache.get(KEY, WEBP, load)
+    assert loads == [KEY, KEY, KEY]

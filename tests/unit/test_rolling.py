@@ -235,6 +235,7 @@ def test_the_ledger_processors_roll_last(tmp_path: Path) -> None:
         "generator-ai-0",
         "usage",
         "checkpointer",
+        "sweeper",
         "processor-0",
         "processor-1",
     ]

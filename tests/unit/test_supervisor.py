@@ -241,6 +241,7 @@ def test_children_number_each_kind_and_give_each_api_its_reply_partition(tmp_pat
         "api-2",
         "usage",
         "checkpointer",
+        "sweeper",
     ]
     assert all(c.log_path == tmp_path / "logs" / f"{c.label}.log" for c in procs)
     assert all(c.ready_file == tmp_path / "ready" / c.label for c in procs)
