@@ -262,8 +262,9 @@ class Settings(BaseModel):
         }
 
 
-# Read elsewhere: core/logs.py, and scripts/bootstrap.sh (the Maven project of the jars).
-_OTHER_VARIABLES = {"MAAS_LOG_LEVEL", "MAAS_POM"}
+# Read elsewhere: core/logs.py, scripts/bootstrap.sh (the Maven project of the jars), and
+# maas/processes.py (the pid of the ``maas up`` a child is to end with).
+_OTHER_VARIABLES = {"MAAS_LOG_LEVEL", "MAAS_POM", "MAAS_SUPERVISOR_PID"}
 # The test suite's own knobs (a long contract run, a screenshot to keep): not settings.
 TEST_VARIABLE_PREFIX = "MAAS_TEST_"
 _KNOWN_VARIABLES = frozenset(

@@ -12,6 +12,7 @@ import sys
 from confluent_kafka import KafkaError, KafkaException
 
 from core.settings import SettingsError
+from maas.processes import end_with_supervisor
 
 # Commands that read or write Kafka and end: a Kafka error ends them with its line (the
 # checkpointer's --loop catches its rounds' errors itself). The service's processes let
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     blobs_cli.register(sub)
 
     args = parser.parse_args(argv)
+    end_with_supervisor()
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:

@@ -5,10 +5,18 @@ benchmarks' regions all start processes through ``start_process``, so a process 
 gains an argument or changes its command line changes here only. Each child runs the
 ``maas`` command line with this interpreter, takes its settings from ``env`` and appends
 its output (stdout and stderr) to its own log file.
+
+A child of ``maas up`` ends with it (``end_with_supervisor``): each child is a session of
+its own, so nothing else would stop it when the supervisor is killed (``kill -9``, the
+OOM killer); the children were left running, unsupervised, an API among them still
+answering on the port, and the next ``maas up`` started a second set beside them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,6 +48,10 @@ DEFAULT_COUNTS: Mapping[str, int] = {
 
 # How long a process has to exit after SIGKILL: the kernel ends it, nothing of it runs.
 KILLED_EXIT_S = 30.0
+
+# Set by ``maas up`` in its children's environment: its own pid.
+SUPERVISOR_PID_VARIABLE = "MAAS_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 # Kinds whose supervisor watches their heartbeat (core/heartbeat.py): the API processes,
@@ -149,6 +161,24 @@ def start_process(
             cwd=cwd,
             start_new_session=True,
         )
+
+
+def end_with_supervisor() -> None:
+    """In a child of ``maas up``: have Linux send this process SIGTERM when its parent
+    ends (``PR_SET_PDEATHSIG``), which stops it as ``maas up``'s own stop does. A no-op
+    for a process no supervisor started, and where there is no ``prctl`` (not Linux).
+
+    The signal follows the parent *thread* that started the child: ``maas up`` starts
+    every child from its main thread, which lives as long as it does.
+    """
+    supervisor = os.environ.pop(SUPERVISOR_PID_VARIABLE, "")  # not for what this one starts
+    if not supervisor.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(supervisor):  # it ended before the request above was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> int:

@@ -40,6 +40,7 @@ from maas.broker import LocalBroker
 from maas.processes import (
     PROCESSES,
     SERVICE,
+    SUPERVISOR_PID_VARIABLE,
     heartbeat_file,
     process_label,
     ready_file,
@@ -225,7 +226,7 @@ def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]
 
 
 def up(settings: Settings, host: str, port: int, counts: Mapping[str, int], kafka_port: int) -> int:
-    env = dict(os.environ)
+    env = {**os.environ, SUPERVISOR_PID_VARIABLE: str(os.getpid())}  # they end with us
     kafka = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = LocalBroker(Path(settings.data_dir) / "kafka", port=kafka_port)
