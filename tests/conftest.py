@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -28,6 +29,16 @@ class KafkaCluster:
 
 
 _local_broker: LocalBroker | None = None  # for the failure pointer in the summary
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `timeout` (and a CI that stops a run) sends SIGTERM, which ended pytest at once and
+    # left the session's broker and services running; as an interrupt, they are torn down.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
