@@ -68,6 +68,11 @@ def sweep_once(store: BlobStore, retention_s: int) -> int:
         log.info("image sweep skipped: images are kept until erased (retention 0)")
         return 0
     started = time.monotonic()
-    swept = store.sweep(time.time() - retention_s)
+    made_before = time.time() - retention_s
+    log.info(
+        "image sweep started made_before=%s",
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(made_before)),
+    )
+    swept = store.sweep(made_before)
     log.info("image sweep deleted=%d seconds=%.2f", swept, time.monotonic() - started)
     return swept
