@@ -93,6 +93,9 @@ class Child:
         return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
+        # A child ends when the thread that started it ends (end_with_supervisor): only
+        # the main thread lives as long as maas up.
+        assert threading.current_thread() is threading.main_thread(), "start children on main"
         if self.ready_file is not None:
             forget(self.ready_file)
         self.process = start_process(
