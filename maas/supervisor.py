@@ -93,9 +93,6 @@ class Child:
         return process_label(self.name, self.instance_id)
 
     def start(self, env: dict[str, str]) -> None:
-        # A child ends when the thread that started it ends (end_with_supervisor): only
-        # the main thread lives as long as maas up.
-        assert threading.current_thread() is threading.main_thread(), "start children on main"
         if self.ready_file is not None:
             forget(self.ready_file)
         self.process = start_process(
@@ -229,7 +226,9 @@ def children(settings: Settings, host: str, port: int, counts: Mapping[str, int]
 
 
 def up(settings: Settings, host: str, port: int, counts: Mapping[str, int], kafka_port: int) -> int:
-    env = {**os.environ, SUPERVISOR_PID_VARIABLE: str(os.getpid())}  # they end with us
+    # The children end with this process (end_with_supervisor): Linux signals a child when
+    # the thread that started it ends, so every child is started from this, the main one.
+    env = {**os.environ, SUPERVISOR_PID_VARIABLE: str(os.getpid())}
     kafka = None
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = LocalBroker(Path(settings.data_dir) / "kafka", port=kafka_port)
