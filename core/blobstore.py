@@ -27,7 +27,6 @@ import os
 import re
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -267,7 +266,8 @@ class S3BlobStore:
         for page in pages:
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) :]
-                if _KEY_RE.fullmatch(key) is None or _epoch(item["LastModified"]) >= made_before:
+                listed_old = item["LastModified"].timestamp() < made_before
+                if _KEY_RE.fullmatch(key) is None or not listed_old:
                     continue
                 made = self._last_made(key)
                 if made is not None and made < made_before:
@@ -283,7 +283,7 @@ class S3BlobStore:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return _epoch(head["LastModified"])
+        return head["LastModified"].timestamp()
 
     def get(self, key: str) -> bytes:
         name = self.object_name(key)
@@ -302,10 +302,6 @@ class S3BlobStore:
         if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
             return False
         return self._last_made(key) is not None
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
 
 
 def _error_code(exc: Exception) -> str:

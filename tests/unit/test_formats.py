@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,13 +99,19 @@ def test_etag_per_representation() -> None:
     assert etag_for(KEY, JPEG) == KEY + ".jpg"
 
 
-def test_converted_cache_converts_once_and_stays_bounded(png: bytes) -> None:
+def counting_loader(png: bytes) -> tuple[list[str], Callable[[str], bytes]]:
+    """A store's ``get`` that serves ``png`` for any key and keeps the keys asked for."""
     loads: list[str] = []
 
     def load(key: str) -> bytes:
         loads.append(key)
         return png
 
+    return loads, load
+
+
+def test_converted_cache_converts_once_and_stays_bounded(png: bytes) -> None:
+    loads, load = counting_loader(png)
     cache = ConvertedCache()
     first = cache.get(KEY, WEBP, load)
     assert cache.get(KEY, WEBP, load) is first
@@ -125,12 +132,7 @@ def test_missing_png_propagates_key_error() -> None:
 
 
 def test_a_forgotten_image_is_converted_again(png: bytes) -> None:
-    loads: list[str] = []
-
-    def load(key: str) -> bytes:
-        loads.append(key)
-        return png
-
+    loads, load = counting_loader(png)
     cache = ConvertedCache()
     cache.get(KEY, WEBP, load)
     cache.get(KEY, JPEG, load)
