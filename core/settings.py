@@ -45,7 +45,9 @@ class Settings(BaseModel):
     reply_partitions: int = Field(default=16, ge=1, le=1024)
 
     # Retention of topics with personal request details. It must outlast any processor
-    # outage: an input deleted before the ledger folded it would be lost.
+    # outage: an input deleted before the ledger folded it would be lost. Also how long
+    # the ledger remembers an ended request after its deadline (ledger.fold): at least a
+    # day, the floor the audit relies on (ledger.decision.MIN_REMEMBER_MS).
     personal_data_retention_ms: int = Field(default=7 * 86_400_000, ge=86_400_000)
 
     # ledger processor (the instance id also names the static membership of the usage

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from core.ids import derived_id
-from ledger.state import Account, PurchaseRecord, RequestRecord
+from ledger.state import Account, Forgotten, PurchaseRecord, RequestRecord
 from schemas.events import (
     AccountOpened,
     ApiKeyRotated,
@@ -69,6 +69,14 @@ class Pricing:
 
 LIST_PRICE = Pricing()
 
+DAY_MS = 86_400_000
+# How long an ended request is remembered after its deadline: a retry under the same id
+# within it gets the first outcome, after it the id is a new request (as payment APIs
+# treat their idempotency keys). The processor passes the personal-data retention, which
+# is never under a day; the audit relies on that floor (ledger.replay).
+REMEMBER_MS = 7 * DAY_MS
+MIN_REMEMBER_MS = DAY_MS
+
 
 class LedgerCorrupt(Exception):
     """An entry does not follow from the account it is applied to."""
@@ -81,6 +89,7 @@ class StateView(Protocol):
     def requests_of(
         self, client_id: str, after_request_id: str = ""
     ) -> Iterator[RequestRecord]: ...
+    def ended_by(self, since_ms: int, until_ms: int) -> Iterator[tuple[str, str, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,17 @@ class Expire:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """Timer input: forget up to ``limit`` ended requests whose deadline is ``remember_ms``
+    before ``now_ms``, earliest first, from the deadline ``since_ms`` on (the processor's
+    cursor: what an earlier Forget covered is gone, and its deletes are not read again)."""
+
+    now_ms: int
+    limit: int
+    since_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What one input changes. The processor writes all of it in one transaction."""
 
@@ -103,6 +123,7 @@ class Decision:
     purchase: PurchaseRecord | None = None
     approved: MemeApproved | None = None
     replies: tuple[tuple[int, Reply], ...] = ()
+    forgotten: tuple[Forgotten, ...] = ()
 
 
 NOTHING = Decision()

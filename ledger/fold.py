@@ -1,7 +1,7 @@
 """The ledger's decisions, as a pure fold: ``decide(state, input) -> Decision``.
 
 No I/O, no clock, no randomness: time is the input's ``occurred_at_ms`` (or the
-``now_ms`` of an ``Expire``), and every id is derived from the input's id
+``now_ms`` of an ``Expire`` or a ``Forget``), and every id is derived from the input's id
 (``derived_id``). Request ids and purchase ids are scoped to their client. The live
 processor, the replay and the tests run this same code.
 
@@ -14,8 +14,8 @@ raises ``LedgerCorrupt`` on any mismatch.
 Checks for a meme request, in order (the first that applies decides):
 
 1. unknown client -> rejected (reason 1), nothing stored;
-2. request id seen before with other parameters -> rejected (reason 2), nothing stored;
-3. request id seen before -> the first outcome again, or wait for it; nothing charged;
+2. request id remembered with other parameters -> rejected (reason 2), nothing stored;
+3. request id remembered -> the first outcome again, or wait for it; nothing charged;
 4. the kind is ``ai`` if the subscription is active at the request's time, else
    ``standard``; balance below that kind's price -> ``MemeRejected`` (reason 3);
 5. otherwise ``TokensCharged`` of the price; the work goes to the kind's pool.
@@ -26,6 +26,11 @@ expired: a meme made or a failure after the deadline, or no outcome by the deadl
 the grace). "By the deadline" is judged by the outcome's event time, never by when it is
 folded. Outcomes that arrive
 after the end are ignored: "when in doubt, the client gets a free meme".
+
+A request id is remembered until ``remember_ms`` after its deadline once the request
+has ended (``RequestRecord.forgotten_at``, judged by the asking input's time); after
+that a request under the same id is a new one, and ``GET /v1/requests/{id}`` does not
+know it. ``Forget``, the processor's timer, drops those records for good.
 
 A delivered meme's caption is kept in the request record, never in the ledger entry;
 ``ErasureRequested`` erases it there (``docs/data-retention.md``).
@@ -51,8 +56,10 @@ from ledger.account_rules import (
 from ledger.decision import (
     LIST_PRICE,
     NOTHING,
+    REMEMBER_MS,
     Decision,
     Expire,
+    Forget,
     LedgerCorrupt,
     Pricing,
     StateView,
@@ -61,9 +68,11 @@ from ledger.decision import (
 )
 from ledger.request_rules import (
     deadline_refund,
+    forget_ended,
     meme_failed,
     meme_generated,
     meme_requested,
+    remembered_request,
 )
 from schemas.events import (
     AccountQueried,
@@ -83,8 +92,10 @@ from schemas.events import (
 __all__ = [
     "LIST_PRICE",
     "NOTHING",
+    "REMEMBER_MS",
     "Decision",
     "Expire",
+    "Forget",
     "LedgerCorrupt",
     "Pricing",
     "StateView",
@@ -93,16 +104,23 @@ __all__ = [
 ]
 
 
-def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST_PRICE) -> Decision:
+def decide(
+    state: StateView,
+    event: InputEvent | Expire | Forget,
+    pricing: Pricing = LIST_PRICE,
+    remember_ms: int = REMEMBER_MS,
+) -> Decision:
     match event:
         case MemeRequested():
-            return meme_requested(state, event, pricing)
+            return meme_requested(state, event, pricing, remember_ms)
         case MemeGenerated():
             return meme_generated(state, event)
         case MemeFailed():
             return meme_failed(state, event)
         case Expire():
             return deadline_refund(state, event, event.now_ms)
+        case Forget():
+            return forget_ended(state, event, remember_ms)
         case TokensPurchased():
             return tokens_purchased(state, event)
         case ClientRegistered():
@@ -125,7 +143,7 @@ def decide(state: StateView, event: InputEvent | Expire, pricing: Pricing = LIST
                 account=account.view(event.occurred_at_ms),
             )
         case RequestQueried():
-            record = state.request(event.client_id, event.request_id)
+            record = remembered_request(state, event, remember_ms)
             if record is None:
                 return answer(event.reply_to, event.event_id, "not_found")
             return answer(event.reply_to, event.event_id, "request", request=record.view())

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-from ledger.fold import LIST_PRICE, Decision, Expire, Pricing, decide
+from ledger.fold import LIST_PRICE, REMEMBER_MS, Decision, Expire, Forget, Pricing, decide
 from ledger.state import KeyValueState, record_writes, scan_dict
 from schemas.events import InputEvent, LedgerEntryUnion
 
 
 class MemoryLedger:
-    def __init__(self, pricing: Pricing = LIST_PRICE, *, keep_entries: bool = True) -> None:
+    def __init__(
+        self,
+        pricing: Pricing = LIST_PRICE,
+        *,
+        keep_entries: bool = True,
+        remember_ms: int = REMEMBER_MS,
+    ) -> None:
         self.pricing = pricing
+        self.remember_ms = remember_ms
         self.keep_entries = keep_entries
         self.records: dict[bytes, bytes] = {}
         self.state = KeyValueState(self.records.get, scan_dict(self.records))
         self.entries: list[LedgerEntryUnion] = []
 
-    def handle(self, event: InputEvent | Expire) -> Decision:
-        decision = decide(self.state, event, self.pricing)
-        for key, value in record_writes(decision.account, decision.requests, decision.purchase):
+    def handle(self, event: InputEvent | Expire | Forget) -> Decision:
+        decision = decide(self.state, event, self.pricing, self.remember_ms)
+        writes = record_writes(
+            decision.account, decision.requests, decision.purchase, decision.forgotten
+        )
+        for key, value in writes:
             if value is None:
                 self.records.pop(key, None)
             else:

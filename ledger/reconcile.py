@@ -7,7 +7,8 @@ received (purchases and requests); nothing here reads a topic. Per client, and i
 - every credited purchase was received, and none is credited twice;
 - every charged request has one outcome (``MemeRejected``, ``MemeDelivered`` or
   ``TokensRefunded``), never several. A charged request with no outcome yet is open,
-  not wrong: it is in flight.
+  not wrong: it is in flight. A request id forgotten and used again (``ledger.replay``)
+  is a new request with its own outcome.
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ def gather(entries: Iterable[LedgerEntryUnion], inputs: Iterable[InputEvent]) ->
     replay = Replay()
     clients: dict[str, ClientFacts] = defaultdict(ClientFacts)
     for entry in entries:
+        reused = replay.ids_reused
         replay.apply(entry)
         facts = clients[entry.client_id]
         match entry:
             case TokensCredited():
                 facts.purchases_credited[entry.purchase_id] += 1
+            # A forgotten request id started again is a new request: its outcomes count anew.
             case TokensCharged():
                 facts.requests_charged.add(entry.request_id)
+                if replay.ids_reused > reused:
+                    facts.outcomes[entry.request_id] = 0
+            case MemeRejected() if replay.ids_reused > reused:
+                facts.outcomes[entry.request_id] = 1
             case MemeRejected() | MemeDelivered() | TokensRefunded():
                 facts.outcomes[entry.request_id] += 1
     for event in inputs:

@@ -4,9 +4,13 @@ The fold here is ``evolve``, the same function the live processor builds every e
 with, so a replay from offset 0 reproduces the live accounts exactly. On top of the
 balances, ``Replay`` checks the ledger's guarantees entry by entry:
 
-- every request id is charged at most once, and a charged request ends at most once
+- a request id is charged at most once, and a charged request ends at most once
   (``MemeDelivered`` or ``TokensRefunded``); an end without a charge is a violation;
 - a rejected request is never charged;
+- except that an ended request id is forgotten some days after its deadline (the
+  fold's ``remember_ms``), and may then be charged or rejected again as a new request:
+  allowed only once the earlier one has ended and ``MIN_REMEMBER_MS`` (a day, the least
+  the service remembers) after it was charged or rejected;
 - per client: credited - charged + refunded == balance, and charged - refunded ==
   delivered + still open (see ``conservation``);
 - ``evolve`` itself rejects a seq gap, a wrong ``balance_after`` and a negative balance.
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ledger.decision import MIN_REMEMBER_MS
 from ledger.fold import LedgerCorrupt, evolve
 from ledger.state import Account
 from schemas.events import (
@@ -33,8 +38,11 @@ class Replay:
     accounts: dict[str, Account] = field(default_factory=dict)
     # (client id, request id) -> "charged" | "delivered" | "refunded" | "rejected"
     requests: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (client id, request id) -> occurred_at_ms of its last charge or rejection
+    started_at: dict[tuple[str, str], int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     entries: int = 0
+    ids_reused: int = 0  # forgotten request ids charged or rejected again
 
     def apply(self, entry: LedgerEntryUnion) -> None:
         self.entries += 1
@@ -45,9 +53,9 @@ class Replay:
             return
         match entry:
             case TokensCharged():
-                self._transition((None,), "charged", entry)
+                self._transition(self._startable_from(entry), "charged", entry)
             case MemeRejected():
-                self._transition((None,), "rejected", entry)
+                self._transition(self._startable_from(entry), "rejected", entry)
             case MemeDelivered():
                 self._transition(("charged",), "delivered", entry)
             case TokensRefunded():
@@ -57,6 +65,14 @@ class Replay:
         for entry in entries:
             self.apply(entry)
         return self
+
+    def _startable_from(self, entry: TokensCharged | MemeRejected) -> tuple[str | None, ...]:
+        """What a request may be in before it is charged or rejected: nothing, or, a
+        day after it started, ended (and forgotten: the id is a new request)."""
+        started = self.started_at.get((entry.client_id, entry.request_id))
+        if started is not None and entry.occurred_at_ms - started >= MIN_REMEMBER_MS:
+            return (None, "delivered", "refunded", "rejected")
+        return (None,)
 
     def _transition(
         self,
@@ -73,6 +89,9 @@ class Replay:
             )
             return
         self.requests[key] = to
+        if to in ("charged", "rejected"):
+            self.started_at[key] = entry.occurred_at_ms
+            self.ids_reused += current is not None
 
     def open_requests(self) -> set[tuple[str, str]]:
         return {r for r, status in self.requests.items() if status == "charged"}

@@ -9,13 +9,14 @@ from ledger.decision import (
     NOTHING,
     Decision,
     Expire,
+    Forget,
     Pricing,
     StateView,
     answer,
     append,
     append_at,
 )
-from ledger.state import MAX_WAITERS, Account, RequestRecord, Waiter
+from ledger.state import MAX_WAITERS, Account, Forgotten, RequestRecord, Waiter
 from schemas.events import (
     Kind,
     MemeApproved,
@@ -27,19 +28,22 @@ from schemas.events import (
     RefundReason,
     RejectReason,
     Reply,
+    RequestQueried,
     TokensCharged,
     TokensRefunded,
 )
 
 
-def meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> Decision:
+def meme_requested(
+    state: StateView, event: MemeRequested, pricing: Pricing, remember_ms: int
+) -> Decision:
     account = state.account(event.client_id)
     if account is None:
         return answer(
             event.reply_to, event.event_id, "rejected", reason=RejectReason.UNKNOWN_CLIENT
         )
 
-    seen = state.request(event.client_id, event.request_id)
+    seen = remembered_request(state, event, remember_ms)
     if seen is not None:
         return repeated_request(seen, event, account)
 
@@ -59,6 +63,7 @@ def meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> 
             client_id=event.client_id,
             fingerprint=event.fingerprint,
             status="rejected",
+            deadline_ms=event.deadline_ms,
             reject_reason=RejectReason.INSUFFICIENT_TOKENS,
         )
         return answer(
@@ -108,6 +113,37 @@ def meme_requested(state: StateView, event: MemeRequested, pricing: Pricing) -> 
         balance_after=account.balance,
     )
     return Decision(entries=(charged,), account=account, requests=(record,), approved=approved)
+
+
+def remembered_request(
+    state: StateView, asking: MemeRequested | RequestQueried, remember_ms: int
+) -> RequestRecord | None:
+    """The asked request's record as of the input's time: None once it is forgotten,
+    whether or not the processor has dropped it yet, so that the decision does not
+    depend on when that happened."""
+    record = state.request(asking.client_id, asking.request_id)
+    if record is None or record.forgotten_at(asking.occurred_at_ms, remember_ms):
+        return None
+    return record
+
+
+def forget_ended(state: StateView, timer: Forget, remember_ms: int) -> Decision:
+    """Drop the records of requests ended ``remember_ms`` before the timer's time. An
+    index entry whose request id was used again since (a newer record, still open or
+    ended at another deadline) goes alone: the newer record has its own entry."""
+    forgotten: list[Forgotten] = []
+    until_ms = timer.now_ms - remember_ms
+    for client_id, request_id, deadline_ms in state.ended_by(timer.since_ms, until_ms):
+        if len(forgotten) == timer.limit:
+            break
+        record = state.request(client_id, request_id)
+        same = (
+            record is not None
+            and record.deadline_ms == deadline_ms
+            and record.forgotten_at(timer.now_ms, remember_ms)
+        )
+        forgotten.append(Forgotten(client_id, request_id, deadline_ms, record=same))
+    return Decision(forgotten=tuple(forgotten))
 
 
 def repeated_request(seen: RequestRecord, event: MemeRequested, account: Account) -> Decision:

@@ -1,9 +1,12 @@
 """The records the ledger keeps, one key each, and how they are named in a store.
 
 A client's balance and its Memes AI subscription live in **one** record (``Account``),
-so the entitlement check on the hot path costs no extra read. Every request id and
-every purchase id has its own record, kept without expiry: that is the deduplication
-and the answer to "what happened to request X".
+so the entitlement check on the hot path costs no extra read. Every purchase id has its
+own record, kept without expiry; every request id has one too, kept until the fold's
+``remember_ms`` (the personal-data retention) after the request's deadline once the
+request has ended (``RequestRecord.forgotten_at``): that is the deduplication of
+retries and the answer to "what happened to request X". An index of ended requests by
+deadline (``ended_key``) lets the processor drop the records past it in key order.
 
 The records are msgspec Structs, not pydantic models: the fold reads and writes two or
 three of them per decision, and pydantic's validation, copies and JSON were most of the
@@ -16,6 +19,7 @@ are decoded, not when the fold builds them: the fold's own values are typed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -101,6 +105,12 @@ class RequestRecord(Record, frozen=True):
     # None once erased.
     caption: str | None = None
 
+    def forgotten_at(self, at_ms: int, remember_ms: int) -> bool:
+        """Whether the request id is free again at ``at_ms``: the request ended, and its
+        deadline is ``remember_ms`` past. A record without a deadline (a rejection
+        recorded before rejections kept theirs) is never forgotten."""
+        return self.status != "charged" and 0 < self.deadline_ms <= at_ms - remember_ms
+
     def view(self) -> RequestView:
         return RequestView(
             request_id=self.request_id,
@@ -179,6 +189,38 @@ def parse_pending(key: bytes, value: bytes) -> tuple[str, str, int]:
     return client_id, request_id, int(value)
 
 
+ENDED_PREFIX = b"d/"
+
+
+def ended_key(client_id: str, request_id: str, deadline_ms: int) -> bytes:
+    """Index of ended requests by deadline, the order in which they are forgotten; the
+    value is empty."""
+    return b"%s/%s/%s" % (_ended_from(deadline_ms), client_id.encode(), request_id.encode())
+
+
+def _ended_from(deadline_ms: int) -> bytes:
+    """Where the ended-index's keys of ``deadline_ms`` begin: fixed-width digits, so that
+    key order is deadline order."""
+    return b"%s%016d" % (ENDED_PREFIX, deadline_ms)
+
+
+def parse_ended(key: bytes) -> tuple[str, str, int]:
+    """(client_id, request_id, deadline_ms) of an ended-index key."""
+    deadline, client_id, request_id = key[len(ENDED_PREFIX) :].decode().split("/", 2)
+    return client_id, request_id, int(deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """An ended-index entry whose time has come: it goes, and so does its request record
+    (``record``) unless the request id was used again since (its record is a newer one)."""
+
+    client_id: str
+    request_id: str
+    deadline_ms: int
+    record: bool
+
+
 def purchase_key(client_id: str, purchase_id: str) -> bytes:
     # Purchase ids are unique per client: billing's ids are not global across partitions.
     return b"p/" + client_id.encode() + b"/" + purchase_id.encode()
@@ -222,6 +264,17 @@ class KeyValueState:
         raw = self._get(purchase_key(client_id, purchase_id))
         return None if raw is None else decode_purchase(raw)
 
+    def ended_by(self, since_ms: int, until_ms: int) -> Iterator[tuple[str, str, int]]:
+        """(client_id, request_id, deadline_ms) of the ended-index with a deadline from
+        ``since_ms`` to ``until_ms``, earliest first."""
+        for key, _ in self._scan(_ended_from(since_ms)):
+            if not key.startswith(ENDED_PREFIX):
+                return
+            ended = parse_ended(key)
+            if ended[2] > until_ms:
+                return
+            yield ended
+
     def requests_of(self, client_id: str, after_request_id: str = "") -> Iterator[RequestRecord]:
         """The client's request records in request-id order, after ``after_request_id``."""
         prefix = request_key(client_id, "")
@@ -237,6 +290,7 @@ def record_writes(
     account: Account | None,
     requests: tuple[RequestRecord, ...],
     purchase: PurchaseRecord | None,
+    forgotten: tuple[Forgotten, ...] = (),
 ) -> list[tuple[bytes, bytes | None]]:
     """The (key, value) pairs that persist a decision's records; None deletes a key."""
     writes: list[tuple[bytes, bytes | None]] = []
@@ -251,6 +305,13 @@ def record_writes(
         elif request.status in ("delivered", "refunded"):
             # Only these end a charged request; a rejected one was never pending.
             writes.append((pending, None))
+        if request.status != "charged" and request.deadline_ms > 0:
+            ended = ended_key(request.client_id, request.request_id, request.deadline_ms)
+            writes.append((ended, b""))
+    for gone in forgotten:
+        writes.append((ended_key(gone.client_id, gone.request_id, gone.deadline_ms), None))
+        if gone.record:
+            writes.append((request_key(gone.client_id, gone.request_id), None))
     if purchase is not None:
         key = purchase_key(purchase.client_id, purchase.purchase_id)
         writes.append((key, encode_record(purchase)))

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.deps import Bridge, ClientId, IdPath
 from api.errors import DeadlineExceeded, NotFound
 from api.openapi import CALLS_LEDGER
+from ledger.decision import DAY_MS
 from schemas.events import AccountQueried, AccountView, RequestQueried, RequestView
 
 router = APIRouter(prefix="/v1", tags=["account"])
@@ -37,9 +38,14 @@ async def get_me(client_id: ClientId, bridge: Bridge) -> AccountView:
     description=(
         "The ledger's record of the request: `charged` while its meme is being made, and"
         " for a moment after a meme was answered (the ledger records the delivery just"
-        " after its generator answers), then `delivered`, `refunded` or `rejected`."
+        " after its generator answers), then `delivered`, `refunded` or `rejected`. An"
+        " ended request is remembered `MAAS_PERSONAL_DATA_RETENTION_MS` (7 days) after its"
+        " deadline; after that it is not found, and a request under its id is a new one."
     ),
-    responses={**CALLS_LEDGER, 404: {"description": "No such request for this client"}},
+    responses={
+        **CALLS_LEDGER,
+        404: {"description": "No such request for this client, or no longer remembered"},
+    },
 )
 async def get_request(
     client_id: ClientId,
@@ -54,5 +60,10 @@ async def get_request(
     if reply is None:
         raise DeadlineExceeded("the ledger did not answer in time; retry")
     if reply.outcome != "request" or reply.request is None:
-        raise NotFound("no such request for this client", request_id=request_id)
+        days = bridge.settings.personal_data_retention_ms / DAY_MS
+        raise NotFound(
+            "no such request for this client (an ended request is remembered "
+            f"{days:g} days after its deadline)",
+            request_id=request_id,
+        )
     return reply.request

@@ -26,8 +26,9 @@ Commit protocol, once per batch (one Kafka transaction):
 4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way;
    but only once the partition's outcomes that were in the log by then are decided, so
    that a meme made in time and still unread (after a restart) is delivered instead.
-   Then every state key the batch wrote goes to the changelog once, with its last
-   value (same partition number as the input).
+   Forget the records of requests ended long enough ago (``_forget_ended``). Then
+   every state key the batch wrote goes to the changelog once, with its last value
+   (same partition number as the input).
 5. ``send_offsets_to_transaction`` with the next offset of *every owned* partition
    (consumed in this batch or not) and ``consumer_group_metadata()``, in every
    transaction, also one of timer refunds only: the fence. A zombie from an older
@@ -111,7 +112,7 @@ from core.readiness import mark_ready, take_over
 from core.settings import Settings
 from core.topic_reader import position_of
 from core.topics import Topics
-from ledger.fold import Decision, Expire, decide
+from ledger.fold import Decision, Expire, Forget, decide
 from ledger.state import KeyValueState, pending_key, record_writes
 from processors.fatal import FATAL_EXIT_CODE, raise_if_fatal
 from processors.ledger.faults import FaultPoint, Point
@@ -121,7 +122,7 @@ from processors.ledger.restore import ChangelogRestorer, is_transient
 from processors.ledger.settlements import HeldOutcomes
 from processors.ledger.store import Overlay, PartitionStore
 from processors.watchdog import Watchdog
-from schemas.events import parse_input
+from schemas.events import InputEvent, parse_input
 
 log = logging.getLogger("maas.ledger")
 
@@ -140,6 +141,14 @@ SESSION_TIMEOUT_MS = 6_000
 # while a large batch was still being decided: half of the broker's CPU per decision
 # (docs/performance.md, ledger processor).
 PRODUCE_LINGER_MS = 50
+# Ended requests are forgotten (ledger.fold) as a partition's inputs move on: at most
+# FORGET_BATCH records per transaction, once a second of input time, or at once while
+# more are due. The fold already treats them as gone by the asking input's time; the
+# margin keeps a record for an input stamped up to an hour behind the partition's
+# latest (another API's clock), so that dropping it never changes a decision.
+FORGET_EVERY_MS = 1_000
+FORGET_MARGIN_MS = 3_600_000
+FORGET_BATCH = 1_000
 
 
 class TransactionAborted(Exception):
@@ -167,6 +176,13 @@ class LedgerProcessor:
         # (_expirable); an offset of an earlier assignment is simply passed already.
         self.expiry_barriers: dict[int, int] = {}
         self.overlay = Overlay()
+        # Per partition: the latest input time decided, when its next Forget is due, and
+        # the deadline its ended-index is read from (what committed Forgets covered, so
+        # that their deletes are not read again; the open transaction's go to the second).
+        self.input_times: dict[int, int] = {}
+        self.forget_due: dict[int, int] = {}
+        self.forgotten_through: dict[int, int] = {}
+        self.forgetting_through: dict[int, int] = {}
         self.changelog_offsets: dict[int, int] = {}
         # Next offset to decide of every assigned input partition, as of the last commit.
         # Every transaction sends all of them with the group metadata (see _process).
@@ -309,7 +325,9 @@ class LedgerProcessor:
                 # dead-letter topic in this transaction, so it is kept, and said loudly.
                 self._dead_letter(msg, topic, partition, offset, str(exc.errors()[:3]))
                 continue
-            self._apply(partition, decide(self._view(partition), event))
+            self._decide(partition, event)
+            if event.occurred_at_ms > self.input_times.get(partition, 0):
+                self.input_times[partition] = event.occurred_at_ms
         expired_at_ms = now_ms()
         for _deadline, partition, client_id, request_id in expiring:
             expire = Expire(
@@ -318,7 +336,8 @@ class LedgerProcessor:
                 region=self.settings.region,
                 now_ms=expired_at_ms,
             )
-            self._apply(partition, decide(self._view(partition), expire))
+            self._decide(partition, expire)
+        self._forget_ended()
         self._produce_changelog()
         refunds = bool(expiring)
         self._fault("after_produce", refunds=refunds)
@@ -345,6 +364,34 @@ class LedgerProcessor:
         if self.fault is not None:
             self.fault.reached(point, refunds=refunds)
 
+    def _decide(self, partition: int, event: InputEvent | Expire | Forget) -> Decision:
+        remember_ms = self.settings.personal_data_retention_ms
+        decision = decide(self._view(partition), event, remember_ms=remember_ms)
+        self._apply(partition, decision)
+        return decision
+
+    def _forget_ended(self) -> None:
+        """A ``Forget`` for each owned partition whose input time has moved on. Its time
+        is that input time, never past this process's clock (an input from a clock far
+        ahead must not make every record look old), less the margin. It reads the index
+        from where the committed ones ended (``_apply`` moves that back for a request
+        that ended with an earlier deadline)."""
+        wall_ms = now_ms()
+        for partition, input_ms in self.input_times.items():
+            at_ms = min(input_ms, wall_ms) - FORGET_MARGIN_MS
+            if partition not in self.stores or at_ms < self.forget_due.get(partition, 0):
+                continue
+            since_ms = self.forgotten_through.get(partition, 0)
+            timer = Forget(now_ms=at_ms, limit=FORGET_BATCH, since_ms=since_ms)
+            forgotten = self._decide(partition, timer).forgotten
+            if len(forgotten) == FORGET_BATCH:  # more are due: again in the next transaction
+                self.forget_due[partition] = at_ms
+                self.forgetting_through[partition] = forgotten[-1].deadline_ms
+            else:
+                self.forget_due[partition] = at_ms + FORGET_EVERY_MS
+                remember_ms = self.settings.personal_data_retention_ms
+                self.forgetting_through[partition] = at_ms - remember_ms + 1
+
     def _view(self, partition: int) -> KeyValueState:
         store = self.stores[partition]
         return KeyValueState(
@@ -354,12 +401,19 @@ class LedgerProcessor:
 
     def _apply(self, partition: int, decision: Decision) -> None:
         self.decisions += 1
-        for key, value in record_writes(decision.account, decision.requests, decision.purchase):
+        writes = record_writes(
+            decision.account, decision.requests, decision.purchase, decision.forgotten
+        )
+        for key, value in writes:
             self.overlay.put(partition, key, value)
         for request in decision.requests:
             if request.status == "charged":
                 timer = (request.deadline_ms, partition, request.client_id, request.request_id)
                 self.charged.append(timer)
+            elif request.deadline_ms < self.forgotten_through.get(partition, 0):
+                # Ended long past its deadline (decided after a long outage): its index
+                # entry is before the cursor, which goes back to it.
+                self.forgotten_through[partition] = request.deadline_ms
         outputs = decision_outputs(
             self.topics,
             partition,
@@ -504,6 +558,8 @@ class LedgerProcessor:
             if timer[1] in self.stores:
                 self._schedule(timer)
         self.charged.clear()
+        self.forgotten_through.update(self.forgetting_through)
+        self.forgetting_through.clear()
         self.overlay.clear()
         self.changelog_offsets.clear()
 
@@ -512,6 +568,7 @@ class LedgerProcessor:
         self.overlay.clear()
         self.changelog_offsets.clear()
         self.charged.clear()
+        self.forgetting_through.clear()
         consumed = {position_of(m)[:2] for m in messages if not m.error()}
         for topic, partition in consumed & self.positions.keys():
             # Consumer positions do not roll back with the transaction (pitfall 3).
@@ -649,6 +706,10 @@ class LedgerProcessor:
         numbers = sorted({tp.partition for tp in partitions})
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
+        for partition in numbers:
+            self.input_times.pop(partition, None)
+            self.forget_due.pop(partition, None)
+            self.forgotten_through.pop(partition, None)
         self.held_outcomes.drop((tp.topic, tp.partition) for tp in partitions)
         for partition in numbers:
             store = self.stores.pop(partition, None)

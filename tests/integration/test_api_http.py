@@ -796,6 +796,7 @@ def test_unknown_things_are_404(stack: Stack) -> None:
 
     assert [purchase.status_code, subscription.status_code] == [404, 404]
     assert request.status_code == 404
+    assert "remembered 7 days after its deadline" in request.json()["detail"]
     assert image.status_code == 404
     assert stack.balance(api_key) == 1
 

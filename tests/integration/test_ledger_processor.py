@@ -602,6 +602,53 @@ def test_deadline_refund_and_late_outcome_ignored(make_driver) -> None:
     clock.lap("ledger checked")
 
 
+def test_an_ended_request_is_forgotten_after_the_retention(make_driver) -> None:
+    """Scenario: a request made nine days ago (its deadline long past; the retention is
+    the default seven days) is charged and refunded by its timer, beside a recent one;
+    then its client's partition moves on.
+
+    We expect: the old request's record and its index entry are dropped from the state
+    (tombstones in the changelog), the recent one's record is kept, and a retry under
+    the old id is a new request, charged again, which the audit's replay accepts.
+    """
+    d = make_driver(MAAS_REFUND_GRACE_MS="200")
+    d.start()
+    d.wait_serving()
+    client = "forgetful-client"
+    setup_clients(d, {client: 5})
+    recent = d.request_meme(client)
+    made = d.request_meme(client, send=False)
+    nine_days_ago = made.occurred_at_ms - 9 * 86_400_000
+    old = made.model_copy(update={"occurred_at_ms": nine_days_ago, "deadline_ms": nine_days_ago})
+    d.send(old)
+    d.flush()
+    refund = d.replies.wait([old.event_id], 30)[old.event_id]
+    assert refund.outcome == "refunded" and refund.reason == RefundReason.DEADLINE_EXPIRED
+    time.sleep(1.1)  # the partition's input time moves a second on: a Forget is due
+    d.accounts([client])
+
+    state: dict[bytes, bytes | None] = {}
+    for msg in read_topic(d.settings, d.topics.ledger_changelog):
+        state[msg.key() or b""] = msg.value()
+    old_key = f"r/{client}/{old.request_id}".encode()
+    assert old_key in state and state[old_key] is None, "the old record is still there"
+    index = [k for k in state if k.startswith(b"d/") and k.endswith(old.request_id.encode())]
+    assert len(index) == 1 and state[index[0]] is None, index
+    assert state[f"r/{client}/{recent.request_id}".encode()] is not None
+
+    d.serve_outcomes()
+    again = d.request_meme(client, old.request_id)
+    d.flush()
+    assert d.replies.wait([again.event_id], 30)[again.event_id].outcome == "delivered"
+    charges = [
+        e
+        for e in d.read_entries()
+        if isinstance(e, TokensCharged) and e.request_id == old.request_id
+    ]
+    assert [c.occurred_at_ms for c in charges] == [nine_days_ago, again.occurred_at_ms]
+    assert_ledger_sound(d, [client])
+
+
 def test_a_meme_made_in_time_but_unread_after_a_restart_is_delivered(make_driver) -> None:
     """Scenario: a request is charged; the processor is killed; the generator makes the
     meme in time (its MemeGenerated is in the outcomes topic, and the client may have

@@ -35,9 +35,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ledger.fold import Decision, Expire, evolve
+from ledger.fold import Decision, Expire, Forget, evolve
 from ledger.memory import MemoryLedger
-from ledger.state import MAX_WAITERS, PENDING_PREFIX, Account, parse_pending
+from ledger.state import MAX_WAITERS, PENDING_PREFIX, Account, decode_request, parse_pending
 from ledger.whatif import input_of
 from schemas.events import (
     AccountOpened,
@@ -1033,3 +1033,56 @@ def test_same_history_on_two_fresh_ledgers_gives_identical_entries_and_records(
     ids = [e.event_id for e in first.entries]
     ids += [d.approved.event_id for d in first_decisions if d.approved is not None]
     assert len(set(ids)) == len(ids), Counter(ids).most_common(3)
+
+
+# Requests and their ends, for funded clients, time moving on.
+# Two clients and two ids each, so that outcomes and retries often meet their request.
+request_steps = st.tuples(
+    st.sampled_from(("request", "request", "generated", "failed", "expire", "query")),
+    st.integers(min_value=0, max_value=1),
+    st.integers(min_value=0, max_value=1),
+    st.just(1),
+    st.booleans(),
+    st.integers(min_value=0, max_value=40),
+)
+
+
+@settings(max_examples=100, deadline=None, print_blob=True)
+@given(
+    raw=st.lists(request_steps, min_size=20, max_size=80),
+    forget_after=st.lists(st.booleans(), min_size=80, max_size=80),
+)
+def test_forgetting_ended_requests_changes_no_decision(
+    raw: list[tuple[str, int, int, int, bool, int]], forget_after: list[bool]
+) -> None:
+    """Scenario: a short memory (10 ms past a deadline), and the processor's ``Forget``
+    timer dropping the records it covers after some inputs, at that input's time.
+    We expect: every input decided exactly as on a ledger that never drops a record (the
+    fold treats a record as gone from its time on, dropped or not); and what is dropped
+    is only what no input can see again."""
+    remember_ms = 10
+    forgetting = MemoryLedger(remember_ms=remember_ms)
+    keeping = MemoryLedger(remember_ms=remember_ms)
+    # Every client registered with tokens first, so that requests are charged and end.
+    funded = [("register", c, 0, 1, False, 0) for c in range(len(CLIENTS))]
+    funded += [("buy", c, 0, 100, False, 0) for c in range(len(CLIENTS))]
+    now_ms = 0
+    for i, event in enumerate(history(funded + raw), start=-len(funded)):
+        assert forgetting.handle(event) == keeping.handle(event), event
+        now_ms = event.now_ms if isinstance(event, Expire) else event.occurred_at_ms
+        if i >= 0 and forget_after[i]:  # as many flags as steps at most
+            dropped = forgetting.handle(Forget(now_ms=now_ms, limit=2)).forgotten
+            note_path(f"a Forget dropped records: {bool(dropped)}")
+
+    kept = {k: v for k, v in keeping.records.items() if k.startswith(b"r/")}
+    left = {k: v for k, v in forgetting.records.items() if k.startswith(b"r/")}
+    assert left.items() <= kept.items()
+    for key in kept.keys() - left.keys():
+        assert decode_request(kept[key]).forgotten_at(now_ms, remember_ms), key
+    # A forget without a limit that matters leaves no record the fold sees as gone.
+    forgetting.handle(Forget(now_ms=now_ms, limit=len(raw) + 1))
+    assert not any(
+        decode_request(v).forgotten_at(now_ms, remember_ms)
+        for k, v in forgetting.records.items()
+        if k.startswith(b"r/")
+    )

@@ -297,7 +297,7 @@ class Sim:
             "status": "rejected",
             "kind": None,
             "tokens": 1,
-            "deadline_ms": 0,
+            "deadline_ms": event["deadline_ms"],
             "waiters": [],
             "reject_reason": None,
             "refund_reason": None,
@@ -305,13 +305,15 @@ class Sim:
             "caption": None,
         }
         r_key, q_key = f"r/{client_id}/{request_id}", f"q/{client_id}/{request_id}"
+        d_key = f"d/{event['deadline_ms']:016d}/{client_id}/{request_id}"
         if outcome == "rejected" or self.accounts[client_id]["balance"] < 1:
             self.entry(client_id, "MemeRejected", 0, request_id=request_id, reason=3)
             self.set_request(r_key, record | {"reject_reason": 3})
+            self.state(d_key, client_id, b"")
             return
         self.entry(client_id, "TokensCharged", -1, request_id=request_id, tokens=1, kind=kind)
         waiter = {"reply_to": 0, "correlation_id": event["event_id"]}
-        record |= {"status": "charged", "kind": kind, "deadline_ms": event["deadline_ms"]}
+        record |= {"status": "charged", "kind": kind}
         self.set_request(r_key, record | {"waiters": [waiter]})
         self.state(q_key, client_id, str(event["deadline_ms"]).encode())
         if outcome == "open":
@@ -330,6 +332,7 @@ class Sim:
             record |= {"status": "refunded", "refund_reason": reason}
         self.set_request(r_key, record)
         self.state(q_key, client_id, None)
+        self.state(d_key, client_id, b"")
 
     def set_request(self, key: str, record: Json) -> None:
         self.requests[record["client_id"], record["request_id"]] = record

@@ -14,15 +14,21 @@ import itertools
 import pytest
 from pydantic import TypeAdapter
 
-from ledger.fold import Decision, Expire, LedgerCorrupt, Pricing, evolve
+from ledger.fold import REMEMBER_MS, Decision, Expire, Forget, LedgerCorrupt, Pricing, evolve
 from ledger.memory import MemoryLedger
+from ledger.reconcile import gather, reconcile
+from ledger.replay import Replay
 from ledger.state import (
+    ENDED_PREFIX,
     MAX_WAITERS,
     PENDING_PREFIX,
     Account,
+    Forgotten,
     RequestRecord,
+    ended_key,
     parse_pending,
     pending_key,
+    request_key,
 )
 from schemas.events import (
     GENESIS_HASH,
@@ -72,8 +78,8 @@ class Script:
     replies of that one step.
     """
 
-    def __init__(self, pricing: Pricing | None = None) -> None:
-        self.ledger = MemoryLedger() if pricing is None else MemoryLedger(pricing)
+    def __init__(self, pricing: Pricing | None = None, remember_ms: int = REMEMBER_MS) -> None:
+        self.ledger = MemoryLedger(pricing or Pricing(), remember_ms=remember_ms)
         self._ids = itertools.count(1)
         self.last_event_id = ""
         self.last_input: InputEvent | None = None
@@ -212,6 +218,9 @@ class Script:
             Expire(client_id=client, request_id=request_id, region=REGION, now_ms=now_ms)
         )
 
+    def forget(self, now_ms: int, limit: int = 100, since_ms: int = 0) -> Decision:
+        return self.ledger.handle(Forget(now_ms=now_ms, limit=limit, since_ms=since_ms))
+
     def query_account(self, client: str) -> Decision:
         return self._handle(
             AccountQueried(
@@ -223,13 +232,13 @@ class Script:
             )
         )
 
-    def query_request(self, client: str, request_id: str) -> Decision:
+    def query_request(self, client: str, request_id: str, at_ms: int = 0) -> Decision:
         return self._handle(
             RequestQueried(
                 event_id=self._event_id(),
                 client_id=client,
                 region=REGION,
-                occurred_at_ms=0,
+                occurred_at_ms=at_ms,
                 request_id=request_id,
                 reply_to=5,
             )
@@ -278,6 +287,7 @@ def writes_nothing(decision: Decision) -> bool:
         and decision.requests == ()
         and decision.purchase is None
         and decision.approved is None
+        and decision.forgotten == ()
     )
 
 
@@ -1330,6 +1340,161 @@ def test_erasure_touches_only_the_clients_own_records(funded: Script) -> None:
     funded.erase("c1")
 
     assert funded.record("r1", client="c2").caption == "top / bottom"
+
+
+# --- forgetting ended requests --------------------------------------------------------
+
+FORGOTTEN_AT = DEADLINE_AFTER_MS + REMEMBER_MS  # of a request made at 0
+
+
+def test_a_retry_within_the_window_gets_the_first_meme_and_after_it_is_a_new_request(
+    funded: Script,
+) -> None:
+    funded.request("c1", "r1")
+    funded.generated("c1", "r1", at_ms=100)
+
+    within = funded.request("c1", "r1", at_ms=FORGOTTEN_AT - 1)
+    _, reply = only_reply(within)
+    assert reply.outcome == "delivered" and within.entries == ()
+
+    after = funded.request("c1", "r1", at_ms=FORGOTTEN_AT)
+    charged = after.entries[0]
+    assert isinstance(charged, TokensCharged) and charged.request_id == "r1"
+    assert funded.account().balance == 3 - 2
+    assert funded.record("r1").status == "charged"
+
+
+def test_a_request_query_after_the_window_is_not_found(funded: Script) -> None:
+    funded.request("c1", "r1")
+    funded.failed("c1", "r1", at_ms=100)
+
+    _, within = only_reply(funded.query_request("c1", "r1", at_ms=FORGOTTEN_AT - 1))
+    _, after = only_reply(funded.query_request("c1", "r1", at_ms=FORGOTTEN_AT))
+
+    assert within.outcome == "request" and after.outcome == "not_found"
+
+
+def test_a_request_in_flight_is_never_forgotten(funded: Script) -> None:
+    funded.request("c1", "r1")
+
+    retry = funded.request("c1", "r1", at_ms=FORGOTTEN_AT + 1)
+    gone = funded.forget(now_ms=FORGOTTEN_AT + 1)
+
+    assert retry.entries == () and len(funded.record("r1").waiters) == 2
+    assert gone.forgotten == ()
+
+
+def test_a_rejection_keeps_its_deadline_and_is_forgotten_like_any_end(script: Script) -> None:
+    script.register("c1")
+    script.request("c1", "x1")  # no tokens: rejected
+    script.buy("c1", "p1", tokens=1)
+
+    assert script.record("x1").deadline_ms == DEADLINE_AFTER_MS
+    again = script.request("c1", "x1", at_ms=FORGOTTEN_AT)
+    assert isinstance(again.entries[0], TokensCharged)
+
+
+def test_a_record_without_a_deadline_is_never_forgotten() -> None:
+    # Rejections recorded before rejections kept their deadline.
+    old = RequestRecord(request_id="x", client_id="c", fingerprint="f", status="rejected")
+    assert not old.forgotten_at(10**15, REMEMBER_MS)
+
+
+def ended_index(script: Script) -> list[bytes]:
+    return sorted(k for k in script.ledger.records if k.startswith(ENDED_PREFIX))
+
+
+def test_forget_drops_ended_records_and_their_index_earliest_deadline_first(
+    funded: Script,
+) -> None:
+    funded.buy("c1", "p2", tokens=10)
+    for i, at_ms in enumerate((30, 10, 20)):
+        funded.request("c1", f"r{i}", at_ms=at_ms)
+        funded.generated("c1", f"r{i}", at_ms=at_ms + 1)
+    funded.request("c1", "open", at_ms=0)  # still in flight: no index entry
+    assert len(ended_index(funded)) == 3
+
+    nothing_yet = funded.forget(now_ms=FORGOTTEN_AT + 9)
+    first_two = funded.forget(now_ms=FORGOTTEN_AT + 30, limit=2)
+
+    assert nothing_yet.forgotten == ()
+    assert [g.request_id for g in first_two.forgotten] == ["r1", "r2"]
+    assert all(g.record for g in first_two.forgotten)
+    assert request_key("c1", "r1") not in funded.ledger.records
+    assert request_key("c1", "r2") not in funded.ledger.records
+    assert ended_index(funded) == [ended_key("c1", "r0", 30 + DEADLINE_AFTER_MS)]
+    assert funded.record("r0").status == "delivered"
+    assert funded.record("open").status == "charged"
+
+
+def test_forget_reads_the_index_from_its_cursor_on(funded: Script) -> None:
+    for request_id, at_ms in (("r1", 10), ("r2", 20)):
+        funded.request("c1", request_id, at_ms=at_ms)
+        funded.generated("c1", request_id, at_ms=at_ms + 1)
+
+    after_r1 = funded.forget(now_ms=FORGOTTEN_AT + 20, since_ms=DEADLINE_AFTER_MS + 11)
+
+    assert [g.request_id for g in after_r1.forgotten] == ["r2"]
+    assert funded.record("r1").status == "delivered"
+
+
+def test_forgetting_a_reused_id_drops_the_old_index_entry_and_keeps_the_new_record(
+    funded: Script,
+) -> None:
+    funded.request("c1", "r1")
+    funded.generated("c1", "r1", at_ms=1)
+    funded.request("c1", "r1", at_ms=FORGOTTEN_AT)  # a new request under the old id
+
+    stale = funded.forget(now_ms=FORGOTTEN_AT)
+
+    assert stale.forgotten == (Forgotten("c1", "r1", DEADLINE_AFTER_MS, record=False),)
+    assert funded.record("r1").status == "charged"
+    assert ended_index(funded) == []
+
+
+def test_forgetting_is_invisible_to_every_later_decision(funded: Script) -> None:
+    """The same inputs with and without a ``Forget`` between them decide the same."""
+
+    def inputs(script: Script, forget_at: int | None) -> list[Decision]:
+        decisions = [script.request("c1", "r1"), script.generated("c1", "r1", at_ms=1)]
+        if forget_at is not None:
+            script.forget(now_ms=forget_at)
+        decisions.append(script.query_request("c1", "r1", at_ms=FORGOTTEN_AT))
+        decisions.append(script.request("c1", "r1", at_ms=FORGOTTEN_AT + 1))
+        return decisions
+
+    forgetting, keeping = Script(), Script()
+    for script in (forgetting, keeping):
+        script.register("c1")
+        script.buy("c1", "p1", tokens=3)
+
+    assert inputs(forgetting, FORGOTTEN_AT) == inputs(keeping, None)
+    assert request_key("c1", "r1") in forgetting.ledger.records  # the newer request
+
+
+def test_the_audit_accepts_a_forgotten_id_charged_again_a_day_later_and_nothing_sooner(
+    funded: Script,
+) -> None:
+    funded.request("c1", "r1")
+    funded.generated("c1", "r1", at_ms=1)
+    funded.request("c1", "r1", at_ms=FORGOTTEN_AT)
+    funded.generated("c1", "r1", at_ms=FORGOTTEN_AT + 1)
+
+    replay = Replay().apply_all(funded.ledger.entries)
+    assert replay.violations == [] and replay.ids_reused == 1
+    (row,) = reconcile(gather(funded.ledger.entries, [])).clients
+    assert row.requests_with_several_outcomes == [] and row.requests_open == []
+
+    # A day is the least the service remembers: a second charge within it is a double
+    # charge, whatever the processor's setting.
+    soon = Script(remember_ms=DEADLINE_AFTER_MS)
+    soon.register("c1")
+    soon.buy("c1", "p1", tokens=3)
+    soon.request("c1", "r1")
+    soon.generated("c1", "r1", at_ms=1)
+    soon.request("c1", "r1", at_ms=2 * DEADLINE_AFTER_MS)
+    violations = Replay().apply_all(soon.ledger.entries).violations
+    assert len(violations) == 1 and "TokensCharged" in violations[0]
 
 
 # --- entries: sequence, balance, determinism ------------------------------------------

@@ -207,6 +207,33 @@ def test_a_pending_key_left_after_the_end_fails(sim: Sim) -> None:
     assert_only(sim.verdict(), "replay", f"pending client={client}", "replay says delivered")
 
 
+def ended_key_of(sim: Sim, request: str) -> str:
+    (key,) = {
+        (r.key or b"").decode()
+        for r in sim.records
+        if r.topic == TOPICS.changelog and (r.key or b"").startswith(b"d/")
+        if (r.key or b"").endswith(request.encode())
+    }
+    return key
+
+
+def test_an_ended_request_without_its_index_entry_fails(sim: Sim) -> None:
+    client, delivered = busy(sim)
+    sim.append(TOPICS.changelog, client, None, ended_key_of(sim, delivered))
+    assert_only(sim.verdict(), "replay", f"ended index client={client}", "no index entry")
+
+
+def test_an_index_entry_under_another_deadline_or_of_an_open_request_fails(sim: Sim) -> None:
+    client, delivered = busy(sim)
+    sim.append(TOPICS.changelog, client, None, ended_key_of(sim, delivered))
+    sim.append(TOPICS.changelog, client, b"", f"d/{0:016d}/{client}/{delivered}")
+    opened, _ = sim.meme(client, "open")
+    sim.append(TOPICS.changelog, client, b"", f"d/{1:016d}/{client}/{opened}")
+    verdict = sim.verdict()
+    assert_only(verdict, "replay", f"request={delivered}", "deadline 0000000000000000")
+    assert_only(verdict, "replay", f"request={opened}", "index entry, replay says")
+
+
 def test_a_live_purchase_or_request_the_ledger_never_had_fails(sim: Sim) -> None:
     client, _ = busy(sim)
     sim.append(TOPICS.changelog, client, b'{"tokens":1}', f"p/{client}/phantom")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.settings import Settings
+from ledger.decision import MIN_REMEMBER_MS, REMEMBER_MS
 
 
 @pytest.mark.parametrize(
@@ -36,3 +37,12 @@ def test_settings_that_contradict_each_other_are_refused(env: dict[str, str], me
 def test_the_defaults_agree() -> None:
     settings = Settings.from_env({})
     assert settings.min_transaction_interval_ms < settings.request_deadline_ms
+
+
+def test_the_ledger_remembers_requests_at_least_the_day_the_audit_relies_on() -> None:
+    """The processor passes the personal-data retention to the fold as its memory of
+    ended requests; the audit accepts a forgotten id charged again only a day on."""
+    assert Settings.from_env({}).personal_data_retention_ms == REMEMBER_MS
+    assert Settings.from_env({"MAAS_PERSONAL_DATA_RETENTION_MS": str(MIN_REMEMBER_MS)})
+    with pytest.raises(ValueError, match="MAAS_PERSONAL_DATA_RETENTION_MS"):
+        Settings.from_env({"MAAS_PERSONAL_DATA_RETENTION_MS": str(MIN_REMEMBER_MS - 1)})

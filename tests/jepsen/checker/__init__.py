@@ -50,7 +50,10 @@ wire, it learnt by reading the service's code, and re-implements here:
   counters, subscription, ``last_hash``), ``r/<client>/<request>`` (the request record:
   status, kind, tokens, fingerprint, deadline_ms, waiters, reasons, meme),
   ``q/<client>/<request>`` (pending index, value = deadline_ms, deleted when the request
-  ends) and ``p/<client>/<purchase>`` (the credit); a null value deletes;
+  ends), ``d/<deadline_ms, 16 digits>/<client>/<request>`` (ended index, empty value,
+  written when the request ends; it and the record are deleted a retention of at least
+  a day after the deadline, longer than any run) and ``p/<client>/<purchase>`` (the
+  credit); a null value deletes;
 - ``MemeRequested`` (requests topic) carries ``request_id``, ``fingerprint``, ``query``,
   ``deadline_ms`` and ``occurred_at_ms`` (the API's wall clock); ``ClientRegistered`` and
   ``TokensPurchased`` (purchases topic) carry ``api_key_sha256`` and ``purchase_id``/``tokens``;

@@ -1,5 +1,6 @@
 """Check 7, replay equals live: our fold of the ledger from offset 0 against the live
-state in the changelog (accounts, request records, the pending index, purchases)."""
+state in the changelog (accounts, request records, the pending and ended indexes,
+purchases)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ def check_replay(ctx: Context) -> None:
     """Our fold of the ledger from offset 0 against the live state in the changelog."""
     live: dict[str, Live] = defaultdict(dict)
     pending: dict[tuple[str, ...], bytes] = {}
+    ended: dict[tuple[str, ...], str] = {}
     for key, value in ctx.log.changelog.items():
         prefix, _, rest = key.partition("/")
-        parts = tuple(rest.split("/", 1))
-        if prefix not in ("a", "r", "q", "p") or len(parts) != (1 if prefix == "a" else 2):
+        parts = tuple(rest.split("/", 2 if prefix == "d" else 1))
+        if prefix == "d" and len(parts) == 3:
+            ended[parts[1:]] = parts[0]  # the deadline, 16 digits, in the key
+        elif prefix not in ("a", "r", "q", "p") or len(parts) != (1 if prefix == "a" else 2):
             ctx.stats["changelog_other_keys"] += 1
         elif prefix == "q":
             pending[parts] = value  # the deadline as digits, not JSON
@@ -30,6 +34,7 @@ def check_replay(ctx: Context) -> None:
     _replay_accounts(ctx, live["a"])
     _replay_requests(ctx, live["r"])
     _replay_pending(ctx, pending, live["r"])
+    _replay_ended(ctx, ended, live["r"])
     _replay_purchases(ctx, live["p"])
 
 
@@ -122,6 +127,22 @@ def _replay_pending(ctx: Context, live: dict[tuple[str, ...], bytes], records: L
             continue
         if live[key] != str(records.get(key, {}).get("deadline_ms")).encode():
             ctx.problems.add("replay", f"{what}: deadline {live[key]!r} not the record's")
+
+
+def _replay_ended(ctx: Context, live: dict[tuple[str, ...], str], records: Live) -> None:
+    """The ended index holds exactly the ended requests, under their deadline. (A run is
+    shorter than the day the ledger remembers an ended request at least: none is
+    forgotten, so every one is there.)"""
+    ended_now = {k for k, r in ctx.fold.requests.items() if r.status not in (None, "charged")}
+    for key in sorted(set(live) | ended_now):
+        what = f"ended index client={key[0]} request={key[1]}"
+        if key not in live or key not in ended_now:
+            state = "no index entry" if key not in live else "index entry"
+            ctx.problems.add("replay", f"{what}: {state}, replay says {ctx.request(*key).outcome}")
+            continue
+        deadline = records.get(key, {}).get("deadline_ms")
+        if not isinstance(deadline, int) or live[key] != f"{deadline:016d}":
+            ctx.problems.add("replay", f"{what}: deadline {live[key]} not the record's")
 
 
 def _replay_purchases(ctx: Context, live: Live) -> None:
