@@ -151,7 +151,9 @@ IdempotencyKey = Annotated[
     str | None,
     idempotency_key(
         "Retry safely: the same key with the same parameters returns the first result and "
-        "charges once; with other parameters it is a 409."
+        "charges once; with other parameters it is a 409. A request is remembered "
+        "MAAS_PERSONAL_DATA_RETENTION_MS (7 days) after its deadline; after that the same "
+        "key is a new request."
     ),
 ]
 

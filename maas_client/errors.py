@@ -29,7 +29,8 @@ whole in ``problem``: typed properties read the fields each error documents.
 ``Unreachable``, ``RequestInProgress``, ``TooManyRequests``, ``Unavailable`` and
 ``DeadlineExceeded`` are the ones the clients retry by themselves; seeing one means the
 retries ran out. ``idempotency_key`` is the key ``MemesClient.meme`` sent: repeat the
-call with it later and the request is never charged twice.
+call with it later (within 7 days, how long the service remembers a request) and the
+request is never charged twice.
 
 A body that does not match the contract (a client older or newer than the service)
 raises the root itself, with error ``unexpected_response``.
