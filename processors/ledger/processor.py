@@ -193,6 +193,7 @@ class LedgerProcessor:
         )
         self.decisions = 0
         self.transactions = 0
+        self.requests_forgotten = 0  # records dropped past the retention (_forget_ended)
         # When the last transaction began (time.monotonic); the next begins no sooner
         # than min_transaction_interval_ms after it (run).
         self.began_at = -math.inf
@@ -287,9 +288,10 @@ class LedgerProcessor:
             store.close()
         self.stores.clear()
         log.info(
-            "ledger processor stopped decisions=%d transactions=%d",
+            "ledger processor stopped decisions=%d transactions=%d requests_forgotten=%d",
             self.decisions,
             self.transactions,
+            self.requests_forgotten,
         )
 
     def _process(self, messages: list[Message], due: list[tuple[int, int, str, str]]) -> None:
@@ -384,6 +386,7 @@ class LedgerProcessor:
             since_ms = self.forgotten_through.get(partition, 0)
             timer = Forget(now_ms=at_ms, limit=FORGET_BATCH, since_ms=since_ms)
             forgotten = self._decide(partition, timer).forgotten
+            self.requests_forgotten += sum(gone.record for gone in forgotten)
             if len(forgotten) == FORGET_BATCH:  # more are due: again in the next transaction
                 self.forget_due[partition] = at_ms
                 self.forgetting_through[partition] = forgotten[-1].deadline_ms

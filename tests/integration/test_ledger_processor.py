@@ -647,6 +647,8 @@ def test_an_ended_request_is_forgotten_after_the_retention(make_driver) -> None:
     ]
     assert [c.occurred_at_ms for c in charges] == [nine_days_ago, again.occurred_at_ms]
     assert_ledger_sound(d, [client])
+    assert d.terminate() == 0
+    assert "requests_forgotten=1" in d.log_text(), d.tail()
 
 
 def test_a_meme_made_in_time_but_unread_after_a_restart_is_delivered(make_driver) -> None:
