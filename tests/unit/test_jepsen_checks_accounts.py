@@ -220,7 +220,7 @@ def ended_key_of(sim: Sim, request: str) -> str:
 def test_an_ended_request_without_its_index_entry_fails(sim: Sim) -> None:
     client, delivered = busy(sim)
     sim.append(TOPICS.changelog, client, None, ended_key_of(sim, delivered))
-    assert_only(sim.verdict(), "replay", f"ended index client={client}", "no index entry")
+    assert_only(sim.verdict(), "replay", f"ended index client={client}", "no entry")
 
 
 def test_an_index_entry_under_another_deadline_or_of_an_open_request_fails(sim: Sim) -> None:
@@ -230,8 +230,8 @@ def test_an_index_entry_under_another_deadline_or_of_an_open_request_fails(sim: 
     opened, _ = sim.meme(client, "open")
     sim.append(TOPICS.changelog, client, b"", f"d/{1:016d}/{client}/{opened}")
     verdict = sim.verdict()
-    assert_only(verdict, "replay", f"request={delivered}", "deadline 0000000000000000")
-    assert_only(verdict, "replay", f"request={opened}", "index entry, replay says")
+    assert_only(verdict, "replay", f"request={delivered}", "deadline '0000000000000000'")
+    assert_only(verdict, "replay", f"request={opened}", "an entry, replay says")
 
 
 def test_a_live_purchase_or_request_the_ledger_never_had_fails(sim: Sim) -> None:

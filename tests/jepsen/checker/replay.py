@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Set
 
 from tests.jepsen.checker.context import Context
 from tests.jepsen.checker.fold import VIEW_FIELDS, Request
 from tests.jepsen.checker.model import Json
 
-Live = dict[tuple[str, ...], Json]
+Key = tuple[str, ...]
+Live = dict[Key, Json]
 
 
 def check_replay(ctx: Context) -> None:
     """Our fold of the ledger from offset 0 against the live state in the changelog."""
     live: dict[str, Live] = defaultdict(dict)
-    pending: dict[tuple[str, ...], bytes] = {}
-    ended: dict[tuple[str, ...], str] = {}
+    pending: dict[Key, str] = {}
+    ended: dict[Key, str] = {}
     for key, value in ctx.log.changelog.items():
         prefix, _, rest = key.partition("/")
         parts = tuple(rest.split("/", 2 if prefix == "d" else 1))
@@ -27,14 +29,19 @@ def check_replay(ctx: Context) -> None:
         elif prefix not in ("a", "r", "q", "p") or len(parts) != (1 if prefix == "a" else 2):
             ctx.stats["changelog_other_keys"] += 1
         elif prefix == "q":
-            pending[parts] = value  # the deadline as digits, not JSON
+            pending[parts] = value.decode(errors="replace")  # the deadline's digits
         else:
             live[prefix][parts] = _live_json(ctx, key, value)
     ctx.stats["changelog_live_keys"] = len(ctx.log.changelog)
     _replay_accounts(ctx, live["a"])
     _replay_requests(ctx, live["r"])
-    _replay_pending(ctx, pending, live["r"])
-    _replay_ended(ctx, ended, live["r"])
+    requests = ctx.fold.requests.items()
+    open_now = {k for k, r in requests if r.status == "charged"}
+    ended_now = {k for k, r in requests if r.status not in (None, "charged")}
+    # A run is shorter than the day the ledger remembers an ended request at least: none
+    # is forgotten, so the ended index holds every one.
+    _replay_index(ctx, "pending", pending, open_now, live["r"])
+    _replay_index(ctx, "ended index", ended, ended_now, live["r"])
     _replay_purchases(ctx, live["p"])
 
 
@@ -116,33 +123,20 @@ def _replay_requests(ctx: Context, live: Live) -> None:
         _compare(ctx, what, record, _expected_request(ctx, request, record))
 
 
-def _replay_pending(ctx: Context, live: dict[tuple[str, ...], bytes], records: Live) -> None:
-    """The pending index holds exactly the open requests, with their deadline."""
-    open_now = {k for k, r in ctx.fold.requests.items() if r.status == "charged"}
-    for key in sorted(set(live) | open_now):
-        what = f"pending client={key[0]} request={key[1]}"
-        if key not in live or key not in open_now:
-            state = "no pending key" if key not in live else "pending key"
-            ctx.problems.add("replay", f"{what}: {state}, replay says {ctx.request(*key).outcome}")
-            continue
-        if live[key] != str(records.get(key, {}).get("deadline_ms")).encode():
-            ctx.problems.add("replay", f"{what}: deadline {live[key]!r} not the record's")
-
-
-def _replay_ended(ctx: Context, live: dict[tuple[str, ...], str], records: Live) -> None:
-    """The ended index holds exactly the ended requests, under their deadline. (A run is
-    shorter than the day the ledger remembers an ended request at least: none is
-    forgotten, so every one is there.)"""
-    ended_now = {k for k, r in ctx.fold.requests.items() if r.status not in (None, "charged")}
-    for key in sorted(set(live) | ended_now):
-        what = f"ended index client={key[0]} request={key[1]}"
-        if key not in live or key not in ended_now:
-            state = "no index entry" if key not in live else "index entry"
+def _replay_index(
+    ctx: Context, name: str, live: dict[Key, str], holds: Set[Key], records: Live
+) -> None:
+    """The index ``name`` holds exactly the requests ``holds``, each under its record's
+    deadline (``live``: the deadline's digits as the index writes them)."""
+    for key in sorted(set(live) | holds):
+        what = f"{name} client={key[0]} request={key[1]}"
+        if key not in live or key not in holds:
+            state = "no entry" if key not in live else "an entry"
             ctx.problems.add("replay", f"{what}: {state}, replay says {ctx.request(*key).outcome}")
             continue
         deadline = records.get(key, {}).get("deadline_ms")
-        if not isinstance(deadline, int) or live[key] != f"{deadline:016d}":
-            ctx.problems.add("replay", f"{what}: deadline {live[key]} not the record's")
+        if not live[key].isdigit() or int(live[key]) != deadline:
+            ctx.problems.add("replay", f"{what}: deadline {live[key]!r} not the record's")
 
 
 def _replay_purchases(ctx: Context, live: Live) -> None:
