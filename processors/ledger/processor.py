@@ -26,7 +26,8 @@ Commit protocol, once per batch (one Kafka transaction):
 4. Expire charged requests whose deadline (plus grace) has passed: refunds, same way;
    but only once the partition's outcomes that were in the log by then are decided, so
    that a meme made in time and still unread (after a restart) is delivered instead.
-   Forget the records of requests ended long enough ago (``_forget_ended``). Then
+   Forget the records of requests ended long enough ago (``_forget_ended``; an idle
+   partition with one due gets a transaction for it alone). Then
    every state key the batch wrote goes to the changelog once, with its last value
    (same partition number as the input).
 5. ``send_offsets_to_transaction`` with the next offset of *every owned* partition
@@ -270,10 +271,12 @@ class LedgerProcessor:
                 self._end_if_every_broker_is_gone()
                 due = self._due_deadlines(now_ms())
                 messages = self.held_outcomes.take(messages, deadlines_due=bool(due))
-                if not messages and not due:
+                idle = not messages and not due
+                forgets = idle and self._forgets_due()
+                if idle and not forgets:
                     continue
                 try:
-                    self._process(messages, due)
+                    self._process(messages, due, forgets)
                 except TransactionAborted as exc:
                     log.warning("transaction aborted error=%s; rewinding", exc)
                     self._abort_and_rewind(messages)
@@ -294,7 +297,9 @@ class LedgerProcessor:
             self.requests_forgotten,
         )
 
-    def _process(self, messages: list[Message], due: list[tuple[int, int, str, str]]) -> None:
+    def _process(
+        self, messages: list[Message], due: list[tuple[int, int, str, str]], forgets: bool
+    ) -> None:
         """One transaction: decide what this instance owns, fenced by the group metadata.
 
         Only messages of assigned partitions at or past their position are decided: a
@@ -313,7 +318,7 @@ class LedgerProcessor:
         inputs = owned_inputs(consumed, self.positions)
         next_offsets = offsets_after(self.positions, inputs)
         expiring = self._expirable(due, next_offsets)
-        if not inputs and not expiring:
+        if not inputs and not expiring and not forgets:
             return
         self.began_at = time.monotonic()
         self._txn("begin_transaction", self.producer.begin_transaction)
@@ -378,11 +383,7 @@ class LedgerProcessor:
         ahead must not make every record look old), less the margin. It reads the index
         from where the committed ones ended (``_apply`` moves that back for a request
         that ended with an earlier deadline)."""
-        wall_ms = now_ms()
-        for partition, input_ms in self.input_times.items():
-            at_ms = min(input_ms, wall_ms) - FORGET_MARGIN_MS
-            if partition not in self.stores or at_ms < self.forget_due.get(partition, 0):
-                continue
+        for partition, at_ms in self._forget_times().items():
             since_ms = self.forgotten_through.get(partition, 0)
             timer = Forget(now_ms=at_ms, limit=FORGET_BATCH, since_ms=since_ms)
             forgotten = self._decide(partition, timer).forgotten
@@ -394,6 +395,49 @@ class LedgerProcessor:
                 self.forget_due[partition] = at_ms + FORGET_EVERY_MS
                 remember_ms = self.settings.personal_data_retention_ms
                 self.forgetting_through[partition] = at_ms - remember_ms + 1
+
+    def _forget_times(self) -> dict[int, int]:
+        """The time of each owned partition's due ``Forget``: its latest input's (never
+        past this process's clock), or the clock itself while every input of the
+        partition in the log is decided (the next one is stamped about now; a backlog
+        after an outage carries older stamps), less the margin."""
+        wall_ms = now_ms()
+        times = {}
+        for partition in self.stores:
+            input_ms = self.input_times.get(partition)
+            stale = input_ms is None or wall_ms - input_ms > FORGET_EVERY_MS
+            if stale and self._caught_up(partition):
+                input_ms = wall_ms
+            if input_ms is None:
+                continue
+            at_ms = min(input_ms, wall_ms) - FORGET_MARGIN_MS
+            if at_ms >= self.forget_due.get(partition, 0):
+                times[partition] = at_ms
+        return times
+
+    def _caught_up(self, partition: int) -> bool:
+        """Whether this instance has decided every input of ``partition`` the log held
+        at its last fetch (the inputs are not transactional: no marker trails the end)."""
+        for topic in self.topics.ledger_inputs:
+            position = self.positions.get((topic, partition), -1)
+            _low, end = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if end < 0 or position < end:
+                return False
+        return True
+
+    def _forgets_due(self) -> bool:
+        """Between inputs: whether a partition has an ended request due to be forgotten,
+        which is then worth a transaction of its own (an idle partition's records must
+        not outlive the retention)."""
+        remember_ms = self.settings.personal_data_retention_ms
+        for partition, at_ms in self._forget_times().items():
+            since_ms = self.forgotten_through.get(partition, 0)
+            due = self._view(partition).ended_by(since_ms, at_ms - remember_ms)
+            if next(due, None) is not None:
+                return True
+        return False
 
     def _view(self, partition: int) -> KeyValueState:
         store = self.stores[partition]
