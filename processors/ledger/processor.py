@@ -378,11 +378,9 @@ class LedgerProcessor:
         return decision
 
     def _forget_ended(self) -> None:
-        """A ``Forget`` for each owned partition whose input time has moved on. Its time
-        is that input time, never past this process's clock (an input from a clock far
-        ahead must not make every record look old), less the margin. It reads the index
-        from where the committed ones ended (``_apply`` moves that back for a request
-        that ended with an earlier deadline)."""
+        """A ``Forget`` for each owned partition whose time has moved on
+        (``_forget_times``). It reads the index from where the committed ones ended
+        (``_apply`` moves that back for a request that ended with an earlier deadline)."""
         for partition, at_ms in self._forget_times().items():
             since_ms = self.forgotten_through.get(partition, 0)
             timer = Forget(now_ms=at_ms, limit=FORGET_BATCH, since_ms=since_ms)
@@ -397,10 +395,11 @@ class LedgerProcessor:
                 self.forgetting_through[partition] = at_ms - remember_ms + 1
 
     def _forget_times(self) -> dict[int, int]:
-        """The time of each owned partition's due ``Forget``: its latest input's (never
-        past this process's clock), or the clock itself while every input of the
-        partition in the log is decided (the next one is stamped about now; a backlog
-        after an outage carries older stamps), less the margin."""
+        """The time of each owned partition's due ``Forget``: its latest input's, never
+        past this process's clock (an input from a clock far ahead must not make every
+        record look old); or the clock itself while every input of the partition in the
+        log is decided (the next one is stamped about now; a backlog after an outage
+        carries older stamps); less the margin."""
         wall_ms = now_ms()
         times = {}
         for partition in self.stores:
