@@ -382,9 +382,7 @@ class LedgerProcessor:
         (``_forget_times``). It reads the index from where the committed ones ended
         (``_apply`` moves that back for a request that ended with an earlier deadline)."""
         for partition, at_ms in self._forget_times().items():
-            since_ms = self.forgotten_through.get(partition, 0)
-            timer = Forget(now_ms=at_ms, limit=FORGET_BATCH, since_ms=since_ms)
-            forgotten = self._decide(partition, timer).forgotten
+            forgotten = self._decide(partition, self._forget(partition, at_ms)).forgotten
             self.requests_forgotten += sum(gone.record for gone in forgotten)
             if len(forgotten) == FORGET_BATCH:  # more are due: again in the next transaction
                 self.forget_due[partition] = at_ms
@@ -432,11 +430,14 @@ class LedgerProcessor:
         not outlive the retention)."""
         remember_ms = self.settings.personal_data_retention_ms
         for partition, at_ms in self._forget_times().items():
-            since_ms = self.forgotten_through.get(partition, 0)
-            due = self._view(partition).ended_by(since_ms, at_ms - remember_ms)
-            if next(due, None) is not None:
+            timer = self._forget(partition, at_ms, limit=1)
+            if decide(self._view(partition), timer, remember_ms=remember_ms).forgotten:
                 return True
         return False
+
+    def _forget(self, partition: int, at_ms: int, limit: int = FORGET_BATCH) -> Forget:
+        """The partition's Forget at ``at_ms``, reading its index from the cursor."""
+        return Forget(now_ms=at_ms, limit=limit, since_ms=self.forgotten_through.get(partition, 0))
 
     def _view(self, partition: int) -> KeyValueState:
         store = self.stores[partition]
