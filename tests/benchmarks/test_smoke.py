@@ -41,6 +41,7 @@ WITHOUT_KAFKA = {
     "analysis_example.py": r"^analysis: regions=2 ledger_entries=[1-9]\d* seconds=",
     "render_bench.py": r"^\| convert_jpeg \| \d+ .* \| \d+\.\d+x \|$",
     "replay_bench.py": r"^what-if/replay=\d+\.\d+$",
+    "store_bench.py": r"^store/baseline: absent \d+\.\d+x, present \d+\.\d+x$",
 }
 WITH_KAFKA = {
     "bridge_bench.py": (
