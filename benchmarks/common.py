@@ -55,7 +55,6 @@ from maas.processes import (
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 LOGS = RESULTS / "logs"
-IMG = REPO / "docs" / "img"
 STARTUP_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0  # a graceful stop; then SIGKILL
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -18,7 +18,8 @@ same way. Then, each against the service and the bare app:
    broker JVM, vegeta itself), up to the first step that breaks the SLO.
 
 Prints the service/bare ratios, writes ``benchmarks/results/http-<timestamp>.json`` and
-the plot ``docs/img/http-latency.png``. ``--check`` exits 1 if an SLO fails. ``--smoke``
+its plot beside it (``--png docs/img/http-latency.png`` renews the documented one).
+``--check`` exits 1 if an SLO fails. ``--smoke``
 runs each part for seconds at tiny sizes (the wrk part only if wrk is installed).
 """
 
@@ -38,7 +39,6 @@ from typing import Any
 
 import httpx
 from common import (
-    IMG,
     LOGS,
     REPO,
     RESULTS,
@@ -177,7 +177,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--overload-seconds", type=float, help="default: [overload] seconds")
     parser.add_argument("--after-seconds", type=float, help="default: [overload] after_s")
-    parser.add_argument("--png", type=Path, default=IMG / "http-latency.png")
+    parser.add_argument(
+        "--png", type=Path, help="the plot; default: beside the results, as http-<time>.png"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if an SLO fails")
     parser.add_argument(
         "--smoke", action="store_true", help="seconds, tiny sizes; wrk only if it is installed"
@@ -189,7 +191,6 @@ def parse_args() -> argparse.Namespace:
         args.ladder = ""
         args.overload, args.capacity = True, 10.0
         args.overload_seconds, args.after_seconds = 1.0, 1.0
-        args.png = RESULTS / "http-smoke.png"  # the documented plot stays as measured
     return args
 
 
@@ -244,7 +245,7 @@ def main() -> int:
     out = RESULTS / f"http-{results['started']}.json"
     out.write_text(json.dumps(results, indent=2))
     say(f"results written: {out}")
-    plot(results, args.png, slo)
+    plot(results, args.png or out.with_suffix(".png"), slo)
     return 1 if failed and args.check else 0
 
 
