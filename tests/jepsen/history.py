@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
 
-Op = Literal["register", "purchase", "subscribe", "meme", "me", "lookup"]
+Op = Literal["register", "purchase", "subscribe", "rotate", "meme", "me", "lookup"]
 OPS: frozenset[str] = frozenset(get_args(Op))
 FIELDS: tuple[str, ...] = (
     "worker",

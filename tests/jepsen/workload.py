@@ -10,12 +10,22 @@ Phases, each an ``async`` method run by ``tests.jepsen.run``:
    previous answer, so a stalled service cannot slow the load down and hide its queue;
    the generator's own lag (actual send - scheduled instant) is measured and reported.
    Purchases are interleaved (one per ``PURCHASE_EVERY_S``), some sent twice with the
-   same ``purchase_id``: a duplicate delivery from billing.
+   same ``purchase_id``: a duplicate delivery from billing; in faults mode, key rotations
+   (one per ``ROTATE_EVERY_S``): billing replaces a client's API key while its memes are
+   in flight.
 3. ``settle``: every request the service named (a 503, 504 or 409 body carries its
    ``request_id``) and that has no final outcome yet is looked up until it has one.
 4. ``final_mes``: one ``GET /v1/me`` per client.
 
 Client behaviour (what a careful client does):
+
+- some registrations carry an ``Idempotency-Key`` (billing's customer id) and are retried
+  with it; one answered 409 ``already_registered`` (an earlier attempt opened the account,
+  its answer was lost) gets its key by a rotation;
+- a rotation is retried until it is confirmed (each call issues another key, and an
+  unconfirmed one may still be decided); from its 201 on the client uses the new key. A
+  request refused 401 with the client's current key (an unconfirmed rotation decided
+  after the confirmed one) makes the client rotate again, as the API tells it to;
 
 - most meme requests carry an ``Idempotency-Key`` and are retried with the same key on a
   503 or 429, a 504 that does not say the token was refunded, a 409
@@ -35,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import math
 import random
 import threading
 import time
@@ -64,6 +75,8 @@ HTTP_POOL_CONNECTIONS = 32  # all kept alive: a closed one costs a new connectio
 # without an answer.
 HTTP_KEEPALIVE_S = 2.0
 PURCHASE_EVERY_S = 1.0
+ROTATE_EVERY_S = 2.0
+KEYED_REGISTRATION_SHARE = 0.3
 SETUP_CONCURRENCY = 24  # clients set up (and asked /v1/me at the end) at once
 DUPLICATE_PURCHASE_SHARE = 0.2
 KEYED_SHARE = 0.85
@@ -83,11 +96,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Account:
     client_id: str
-    api_key: str
+    api_key: str  # the key from the last confirmed rotation, or the registration's
     poor: bool
+    rotating: bool = False  # a rotation of its key is under way
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,9 @@ class Workload:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # Faults mode only: a request sent with a key rotated away meanwhile is refused
+        # 401, which availability would count against the service.
+        self.rotates = self.mode == "faults"
         self.workers = WorkerIds()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()  # read by the progress thread
@@ -224,22 +241,26 @@ class Workload:
             loop = asyncio.get_running_loop()
             start = loop.time() + 0.05
             start_ms = now_ms() + 50
-            memes = purchases = 0
+            memes = purchases = rotations = 0
             while True:
                 meme_at = memes / self.rate
                 purchase_at = purchases * PURCHASE_EVERY_S + 0.5
-                offset = min(meme_at, purchase_at)
+                rotate_at = rotations * ROTATE_EVERY_S + 0.75 if self.rotates else math.inf
+                offset = min(meme_at, purchase_at, rotate_at)
                 if offset >= most_seconds or (offset >= seconds and not go_on()):
                     break
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if meme_at <= purchase_at:
+                if offset == meme_at:
                     memes += 1
                     self._spawn(self._scheduled_meme(start_ms + int(offset * 1000)))
-                else:
+                elif offset == purchase_at:
                     purchases += 1
                     self._spawn(self._interleaved_purchase())
+                else:
+                    rotations += 1
+                    self._spawn(self._rotate(self.rng.choice(self.accounts)))
             if offset > seconds:
                 self.say(f"load went on to {offset:.0f}s for the faults still to happen")
             on_schedule_end()
@@ -277,20 +298,43 @@ class Workload:
     # --- ops ---------------------------------------------------------------------------
 
     async def _register(self, i: int, poor: bool) -> Account:
-        """Not idempotent: a failed registration is tried again as a new op (a client
-        that may exist, unused, is harmless)."""
+        """Without a key not idempotent: a failed registration is tried again as a new op
+        (a client that may exist, unused, is harmless). With billing's customer id as its
+        ``Idempotency-Key``, retried as the same op; a 409 ``already_registered`` names
+        the account an earlier attempt opened, whose key a rotation replaces."""
+        body = {"name": f"jepsen-{i}"}
+        if self.rng.random() < KEYED_REGISTRATION_SHARE:
+            logical = self.logical("r")
+            key = f"customer-{self.rng.getrandbits(64):016x}"
+            answer = await self._retried(
+                lambda attempt: self._op(
+                    "register", logical, None, "POST", "/v1/clients", None, key, body,
+                    attempt=attempt,
+                ),
+                _retry_call,
+                logical,
+            )  # fmt: skip
+            return await self._registered(i, poor, answer)
         for _ in range(MAX_ATTEMPTS):
             logical = self.logical("r")
-            body = {"name": f"jepsen-{i}"}
             answer = await self._op(
                 "register", logical, None, "POST", "/v1/clients", None, None, body
             )
             if answer.status in (201, 202):
-                account = Account(answer.field("client_id"), answer.field("api_key"), poor)
-                self.accounts.append(account)
-                return account
+                return await self._registered(i, poor, answer)
             await asyncio.sleep(self._backoff(1, answer))
         raise RuntimeError(f"could not register client {i}")
+
+    async def _registered(self, i: int, poor: bool, answer: Answer) -> Account:
+        if answer.status not in (201, 202, 409) or answer.field("client_id") is None:
+            raise RuntimeError(f"could not register client {i}: {answer.describe()}")
+        account = Account(answer.field("client_id"), answer.field("api_key") or "", poor)
+        if answer.status == 409:  # already_registered: its key was shown once, and lost
+            await self._rotate(account)
+            if account.api_key == "":
+                raise RuntimeError(f"could not get a key for client {account.client_id}")
+        self.accounts.append(account)
+        return account
 
     async def _purchase(self, account: Account, tokens: int, purchase_id: str) -> None:
         """Idempotent by ``purchase_id``: retried as the same logical op."""
@@ -316,6 +360,27 @@ class Workload:
             _retry_call,
             logical,
         )
+
+    async def _rotate(self, account: Account) -> None:
+        """A new API key, retried until one is confirmed; one rotation of an account at
+        a time (a client waits for its own call)."""
+        if account.rotating:
+            return
+        account.rotating = True
+        try:
+            logical = self.logical("k")
+            path = f"/v1/clients/{account.client_id}/api-key"
+            answer = await self._retried(
+                lambda attempt: self._op(
+                    "rotate", logical, account, "POST", path, None, None, None, attempt=attempt
+                ),
+                _retry_call,
+                logical,
+            )
+            if answer.status == 201:
+                account.api_key = answer.field("api_key")
+        finally:
+            account.rotating = False
 
     async def _interleaved_purchase(self) -> None:
         account = self.rng.choice(self.accounts)
@@ -343,9 +408,14 @@ class Workload:
         key = f"{logical}-{self.rng.getrandbits(48):012x}" if keyed else None
 
         async def attempt_once(attempt: int) -> Answer:
+            api_key = account.api_key
             answer = await self._op(
                 "meme", logical, account, "GET", "/memes", params, key, None, attempt=attempt
             )
+            if answer.status == 401 and account.api_key == api_key:
+                # The current key refused: an unconfirmed rotation was decided after the
+                # confirmed one. The API's advice: rotate again.
+                self._spawn(self._rotate(account))
             if attempt == 1 and scheduled_ms is not None:
                 latency_ms = now_ms() - scheduled_ms
                 self.first_attempts.append(FirstAttempt(scheduled_ms, latency_ms, answer.status))
@@ -371,8 +441,14 @@ class Workload:
             self.open_requests.pop(request_id, None)
 
     async def _me(self, account: Account) -> None:
+        """The account's view; a key refused (see ``_meme``) is rotated first, once."""
+        if (await self._me_once(account)).status == 401:
+            await self._rotate(account)
+            await self._me_once(account)
+
+    async def _me_once(self, account: Account) -> Answer:
         logical = self.logical("me")
-        await self._retried(
+        return await self._retried(
             lambda attempt: self._op(
                 "me", logical, account, "GET", "/v1/me", None, None, None, attempt=attempt
             ),
@@ -399,7 +475,7 @@ class Workload:
         pool = self._pools[self._sent % len(self._pools)]
         self._sent += 1
         headers = {"Authorization": f"Bearer {account.api_key if account else ''}"}
-        if op in ("register", "purchase", "subscribe"):
+        if op in ("register", "purchase", "subscribe", "rotate"):
             headers["Authorization"] = f"Bearer {self.billing_token}"
         if key is not None:
             headers["Idempotency-Key"] = key

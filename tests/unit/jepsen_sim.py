@@ -210,6 +210,21 @@ class Sim:
             body={"purchase_id": purchase_id, "tokens": tokens}, response=told,
         )  # fmt: skip
 
+    def rotate(self, client_id: str, status: int = 201, decided: bool = True) -> Json:
+        """A new API key: asked for on the purchases topic, an ``ApiKeyRotated`` once
+        decided (its account record holds the new hash), the key told on a 201."""
+        api_key = "mk_" + uuid.uuid4().hex
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        self.billing_input(client_id, "ApiKeyRotationRequested", api_key_sha256=digest)
+        if decided:
+            self.accounts[client_id]["api_key_sha256"] = digest  # written with the entry's account
+            self.entry(client_id, "ApiKeyRotated", 0, api_key_sha256=digest)
+        response = {"client_id": client_id, "api_key": api_key, "pending": False}
+        return self.line(
+            "rotate", self.name("k"), client_id, method="POST", status=status,
+            path=f"/v1/clients/{client_id}/api-key", response=response,
+        )  # fmt: skip
+
     def subscribe(self, client_id: str, status: int = 200, until_ms: int | None = None) -> Json:
         """Memes AI on; the ledger records it only when the answer is 200."""
         if status == 200:
@@ -411,8 +426,10 @@ def answer(told: str, request_id: str, record: Json | None) -> tuple[int | None,
             return 409, problem(409, "conflict", request_id=request_id)
         case "409_in_progress":
             return 409, problem(409, "request_in_progress", request_id=request_id)
-        case "401":
-            return 401, problem(401, "unauthorized")
+        case "401":  # the ledger's own rejection, after the append
+            return 401, problem(401, "unauthorized", detail="the ledger does not know this client")
+        case "401_key":  # refused before the append: a key rotated away
+            return 401, problem(401, "unauthorized", detail="unknown API key")
         case "none":
             return None, None
     raise ValueError(told)

@@ -133,6 +133,42 @@ def test_an_account_opened_with_another_key_fails(sim: Sim) -> None:
     assert_only(sim.verdict(), "missing", f"client={client}", "another key")
 
 
+def test_a_rotated_key_is_the_accounts_key_from_its_entry_on(sim: Sim) -> None:
+    """Replay follows ``ApiKeyRotated``: the live account holds the new key's hash, and
+    the registration is still checked against the key it opened with."""
+    client, _ = busy(sim)
+    sim.rotate(client)
+    sim.meme(client, "delivered")
+    sim.rotate(client, status=504, decided=False)  # not confirmed, never decided
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["rotations_acknowledged"] == 1
+    assert verdict.stats["keys_rotated"] == 1
+
+
+def test_an_acknowledged_rotation_without_its_entry_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.rotate(client, decided=False)
+    assert_only(sim.verdict(), "missing", f"client={client}", "told 201, no ApiKeyRotated")
+
+
+def test_a_key_rotated_to_a_key_nobody_asked_for_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.rotate(client)
+    remove(sim, lambda r: r.topic == TOPICS.purchases and b"ApiKeyRotationRequested" in r.value)
+    assert_only(sim.verdict(), "missing", f"client={client}", "no ApiKeyRotationRequested")
+
+
+def test_a_repeated_registration_naming_no_account_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.line(
+        "register", sim.name("r"), None, method="POST", path="/v1/clients", status=409,
+        idempotency_key="customer-1", body={"name": ""},
+        response={"error": "already_registered", "client_id": client + "0"},
+    )  # fmt: skip
+    assert_only(sim.verdict(), "missing", f"client={client}0", "already registered, no account")
+
+
 def test_an_acknowledged_purchase_without_its_credit_fails(sim: Sim) -> None:
     client = sim.register()
     line = sim.purchase(client, 4)

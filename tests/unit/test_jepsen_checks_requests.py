@@ -70,6 +70,15 @@ def test_a_request_unknown_to_the_ledger_told_401_has_no_outcome_by_design(sim: 
     assert verdict.ok, verdict.report()
 
 
+def test_a_key_refused_401_does_not_excuse_a_request_without_outcome(sim: Sim) -> None:
+    """A 401 for a key rotated away comes before the append: a retry refused so must not
+    hide that an earlier attempt's request reached the log and never ended."""
+    client = sim.register()
+    request_id, logical = sim.meme(client, "lost", key="k-1", told="503")
+    sim.tell(client, logical, request_id, "401_key", key="k-1")
+    assert_only(sim.verdict(), "acknowledged", f"request={request_id}", "no outcome")
+
+
 # --- 1. every acknowledged request has exactly one final outcome --------------------------
 
 

@@ -34,8 +34,8 @@ wire, it learnt by reading the service's code, and re-implements here:
   ``MemeRejected`` (``request_id``, ``reason`` 1 unknown client, 2 idempotency conflict,
   3 insufficient tokens), ``MemeDelivered`` (``request_id``, ``meme_id``), ``TokensRefunded``
   (+tokens, ``request_id``, ``reason`` 1 generator failed, 2 deadline expired),
-  ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` and
-  ``ApiKeyRotated`` (no change);
+  ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` (no change)
+  and ``ApiKeyRotated`` (the account's ``api_key_sha256`` from then on);
   a request is charged ``ai`` when the client's subscription is active at the
   ``MemeRequested``'s time, else ``standard`` (ledger/request_rules.py); a blocked AI
   caption is delivered as the standard meme (``MemeDelivered.kind`` ``standard``);
@@ -74,9 +74,14 @@ wire, it learnt by reading the service's code, and re-implements here:
   tokens_charged, ...}``; 402 ``insufficient_tokens``; 409 ``conflict`` (same key, other
   parameters) or ``request_in_progress``; 502 ``generation_failed`` (refunded); 504
   ``deadline_exceeded`` (after the append: with ``refunded: true`` when the ledger
-  refunded on the deadline); 503 (maybe not appended); 401 from the ledger means it did
-  not know the client (nothing stored). POST /v1/clients 201 (202 ``pending``: appended,
-  not confirmed) ``{client_id, api_key}``; purchases 201 new / 200 repeat ``{purchase_id,
+  refunded on the deadline); 503 (maybe not appended); 401 with the detail "the ledger
+  does not know this client" means the ledger did not know the client (nothing stored),
+  any other 401 was refused before the append (an unknown key: one rotated away). POST
+  /v1/clients 201 (202 ``pending``: appended, not confirmed) ``{client_id, api_key}``,
+  409 ``already_registered`` ``{client_id}`` (an account opened under the same
+  Idempotency-Key); POST /v1/clients/{id}/api-key 201 ``{client_id, api_key}`` once its
+  ``ApiKeyRotationRequested`` (purchases topic, ``api_key_sha256``) is decided into an
+  ``ApiKeyRotated`` of that hash; purchases 201 new / 200 repeat ``{purchase_id,
   tokens, balance_after, seq}`` of the credit entry, 409 other amount; /v1/me the account
   view at ``seq``; /v1/requests/{id} the request record's view.
 """

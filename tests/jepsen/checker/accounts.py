@@ -1,7 +1,7 @@
 """The checks of accounts and writes: 4 (seq, chain, conservation, no overdraft; the
-fold checked the seq and chain), 5 (nothing acknowledged is missing: registrations and
-purchases) and 9 for purchases (one refused before its append in every attempt was never
-appended)."""
+fold checked the seq and chain), 5 (nothing acknowledged is missing: registrations,
+purchases and key rotations; nothing decided that was not sent) and 9 for purchases (one
+refused before its append in every attempt was never appended)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ def check_writes(ctx: Context) -> None:
     for op in ctx.ops.values():
         if op.op == "register":
             _check_register(ctx, op)
+        elif op.op == "rotate":
+            _check_rotate(ctx, op)
         elif op.op == "purchase":
             _check_purchase(ctx, op)
             key = (op.client_id or "", _purchase_id(op))
@@ -115,9 +117,19 @@ def check_writes(ctx: Context) -> None:
             )
     for client_id in sorted(ctx.fold.accounts):
         sent = ctx.log.registered.get(client_id, [])
-        opened = ctx.fold.accounts[client_id].api_key_sha256
+        opened = ctx.fold.accounts[client_id].opened_key_sha256
         if not any(e.get("api_key_sha256") == opened for e in sent):
             ctx.problems.add("missing", f"client={client_id}: AccountOpened, no ClientRegistered")
+    for client_id, rotated in sorted(ctx.fold.rotations.items()):
+        asked = {e["api_key_sha256"] for e in ctx.log.rotations.get(client_id, [])}
+        for entry in rotated:
+            ctx.stats["keys_rotated"] += 1
+            if entry["api_key_sha256"] not in asked:
+                ctx.problems.add(
+                    "missing",
+                    f"client={client_id} seq={entry['seq']}: ApiKeyRotated to a key no "
+                    "ApiKeyRotationRequested asked for",
+                )
     for (client_id, purchase_id), credits in sorted(ctx.fold.credits.items()):
         ctx.stats["credits"] += len(credits)
         where = f"client={client_id} purchase={purchase_id}"
@@ -130,6 +142,14 @@ def check_writes(ctx: Context) -> None:
 
 def _check_register(ctx: Context, op: Logical) -> None:
     for attempt in op.attempts:
+        if attempt["status"] == 409:  # already_registered: it names the account it found
+            ctx.stats["registrations_repeated"] += 1
+            client_id = response_of(attempt).get("client_id")
+            if client_id not in ctx.fold.accounts:
+                ctx.problems.add(
+                    "missing", f"client={client_id}: told already registered, no account"
+                )
+            continue
         if attempt["status"] not in (201, 202):  # 202: appended, not confirmed yet
             continue
         ctx.stats["registrations_acknowledged"] += 1
@@ -138,8 +158,22 @@ def _check_register(ctx: Context, op: Logical) -> None:
         api_key = response_of(attempt).get("api_key", "")
         if account is None:
             ctx.problems.add("missing", f"client={client_id}: told {attempt['status']}, no account")
-        elif account.api_key_sha256 != hashlib.sha256(api_key.encode()).hexdigest():
+        elif account.opened_key_sha256 != hashlib.sha256(api_key.encode()).hexdigest():
             ctx.problems.add("missing", f"client={client_id}: opened with another key's hash")
+
+
+def _check_rotate(ctx: Context, op: Logical) -> None:
+    """A confirmed rotation (201) is an ``ApiKeyRotated`` of the key it handed out."""
+    rotated = {e["api_key_sha256"] for e in ctx.fold.rotations.get(op.client_id or "", [])}
+    for attempt in op.attempts:
+        if attempt["status"] != 201:
+            continue
+        ctx.stats["rotations_acknowledged"] += 1
+        api_key = response_of(attempt).get("api_key", "")
+        if hashlib.sha256(api_key.encode()).hexdigest() not in rotated:
+            ctx.problems.add(
+                "missing", f"client={op.client_id} logical={op.logical}: told 201, no ApiKeyRotated"
+            )
 
 
 def _purchase_id(op: Logical) -> str:

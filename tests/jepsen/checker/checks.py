@@ -18,6 +18,7 @@ from tests.jepsen.checker.ops import Logical, query_of, refused, response_of, to
 # (same machine); the slack covers clock granularity when matching an attempt by time.
 MATCH_SLACK_MS = 2_000
 REJECT_UNKNOWN_CLIENT = 1
+LEDGER_UNKNOWN_CLIENT = "the ledger does not know this client"  # the 401's detail
 REJECT_INSUFFICIENT_TOKENS = 3
 REFUND_GENERATOR_FAILED = 1
 REFUND_DEADLINE_EXPIRED = 2
@@ -87,11 +88,15 @@ def _request_problems(request: Request) -> Iterator[str]:
 
 
 def _told_unknown_client(ctx: Context, client_id: str, request_id: str) -> bool:
-    """A 401 from /memes is the ledger's "unknown client" rejection: nothing is stored,
-    so such a request has no outcome by design."""
+    """The ledger's "unknown client" rejection (a 401 saying so) stores nothing, so such
+    a request has no outcome by design. Not any 401: a key rotated away is refused
+    before the append, and must not excuse an earlier attempt's request."""
     for event in ctx.log.meme_requests.get((client_id, request_id), []):
         op = ctx.meme_op(client_id, event)
-        if op and any(a["status"] == 401 for a in op.attempts):
+        if op and any(
+            a["status"] == 401 and response_of(a).get("detail") == LEDGER_UNKNOWN_CLIENT
+            for a in op.attempts
+        ):
             return True
     return False
 

@@ -26,8 +26,9 @@ VIEW_FIELDS = (
 @dataclass
 class Account:
     client_id: str
-    api_key_sha256: str
+    opened_key_sha256: str  # the registration's key
     partition: int
+    api_key_sha256: str = ""  # the key now: the last ApiKeyRotated's, else the opened one
     balance: int = 0
     seq: int = 0
     memes_requested: int = 0
@@ -75,6 +76,7 @@ class Fold:
     requests: dict[tuple[str, str], Request] = field(default_factory=dict)
     credits: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     heads: dict[int, dict[int, str]] = field(default_factory=dict)  # partition -> offset -> head
+    rotations: dict[str, list[Json]] = field(default_factory=dict)  # client -> ApiKeyRotated
 
 
 def fold_ledger(entries: list[Entry], problems: Problems) -> Fold:
@@ -110,7 +112,8 @@ def _apply_to_account(fold: Fold, entry: Entry, problems: Problems) -> bool:
     if account is None:
         if kind != "AccountOpened" or seq != 1:
             problems.add("account", f"{_where(entry)}: first entry is not AccountOpened seq 1")
-        account = Account(client_id, body.get("api_key_sha256", ""), entry.partition)
+        opened = body.get("api_key_sha256", "")
+        account = Account(client_id, opened, entry.partition, api_key_sha256=opened)
         fold.accounts[client_id] = account
     elif kind == "AccountOpened":
         problems.add("account", f"{_where(entry)}: a second AccountOpened")
@@ -157,6 +160,8 @@ def _apply_counters(account: Account, body: Json) -> int:
             return int(body["tokens"])
         case "SubscriptionChanged":
             account.ai_active, account.ai_until_ms = body["active"], body.get("until_ms")
+        case "ApiKeyRotated":
+            account.api_key_sha256 = body["api_key_sha256"]
     return 0
 
 
@@ -181,12 +186,14 @@ def _apply_to_request(fold: Fold, entry: Entry, problems: Problems) -> None:
     if kind == "TokensCredited":
         fold.credits.setdefault((body["client_id"], body["purchase_id"]), []).append(body)
         return
+    if kind == "ApiKeyRotated":
+        fold.rotations.setdefault(body["client_id"], []).append(body)
+        return
     if kind not in TRANSITIONS:
         if kind not in (
             "AccountOpened",
             "SubscriptionChanged",
             "PersonalDataErased",
-            "ApiKeyRotated",
         ):
             problems.add("log", f"{_where(entry)}: unknown entry type")
         return

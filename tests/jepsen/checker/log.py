@@ -26,6 +26,7 @@ class Log:
     meme_requests: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     by_query: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     registered: dict[str, list[Json]] = field(default_factory=dict)  # ClientRegistered
+    rotations: dict[str, list[Json]] = field(default_factory=dict)  # ApiKeyRotationRequested
     purchased: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     generated: dict[tuple[str, str], list[Json]] = field(default_factory=dict)  # MemeGenerated
     changelog: dict[str, bytes] = field(default_factory=dict)  # live state, last wins
@@ -67,6 +68,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "occurred_at_ms",
     ),
     "ClientRegistered": ("client_id", "api_key_sha256"),
+    "ApiKeyRotationRequested": ("client_id", "api_key_sha256"),
     "TokensPurchased": ("client_id", "purchase_id", "tokens"),
     "MemeGenerated": ("client_id", "request_id", "meme_id", "occurred_at_ms"),
     "checkpoint": ("topic", "partition", "offset", "head"),
@@ -95,6 +97,7 @@ def parse_log(records: Iterable[Record], region: str, problems: Problems) -> Log
     meme_requests: dict[tuple[str, str], list[Json]] = defaultdict(list)
     by_query: dict[tuple[str, str], list[Json]] = defaultdict(list)
     registered: dict[str, list[Json]] = defaultdict(list)
+    rotations: dict[str, list[Json]] = defaultdict(list)
     purchased: dict[tuple[str, str], list[Json]] = defaultdict(list)
     generated: dict[tuple[str, str], list[Json]] = defaultdict(list)
     # Offset order per partition: the order the processor decided in, and "last wins".
@@ -121,13 +124,15 @@ def parse_log(records: Iterable[Record], region: str, problems: Problems) -> Log
             by_query[body["client_id"], body["query"]].append(body)
         elif kind == "ClientRegistered":
             registered[body["client_id"]].append(body)
+        elif kind == "ApiKeyRotationRequested":
+            rotations[body["client_id"]].append(body)
         elif kind == "TokensPurchased":
             purchased[body["client_id"], body["purchase_id"]].append(body)
         elif kind == "MemeGenerated":
             generated[body["client_id"], body["request_id"]].append(body)
     log.meme_requests, log.by_query = dict(meme_requests), dict(by_query)
     log.registered, log.purchased = dict(registered), dict(purchased)
-    log.generated = dict(generated)
+    log.generated, log.rotations = dict(generated), dict(rotations)
     return log
 
 
