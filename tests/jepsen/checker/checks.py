@@ -17,7 +17,6 @@ from tests.jepsen.checker.ops import Logical, query_of, refused, response_of, to
 # The API stamps MemeRequested.occurred_at_ms between the client's invoke and complete
 # (same machine); the slack covers clock granularity when matching an attempt by time.
 MATCH_SLACK_MS = 2_000
-REJECT_UNKNOWN_CLIENT = 1
 LEDGER_UNKNOWN_CLIENT = "the ledger does not know this client"  # the 401's detail
 REJECT_INSUFFICIENT_TOKENS = 3
 REFUND_GENERATOR_FAILED = 1
