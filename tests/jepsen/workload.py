@@ -412,9 +412,7 @@ class Workload:
             answer = await self._op(
                 "meme", logical, account, "GET", "/memes", params, key, None, attempt=attempt
             )
-            if answer.status == 401 and account.api_key == api_key:
-                # The current key refused: an unconfirmed rotation was decided after the
-                # confirmed one. The API's advice: rotate again.
+            if _key_lost(account, api_key, answer):
                 self._spawn(self._rotate(account))
             if attempt == 1 and scheduled_ms is not None:
                 latency_ms = now_ms() - scheduled_ms
@@ -435,7 +433,10 @@ class Workload:
     async def _lookup(self, account: Account, request_id: str, final_404: bool) -> None:
         logical = self.logical("l")
         path = f"/v1/requests/{request_id}"
+        api_key = account.api_key
         answer = await self._op("lookup", logical, account, "GET", path, None, None, None)
+        if _key_lost(account, api_key, answer):
+            await self._rotate(account)  # settling looks again, with the new key
         final = answer.status == 200 and answer.field("status") in FINAL_LOOKUP_STATUSES
         if final or (answer.status == 404 and final_404):
             self.open_requests.pop(request_id, None)
@@ -551,7 +552,7 @@ class Workload:
         if _open_answer(answer):
             self.open_requests[request_id] = (account, logical)
             return str(request_id)
-        if answer.status is not None:
+        if answer.status not in (None, 401):  # a 401 refused this attempt, not the request
             self.open_requests.pop(request_id, None)
         return None
 
@@ -626,6 +627,13 @@ class Workload:
                 yield
             finally:
                 self._pools = []
+
+
+def _key_lost(account: Account, api_key: str, answer: Answer) -> bool:
+    """The client's current key was refused, with no rotation of it under way: an
+    unconfirmed rotation was decided after the confirmed one. The API's advice is to
+    rotate again."""
+    return answer.status == 401 and account.api_key == api_key and not account.rotating
 
 
 def _retry_call(answer: Answer) -> bool:
