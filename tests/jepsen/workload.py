@@ -26,7 +26,6 @@ Client behaviour (what a careful client does):
   unconfirmed one may still be decided); from its 201 on the client uses the new key. A
   request refused 401 with the client's current key (an unconfirmed rotation decided
   after the confirmed one) makes the client rotate again, as the API tells it to;
-
 - most meme requests carry an ``Idempotency-Key`` and are retried with the same key on a
   503 or 429, a 504 that does not say the token was refunded, a 409
   ``request_in_progress`` and a transport error, honouring ``Retry-After``: one logical
