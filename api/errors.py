@@ -201,6 +201,17 @@ class KafkaUnavailable(ApiError):
         return {"Retry-After": "1"}
 
 
+class ImageStoreUnavailable(ApiError):
+    """The image store did not answer (S3 unreachable, a disk's I/O error): nothing is
+    lost, the image may be there; try again."""
+
+    status_code = 503
+    error = "image_store_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
 class Overloaded(ApiError):
     """Refused before anything was appended: the request was not recorded or charged."""
 

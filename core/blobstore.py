@@ -11,7 +11,9 @@ Two stores behind one ``BlobStore`` protocol, chosen by ``make_blob_store(settin
   ``maas-ledger[s3]`` and imported only when this store is built.
 
 ``get`` raises ``KeyError`` for a missing blob and ``ValueError`` for a malformed key,
-in both stores. ``delete`` (personal-data erasure) is idempotent: deleting a missing
+in both stores; a store that cannot be reached raises ``OSError`` (the local disk's own,
+or ``BlobStoreUnavailable`` for S3's connection errors and refusals), which a caller may
+try again later. ``delete`` (personal-data erasure) is idempotent: deleting a missing
 blob is not an error.
 
 Images are kept for a retention after they were last made (``image_retention_hours``;
@@ -22,11 +24,13 @@ the blobs not made since a cutoff (``maas blobs sweep``, run by ``maas up``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +52,14 @@ def cache_control(retention_hours: int) -> str:
     when its retention ends (0: kept until erased)."""
     max_age_s = _A_YEAR_S if retention_hours == 0 else min(retention_hours * 3600, _A_YEAR_S)
     return f"public, max-age={max_age_s}, immutable"
+
+
+_NEEDS_BOTO3 = "S3BlobStore needs boto3: pip install 'maas-ledger[s3]'"
+
+
+class BlobStoreUnavailable(OSError):
+    """The S3 store could not be reached, or refused a call other than with "no such
+    object": an ``OSError``, as a local disk's failure is, so callers handle both alike."""
 
 
 class BlobStore(Protocol):
@@ -215,13 +227,16 @@ class S3BlobStore:
         retention_hours: int = 0,
         **credentials: str,
     ) -> None:
+        try:
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError as exc:  # the optional extra is not installed
+            raise RuntimeError(_NEEDS_BOTO3) from exc
+        self._failures: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         if client is None:
             try:
                 import boto3
-            except ImportError as exc:  # the optional extra is not installed
-                raise RuntimeError(
-                    "S3BlobStore needs boto3: pip install 'maas-ledger[s3]'"
-                ) from exc
+            except ImportError as exc:
+                raise RuntimeError(_NEEDS_BOTO3) from exc
             client = boto3.client(
                 "s3", endpoint_url=endpoint_url, region_name=region_name, **credentials
             )
@@ -233,69 +248,81 @@ class S3BlobStore:
     def object_name(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
+    @contextlib.contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        """botocore's failures of the calls inside, as ``BlobStoreUnavailable``."""
+        try:
+            yield
+        except self._failures as exc:
+            raise BlobStoreUnavailable(f"S3 {what} failed: {exc}") from exc
+
     def put(self, data: bytes, ext: str = "png") -> str:
         key = blob_key(data, ext)
         made = self._last_made(key)
-        if made is None:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=self.object_name(key),
-                Body=data,
-                ContentType=MEDIA_TYPES[ext],
-                CacheControl=self._cache_control,
-            )
-        elif made < time.time() - S3_RENEW_AFTER_S:
-            name = self.object_name(key)
-            self._client.copy_object(
-                Bucket=self.bucket,
-                Key=name,
-                CopySource={"Bucket": self.bucket, "Key": name},
-                MetadataDirective="REPLACE",  # a copy onto itself must change something
-                ContentType=MEDIA_TYPES[ext],
-                CacheControl=self._cache_control,
-            )
+        with self._reaching("put"):
+            if made is None:
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.object_name(key),
+                    Body=data,
+                    ContentType=MEDIA_TYPES[ext],
+                    CacheControl=self._cache_control,
+                )
+            elif made < time.time() - S3_RENEW_AFTER_S:
+                name = self.object_name(key)
+                self._client.copy_object(
+                    Bucket=self.bucket,
+                    Key=name,
+                    CopySource={"Bucket": self.bucket, "Key": name},
+                    MetadataDirective="REPLACE",  # a copy onto itself must change something
+                    ContentType=MEDIA_TYPES[ext],
+                    CacheControl=self._cache_control,
+                )
         return key
 
     def sweep(self, made_before: float) -> int:
         """Each old object is asked for again (HEAD) just before its delete, so a
         ``put`` that renewed it since the listing keeps it."""
         swept = 0
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = item["Key"][len(self.prefix) :]
-                listed_old = item["LastModified"].timestamp() < made_before
-                if _KEY_RE.fullmatch(key) is None or not listed_old:
-                    continue
-                made = self._last_made(key)
-                if made is not None and made < made_before:
-                    self._client.delete_object(Bucket=self.bucket, Key=item["Key"])
-                    swept += 1
+        with self._reaching("sweep"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    listed_old = item["LastModified"].timestamp() < made_before
+                    if _KEY_RE.fullmatch(key) is None or not listed_old:
+                        continue
+                    made = self._last_made(key)
+                    if made is not None and made < made_before:
+                        self._client.delete_object(Bucket=self.bucket, Key=item["Key"])
+                        swept += 1
         return swept
 
     def _last_made(self, key: str) -> float | None:
         """When the object was last written, or None if there is none."""
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self.object_name(key))
-        except Exception as exc:  # botocore's ClientError; boto3 may not be importable here
+        except self._failures as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise
+            raise BlobStoreUnavailable(f"S3 head failed: {exc}") from exc
         return head["LastModified"].timestamp()
 
     def get(self, key: str) -> bytes:
         name = self.object_name(key)
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=name)
-        except self._client.exceptions.NoSuchKey:
-            raise KeyError(key) from None
-        return response["Body"].read()
+        with self._reaching("get"):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=name)
+            except self._client.exceptions.NoSuchKey:
+                raise KeyError(key) from None
+            return response["Body"].read()
 
     def delete(self, key: str) -> bool:
         existed = key in self
-        self._client.delete_object(Bucket=self.bucket, Key=self.object_name(key))
+        with self._reaching("delete"):
+            self._client.delete_object(Bucket=self.bucket, Key=self.object_name(key))
         return existed
 
     def __contains__(self, key: object) -> bool:

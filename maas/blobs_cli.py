@@ -56,7 +56,7 @@ def _sweep(args: argparse.Namespace) -> int:
     while not stop.is_set():
         try:
             sweep_once(store, retention_s)
-        except OSError as exc:  # the store unreachable for a round; the next tries again
+        except OSError as exc:  # the store unreachable (S3 too): the next round tries again
             log.error("image sweep failed error=%s", exc)
         stop.wait(interval_s)
     return 0

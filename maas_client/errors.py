@@ -17,8 +17,8 @@
     │                              service's ledger are at their limit; ``retry_after_s``
     └── ServerError            500 and any other 5xx
         ├── GenerationFailed   502 generation_failed: ``request_id``; the token was refunded
-        ├── Unavailable        503 kafka_unavailable, overloaded, not_ready: ``retry_after_s``,
-        │                          ``request_id``
+        ├── Unavailable        503 kafka_unavailable, overloaded, not_ready,
+        │                          image_store_unavailable: ``retry_after_s``, ``request_id``
         └── DeadlineExceeded   504 deadline_exceeded: ``request_id``
 
 The service answers every error as an RFC 9457 problem (``application/problem+json``)
@@ -197,6 +197,7 @@ _BY_CODE: dict[str, type[MaasError]] = {
     "kafka_unavailable": Unavailable,
     "overloaded": Unavailable,
     "not_ready": Unavailable,
+    "image_store_unavailable": Unavailable,
     "deadline_exceeded": DeadlineExceeded,
 }
 

@@ -9,15 +9,17 @@ ends (``maas blobs sweep``); a conversion this process keeps in memory goes with
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from api.deps import AppSettings, Blobs
-from api.errors import NotFound
+from api.errors import ImageStoreUnavailable, NotFound
 from core.blobstore import cache_control
 from memes.formats import PNG, ConvertedCache, etag_for, negotiate
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/images", tags=["memes"])
 
 IMAGE_KEY_PATTERN = r"^[0-9a-f]{64}\.png$"
@@ -45,6 +47,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         200: {"content": {"image/png": {}}, "description": "The image"},
         304: {"description": "Not modified (If-None-Match)"},
         404: {"description": "No such image: erased, past its retention, or never made"},
+        503: {"description": "`image_store_unavailable`: the store did not answer; retry"},
     },
 )
 async def get_image(
@@ -80,6 +83,9 @@ async def get_image(
         retention = settings.image_retention_hours
         kept = f"{retention} hours after it was last made" if retention else "until erased"
         raise NotFound(f"no such image (an image is kept {kept})", key=key) from None
+    except OSError as exc:  # the store's failure (core.blobstore), not the image's absence
+        log.warning("image store unavailable key=%s error=%s", key, exc)
+        raise ImageStoreUnavailable("the image store did not answer; try again") from exc
     return Response(data, media_type=media_type, headers=headers)
 
 

@@ -6,6 +6,7 @@ a route would use them (``bridge`` and ``keys`` are left empty on purpose).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,3 +165,32 @@ def test_openapi_describes_every_error_as_a_problem(client: TestClient) -> None:
                 if int(code) >= 400:
                     content = response["content"]["application/problem+json"]
                     assert content["schema"] == {"$ref": "#/components/schemas/Problem"}, where
+
+
+def test_an_image_store_that_does_not_answer_is_a_503_to_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a 500, nor a 404: the image may well be there."""
+    pytest.importorskip("boto3")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(
+        billing_token="test-billing-token",
+        auditor_token="test-auditor-token",
+        blob_store="s3",
+        s3_bucket="memes",
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+    )
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+
+    for accept in ("image/png", "image/webp"):
+        response = client.get(f"/v1/images/{'0' * 64}.png", headers={"Accept": accept})
+        problem(response, 503, "image_store_unavailable")
+        assert response.headers["retry-after"] == "5"

@@ -11,6 +11,7 @@ import pytest
 from core import blobstore
 from core.blobstore import (
     BlobStore,
+    BlobStoreUnavailable,
     LocalBlobStore,
     S3BlobStore,
     _sweep_one,
@@ -241,6 +242,39 @@ def test_s3_missing_and_invalid_keys(s3_store: S3BlobStore) -> None:
         with pytest.raises(ValueError):
             s3_store.get(key)
         assert key not in s3_store
+
+
+def test_s3_unreachable_is_an_os_error_for_every_call() -> None:
+    """A store that does not answer is ``BlobStoreUnavailable``, an ``OSError`` as a
+    local disk's failure is: never "no such image", never botocore's own types."""
+    if boto3 is None:
+        pytest.skip("boto3 and moto[server] are not installed (pip install 'maas-ledger[s3]' moto)")
+    from botocore.config import Config
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    server.stop()  # its port now refuses connections
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{host}:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    store = S3BlobStore("memes", client=client)
+
+    for call in (
+        lambda: store.get(KEY),
+        lambda: store.put(DATA),
+        lambda: store.delete(KEY),
+        lambda: KEY in store,
+        lambda: store.sweep(time.time()),
+    ):
+        with pytest.raises(BlobStoreUnavailable) as raised:
+            call()
+        assert isinstance(raised.value, OSError)
 
 
 def test_make_blob_store(tmp_path: Path) -> None:
