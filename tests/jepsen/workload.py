@@ -629,10 +629,10 @@ class Workload:
 
 
 def _key_lost(account: Account, api_key: str, answer: Answer) -> bool:
-    """The client's current key was refused, with no rotation of it under way: an
-    unconfirmed rotation was decided after the confirmed one. The API's advice is to
-    rotate again."""
-    return answer.status == 401 and account.api_key == api_key and not account.rotating
+    """The client's current key was refused: an unconfirmed rotation was decided after
+    the confirmed one, or one is under way (``_rotate`` then does nothing). The API's
+    advice is to rotate again."""
+    return answer.status == 401 and account.api_key == api_key
 
 
 def _retry_call(answer: Answer) -> bool:
