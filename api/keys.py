@@ -6,7 +6,9 @@ latest key). Each API instance reads the whole topic from the beginning (group-l
 ``assign`` of every partition, ``read_committed``) and keeps reading, so authentication
 is one dictionary lookup: no call, no I/O on the hot path. A rotated key replaces the
 old one at once on the instance that rotated it, and on the others once its record
-arrives, a few milliseconds after the ledger committed it.
+arrives, a few milliseconds after the ledger committed it. A replaced key still in its
+grace (``ApiKeyRotated.replaced_keys``) stays in the table with its end, which the
+lookup compares with the clock.
 
 Only hashes are stored. Looking a key up by its hash is safe against timing attacks:
 the time a dict lookup takes depends on the hash, which an attacker cannot steer
@@ -31,11 +33,13 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from core.batching import IDLE_WAIT_S, take_batch
+from core.clock import now_ms
 from core.settings import Settings
 from core.topics import Topics
 from schemas.events import AccountOpened, ApiKeyRotated, parse_entry
@@ -58,7 +62,8 @@ class KeyTable:
         self.settings = settings
         self.topic = Topics(settings.region).clients
         self._client_by_hash: dict[str, str] = {}
-        self._hash_by_client: dict[str, str] = {}
+        self._hashes_by_client: dict[str, tuple[str, ...]] = {}  # every key that works
+        self._until_by_hash: dict[str, int] = {}  # replaced keys in a grace: its end, ms
         self._lock = threading.Lock()  # guards the two maps across reader and loop
         self._loaded = threading.Event()
         self._stopping = threading.Event()
@@ -78,7 +83,13 @@ class KeyTable:
 
     def client_for(self, api_key: str) -> str | None:
         # A plain dict read is atomic under the GIL; no lock needed on the hot path.
-        return self._client_by_hash.get(key_hash(api_key))
+        digest = key_hash(api_key)
+        client_id = self._client_by_hash.get(digest)
+        if client_id is not None and self._until_by_hash:
+            until_ms = self._until_by_hash.get(digest)
+            if until_ms is not None and now_ms() >= until_ms:
+                return None
+        return client_id
 
     async def client_for_waiting(self, api_key: str) -> str | None:
         """``client_for``, but an unknown key waits up to ``PROPAGATION_WAIT_S`` for a
@@ -101,14 +112,19 @@ class KeyTable:
     def __len__(self) -> int:
         return len(self._client_by_hash)
 
-    def add(self, api_key_sha256: str, client_id: str) -> None:
-        """Known at once on this instance after a registration, before the topic says so."""
+    def add(
+        self, api_key_sha256: str, client_id: str, replaced: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """The client's keys from now on: ``api_key_sha256``, and each replaced key in
+        ``replaced`` until its end (ms). Known at once on this instance after a
+        registration or rotation, before the topic says so."""
         with self._lock:
-            old = self._hash_by_client.get(client_id)
-            if old is not None and old != api_key_sha256:
-                self._client_by_hash.pop(old, None)
-            self._hash_by_client[client_id] = api_key_sha256
+            self._forget(client_id)
             self._client_by_hash[api_key_sha256] = client_id
+            for digest, until_ms in replaced:
+                self._client_by_hash[digest] = client_id
+                self._until_by_hash[digest] = until_ms
+            self._hashes_by_client[client_id] = (api_key_sha256, *(d for d, _ in replaced))
         if self._loop is not None and self._changed is not None and self.loaded:
             # The reader thread's news, handed to the loop, which alone touches the event
             # (lookups wait only once the table is loaded: no wake-ups for the first read).
@@ -116,9 +132,12 @@ class KeyTable:
 
     def remove(self, client_id: str) -> None:
         with self._lock:
-            old = self._hash_by_client.pop(client_id, None)
-            if old is not None:
-                self._client_by_hash.pop(old, None)
+            self._forget(client_id)
+
+    def _forget(self, client_id: str) -> None:
+        for digest in self._hashes_by_client.pop(client_id, ()):
+            self._client_by_hash.pop(digest, None)
+            self._until_by_hash.pop(digest, None)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -223,5 +242,8 @@ class KeyTable:
         except ValidationError as exc:
             log.error("malformed clients record key=%r error=%s", key, exc.errors()[0]["msg"])
             return
-        if isinstance(entry, AccountOpened | ApiKeyRotated):
+        if isinstance(entry, AccountOpened):
             self.add(entry.api_key_sha256, entry.client_id)
+        elif isinstance(entry, ApiKeyRotated):
+            replaced = [(key.api_key_sha256, key.valid_until_ms) for key in entry.replaced_keys]
+            self.add(entry.api_key_sha256, entry.client_id, replaced)

@@ -11,9 +11,9 @@ client and the server agree on what is valid:
   character, and no U+FFFD, which is what an invalid UTF-8 byte of a query string
   decodes to, so a client's broken encoding is refused rather than charged for a meme
   of ``��``. ``TYPED_TEXT_PATTERN`` says the same in the schema.
-- ``TokenCount``: a whole number of tokens. JSON Schema's ``integer`` includes ``5.0``,
-  so an integral number is taken as the integer it is; ``"5"``, ``true`` and ``5.5`` are
-  refused. No float ever reaches a balance.
+- ``WholeNumber``: JSON Schema's ``integer`` includes ``5.0``, so an integral number is
+  taken as the integer it is; ``"5"``, ``true`` and ``5.5`` are refused.
+  ``TokenCount`` is one from 1 up: no float ever reaches a balance.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ Timestamp = Annotated[
         {"type": "string", "format": "date-time", "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}
     ),
 ]
+WholeNumber = Annotated[int, Field(strict=True), BeforeValidator(_whole_number)]
 TokenCount = Annotated[
     int, Field(ge=1, le=MAX_PURCHASE_TOKENS, strict=True), BeforeValidator(_whole_number)
 ]

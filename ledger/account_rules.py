@@ -9,7 +9,7 @@ from msgspec.structs import replace
 
 from core.ids import derived_id
 from ledger.decision import Decision, StateView, answer, append, evolve
-from ledger.state import PurchaseRecord
+from ledger.state import Account, PurchaseRecord
 from schemas.events import (
     AccountOpened,
     ApiKeyRotated,
@@ -19,6 +19,7 @@ from schemas.events import (
     ErasureView,
     PersonalDataErased,
     PurchaseRejectReason,
+    ReplacedKey,
     SubscriptionChanged,
     SubscriptionRequested,
     TokensCredited,
@@ -127,11 +128,21 @@ def subscription_requested(state: StateView, event: SubscriptionRequested) -> De
     )
 
 
+MAX_REPLACED_KEYS = 4  # keys in a grace at once; a fifth rotation within one ends the oldest
+
+
 def api_key_rotation_requested(state: StateView, event: ApiKeyRotationRequested) -> Decision:
     account = state.account(event.client_id)
     if account is None:
         return answer(event.reply_to, event.event_id, "not_found")
-    rotated, account = append(account, ApiKeyRotated, event, 0, api_key_sha256=event.api_key_sha256)
+    rotated, account = append(
+        account,
+        ApiKeyRotated,
+        event,
+        0,
+        api_key_sha256=event.api_key_sha256,
+        replaced_keys=replaced_keys(account, event),
+    )
     return answer(
         event.reply_to,
         event.event_id,
@@ -140,6 +151,22 @@ def api_key_rotation_requested(state: StateView, event: ApiKeyRotationRequested)
         balance=account.balance,
         entry=rotated,
     )
+
+
+def replaced_keys(account: Account, event: ApiKeyRotationRequested) -> tuple[ReplacedKey, ...]:
+    """The keys that still work beside the new one after this rotation: the replaced key
+    for ``old_key_valid_ms``, and those replaced before whose grace has not ended (a
+    rotation repeated after a lost answer must not end the key the client still runs on).
+    A rotation without a grace (a leaked key) ends them all."""
+    if event.old_key_valid_ms == 0:
+        return ()
+    now_ms = event.occurred_at_ms
+    keys = [(sha256, until) for sha256, until in account.replaced_keys or () if until > now_ms]
+    keys.append((account.api_key_sha256, now_ms + event.old_key_valid_ms))
+    latest = {sha256: until for sha256, until in sorted(keys, key=lambda key: key[1])}
+    latest.pop(event.api_key_sha256, None)  # the same request decided twice
+    kept = sorted(latest.items(), key=lambda key: key[1])[-MAX_REPLACED_KEYS:]
+    return tuple(ReplacedKey(api_key_sha256=sha256, valid_until_ms=until) for sha256, until in kept)
 
 
 ERASE_BATCH = 500  # request records per ErasureRequested: bounds a transaction and a reply

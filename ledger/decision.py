@@ -169,6 +169,10 @@ def evolve(account: Account | None, entry: LedgerEntryUnion) -> Account:
             changes["ai_until_ms"] = entry.until_ms
         case ApiKeyRotated():
             changes["api_key_sha256"] = entry.api_key_sha256
+            changes["replaced_keys"] = (
+                tuple((key.api_key_sha256, key.valid_until_ms) for key in entry.replaced_keys)
+                or msgspec.UNSET
+            )
     if balance != entry.balance_after or balance < 0:
         raise LedgerCorrupt(
             f"client {entry.client_id} seq {entry.seq}: balance {balance}, "

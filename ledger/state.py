@@ -59,6 +59,11 @@ class Account(Record, frozen=True):
     ai_active: bool = False
     ai_until_ms: int | None = None
     last_hash: str = GENESIS_HASH  # entry_hash of the last entry: the next one's prev_hash
+    # (api_key_sha256, valid_until_ms) of each replaced key in a grace, as the last
+    # ApiKeyRotated wrote them (the API's key table reads them from that entry). UNSET, and
+    # not written, when there are none: the account's bytes stay what they were, and a
+    # processor older than the field still reads it.
+    replaced_keys: tuple[tuple[str, int], ...] | msgspec.UnsetType = msgspec.UNSET
 
     def ai_entitled(self, now_ms: int) -> bool:
         return self.ai_active and (self.ai_until_ms is None or now_ms < self.ai_until_ms)

@@ -279,11 +279,18 @@ class BillingClient(_Service):
         )
         return self._parse(response, RegisteredClient.from_json)
 
-    def rotate_api_key(self, client_id: str) -> RegisteredClient:
-        """A new API key for the client; the old one stops working. Safe to retry: each
-        call that reaches the ledger issues a key, the calls of one client are decided in
-        order, and the key returned is the last one decided."""
-        response = self._call("POST", f"/v1/clients/{_segment(client_id)}/api-key")
+    def rotate_api_key(self, client_id: str, old_key_valid_for_s: int = 0) -> RegisteredClient:
+        """A new API key for the client. The old one keeps working for
+        ``old_key_valid_for_s`` (up to a week), time for the client to deploy the new
+        one; with 0, for a leaked key, it stops at once. Safe to retry: each call that
+        reaches the ledger issues a key, the calls of one client are decided in order,
+        the key returned is the last one decided, and a retry keeps the grace of the keys
+        the first attempt replaced."""
+        response = self._call(
+            "POST",
+            f"/v1/clients/{_segment(client_id)}/api-key",
+            json={"old_key_valid_for_s": old_key_valid_for_s},
+        )
         return self._parse(response, RegisteredClient.from_json)
 
     def purchase(self, client_id: str, tokens: int, purchase_id: str) -> Credited:

@@ -154,11 +154,19 @@ class ErasureRequested(Input):
     reply_to: int = Field(ge=0)
 
 
-class ApiKeyRotationRequested(Input):
-    """Billing replaces a client's API key (a leaked one, say): the old key stops working."""
+MAX_OLD_KEY_VALID_MS = 7 * 86_400_000  # a week: time to deploy a new key, not a second key
 
+
+class ApiKeyRotationRequested(Input):
+    """Billing replaces a client's API key. The replaced key keeps working for
+    ``old_key_valid_ms`` after the request (time for the client to deploy the new one); 0,
+    for a leaked key, ends it and every other replaced key at once. A processor older than
+    v2 ignores the field and ends the old key at once: the stricter reading."""
+
+    schema_version: int = 2  # v2: old_key_valid_ms
     type: Literal["ApiKeyRotationRequested"] = "ApiKeyRotationRequested"
     api_key_sha256: Sha256Hex
+    old_key_valid_ms: int = Field(default=0, ge=0, le=MAX_OLD_KEY_VALID_MS)
     reply_to: int = Field(ge=0)
 
 
@@ -256,13 +264,25 @@ class PersonalDataErased(LedgerEntry):
     last_request_id: Id
 
 
+class ReplacedKey(BaseModel):
+    """A replaced API key that still works until ``valid_until_ms`` (exclusive)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key_sha256: Sha256Hex
+    valid_until_ms: int = Field(ge=0)
+
+
 class ApiKeyRotated(LedgerEntry):
     """Balance-neutral: from this entry on, the client's key is the one ``api_key_sha256``
-    hashes; the previous one is refused. Only hashes are ever written."""
+    hashes, and the replaced keys that still work are ``replaced_keys`` (each until its
+    time); any other is refused. Only hashes are ever written. An entry without replaced
+    keys writes no such field, so a v1 entry's bytes, and its hash, stay what they were."""
 
-    schema_version: int = 1
+    schema_version: int = 2  # v2: replaced_keys
     type: Literal["ApiKeyRotated"] = "ApiKeyRotated"
     api_key_sha256: Sha256Hex
+    replaced_keys: tuple[ReplacedKey, ...] = Field(default=(), exclude_if=lambda keys: not keys)
 
 
 # --- work and replies ---------------------------------------------------------------

@@ -31,12 +31,14 @@ from api.deps import (
 from api.errors import AlreadyRegistered, Conflict, DeadlineExceeded, InvalidParameter, NotFound
 from api.keys import key_hash
 from api.openapi import CALLS_LEDGER
-from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, typed_text
+from api.params import TYPED_TEXT_PATTERN, Timestamp, TokenCount, WholeNumber, typed_text
 from core.blobstore import BlobStore
 from core.clock import now_ms, to_ms
 from core.ids import stable_id
 from schemas.events import (
+    MAX_OLD_KEY_VALID_MS,
     AccountOpened,
+    ApiKeyRotated,
     ApiKeyRotationRequested,
     ClientRegistered,
     ErasureRequested,
@@ -77,6 +79,25 @@ class RegisteredClient(BaseModel):
         default=False,
         description="True if the ledger had not confirmed by the deadline; the "
         "registration is in the log and takes effect shortly",
+    )
+
+
+class KeyRotation(Body):
+    old_key_valid_for_s: WholeNumber = Field(
+        default=0,
+        ge=0,
+        le=MAX_OLD_KEY_VALID_MS // 1000,
+        description="Seconds the replaced key keeps working beside the new one, for the "
+        "client to deploy it (up to a week). 0, the default, for a leaked key: the replaced "
+        "key, and any earlier one still in its grace, stops at once",
+    )
+
+
+class RotatedKey(RegisteredClient):
+    old_key_valid_until: datetime | None = Field(
+        default=None,
+        description="Until when the replaced key works (the last to end, if keys replaced "
+        "before are still in their grace); null: none works any more",
     )
 
 
@@ -176,8 +197,8 @@ async def register_client(
 @router.post(
     "/{client_id}/api-key",
     status_code=status.HTTP_201_CREATED,
-    response_model=RegisteredClient,
-    summary="Replace the client's API key; the old one stops working",
+    response_model=RotatedKey,
+    summary="Replace the client's API key; the old one stops now or after a grace",
     responses={
         **CALLS_LEDGER,
         404: {"description": "Unknown client"},
@@ -187,24 +208,38 @@ async def register_client(
         },
     },
 )
-async def rotate_api_key(client_id: IdPath, bridge: Bridge, keys: Keys) -> RegisteredClient:
-    """A new key, shown once, for a key that leaked or is due. The old key is refused
-    from the ledger's decision on: at once on the API process that answers, within
-    milliseconds on the others. The balance, the subscription and the history stay; the
-    ledger records an ``ApiKeyRotated`` entry (a hash, never the key). Each call issues
-    another key, and the last one decided is the key."""
+async def rotate_api_key(
+    client_id: IdPath, bridge: Bridge, keys: Keys, body: KeyRotation | None = None
+) -> RotatedKey:
+    """A new key, shown once, for a key that leaked or is due. Without
+    ``old_key_valid_for_s`` the old key is refused from the ledger's decision on: at once
+    on the API process that answers, within milliseconds on the others. With it, the old
+    key works beside the new one until then, so a running client switches keys without an
+    outage. The balance, the subscription and the history stay; the ledger records an
+    ``ApiKeyRotated`` entry (hashes, never a key). Each call issues another key, and the
+    last one decided is the key; a repeat keeps the grace of the keys it replaces."""
     api_key = _new_api_key()
     digest = key_hash(api_key)
-    event = ApiKeyRotationRequested(**bridge.envelope(client_id), api_key_sha256=digest)
+    event = ApiKeyRotationRequested(
+        **bridge.envelope(client_id),
+        api_key_sha256=digest,
+        old_key_valid_ms=body.old_key_valid_for_s * 1000 if body else 0,
+    )
     # Unlike a registration's, this key may never be decided (an unknown client): handing
     # it out unconfirmed could leave billing with a key that never works.
-    _decided_for_client(
+    reply = _decided_for_client(
         await bridge.call(bridge.topics.purchases, event),
         "key_rotated",
         unconfirmed="not confirmed by the deadline; repeat the call for a new key",
     )
-    keys.add(digest, client_id)
-    return RegisteredClient(client_id=client_id, api_key=api_key)
+    rotated = reply.entry
+    assert isinstance(rotated, ApiKeyRotated)
+    replaced = [(key.api_key_sha256, key.valid_until_ms) for key in rotated.replaced_keys]
+    keys.add(digest, client_id, replaced)
+    # As decided: a processor older than the grace ignores it, and keeps no key.
+    ends_ms = max((until for _, until in replaced), default=None)
+    ends = None if ends_ms is None else datetime.fromtimestamp(ends_ms / 1000, UTC)
+    return RotatedKey(client_id=client_id, api_key=api_key, old_key_valid_until=ends)
 
 
 @router.post(

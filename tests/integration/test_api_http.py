@@ -335,6 +335,67 @@ def test_a_rotated_api_key_replaces_the_old_one_and_keeps_the_account(stack: Sta
         loop.close()
 
 
+def test_a_rotation_with_a_grace_keeps_the_old_key_working_until_it_ends(stack: Stack) -> None:
+    """Scenario: billing rotates a running client's key with a 3 s grace, and repeats
+    the rotation as if its answer had been lost.
+    We expect: the first key, the one the client runs on, and both new keys work until
+    the grace ends; then only the last key does, also for an API that reads the keys
+    table anew; the ledger holds hashes only."""
+    client_id, first_key = stack.new_client(tokens=5)
+    url = f"/v1/clients/{client_id}/api-key"
+    grace = {"old_key_valid_for_s": 3}
+
+    rotated = stack.http.post(url, json=grace, headers=stack.billing)
+    again = stack.http.post(url, json=grace, headers=stack.billing)
+
+    assert rotated.status_code == again.status_code == 201, (rotated.text, again.text)
+    lost_key, last_key = rotated.json()["api_key"], again.json()["api_key"]
+    ends = datetime.fromisoformat(again.json()["old_key_valid_until"])
+    assert 1.0 < (ends - datetime.now(UTC)).total_seconds() <= 3.0
+    for key in (first_key, lost_key, last_key):
+        assert stack.meme(key).status_code == 200
+    assert stack.balance(last_key) == 2
+    table = KeyTable(stack.settings)
+    loop = asyncio.new_event_loop()
+    try:
+        table.start(loop)
+        assert table.wait_loaded(10.0)
+        assert table.client_for(first_key) == client_id  # a restarted API keeps the grace
+
+        time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.1)
+
+        assert stack.http.get("/v1/me", headers=stack.auth(first_key)).status_code == 401
+        assert stack.meme(lost_key).status_code == 401
+        assert (table.client_for(first_key), table.client_for(last_key)) == (None, client_id)
+    finally:
+        table.stop()
+        loop.close()
+    assert stack.balance(last_key) == 2  # the refused calls charged nothing
+    ledger = stack.http.get(f"/v1/clients/{client_id}/ledger", headers=stack.auditor).json()
+    (_, second) = [e for e in ledger["entries"] if e["type"] == "ApiKeyRotated"]
+    assert [k["api_key_sha256"] for k in second["replaced_keys"]] == [
+        hashlib.sha256(k.encode()).hexdigest() for k in (first_key, lost_key)
+    ]
+    assert first_key not in str(ledger) and last_key not in str(ledger)
+
+
+def test_a_rotation_refuses_a_grace_out_of_range(stack: Stack) -> None:
+    client_id, api_key = stack.new_client(tokens=1)
+    url = f"/v1/clients/{client_id}/api-key"
+
+    for body, field in (
+        ({"old_key_valid_for_s": -1}, "old_key_valid_for_s"),
+        ({"old_key_valid_for_s": 7 * 86_400 + 1}, "old_key_valid_for_s"),
+        ({"old_key_valid_for_s": "soon"}, "old_key_valid_for_s"),
+        ({"old_key_valid_for_s": True}, "old_key_valid_for_s"),
+        ({"old_key_valid_for_s": 1.5}, "old_key_valid_for_s"),
+        ({"old_key_valid_days": 1}, "old_key_valid_days"),
+    ):
+        assert_invalid(stack.http.post(url, json=body, headers=stack.billing), field)
+
+    assert stack.balance(api_key) == 1  # the key was never replaced
+
+
 def test_a_registration_under_an_idempotency_key_opens_one_account(stack: Stack) -> None:
     """Before, every call opened an account: a retry after a lost answer left an
     orphan, and billing could not map its customer to one client."""

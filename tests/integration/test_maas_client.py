@@ -168,6 +168,20 @@ def test_a_rotated_key_works_and_the_old_one_is_unauthorized(
         billing.rotate_api_key(uuid.uuid4().hex)
 
 
+def test_a_key_rotated_with_a_grace_leaves_the_old_one_working(
+    stack: Stack, billing: BillingClient
+) -> None:
+    client_id, old = new_client(stack, billing, tokens=1)
+
+    rotated = billing.rotate_api_key(client_id, old_key_valid_for_s=600)
+
+    with old, MemesClient(stack.base_url, rotated.api_key) as new:
+        assert old.me().balance == new.me().balance == 1
+    with pytest.raises(InvalidRequest) as refused:
+        billing.rotate_api_key(client_id, old_key_valid_for_s=-1)
+    assert refused.value.fields[0].field == "old_key_valid_for_s"
+
+
 def test_a_registration_under_a_key_is_opened_once_and_its_key_can_be_replaced(
     stack: Stack, billing: BillingClient
 ) -> None:

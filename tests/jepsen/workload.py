@@ -12,7 +12,8 @@ Phases, each an ``async`` method run by ``tests.jepsen.run``:
    Purchases are interleaved (one per ``PURCHASE_EVERY_S``), some sent twice with the
    same ``purchase_id``: a duplicate delivery from billing; in faults mode, key rotations
    (one per ``ROTATE_EVERY_S``): billing replaces a client's API key while its memes are
-   in flight.
+   in flight, most with a grace for the old key (``ROTATE_GRACE_S``), the others as for
+   a leaked key.
 3. ``settle``: every request the service named (a 503, 504 or 409 body carries its
    ``request_id``) and that has no final outcome yet is looked up until it has one.
 4. ``final_mes``: one ``GET /v1/me`` per client.
@@ -75,6 +76,8 @@ HTTP_POOL_CONNECTIONS = 32  # all kept alive: a closed one costs a new connectio
 HTTP_KEEPALIVE_S = 2.0
 PURCHASE_EVERY_S = 1.0
 ROTATE_EVERY_S = 2.0
+ROTATE_GRACE_S = 5  # the old key's grace in most rotations: a few rotations' worth
+ROTATE_GRACE_SHARE = 0.7  # the rest end the old key at once, as for a leaked one
 KEYED_REGISTRATION_SHARE = 0.3
 SETUP_CONCURRENCY = 24  # clients set up (and asked /v1/me at the end) at once
 DUPLICATE_PURCHASE_SHARE = 0.2
@@ -369,9 +372,11 @@ class Workload:
         try:
             logical = self.logical("k")
             path = f"/v1/clients/{account.client_id}/api-key"
+            grace_s = ROTATE_GRACE_S if self.rng.random() < ROTATE_GRACE_SHARE else 0
+            body = {"old_key_valid_for_s": grace_s}
             answer = await self._retried(
                 lambda attempt: self._op(
-                    "rotate", logical, account, "POST", path, None, None, None, attempt=attempt
+                    "rotate", logical, account, "POST", path, None, None, body, attempt=attempt
                 ),
                 _retry_call,
                 logical,

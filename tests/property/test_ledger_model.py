@@ -102,6 +102,7 @@ class ClientModel:
     ai_active: bool = False
     ai_until_ms: int | None = None
     api_key_sha256: str = API_KEY_SHA256
+    replaced_keys: dict[str, int] = field(default_factory=dict)  # key hash -> works until
     purchases: dict[str, int] = field(default_factory=dict)  # purchase id -> tokens
 
     def ai_at(self, now_ms: int) -> bool:
@@ -305,11 +306,18 @@ class LedgerMachine(RuleBasedStateMachine):
         assert changed.balance_after == client.balance
         assert reply.outcome == "subscription"
 
-    @rule(client_id=st.sampled_from(CLIENTS), key=st.sampled_from(ROTATED_KEYS))
-    def rotate_api_key(self, client_id: str, key: str) -> None:
+    @rule(
+        client_id=st.sampled_from(CLIENTS),
+        key=st.sampled_from(ROTATED_KEYS),
+        grace_ms=st.sampled_from((0, 3, 50)),
+    )
+    def rotate_api_key(self, client_id: str, key: str, grace_ms: int) -> None:
         reply_to = self._next_reply_to()
         event = ApiKeyRotationRequested(
-            **self._envelope(client_id), api_key_sha256=key, reply_to=reply_to
+            **self._envelope(client_id),
+            api_key_sha256=key,
+            old_key_valid_ms=grace_ms,
+            reply_to=reply_to,
         )
         decision = self._handle(event)
 
@@ -318,7 +326,21 @@ class LedgerMachine(RuleBasedStateMachine):
         if client is None:
             return
         rotated = self._one_entry(decision, client_id, ApiKeyRotated)
+        # The model's grace: the replaced key until now + grace (or a later end it had
+        # from before), earlier ones until their own end; none without a grace; never the
+        # new key; the four that end last.
+        now_ms = event.occurred_at_ms
+        graced = {k: until for k, until in client.replaced_keys.items() if until > now_ms}
+        if grace_ms:
+            old = client.api_key_sha256
+            graced[old] = max(graced.get(old, 0), now_ms + grace_ms)
+        graced.pop(key, None)
+        ends_last = sorted(graced.items(), key=lambda item: item[1])[-4:]
+        client.replaced_keys = dict(ends_last) if grace_ms else {}
         client.api_key_sha256 = key
+        assert {k.api_key_sha256: k.valid_until_ms for k in rotated.replaced_keys} == (
+            client.replaced_keys
+        )
         assert (rotated.api_key_sha256, rotated.balance_after) == (key, client.balance)
         assert (reply.outcome, reply.entry) == ("key_rotated", rotated)
 

@@ -88,10 +88,11 @@ class Sim:
             "causation_id": None,
         }
 
-    def billing_input(self, client_id: str, event_type: str, **fields: Any) -> None:
+    def billing_input(self, client_id: str, event_type: str, **fields: Any) -> Json:
         """A billing call's input on the purchases topic, as the API appends it."""
         event = {**self.envelope(client_id), "type": event_type, **fields, "reply_to": 0}
         self.append(TOPICS.purchases, client_id, compact(event))
+        return event
 
     def entry(
         self,
@@ -210,19 +211,42 @@ class Sim:
             body={"purchase_id": purchase_id, "tokens": tokens}, response=told,
         )  # fmt: skip
 
-    def rotate(self, client_id: str, status: int = 201, decided: bool = True) -> Json:
+    def rotate(
+        self,
+        client_id: str,
+        status: int = 201,
+        decided: bool = True,
+        grace_ms: int = 0,
+        replaced_keys: list[Json] | None = None,
+    ) -> Json:
         """A new API key: asked for on the purchases topic, an ``ApiKeyRotated`` once
-        decided (its account record holds the new hash), the key told on a 201."""
+        decided (its account record holds the new hash), the key told on a 201. With a
+        grace the entry keeps the replaced key working until the request's time plus it
+        (one rotation deep), or ``replaced_keys`` as given."""
         api_key = "mk_" + uuid.uuid4().hex
         digest = hashlib.sha256(api_key.encode()).hexdigest()
-        self.billing_input(client_id, "ApiKeyRotationRequested", api_key_sha256=digest)
+        asked = self.billing_input(
+            client_id, "ApiKeyRotationRequested", api_key_sha256=digest, old_key_valid_ms=grace_ms
+        )
+        account = self.accounts[client_id]
+        if replaced_keys is None:
+            old = {"api_key_sha256": account["api_key_sha256"]}
+            until = {"valid_until_ms": asked["occurred_at_ms"] + grace_ms}
+            replaced_keys = [old | until] if grace_ms else []
         if decided:
-            self.accounts[client_id]["api_key_sha256"] = digest  # written with the entry's account
-            self.entry(client_id, "ApiKeyRotated", 0, api_key_sha256=digest)
+            # Written with the entry's account.
+            account["api_key_sha256"] = digest
+            account.pop("replaced_keys", None)
+            if replaced_keys:
+                graced = [[k["api_key_sha256"], k["valid_until_ms"]] for k in replaced_keys]
+                account["replaced_keys"] = graced
+            fields: dict[str, Any] = {"replaced_keys": replaced_keys} if replaced_keys else {}
+            self.entry(client_id, "ApiKeyRotated", 0, api_key_sha256=digest, **fields)
         response = {"client_id": client_id, "api_key": api_key, "pending": False}
         return self.line(
             "rotate", self.name("k"), client_id, method="POST", status=status,
-            path=f"/v1/clients/{client_id}/api-key", response=response,
+            path=f"/v1/clients/{client_id}/api-key",
+            body={"old_key_valid_for_s": grace_ms // 1000}, response=response,
         )  # fmt: skip
 
     def subscribe(self, client_id: str, status: int = 200, until_ms: int | None = None) -> Json:

@@ -23,6 +23,7 @@ from api.keys import KeyTable, key_hash
 from api.metrics import Metrics
 from api.routes.images import etag_matches
 from api.routes.memes import answer, fingerprint, request_id_for
+from core.clock import now_ms
 from core.settings import Settings
 from ledger.fold import LIST_PRICE
 from schemas.events import (
@@ -242,6 +243,25 @@ def test_a_new_key_for_a_client_replaces_the_old_one() -> None:
     table.add(key_hash("mk_new"), "c1")
     assert table.client_for("mk_old") is None
     assert table.client_for("mk_new") == "c1"
+
+
+def test_a_replaced_key_in_its_grace_works_until_its_end() -> None:
+    """Scenario: a rotation keeps the old key for a grace, a later one without grace.
+    We expect: the old key works until its end and not from then on; the rotation
+    without grace ends it at once; keys of other clients are untouched."""
+    table = KeyTable(Settings())
+    table.add(key_hash("mk_other"), "c2")
+    soon, past = now_ms() + 60_000, now_ms() - 1
+    table.add(key_hash("mk_new"), "c1", [(key_hash("mk_old"), soon), (key_hash("mk_gone"), past)])
+
+    assert table.client_for("mk_new") == "c1"
+    assert table.client_for("mk_old") == "c1"
+    assert table.client_for("mk_gone") is None  # its grace is over
+
+    table.add(key_hash("mk_newest"), "c1")  # a leaked key: no grace
+    assert [table.client_for(k) for k in ("mk_newest", "mk_new", "mk_old")] == ["c1", None, None]
+    assert table.client_for("mk_other") == "c2"
+    assert len(table) == 2
 
 
 # --- metrics ----------------------------------------------------------------------------

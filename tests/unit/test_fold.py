@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 from pydantic import TypeAdapter
 
+from ledger.account_rules import MAX_REPLACED_KEYS
 from ledger.fold import REMEMBER_MS, Decision, Expire, Forget, LedgerCorrupt, Pricing, evolve
 from ledger.memory import MemoryLedger
 from ledger.reconcile import gather, reconcile
@@ -25,6 +27,8 @@ from ledger.state import (
     Account,
     Forgotten,
     RequestRecord,
+    decode_account,
+    encode_record,
     ended_key,
     parse_pending,
     pending_key,
@@ -140,7 +144,9 @@ class Script:
             )
         )
 
-    def rotate_key(self, client: str, api_key_sha256: str, at_ms: int = 0) -> Decision:
+    def rotate_key(
+        self, client: str, api_key_sha256: str, at_ms: int = 0, old_key_valid_ms: int = 0
+    ) -> Decision:
         return self._handle(
             ApiKeyRotationRequested(
                 event_id=self._event_id(),
@@ -148,6 +154,7 @@ class Script:
                 region=REGION,
                 occurred_at_ms=at_ms,
                 api_key_sha256=api_key_sha256,
+                old_key_valid_ms=old_key_valid_ms,
                 reply_to=3,
             )
         )
@@ -556,6 +563,60 @@ def test_a_rotated_key_is_the_accounts_key_and_moves_no_token(funded: Script) ->
     (_, reply) = only_reply(decision)
     assert (reply.outcome, reply.entry, reply.balance) == ("key_rotated", rotated, 3)
     assert charged_kind(funded.request("c1", "r1", at_ms=8)) == "ai"
+
+
+def replaced(decision: Decision) -> list[tuple[str, int]]:
+    (rotated,) = decision.entries
+    assert isinstance(rotated, ApiKeyRotated)
+    return [(key.api_key_sha256, key.valid_until_ms) for key in rotated.replaced_keys]
+
+
+def test_a_rotation_with_a_grace_keeps_the_replaced_key_until_it_ends(funded: Script) -> None:
+    """Scenario: billing rotates a key with an hour's grace, repeats the rotation (its
+    answer was lost), then rotates once more after the hour.
+    We expect: the first key works for the hour from the first rotation, the repeat
+    does not end it (the key the client runs on), and once the hour is over only the
+    key replaced last is kept."""
+    first = funded.account("c1").api_key_sha256
+    hour = 3_600_000
+
+    once = funded.rotate_key("c1", "cd" * 32, at_ms=1_000, old_key_valid_ms=hour)
+    again = funded.rotate_key("c1", "ef" * 32, at_ms=2_000, old_key_valid_ms=hour)
+    later = funded.rotate_key("c1", "12" * 32, at_ms=1_000 + hour, old_key_valid_ms=60_000)
+
+    assert replaced(once) == [(first, 1_000 + hour)]
+    assert replaced(again) == [(first, 1_000 + hour), ("cd" * 32, 2_000 + hour)]
+    assert replaced(later) == [("cd" * 32, 2_000 + hour), ("ef" * 32, 61_000 + hour)]
+    account = funded.account("c1")
+    assert account.api_key_sha256 == "12" * 32
+    assert account.replaced_keys == (("cd" * 32, 2_000 + hour), ("ef" * 32, 61_000 + hour))
+
+
+def test_a_rotation_without_a_grace_ends_every_replaced_key(funded: Script) -> None:
+    """A leaked key is rotated with no grace: the keys still in an earlier rotation's
+    grace end too, since the leaked one may be among them."""
+    funded.rotate_key("c1", "cd" * 32, at_ms=1_000, old_key_valid_ms=60_000)
+
+    leaked = funded.rotate_key("c1", "ef" * 32, at_ms=2_000)
+
+    assert replaced(leaked) == []
+    account = funded.account("c1")
+    assert account.replaced_keys is msgspec.UNSET
+    # Not written: the bytes of an account without a grace are what they were before it.
+    assert b"replaced_keys" not in encode_record(account)
+    assert decode_account(encode_record(account)) == account
+
+
+def test_replaced_keys_are_bounded_and_never_the_new_key(funded: Script) -> None:
+    for n in range(6):
+        funded.rotate_key("c1", f"{n:02d}" * 32, at_ms=n, old_key_valid_ms=60_000)
+
+    repeated = funded.rotate_key("c1", "05" * 32, at_ms=9, old_key_valid_ms=60_000)
+
+    keys = replaced(repeated)
+    assert len(keys) == MAX_REPLACED_KEYS
+    assert "05" * 32 not in [sha256 for sha256, _ in keys]
+    assert keys[-1] == ("04" * 32, 60_005)
 
 
 def test_a_key_rotation_for_an_unknown_client_is_not_found(script: Script) -> None:

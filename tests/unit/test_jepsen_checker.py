@@ -70,6 +70,7 @@ def test_the_synthetic_records_are_what_the_service_writes(sim: Sim) -> None:
     sim.purchase(on_ai, 3)
     sim.subscribe(on_ai)
     sim.meme(on_ai, "delivered")
+    sim.rotate(on_ai, grace_ms=5_000)  # the account then holds a replaced key
     entries = []
     for record in sim.records:
         raw = record.value or b""

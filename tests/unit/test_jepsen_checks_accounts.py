@@ -146,6 +146,28 @@ def test_a_rotated_key_is_the_accounts_key_from_its_entry_on(sim: Sim) -> None:
     assert verdict.stats["keys_rotated"] == 1
 
 
+def test_rotations_with_a_grace_keep_the_keys_they_asked_for(sim: Sim) -> None:
+    client, _ = busy(sim)
+    sim.rotate(client, grace_ms=5_000)
+    sim.rotate(client)  # a leaked key: no grace, none kept
+    verdict = sim.verdict()
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["keys_in_a_grace"] == 1
+
+
+def test_a_rotation_that_drops_the_grace_it_was_asked_for_fails(sim: Sim) -> None:
+    client = sim.register()
+    sim.rotate(client, grace_ms=5_000, replaced_keys=[])
+    assert_only(sim.verdict(), "missing", f"client={client}", "keeps {} working")
+
+
+def test_a_rotation_without_a_grace_that_keeps_a_key_fails(sim: Sim) -> None:
+    client = sim.register()
+    old = sim.accounts[client]["api_key_sha256"]
+    sim.rotate(client, replaced_keys=[{"api_key_sha256": old, "valid_until_ms": 10**13}])
+    assert_only(sim.verdict(), "missing", f"client={client}", "the rotation asked for {}")
+
+
 def test_an_acknowledged_rotation_without_its_entry_fails(sim: Sim) -> None:
     client = sim.register()
     sim.rotate(client, decided=False)

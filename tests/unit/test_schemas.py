@@ -48,6 +48,7 @@ from schemas.events import (
     PersonalDataErased,
     RefundReason,
     RejectReason,
+    ReplacedKey,
     Reply,
     RequestQueried,
     RequestView,
@@ -441,7 +442,9 @@ INPUTS: list[BaseModel] = [
     AccountQueried(**ENVELOPE, reply_to=4),
     RequestQueried(**ENVELOPE, request_id="r-1", reply_to=5),
     ErasureRequested(**ENVELOPE, after_request_id="r-1", reply_to=6),
-    ApiKeyRotationRequested(**ENVELOPE, api_key_sha256="cd" * 32, reply_to=7),
+    ApiKeyRotationRequested(
+        **ENVELOPE, api_key_sha256="cd" * 32, old_key_valid_ms=3_600_000, reply_to=7
+    ),
 ]
 ENTRIES: list[BaseModel] = [
     AccountOpened(**ENVELOPE, seq=1, balance_after=0, api_key_sha256="ab" * 32),
@@ -466,7 +469,13 @@ ENTRIES: list[BaseModel] = [
         first_request_id="r-1",
         last_request_id="r-3",
     ),
-    ApiKeyRotated(**ENVELOPE, seq=9, balance_after=3, api_key_sha256="cd" * 32),
+    ApiKeyRotated(
+        **ENVELOPE,
+        seq=9,
+        balance_after=3,
+        api_key_sha256="cd" * 32,
+        replaced_keys=(ReplacedKey(api_key_sha256="ab" * 32, valid_until_ms=1_700_003_600_000),),
+    ),
 ]
 OTHERS: list[BaseModel] = [
     MemeApproved(
@@ -559,8 +568,8 @@ BYTES_SHA256 = {
     "TokensRefunded": "7066c971e88d41b9",
     "SubscriptionChanged": "f9029daeb19f45b1",
     "PersonalDataErased": "60c678f50c3b4d80",
-    "ApiKeyRotationRequested": "d4427d34d17ae060",
-    "ApiKeyRotated": "ba7017d3f44e638c",
+    "ApiKeyRotationRequested": "0f59a7a33be3f556",
+    "ApiKeyRotated": "2dd47495427aaa20",
     "MemeApproved": "63f102484b3eace1",
     "Reply": "e4765ce23da93412",
 }
@@ -576,6 +585,20 @@ def test_what_an_event_writes_keeps_its_bytes(model: BaseModel) -> None:
     written = dump(model)
 
     assert hashlib.sha256(written).hexdigest()[:16] == BYTES_SHA256[type(model).__name__], written
+
+
+def test_a_rotation_without_replaced_keys_keeps_the_v1_bytes() -> None:
+    """A v1 ``ApiKeyRotated`` (no grace) hashes as it did before v2 added
+    ``replaced_keys``: the field is written only when it holds a key."""
+    v1 = ApiKeyRotated(
+        **{**ENVELOPE, "schema_version": 1}, seq=9, balance_after=3, api_key_sha256="cd" * 32
+    )
+
+    written = dump(v1)
+
+    assert b"replaced_keys" not in written
+    assert hashlib.sha256(written).hexdigest()[:16] == "ba7017d3f44e638c", written
+    assert parse_entry(written) == v1
 
 
 def test_examples_cover_every_published_type() -> None:

@@ -35,7 +35,8 @@ wire, it learnt by reading the service's code, and re-implements here:
   3 insufficient tokens), ``MemeDelivered`` (``request_id``, ``meme_id``), ``TokensRefunded``
   (+tokens, ``request_id``, ``reason`` 1 generator failed, 2 deadline expired),
   ``SubscriptionChanged`` (``active``, ``until_ms``), ``PersonalDataErased`` (no change)
-  and ``ApiKeyRotated`` (the account's ``api_key_sha256`` from then on);
+  and ``ApiKeyRotated`` (the account's ``api_key_sha256`` from then on, and in
+  ``replaced_keys`` each replaced key that still works with its ``valid_until_ms``);
   a request is charged ``ai`` when the client's subscription is active at the
   ``MemeRequested``'s time, else ``standard`` (ledger/request_rules.py); a blocked AI
   caption is delivered as the standard meme (``MemeDelivered.kind`` ``standard``);
@@ -80,8 +81,11 @@ wire, it learnt by reading the service's code, and re-implements here:
   /v1/clients 201 (202 ``pending``: appended, not confirmed) ``{client_id, api_key}``,
   409 ``already_registered`` ``{client_id}`` (an account opened under the same
   Idempotency-Key); POST /v1/clients/{id}/api-key 201 ``{client_id, api_key}`` once its
-  ``ApiKeyRotationRequested`` (purchases topic, ``api_key_sha256``) is decided into an
-  ``ApiKeyRotated`` of that hash; purchases 201 new / 200 repeat ``{purchase_id,
+  ``ApiKeyRotationRequested`` (purchases topic, ``api_key_sha256``, ``old_key_valid_ms``)
+  is decided into an ``ApiKeyRotated`` of that hash: with a grace, the replaced key works
+  until the request's ``occurred_at_ms`` plus it (or a later end it already had), keys
+  replaced before until their own end, never the new key, at most the four that end last;
+  without a grace none does; purchases 201 new / 200 repeat ``{purchase_id,
   tokens, balance_after, seq}`` of the credit entry, 409 other amount; /v1/me the account
   view at ``seq``; /v1/requests/{id} the request record's view.
 """

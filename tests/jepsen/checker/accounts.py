@@ -121,15 +121,30 @@ def check_writes(ctx: Context) -> None:
         if not any(e.get("api_key_sha256") == opened for e in sent):
             ctx.problems.add("missing", f"client={client_id}: AccountOpened, no ClientRegistered")
     for client_id, rotated in sorted(ctx.fold.rotations.items()):
-        asked = {e["api_key_sha256"] for e in ctx.log.rotations.get(client_id, [])}
+        asked = {e["api_key_sha256"]: e for e in ctx.log.rotations.get(client_id, [])}
+        current = ctx.fold.accounts[client_id].opened_key_sha256
+        graced: dict[str, int] = {}
         for entry in rotated:
             ctx.stats["keys_rotated"] += 1
-            if entry["api_key_sha256"] not in asked:
+            request = asked.get(entry["api_key_sha256"])
+            if request is None:
                 ctx.problems.add(
                     "missing",
                     f"client={client_id} seq={entry['seq']}: ApiKeyRotated to a key no "
                     "ApiKeyRotationRequested asked for",
                 )
+                break
+            graced = _graced_after(graced, current, request)
+            kept = entry.get("replaced_keys", [])
+            told = {k["api_key_sha256"]: k["valid_until_ms"] for k in kept}
+            ctx.stats["keys_in_a_grace"] += len(told)
+            if told != graced:
+                ctx.problems.add(
+                    "missing",
+                    f"client={client_id} seq={entry['seq']}: ApiKeyRotated keeps {told} "
+                    f"working, the rotation asked for {graced}",
+                )
+            current, graced = entry["api_key_sha256"], told
     for (client_id, purchase_id), credits in sorted(ctx.fold.credits.items()):
         ctx.stats["credits"] += len(credits)
         where = f"client={client_id} purchase={purchase_id}"
@@ -138,6 +153,24 @@ def check_writes(ctx: Context) -> None:
         sent = ctx.log.purchased.get((client_id, purchase_id), [])
         if not any(e["tokens"] == credits[0]["tokens"] for e in sent):
             ctx.problems.add("missing", f"{where}: credited, no TokensPurchased of that amount")
+
+
+MAX_REPLACED_KEYS = 4
+
+
+def _graced_after(graced: dict[str, int], key: str, request: Json) -> dict[str, int]:
+    """The replaced keys that work after a rotation of ``key`` asked by ``request`` (an
+    ``ApiKeyRotationRequested``), given those that did before: ``key`` until the request's
+    time plus its grace (or a later end it had already), the others until their own end;
+    none without a grace; never the new key; at most the four that end last."""
+    grace_ms = request.get("old_key_valid_ms", 0)
+    if not grace_ms:
+        return {}
+    at_ms = request["occurred_at_ms"]
+    after = {k: until for k, until in graced.items() if until > at_ms}
+    after[key] = max(after.get(key, 0), at_ms + grace_ms)
+    after.pop(request["api_key_sha256"], None)
+    return dict(sorted(after.items(), key=lambda item: item[1])[-MAX_REPLACED_KEYS:])
 
 
 def _check_register(ctx: Context, op: Logical) -> None:
