@@ -247,6 +247,7 @@ class LedgerProcessor:
         init_transactions(self.producer, init_timeout_s, self.watchdog, self.stop_event)
         # The broker answers now: before a decision is written where the settings say.
         check_partition_counts(self.consumer, self.settings)
+        self.restorer.warm()
         self.consumer.subscribe(
             self.topics.ledger_inputs,
             on_assign=self._on_assign,

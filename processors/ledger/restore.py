@@ -94,6 +94,16 @@ class ChangelogRestorer:
             }
         )
 
+    def warm(self) -> None:
+        """Learn where the changelog's partitions live before any is assigned: a consumer
+        assigned a partition of a topic it has no metadata for took 0.5-0.9 s here to
+        read that partition's end, on the path of every restart's first restore; asked
+        first, 0.05-0.09 s. A failed ask changes nothing: the restore learns it then."""
+        try:
+            self.consumer.list_topics(self.changelog_topic, timeout=WATERMARK_QUERY_S)
+        except KafkaException as exc:
+            log.warning("changelog metadata not fetched error=%s", exc.args[0].str())
+
     def close(self) -> None:
         self.consumer.close()
         self.log_ends.close()

@@ -12,6 +12,7 @@ client's seq numbers).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -69,3 +70,42 @@ def test_a_restore_waits_for_an_open_transaction_and_reads_what_was_committed_af
     assert store.get(b"k/after") == b"committed"
     assert store.get(b"k/zombie") is None
     store.close()
+
+
+def test_a_warmed_restorer_reads_its_first_partition_without_waiting_for_metadata(
+    kafka, unique: str, tmp_path: Path
+) -> None:
+    """Scenario: two fresh restorers each restore an empty changelog partition, one after
+    asking for the changelog's metadata first (``warm``, as a processor does at start).
+
+    We expect: the warmed one's first restore is much the faster (here 0.01-0.06 s
+    against 0.5-0.9 s cold: the time a restart's first restore used to add)."""
+    settings = Settings(region=f"r{unique[:20]}".lower(), bootstrap_servers=kafka.bootstrap)
+    ensure_topics(settings)
+    timings = {}
+    for warmed in (False, True):
+        restorer = ChangelogRestorer(settings, f"{unique}.{warmed}.ledger")
+        try:
+            if warmed:
+                restorer.warm()
+            started = time.monotonic()
+            restorer.restore(int(warmed), tmp_path / f"store-{warmed}").close()
+            timings[warmed] = time.monotonic() - started
+        finally:
+            restorer.close()
+
+    assert timings[True] < timings[False] / 2, timings
+
+
+def test_warming_without_a_broker_is_only_a_warning(tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed again: nothing listens there
+    settings = Settings(region="nowhere", bootstrap_servers=f"127.0.0.1:{port}")
+    restorer = ChangelogRestorer(settings, "nowhere.ledger")
+    try:
+        started = time.monotonic()
+        restorer.warm()
+        assert time.monotonic() - started < 5.0
+    finally:
+        restorer.close()
