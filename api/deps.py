@@ -9,9 +9,11 @@ hand out the objects built at start-up. Routes never read ``request.app.state`` 
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request, params
+from fastapi import Depends, Header, Path, Request, Response, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -92,10 +94,13 @@ def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | 
 
 async def current_client(
     request: Request,
+    response: Response,
     keys: Keys,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_client_bearer)],
 ) -> str:
-    """The client id of the request's API key."""
+    """The client id of the request's API key. A replaced key still in its grace gets
+    its answers with a ``Sunset`` header (RFC 8594): when it stops working, so that the
+    client's own logs say it is time to deploy the new key."""
     api_key = _bearer_token(request, credentials)
     if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_API_KEY_CHARS:
         raise Unauthorized("malformed API key")
@@ -104,6 +109,10 @@ async def current_client(
         if not keys.loaded:
             raise NotReady("the API key table is still loading")
         raise Unauthorized("unknown API key")
+    ends_ms = keys.grace_ends_ms(api_key)
+    if ends_ms is not None:
+        ends = datetime.fromtimestamp(ends_ms / 1000, UTC)
+        response.headers["Sunset"] = format_datetime(ends, usegmt=True)
     return client_id
 
 

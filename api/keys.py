@@ -91,6 +91,12 @@ class KeyTable:
                 return None
         return client_id
 
+    def grace_ends_ms(self, api_key: str) -> int | None:
+        """When a replaced key in its grace stops working (ms); None for any other key."""
+        if not self._until_by_hash:
+            return None
+        return self._until_by_hash.get(key_hash(api_key))
+
     async def client_for_waiting(self, api_key: str) -> str | None:
         """``client_for``, but an unknown key waits up to ``PROPAGATION_WAIT_S`` for a
         registration made through another instance to arrive (module docstring)."""

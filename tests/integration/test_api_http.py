@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -352,8 +353,13 @@ def test_a_rotation_with_a_grace_keeps_the_old_key_working_until_it_ends(stack: 
     lost_key, last_key = rotated.json()["api_key"], again.json()["api_key"]
     ends = datetime.fromisoformat(again.json()["old_key_valid_until"])
     assert 1.0 < (ends - datetime.now(UTC)).total_seconds() <= 3.0
-    for key in (first_key, lost_key, last_key):
-        assert stack.meme(key).status_code == 200
+    answers = {key: stack.meme(key) for key in (first_key, lost_key, last_key)}
+    assert [a.status_code for a in answers.values()] == [200, 200, 200]
+    # The replaced keys' answers say when they stop working (RFC 8594); the new key's not.
+    sunsets = [a.headers.get("Sunset") for a in answers.values()]
+    assert sunsets[2] is None
+    assert all(parsedate_to_datetime(s) <= ends.replace(microsecond=0) for s in sunsets[:2])
+    assert parsedate_to_datetime(sunsets[1]) == ends.replace(microsecond=0)
     assert stack.balance(last_key) == 2
     table = KeyTable(stack.settings)
     loop = asyncio.new_event_loop()

@@ -257,6 +257,7 @@ def test_a_replaced_key_in_its_grace_works_until_its_end() -> None:
     assert table.client_for("mk_new") == "c1"
     assert table.client_for("mk_old") == "c1"
     assert table.client_for("mk_gone") is None  # its grace is over
+    assert (table.grace_ends_ms("mk_old"), table.grace_ends_ms("mk_new")) == (soon, None)
 
     table.add(key_hash("mk_newest"), "c1")  # a leaked key: no grace
     assert [table.client_for(k) for k in ("mk_newest", "mk_new", "mk_old")] == ["c1", None, None]
