@@ -39,6 +39,7 @@ from maas_client.models import (
     Meme,
     RegisteredClient,
     RequestStatus,
+    RotatedKey,
     Subscription,
 )
 from maas_client.retry import RetryPolicy
@@ -63,6 +64,7 @@ __all__ = [
     "RequestInProgress",
     "RequestStatus",
     "RetryPolicy",
+    "RotatedKey",
     "ServerError",
     "Subscription",
     "TooManyRequests",

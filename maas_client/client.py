@@ -44,6 +44,7 @@ from maas_client.models import (
     Meme,
     RegisteredClient,
     RequestStatus,
+    RotatedKey,
     Subscription,
 )
 from maas_client.retry import RetryPolicy, parse_retry_after
@@ -279,7 +280,7 @@ class BillingClient(_Service):
         )
         return self._parse(response, RegisteredClient.from_json)
 
-    def rotate_api_key(self, client_id: str, old_key_valid_for_s: int = 0) -> RegisteredClient:
+    def rotate_api_key(self, client_id: str, old_key_valid_for_s: int = 0) -> RotatedKey:
         """A new API key for the client. The old one keeps working for
         ``old_key_valid_for_s`` (up to a week), time for the client to deploy the new
         one; with 0, for a leaked key, it stops at once. Safe to retry: each call that
@@ -291,7 +292,7 @@ class BillingClient(_Service):
             f"/v1/clients/{_segment(client_id)}/api-key",
             json={"old_key_valid_for_s": old_key_valid_for_s},
         )
-        return self._parse(response, RegisteredClient.from_json)
+        return self._parse(response, RotatedKey.from_json)
 
     def purchase(self, client_id: str, tokens: int, purchase_id: str) -> Credited:
         """Credits ``tokens``. ``purchase_id`` is billing's own id of the purchase: the

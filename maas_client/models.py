@@ -123,6 +123,22 @@ class RegisteredClient:
 
 
 @dataclass(frozen=True)
+class RotatedKey(RegisteredClient):
+    # Until when the replaced key still works (time-zone aware; the last to end, if keys
+    # replaced before are still in their grace); None: none works any more.
+    old_key_valid_until: datetime | None = None
+
+    @classmethod
+    def from_json(cls, body: Json) -> RotatedKey:
+        until = _opt_str(body, "old_key_valid_until")
+        return cls(
+            client_id=_str(body, "client_id"),
+            api_key=_str(body, "api_key"),
+            old_key_valid_until=datetime.fromisoformat(until) if until is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class Credited:
     purchase_id: str
     tokens: int

@@ -175,8 +175,14 @@ def test_a_key_rotated_with_a_grace_leaves_the_old_one_working(
 
     rotated = billing.rotate_api_key(client_id, old_key_valid_for_s=600)
 
+    assert rotated.old_key_valid_until is not None
+    assert 590 < (rotated.old_key_valid_until - datetime.now(UTC)).total_seconds() <= 600
     with old, MemesClient(stack.base_url, rotated.api_key) as new:
         assert old.me().balance == new.me().balance == 1
+        leaked = billing.rotate_api_key(client_id)  # no grace: every replaced key ends
+        assert leaked.old_key_valid_until is None
+        with pytest.raises(Unauthorized):
+            new.me()
     with pytest.raises(InvalidRequest) as refused:
         billing.rotate_api_key(client_id, old_key_valid_for_s=-1)
     assert refused.value.fields[0].field == "old_key_valid_for_s"

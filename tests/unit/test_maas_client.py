@@ -9,9 +9,11 @@ service in ``tests/integration/test_maas_client.py``.
 from __future__ import annotations
 
 import ast
+import json
 import random
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from maas_client import (
     RegisteredClient,
     RequestInProgress,
     RetryPolicy,
+    RotatedKey,
     ServerError,
     TooManyRequests,
     Unauthorized,
@@ -349,6 +352,29 @@ def test_register_is_retried_when_nothing_was_registered(sleeps: list[float]) ->
     registered = billing(script).register("demo")
     assert registered == RegisteredClient(client_id="c1", api_key="mk_1", pending=True)
     assert len(script.sent) == 5
+
+
+def test_a_rotation_sends_its_grace_and_reads_until_when_the_old_key_works(
+    sleeps: list[float],
+) -> None:
+    until = "2026-12-08T04:00:00Z"
+    script = Script(
+        answer(201, {"client_id": "c1", "api_key": "mk_2", "old_key_valid_until": until}),
+        answer(201, {"client_id": "c1", "api_key": "mk_3", "old_key_valid_until": None}),
+    )
+    client = billing(script)
+
+    graced = client.rotate_api_key("c1", old_key_valid_for_s=3600)
+    leaked = client.rotate_api_key("c1")
+
+    assert graced == RotatedKey(
+        client_id="c1", api_key="mk_2", old_key_valid_until=datetime(2026, 12, 8, 4, tzinfo=UTC)
+    )
+    assert (leaked.api_key, leaked.old_key_valid_until) == ("mk_3", None)
+    assert [json.loads(r.content) for r in script.sent] == [
+        {"old_key_valid_for_s": 3600},
+        {"old_key_valid_for_s": 0},
+    ]
 
 
 def test_register_with_a_key_is_retried_with_it_and_a_repeat_names_the_client(
