@@ -161,11 +161,11 @@ def replaced_keys(account: Account, event: ApiKeyRotationRequested) -> tuple[Rep
     if event.old_key_valid_ms == 0:
         return ()
     now_ms = event.occurred_at_ms
-    keys = [(sha256, until) for sha256, until in account.replaced_keys or () if until > now_ms]
-    keys.append((account.api_key_sha256, now_ms + event.old_key_valid_ms))
-    latest = {sha256: until for sha256, until in sorted(keys, key=lambda key: key[1])}
-    latest.pop(event.api_key_sha256, None)  # the same request decided twice
-    kept = sorted(latest.items(), key=lambda key: key[1])[-MAX_REPLACED_KEYS:]
+    keys = {sha256: until for sha256, until in account.replaced_keys or () if until > now_ms}
+    old = account.api_key_sha256
+    keys[old] = max(keys.get(old, 0), now_ms + event.old_key_valid_ms)
+    keys.pop(event.api_key_sha256, None)  # the same request decided twice
+    kept = sorted(keys.items(), key=lambda key: key[1])[-MAX_REPLACED_KEYS:]
     return tuple(ReplacedKey(api_key_sha256=sha256, valid_until_ms=until) for sha256, until in kept)
 
 

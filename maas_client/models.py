@@ -130,11 +130,10 @@ class RotatedKey(RegisteredClient):
 
     @classmethod
     def from_json(cls, body: Json) -> RotatedKey:
-        until = _opt_str(body, "old_key_valid_until")
         return cls(
             client_id=_str(body, "client_id"),
             api_key=_str(body, "api_key"),
-            old_key_valid_until=datetime.fromisoformat(until) if until is not None else None,
+            old_key_valid_until=_opt_time(body, "old_key_valid_until"),
         )
 
 
@@ -166,11 +165,10 @@ class Subscription:
 
     @classmethod
     def from_json(cls, body: Json) -> Subscription:
-        until = _opt_str(body, "ai_until")
         return cls(
             client_id=_str(body, "client_id"),
             ai_active=_bool(body, "ai_active"),
-            ai_until=datetime.fromisoformat(until) if until is not None else None,
+            ai_until=_opt_time(body, "ai_until"),
         )
 
 
@@ -183,6 +181,11 @@ def _str(body: Json, name: str) -> str:
 
 def _opt_str(body: Json, name: str) -> str | None:
     return None if body.get(name) is None else _str(body, name)
+
+
+def _opt_time(body: Json, name: str) -> datetime | None:
+    text = _opt_str(body, name)
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def _int(body: Json, name: str) -> int:
