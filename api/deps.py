@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from api.ai_admission import AiAdmission
 from api.bridge import KafkaBridge
-from api.errors import NotReady, Unauthorized
+from api.errors import SUNSET_STATE, NotReady, Unauthorized
 from api.keys import KeyTable
 from api.settled import SettledRequests
 from core.blobstore import BlobStore
@@ -99,8 +99,8 @@ async def current_client(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_client_bearer)],
 ) -> str:
     """The client id of the request's API key. A replaced key still in its grace gets
-    its answers with a ``Sunset`` header (RFC 8594): when it stops working, so that the
-    client's own logs say it is time to deploy the new key."""
+    its answers, refusals included, with a ``Sunset`` header (RFC 8594): when it stops
+    working, so that the client's own logs say it is time to deploy the new key."""
     api_key = _bearer_token(request, credentials)
     if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_API_KEY_CHARS:
         raise Unauthorized("malformed API key")
@@ -111,8 +111,9 @@ async def current_client(
         raise Unauthorized("unknown API key")
     ends_ms = keys.grace_ends_ms(api_key)
     if ends_ms is not None:
-        ends = datetime.fromtimestamp(ends_ms / 1000, UTC)
-        response.headers["Sunset"] = format_datetime(ends, usegmt=True)
+        sunset = format_datetime(datetime.fromtimestamp(ends_ms / 1000, UTC), usegmt=True)
+        response.headers["Sunset"] = sunset
+        setattr(request.state, SUNSET_STATE, sunset)  # for an error's answer (api.errors)
     return client_id
 
 

@@ -238,10 +238,22 @@ class NotReady(ApiError):
         return {"Retry-After": "1"}
 
 
-async def handle_api_error(_: Request, exc: Exception) -> JSONResponse:
+# Where ``api.deps.current_client`` leaves the ``Sunset`` of a replaced key still in its
+# grace: a refused call's answer says when the key stops working as an accepted one's does.
+SUNSET_STATE = "sunset"
+
+
+def _with_sunset(request: Request, response: JSONResponse) -> JSONResponse:
+    sunset = getattr(request.state, SUNSET_STATE, None)
+    if sunset is not None:
+        response.headers["Sunset"] = sunset
+    return response
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     """The single mapping from domain errors to HTTP answers."""
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return _with_sunset(request, exc.response())
 
 
 # Headers arrive lower-cased in FastAPI's error locations; answer with the name a
@@ -263,8 +275,12 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in path) or str(source)
 
 
-async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    return _with_sunset(request, _validation_problem(exc))
+
+
+def _validation_problem(exc: RequestValidationError) -> JSONResponse:
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             # A syntax error, not a field's value: the body as a whole is refused.
@@ -305,7 +321,7 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
         # a path served by several routes (PUT and DELETE) allows them all.
         headers["Allow"] = ", ".join(_methods_of(request))
     error = _HTTP_ERRORS.get(exc.status_code, HTTPStatus(exc.status_code).name.lower())
-    return problem(exc.status_code, error, detail, headers)
+    return _with_sunset(request, problem(exc.status_code, error, detail, headers))
 
 
 def _methods_of(request: Request) -> list[str]:

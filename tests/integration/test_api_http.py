@@ -360,6 +360,13 @@ def test_a_rotation_with_a_grace_keeps_the_old_key_working_until_it_ends(stack: 
     assert sunsets[2] is None
     assert all(parsedate_to_datetime(s) <= ends.replace(microsecond=0) for s in sunsets[:2])
     assert parsedate_to_datetime(sunsets[1]) == ends.replace(microsecond=0)
+    # A refusal says it too: a parameter's (422), the domain's (404).
+    refused = [
+        stack.meme(first_key, lat=91),
+        stack.http.get(f"/v1/requests/{uuid.uuid4().hex}", headers=stack.auth(first_key)),
+    ]
+    assert [r.status_code for r in refused] == [422, 404], [r.text for r in refused]
+    assert [r.headers.get("Sunset") for r in refused] == [sunsets[0]] * 2
     assert stack.balance(last_key) == 2
     table = KeyTable(stack.settings)
     loop = asyncio.new_event_loop()
