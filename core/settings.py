@@ -81,8 +81,14 @@ class Settings(BaseModel):
     # (processors/watchdog.py): a loop wedged while librdkafka's own threads keep the
     # session alive would otherwise hold them for librdkafka's default of 5 minutes. A
     # processor's longest legitimate gap is one commit, retried for up to
-    # ``transaction_timeout_ms``.
+    # ``transaction_timeout_ms``; a wedged processor ends sooner, on the stall limit below.
     max_poll_interval_ms: int = Field(default=30_000, ge=10_000, le=86_400_000)  # librdkafka's
+    # A ledger processor whose main loop has been neither in a Kafka poll nor in a
+    # transactional call (each bounded by its own limit) for this long is wedged, and ends
+    # long before the poll limit above (processors/watchdog.py); its restart, the same
+    # static member, takes its partitions straight back. A batch's fold and store writes
+    # take milliseconds.
+    processor_stall_limit_ms: int = Field(default=5_000, ge=1_000, le=86_400_000)
     # Tests and drills only: crash, freeze or wedge at a commit boundary
     # (processors/ledger/faults.py).
     fault_point: str = Field(

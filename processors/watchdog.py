@@ -18,7 +18,14 @@ Two things are watched, by one daemon thread that looks every second:
   leave its group after ``max.poll.interval.ms``, so the others of its kind take its
   partitions; but a wedged process never comes back, and alone (one processor, as in
   docker-compose) nobody takes them. So it ends too, with every thread's stack in its
-  log, and its supervisor restarts it.
+  log, and its supervisor restarts it;
+- **the loop's stalls** (``stall_limit_s``, the ledger processor's): a loop neither in a
+  poll nor in a guarded call for that long is wedged too, and ends long before the poll
+  limit. The poll limit must allow a commit retried through a broker fault (seconds of
+  guarded calls in a row); the stall limit need not, since each guarded call is bounded
+  by its own limit and counts as the loop's activity. Time in which the watcher itself
+  did not run (the process frozen by SIGSTOP, or starved of CPU) is not counted: a
+  resumed zombie is left to its fencing, which the pause scenarios test.
 """
 
 from __future__ import annotations
@@ -40,16 +47,22 @@ WATCHDOG_EXIT_CODE = 70
 # A guarded call running this long has the watcher ask whether any broker listens (most
 # take milliseconds; a commit under load, a few hundred).
 LOOK_AFTER_S = 1.0
+WATCH_EVERY_S = 1.0
+# The watcher woke this much later than it asked: the process did not run meanwhile.
+FROZEN_AFTER_S = 3.0
 
 
 class Watchdog:
-    """Ends the process when a guarded call outlives its limit, or when the loop has not
-    polled for ``poll_limit_s`` (None: not watched). See the module docstring.
+    """Ends the process when a guarded call outlives its limit, when the loop has not
+    polled for ``poll_limit_s``, or when it has stalled (neither polled nor been in a
+    guarded call) for ``stall_limit_s`` (None: not watched). See the module docstring.
 
     Guarding a call or a poll costs a few assignments, not a timer each.
     """
 
-    def __init__(self, poll_limit_s: float | None = None) -> None:
+    def __init__(
+        self, poll_limit_s: float | None = None, stall_limit_s: float | None = None
+    ) -> None:
         self.limit_s = 0.0
         self.what = ""
         self.deadline: float | None = None
@@ -60,6 +73,9 @@ class Watchdog:
         # When the last poll ended; inf inside one (never silent); None before the first.
         # One field, so the watcher never sees a poll's end without its time.
         self.polled_at: float | None = None
+        self.stall_limit_s = stall_limit_s
+        self.active_at = 0.0  # when a guarded call last began or ended, or ``alive`` was said
+        self.thawed_at = 0.0  # when the watcher last woke from a time the process did not run
         self.closed = threading.Event()
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
@@ -71,6 +87,11 @@ class Watchdog:
         """End the process now, as a hung guarded call would at its limit."""
         _exit("%s; exiting so that a restart fences the transaction", why)
 
+    def alive(self) -> None:
+        """The loop waits on something bounded elsewhere (the producer's full queue, by
+        its message timeout): not a stall."""
+        self.active_at = time.monotonic()
+
     @contextmanager
     def guard(
         self, limit_s: float, what: str, broker_listens: Callable[[], bool] | None = None
@@ -81,11 +102,12 @@ class Watchdog:
         self.what = what
         self.broker_listens = broker_listens
         self.calls += 1
-        self.started = time.monotonic()
+        self.started = self.active_at = time.monotonic()
         self.deadline = self.started + limit_s
         try:
             yield
         finally:
+            self.active_at = time.monotonic()  # before the deadline goes: never unguarded
             self.deadline = None
 
     @contextmanager
@@ -98,8 +120,12 @@ class Watchdog:
             self.polled_at = time.monotonic()
 
     def _watch(self) -> None:
-        while not self.closed.wait(1.0):
+        woke = time.monotonic()
+        while not self.closed.wait(WATCH_EVERY_S):
             now = time.monotonic()
+            if now - woke > FROZEN_AFTER_S:
+                self.thawed_at = now
+            woke = now
             deadline = self.deadline
             if deadline is not None and now > deadline:
                 _exit(
@@ -118,6 +144,21 @@ class Watchdog:
                     now - polled_at,
                     limit_s,
                 )
+            if deadline is None:
+                self._check_stall(now)
+
+    def _check_stall(self, now: float) -> None:
+        limit_s, polled_at = self.stall_limit_s, self.polled_at
+        if limit_s is None or polled_at is None:
+            return
+        quiet_s = now - max(polled_at, self.active_at, self.thawed_at)
+        if quiet_s > limit_s:
+            _exit(
+                "main loop stalled for %.0f s, neither polling nor in a guarded call (limit "
+                "%.0f s): wedged; exiting so that a restart takes its partitions back",
+                quiet_s,
+                limit_s,
+            )
 
     def _look(self) -> None:
         call, what, broker_listens = self.calls, self.what, self.broker_listens

@@ -78,9 +78,10 @@ Failure scenarios (the pitfalls are numbered in ``docs/architecture.md``):
   process if any transactional call outlives its own timeout by 2 s; the restart fences
   and aborts the hung transaction, as after a kill.
 - *The main loop wedges* (a deadlock, while librdkafka's threads keep the session
-  alive): after ``max_poll_interval_ms`` without a poll librdkafka leaves the group, so
-  the other instances take the partitions, and the watchdog ends the process, its
-  threads' stacks in its log; the restart takes them back (``processors.watchdog``).
+  alive): once it has been neither in a poll nor in a transactional call for
+  ``processor_stall_limit_ms`` (5 s), the watchdog ends the process, its threads' stacks
+  in its log; the restart, the same static member, takes its partitions back, and its
+  ``init_transactions`` aborts the wedged transaction (``processors.watchdog``).
 """
 
 from __future__ import annotations
@@ -201,7 +202,10 @@ class LedgerProcessor:
         self.held_outcomes = HeldOutcomes(
             self.topics.outcomes, settings.settle_within_ms / 1000, settings.max_batch_size
         )
-        self.watchdog = Watchdog(poll_limit_s=settings.max_poll_interval_ms / 1000)
+        self.watchdog = Watchdog(
+            poll_limit_s=settings.max_poll_interval_ms / 1000,
+            stall_limit_s=settings.processor_stall_limit_ms / 1000,
+        )
         common = settings.kafka_common()
         self.consumer = Consumer(
             {
@@ -538,6 +542,7 @@ class LedgerProcessor:
                 return
             except BufferError:
                 self.producer.poll(0.01)  # local queue full: let deliveries drain
+                self.watchdog.alive()
 
     def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -14,10 +14,11 @@ Faults (``Fault.kind``):
 - ``processor_wedge``: the instance is restarted once with
   ``MAAS_FAULT_POINT=after_produce:WEDGE``: its main thread blocks for good inside its
   first transaction while librdkafka's threads keep its session alive. The others must
-  take its partitions, and its watchdog must end it (exit 70) once it has not polled for
-  ``max_poll_interval_ms`` (``processors/watchdog.py``); the fault fails otherwise. It
-  takes that long (30 s), so it is never a required fault: only a long run whose seed
-  picks it has one;
+  take its partitions, and its watchdog must end it (exit 70) once it has stalled for
+  ``processor_stall_limit_ms`` (``processors/watchdog.py``); the fault fails otherwise.
+  It is never a required fault (the scenario ``wedged-in-transaction`` of
+  ``tests/scenarios/test_paused_processor.py`` has one in every suite): only a long run
+  whose seed picks it has one;
 - ``generator_kill``: kill -9 a generator pool;
 - ``generator_pause``: SIGSTOP a generator pool past its session timeout, then SIGCONT:
   another pool of its kind (if there is one; else its requests expire and are refunded)
@@ -114,7 +115,7 @@ ESTIMATED_S = {
     "fault_point": 5.0,
     "fault_point+refund": 12.0,
     "processor_pause": 15.0,
-    "processor_wedge": 5.0 + Settings().max_poll_interval_ms / 1000 + 2.0,
+    "processor_wedge": 5.0 + Settings().processor_stall_limit_ms / 1000 + 2.0,
     "generator_kill": 2.0,
     "generator_pause": 10.0,
     "api_kill": 2.0,
@@ -139,7 +140,7 @@ FAULT_POINT_FIRE_TIMEOUT_S = 25.0
 FAULT_POINT_ATTEMPTS = 2
 REFUND_FIRE_TIMEOUT_S = 20.0
 WEDGED = "the main thread wedges here"  # processors/ledger/faults.py, at the fault point
-WEDGE_SLACK_S = 5.0  # past the poll limit: the watchdog looks once a second, then a restart
+WEDGE_SLACK_S = 5.0  # past the stall limit: the watchdog looks once a second, then a restart
 GAP_S = (1.5, 4.0)
 
 
@@ -173,7 +174,7 @@ class Done:
     error: str | None = None
 
 
-WEDGED_HOW = "wedged"  # ProcessorKill.how of a wedge: held for the poll limit, not killed
+WEDGED_HOW = "wedged"  # ProcessorKill.how of a wedge: held for the stall limit, not killed
 
 
 @dataclass
@@ -461,9 +462,9 @@ class Nemesis:
 
     def _processor_wedge(self, name: str) -> str:
         """Kept as a kill from the moment it wedged, with the partitions it held then:
-        its recovery is how long until the others decide them (the poll limit, then a
-        rebalance)."""
-        limit_s = self.region.settings.max_poll_interval_ms / 1000
+        its recovery is how long until they are decided again (the stall limit, then
+        the restart, the same static member)."""
+        limit_s = self.region.settings.processor_stall_limit_ms / 1000
         log_path = self.region.children[name].log_path
         offset = log_path.stat().st_size if log_path.exists() else 0
 
@@ -480,7 +481,7 @@ class Nemesis:
                 self.region.restart_with(name, {})  # without the fault
                 raise RuntimeError(
                     f"{name} still running {time.monotonic() - started:.0f}s after it was "
-                    f"armed (poll limit {limit_s:.0f}s): wedged and not ended"
+                    f"armed (stall limit {limit_s:.0f}s): wedged and not ended"
                 )
             if wedged_at_ms is None and WEDGED in said():
                 wedged_at_ms = int(time.time() * 1000)
@@ -489,14 +490,14 @@ class Nemesis:
         if WEDGED not in log:
             # A broker fault of the other lane ended it before its first transaction.
             return f"did not wedge: {name} exited first with code {code}"
-        if code != WATCHDOG_EXIT_CODE or "main loop has not polled" not in log:
+        if code != WATCHDOG_EXIT_CODE or "main loop stalled" not in log:
             raise RuntimeError(f"{name} wedged, then exited with code {code}, not its watchdog")
         partitions = owned_by_log(log[: log.index(WEDGED)])
         if wedged_at_ms is not None:  # else it wedged and ended between two looks: untimed
             self._kept(ProcessorKill(name, wedged_at_ms, partitions, WEDGED_HOW))
         return (
             f"wedged; ended by its watchdog {time.monotonic() - started:.1f}s after the "
-            f"restart (poll limit {limit_s:.0f}s) partitions={sorted(partitions)}"
+            f"restart (stall limit {limit_s:.0f}s) partitions={sorted(partitions)}"
         )
 
     def _api_pause(self, name: str) -> str:

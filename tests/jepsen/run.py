@@ -146,7 +146,7 @@ class RunResult:
 
     @property
     def wedge_recovery_s(self) -> list[float]:
-        """The same for each wedge: its partitions are held up to the poll limit."""
+        """The same for each wedge: its partitions are held up to the stall limit."""
         return _seconds(r for r in self.recoveries if r.kill.how == WEDGED_HOW)
 
     @property

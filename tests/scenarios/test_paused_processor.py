@@ -9,11 +9,12 @@ no outcomes), so 2 requests per client are charged and wait. Instance 0 is then 
 - *inside a transaction*, by itself, at a commit boundary of the first transaction that
   refunds expired deadlines (``MAAS_FAULT_POINT``, ``processors/ledger/faults.py``); or
 - *wedged* there: its main thread blocked for good while librdkafka's threads keep its
-  session alive, so only ``max_poll_interval_ms`` (12 s here) moves its partitions, and
-  its watchdog ends it then.
+  session alive, so only its watchdog, once it has stalled for
+  ``processor_stall_limit_ms`` (5 s), ends it; its session then lapses.
 
 A pause past the session timeout (6 s) lets instance 1 take the partitions and refund
-the requests; a shorter one does not; a wedged instance 0 loses them after 12 s. After
+the requests; a shorter one does not; a wedged instance 0 loses them ~11 s after it
+wedged (not after the 30 s poll limit). After
 the pause, the generators answer every request late (``MemeGenerated``), and 2 s later
 instance 0 resumes (SIGCONT) with the RocksDB state and deadline timers it had (a wedged
 one has ended itself by then).
@@ -23,7 +24,7 @@ transaction of the resumed instance commits decisions for partitions it no longe
 ``maas audit verify`` finds nothing; the replay has no violation and conserves tokens;
 the live accounts equal the replayed ones.
 
-The five pauses run at once, each in a region of its own (``scenarios``): a scenario
+The six pauses run at once, each in a region of its own (``scenarios``): a scenario
 mostly waits (for the pause, the rebalance, the late outcomes), so one after another they
 took over two minutes of the suite, and at once they take as long as the longest. Each
 test reports its own pause.
@@ -95,9 +96,10 @@ PAUSES = [
     Pause(
         "before-commit-14s-committed", 14, "after_offsets+refund:STOP", 30_000, "committed", 60_000
     ),
-    # Wedged inside the refund transaction, which the broker aborts after 10 s; instance 1
-    # gets the partitions once instance 0 has not polled for 12 s.
-    Pause("wedged-in-transaction", 14, "after_produce+refund:WEDGE", 10_000, "wedged", 12_000),
+    # Wedged inside the refund transaction, which the broker aborts after 10 s: its
+    # watchdog ends instance 0 once it has stalled for 5 s, far inside the 30 s poll
+    # limit, and instance 1 gets the partitions when its session (6 s) lapses.
+    Pause("wedged-in-transaction", 14, "after_produce+refund:WEDGE", 10_000, "wedged"),
 ]
 
 
@@ -189,7 +191,7 @@ def _scenario(d: LedgerDriver, pause: Pause) -> None:
         assert not d.running("0"), log[-3000:]
         after = f"ended with code {d.procs['0'].returncode}"
         assert d.procs["0"].returncode == WATCHDOG_EXIT_CODE, log[-3000:]
-        assert "main loop has not polled" in log and "in reached" in log, log[-3000:]
+        assert "main loop stalled" in log and "in reached" in log, log[-3000:]
         assert _last_assignment(d.log_text("1")) == list(range(d.settings.partitions))
     elif pause.seconds > SESSION_TIMEOUT_S:
         after = _wait_settled(d, mark)

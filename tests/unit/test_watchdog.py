@@ -131,3 +131,78 @@ def test_a_broker_that_listens_or_a_call_that_ended_meanwhile_ends_nothing() -> 
         """
     )
     assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
+
+
+def test_a_loop_stalled_outside_polls_and_guarded_calls_is_ended_before_its_poll_limit() -> None:
+    """Scenario: stall limit 1 s, poll limit 20 s; the loop polls once, spends 1.5 s in
+    guarded calls in a row (each shorter than the limit), then wedges.
+    We expect: exit code 70 on the stall (not the poll limit), the wedged function in the
+    stacks, and the guarded calls not taken for a stall."""
+    child = run_child(
+        """
+        def wedged_here():
+            time.sleep(10)
+
+        watchdog = Watchdog(poll_limit_s=20, stall_limit_s=1.0)
+        with watchdog.polling():
+            pass
+        for _ in range(3):
+            with watchdog.guard(5, "commit_transaction"):
+                time.sleep(0.5)
+        print("guarded calls done", flush=True)
+        wedged_here()
+        """
+    )
+    assert child.returncode == WATCHDOG_EXIT_CODE, child.stderr
+    assert "guarded calls done" in child.stdout
+    assert "main loop stalled for" in child.stderr
+    assert "in wedged_here" in child.stderr
+
+
+def test_guarded_calls_a_loop_alive_and_polls_are_not_stalls() -> None:
+    """Scenario: stall limit 1.5 s; the loop polls, spends 2 s in guarded calls, then
+    1.1 s unguarded (a watcher's look falls in it, 2 s past the poll); then for 3 s it
+    waits on a full queue, saying ``alive`` every 0.1 s; then it polls for 2 s; then it
+    closes and is silent for 2 s.
+    We expect: none of it ends the process."""
+    child = run_child(
+        """
+        watchdog = Watchdog(stall_limit_s=1.5)
+        with watchdog.polling():
+            pass
+        for _ in range(4):
+            with watchdog.guard(5, "commit_transaction"):
+                time.sleep(0.5)
+        time.sleep(1.1)
+        for _ in range(30):
+            time.sleep(0.1)
+            watchdog.alive()
+        with watchdog.polling():
+            time.sleep(2)
+        watchdog.close()
+        time.sleep(2)
+        print("alive")
+        """
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
+
+
+def test_a_process_frozen_past_the_stall_limit_is_not_ended_when_it_resumes() -> None:
+    """Scenario: stall limit 1 s; the loop polls, then freezes itself (SIGSTOP) and a
+    helper resumes it (SIGCONT) 4 s later; the loop then goes on for 0.5 s.
+    We expect: the frozen time is not a stall (a resumed zombie is left to its fencing),
+    so the process ends normally."""
+    child = run_child(
+        """
+        import os, signal, subprocess, sys
+        watchdog = Watchdog(stall_limit_s=1.0)
+        with watchdog.polling():
+            pass
+        subprocess.Popen([sys.executable, "-c",
+            f"import os, time; time.sleep(4); os.kill({os.getpid()}, {int(signal.SIGCONT)})"])
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(0.5)
+        print("alive")
+        """
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "alive"), child.stderr
