@@ -1,6 +1,6 @@
 """The watchdog of a processor's main loop: a process stuck where it must not be ends.
 
-Two things are watched, by one daemon thread that looks every second:
+Three things are watched, by one daemon thread that looks every second:
 
 - **a guarded call**: librdkafka's ``send_offsets_to_transaction`` can block forever
   when the group coordinator moves (librdkafka #5456, #5511); the ledger processor
