@@ -132,6 +132,7 @@ RETRY_BACKOFF_S = 0.1
 TXN_CALL_TIMEOUT_S = 5.0
 WATCHDOG_SLACK_S = 2.0  # a call may overrun its own timeout a little before it is "hung"
 BROKER_LOOK_TIMEOUT_S = 1.0
+BROKER_REACH_S = 2.0
 STABLE_OFFSETS_TIMEOUTS = 3  # transaction timeouts to wait for a zombie's txn to settle
 # The broker's smallest allowed session: a hung (stopped) instance's partitions move to
 # another instance after this long. A killed one is restarted at once and, being a static
@@ -248,6 +249,7 @@ class LedgerProcessor:
 
     def run(self) -> None:
         init_timeout_s = self.settings.transaction_timeout_ms / 1000
+        reach_a_broker(self.producer, self.topics.ledger)
         init_transactions(self.producer, init_timeout_s, self.watchdog, self.stop_event)
         # The broker answers now: before a decision is written where the settings say.
         check_partition_counts(self.consumer, self.settings)
@@ -770,6 +772,18 @@ class LedgerProcessor:
                 store.close()
         self._rebuild_deadlines()
         log.info("partitions revoked partitions=%s", numbers)
+
+
+def reach_a_broker(producer: Producer, topic: str) -> None:
+    """Have a producer just made talk to a broker before ``init_transactions``. Called
+    with no broker connection up yet, librdkafka's coordinator query found no broker and
+    then, in 2 of 5 processor restarts seen here, waited out its 500 ms query timer
+    instead of asking once the connection was up (forty-eighth session). A failed ask
+    changes nothing: ``init_transactions`` waits for a broker then."""
+    try:
+        producer.list_topics(topic, timeout=BROKER_REACH_S)
+    except KafkaException as exc:
+        log.warning("no broker answered before init_transactions error=%s", exc.args[0])
 
 
 def init_transactions(
