@@ -130,11 +130,8 @@ class RotatedKey(RegisteredClient):
 
     @classmethod
     def from_json(cls, body: Json) -> RotatedKey:
-        return cls(
-            client_id=_str(body, "client_id"),
-            api_key=_str(body, "api_key"),
-            old_key_valid_until=_opt_time(body, "old_key_valid_until"),
-        )
+        registered = RegisteredClient.from_json(body)  # the fields it shares, read alike
+        return cls(**vars(registered), old_key_valid_until=_opt_time(body, "old_key_valid_until"))
 
 
 @dataclass(frozen=True)
